@@ -1,0 +1,79 @@
+//! The gateway's HTML pages: small, accessible, self-contained (no scripts, no external
+//! assets), served under a strict CSP by `body::html`.
+
+/// Escape text for HTML element content and quoted attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1d1f23}\
+main{max-width:24rem;margin:10vh auto;background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px #0002}\
+h1{font-size:1.4rem;margin-top:0}label{display:block;margin-top:1rem;font-weight:600}\
+input{width:100%;box-sizing:border-box;padding:.6rem;margin-top:.3rem;border:1px solid #888;border-radius:4px;font-size:1rem}\
+input:focus{outline:3px solid #2563eb;outline-offset:1px}\
+button{margin-top:1.5rem;width:100%;padding:.7rem;border:0;border-radius:4px;background:#1d4ed8;color:#fff;font-size:1rem;cursor:pointer}\
+button:focus{outline:3px solid #1e3a8a;outline-offset:2px}\
+.error{background:#fde8e8;color:#8a1c1c;padding:.6rem;border-radius:4px}";
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<meta name=\"referrer\" content=\"same-origin\"><title>{t}</title><style>{STYLE}</style></head>\
+<body><main>{body}</main></body></html>",
+        t = escape(title)
+    )
+}
+
+/// The login page; `return_to` must already be validated.
+pub fn login_page(return_to: &str, error: Option<&str>) -> String {
+    let err = error.map_or_else(String::new, |e| {
+        format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))
+    });
+    page(
+        "Sign in",
+        &format!(
+            "<h1>Sign in</h1>{err}\
+<form method=\"post\" action=\"/.auth/login\">\
+<input type=\"hidden\" name=\"return_to\" value=\"{rt}\">\
+<label for=\"username\">Username</label>\
+<input id=\"username\" name=\"username\" autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" required autofocus>\
+<label for=\"password\">Password</label>\
+<input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
+<button type=\"submit\">Sign in</button></form>",
+            rt = escape(return_to)
+        ),
+    )
+}
+
+/// A page with a heading and one message.
+pub fn message_page(title: &str, message: &str) -> String {
+    page(
+        title,
+        &format!("<h1>{}</h1><p>{}</p>", escape(title), escape(message)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_page_escapes_return_to() {
+        let p = login_page("/x\"><script>", None);
+        assert!(!p.contains("<script>"));
+        assert!(p.contains("&quot;&gt;&lt;script&gt;"));
+        assert!(p.contains("action=\"/.auth/login\""));
+    }
+}

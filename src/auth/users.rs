@@ -1,0 +1,198 @@
+//! Users of `login.mode = "users_file"`: `users.toml` with argon2id password hashes.
+//!
+//! Threats: offline cracking of a leaked file (argon2id, RFC 9106), user enumeration by timing
+//! (an unknown user costs one verification against a dummy hash, like a wrong password).
+//! Hashing runs on the blocking pool, never on a request thread.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    #[serde(default)]
+    user: Vec<UserEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    name: String,
+    password_hash: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub roles: Vec<String>,
+    phc: String,
+    disabled: bool,
+}
+
+/// Characters allowed in user names and roles: they travel in headers and token claims.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-+".contains(&b))
+}
+
+#[derive(Debug, Clone)]
+pub struct Users {
+    map: Arc<HashMap<String, User>>,
+    dummy_phc: Arc<String>,
+}
+
+/// Hash a password as an argon2id PHC string (default parameters, random salt).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+impl Users {
+    pub fn empty() -> Self {
+        Self {
+            map: Arc::new(HashMap::new()),
+            dummy_phc: Arc::new(hash_password("sessiongate dummy password").unwrap_or_default()),
+        }
+    }
+
+    /// Read and check a users file. Errors name the entry.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file: UsersFile =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+        let mut users = Self::empty();
+        let map = Arc::make_mut(&mut users.map);
+        for (i, u) in file.user.into_iter().enumerate() {
+            if !valid_name(&u.name) {
+                return Err(format!(
+                    "user[{i}].name: {:?} must be 1-128 of A-Z a-z 0-9 . _ @ - +",
+                    u.name
+                ));
+            }
+            if let Some(r) = u.roles.iter().find(|r| !valid_name(r)) {
+                return Err(format!(
+                    "user[{i}].roles: {r:?} must be 1-128 of A-Z a-z 0-9 . _ @ - +"
+                ));
+            }
+            if !u.password_hash.starts_with("$argon2id$")
+                || PasswordHash::new(&u.password_hash).is_err()
+            {
+                return Err(format!(
+                    "user[{i}].password_hash: not an argon2id PHC string (make one with `sessiongate hash-password`)"
+                ));
+            }
+            if map.contains_key(&u.name) {
+                return Err(format!("user[{i}].name: {:?} is defined twice", u.name));
+            }
+            map.insert(
+                u.name.clone(),
+                User {
+                    name: u.name,
+                    roles: u.roles,
+                    phc: u.password_hash,
+                    disabled: u.disabled,
+                },
+            );
+        }
+        Ok(users)
+    }
+
+    /// Add a user (the `--dev` demo user).
+    pub fn add(&mut self, name: &str, password: &str, roles: Vec<String>) -> Result<(), String> {
+        let phc = hash_password(password)?;
+        Arc::make_mut(&mut self.map).insert(
+            name.into(),
+            User {
+                name: name.into(),
+                roles,
+                phc,
+                disabled: false,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Check a password. Unknown and disabled users cost the same work as a wrong password.
+    pub async fn verify(&self, name: &str, password: &str) -> Option<User> {
+        let user = self.map.get(name).cloned();
+        let phc = user
+            .as_ref()
+            .map_or_else(|| self.dummy_phc.as_str().to_owned(), |u| u.phc.clone());
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&phc).is_ok_and(|h| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
+        })
+        .await
+        .unwrap_or(false);
+        user.filter(|u| ok && !u.disabled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn verify_accepts_the_right_password_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("users.toml");
+        let h = hash_password("correct horse").unwrap();
+        std::fs::write(
+            &p,
+            format!("[[user]]\nname = \"alice\"\npassword_hash = \"{h}\"\nroles = [\"admin\"]\n"),
+        )
+        .unwrap();
+        let u = Users::load(&p).unwrap();
+        assert_eq!(
+            u.verify("alice", "correct horse").await.unwrap().roles,
+            vec!["admin".to_string()]
+        );
+        assert!(u.verify("alice", "wrong").await.is_none());
+        assert!(u.verify("nobody", "correct horse").await.is_none());
+    }
+
+    #[test]
+    fn bad_entries_are_refused_with_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("users.toml");
+        std::fs::write(&p, "[[user]]\nname = \"bad name\"\npassword_hash = \"x\"\n").unwrap();
+        assert!(Users::load(&p).unwrap_err().starts_with("user[0].name"));
+        std::fs::write(
+            &p,
+            "[[user]]\nname = \"bob\"\npassword_hash = \"plaintext\"\n",
+        )
+        .unwrap();
+        assert!(
+            Users::load(&p)
+                .unwrap_err()
+                .starts_with("user[0].password_hash")
+        );
+    }
+}

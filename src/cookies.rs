@@ -1,0 +1,283 @@
+//! Reading and writing the gateway's cookies.
+//!
+//! Threats answered: cookie tossing and ambiguity (a gateway cookie sent twice is refused rather
+//! than guessed at — RFC 6265 §5.4 leaves the order to the browser, so "first wins" would let a
+//! sibling subdomain pick the session), leaking credentials upstream (every cookie in the
+//! gateway's `__Host-sg-`/`__Secure-sg-` namespace is removed from the `Cookie` header the app
+//! receives), and cookies a browser would accept from elsewhere (`__Host-` prefix: `Secure`,
+//! `Path=/`, no `Domain`).
+//!
+//! Request cookies are split by hand rather than with `cookie::Cookie::split_parse`: the app's
+//! cookies must reach it byte for byte, and the crate's parser re-encodes and drops pairs it
+//! dislikes. Response cookies are built with the `cookie` crate.
+
+use http::HeaderMap;
+use http::header::{COOKIE, HeaderValue};
+
+use crate::config::{SameSite, SessionConfig};
+
+/// The gateway's cookie names for one deployment.
+#[derive(Debug, Clone)]
+pub struct CookieNames {
+    pub access: String,
+    pub refresh: String,
+    pub csrf: String,
+    prefix: &'static str,
+}
+
+impl CookieNames {
+    /// `__Host-sg-*`, or `__Secure-sg-*` when a `cookie_domain` is set (the `__Host-` prefix
+    /// forbids `Domain`).
+    pub fn new(session: &SessionConfig) -> Self {
+        let prefix = if session.cookie_domain.is_some() {
+            "__Secure-"
+        } else {
+            "__Host-"
+        };
+        Self {
+            access: format!("{prefix}sg-access"),
+            refresh: format!("{prefix}sg-refresh"),
+            csrf: format!("{prefix}sg-csrf"),
+            prefix,
+        }
+    }
+
+    /// Whether a cookie name belongs to the gateway (case-insensitive, either prefix).
+    fn is_gateway(&self, name: &str) -> bool {
+        let lower = name.trim().to_ascii_lowercase();
+        let _ = self.prefix;
+        lower.starts_with("__host-sg-") || lower.starts_with("__secure-sg-")
+    }
+}
+
+/// The gateway credentials found in a request's cookies.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GatewayCookies {
+    pub access: Option<String>,
+    pub refresh: Option<String>,
+    pub csrf: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CookieError {
+    #[error("gateway cookie {0} sent more than once")]
+    Duplicate(&'static str),
+    #[error("Cookie header is not valid text")]
+    NotText,
+}
+
+/// What scanning a request's `Cookie` headers found.
+#[derive(Debug, Default)]
+pub struct CookieScan {
+    pub gateway: GatewayCookies,
+    /// `Some(new)` when the `Cookie` header to forward differs from what came in
+    /// (`Some(None)`: remove it entirely); `None` to forward as is.
+    pub forward: Option<Option<HeaderValue>>,
+}
+
+fn unquote(v: &str) -> &str {
+    let v = v.trim();
+    v.strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(v)
+}
+
+/// Scan every `Cookie` header: pick out the gateway's cookies, refuse duplicates, and compute
+/// the header to forward upstream without them.
+pub fn scan(headers: &HeaderMap, names: &CookieNames) -> Result<CookieScan, CookieError> {
+    let mut out = CookieScan::default();
+    let mut count = 0usize;
+    let mut any_gateway = false;
+    let mut kept: Vec<&str> = Vec::new();
+    for value in headers.get_all(COOKIE) {
+        count += 1;
+        let text = value.to_str().map_err(|_| CookieError::NotText)?;
+        for pair in text.split(';') {
+            let pair_trim = pair.trim();
+            if pair_trim.is_empty() {
+                continue;
+            }
+            let (name, val) = pair_trim.split_once('=').unwrap_or((pair_trim, ""));
+            let name = name.trim();
+            if !names.is_gateway(name) {
+                kept.push(pair_trim);
+                continue;
+            }
+            any_gateway = true;
+            let slot = if name == names.access {
+                Some((&mut out.gateway.access, "access"))
+            } else if name == names.refresh {
+                Some((&mut out.gateway.refresh, "refresh"))
+            } else if name == names.csrf {
+                Some((&mut out.gateway.csrf, "csrf"))
+            } else {
+                None // a look-alike (other case or prefix): dropped, never trusted
+            };
+            if let Some((slot, which)) = slot {
+                if slot.is_some() {
+                    return Err(CookieError::Duplicate(which));
+                }
+                *slot = Some(unquote(val).to_string());
+            }
+        }
+    }
+    if any_gateway || count > 1 {
+        out.forward = Some(if kept.is_empty() {
+            None
+        } else {
+            // Each pair came from a valid header value, so the joined text is valid too.
+            HeaderValue::from_str(&kept.join("; ")).ok()
+        });
+    }
+    Ok(out)
+}
+
+/// Build a `Set-Cookie` value for a gateway cookie; `max_age` 0 clears it.
+pub fn set_cookie(
+    name: &str,
+    value: &str,
+    max_age_secs: u64,
+    session: &SessionConfig,
+    http_only: bool,
+) -> HeaderValue {
+    let same_site = match session.same_site {
+        SameSite::Lax => cookie::SameSite::Lax,
+        SameSite::Strict => cookie::SameSite::Strict,
+    };
+    let mut b = cookie::Cookie::build((name, value))
+        .secure(true)
+        .http_only(http_only)
+        .path("/")
+        .same_site(same_site)
+        .max_age(cookie::time::Duration::seconds(
+            i64::try_from(max_age_secs).unwrap_or(i64::MAX),
+        ));
+    if let Some(d) = &session.cookie_domain {
+        b = b.domain(d.clone());
+    }
+    // Names and values are the gateway's own (token characters only): always a valid header.
+    HeaderValue::from_str(&b.build().to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn session() -> SessionConfig {
+        SessionConfig {
+            access_ttl: Duration::from_secs(60),
+            refresh_ttl: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(300),
+            refresh_grace: Duration::from_secs(10),
+            same_site: SameSite::Lax,
+            cookie_domain: None,
+        }
+    }
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(COOKIE, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn gateway_cookies_are_read_and_removed_from_the_forwarded_header() {
+        let n = CookieNames::new(&session());
+        let s = scan(
+            &headers(&["theme=dark; __Host-sg-access=aaa; x=\"q\"; __Host-sg-refresh=rrr"]),
+            &n,
+        )
+        .unwrap();
+        assert_eq!(s.gateway.access.as_deref(), Some("aaa"));
+        assert_eq!(s.gateway.refresh.as_deref(), Some("rrr"));
+        assert_eq!(
+            s.forward,
+            Some(Some(HeaderValue::from_static("theme=dark; x=\"q\"")))
+        );
+    }
+
+    #[test]
+    fn only_gateway_cookies_means_no_cookie_header_upstream() {
+        let n = CookieNames::new(&session());
+        let s = scan(&headers(&["__Host-sg-access=aaa"]), &n).unwrap();
+        assert_eq!(s.forward, Some(None));
+    }
+
+    #[test]
+    fn app_cookies_alone_pass_untouched() {
+        let n = CookieNames::new(&session());
+        let s = scan(&headers(&["a=1; b=2"]), &n).unwrap();
+        assert_eq!(s.forward, None);
+        assert_eq!(s.gateway, GatewayCookies::default());
+    }
+
+    #[test]
+    fn duplicate_gateway_cookie_is_refused_even_across_headers() {
+        let n = CookieNames::new(&session());
+        assert_eq!(
+            scan(&headers(&["__Host-sg-access=a; __Host-sg-access=b"]), &n).unwrap_err(),
+            CookieError::Duplicate("access")
+        );
+        assert_eq!(
+            scan(
+                &headers(&["__Host-sg-refresh=a", "__Host-sg-refresh=b"]),
+                &n
+            )
+            .unwrap_err(),
+            CookieError::Duplicate("refresh")
+        );
+    }
+
+    #[test]
+    fn look_alike_names_are_stripped_but_never_trusted() {
+        let n = CookieNames::new(&session());
+        let s = scan(
+            &headers(&["__host-sg-access=evil; __Secure-sg-access=evil2; ok=1"]),
+            &n,
+        )
+        .unwrap();
+        assert_eq!(s.gateway.access, None);
+        assert_eq!(s.forward, Some(Some(HeaderValue::from_static("ok=1"))));
+    }
+
+    #[test]
+    fn split_cookie_headers_are_joined_for_http1() {
+        let n = CookieNames::new(&session());
+        let s = scan(&headers(&["a=1", "b=2"]), &n).unwrap();
+        assert_eq!(s.forward, Some(Some(HeaderValue::from_static("a=1; b=2"))));
+    }
+
+    #[test]
+    fn set_cookie_is_hardened() {
+        let v = set_cookie("__Host-sg-access", "tok", 900, &session(), true);
+        let s = v.to_str().unwrap();
+        for part in [
+            "__Host-sg-access=tok",
+            "Secure",
+            "HttpOnly",
+            "Path=/",
+            "SameSite=Lax",
+            "Max-Age=900",
+        ] {
+            assert!(s.contains(part), "{s} lacks {part}");
+        }
+        assert!(!s.contains("Domain"));
+    }
+
+    #[test]
+    fn cookie_domain_switches_to_secure_prefix() {
+        let mut s = session();
+        s.cookie_domain = Some("example.com".into());
+        let n = CookieNames::new(&s);
+        assert_eq!(n.access, "__Secure-sg-access");
+        assert!(
+            set_cookie(&n.access, "t", 1, &s, true)
+                .to_str()
+                .unwrap()
+                .contains("Domain=example.com")
+        );
+    }
+}

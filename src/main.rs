@@ -1,0 +1,245 @@
+//! The `sessiongate` command line. Everything else lives in the library.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sessiongate::config::{self, LoadOptions, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "sessiongate",
+    version,
+    about = "A TLS-terminating reverse proxy that owns the sessions of the apps behind it"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway (the default command).
+    Run(RunArgs),
+    /// Check a configuration: exit 0, or one line per problem naming its key.
+    CheckConfig {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+    },
+    /// Read a password on standard input, print its argon2id PHC string for users.toml.
+    HashPassword,
+    /// Print a random secret (32 bytes, base64url) for keys.*_secret_env.
+    GenSecret,
+    /// Write a self-signed localhost certificate for development.
+    DevCert {
+        #[arg(long, default_value = "certs/localhost.pem")]
+        cert: PathBuf,
+        #[arg(long, default_value = "certs/localhost-key.pem")]
+        key: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(clap::Args, Default)]
+struct RunArgs {
+    #[arg(long, default_value = "gateway.toml")]
+    config: PathBuf,
+    /// Laptop mode: create what is missing (certificate, secrets, demo user, whoami upstream).
+    #[arg(long)]
+    dev: bool,
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    match cli.cmd.unwrap_or(Cmd::Run(RunArgs {
+        config: "gateway.toml".into(),
+        dev: false,
+    })) {
+        Cmd::Run(args) => run(args),
+        Cmd::CheckConfig { config } => match config::load(&config, LoadOptions::default()) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(errs) => {
+                eprintln!("{errs}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::HashPassword => {
+            let mut input = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+                eprintln!("cannot read the password from standard input: {e}");
+                return ExitCode::FAILURE;
+            }
+            let pw = input
+                .strip_suffix('\n')
+                .map(|s| s.strip_suffix('\r').unwrap_or(s))
+                .unwrap_or(&input);
+            if pw.is_empty() {
+                eprintln!("empty password on standard input");
+                return ExitCode::FAILURE;
+            }
+            match sessiongate::auth::users::hash_password(pw) {
+                Ok(h) => {
+                    println!("{h}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hashing failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::GenSecret => {
+            println!("{}", sessiongate::util::random_token(32));
+            ExitCode::SUCCESS
+        }
+        Cmd::DevCert { cert, key, force } => {
+            if !force && (cert.exists() || key.exists()) {
+                eprintln!(
+                    "{} or {} exists; pass --force to overwrite",
+                    cert.display(),
+                    key.display()
+                );
+                return ExitCode::FAILURE;
+            }
+            match sessiongate::dev::write_dev_cert(&cert, &key) {
+                Ok(()) => {
+                    println!(
+                        "wrote {} and {} (self-signed, for localhost only)",
+                        cert.display(),
+                        key.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let mut cfg = match config::load(&args.config, LoadOptions { dev: args.dev }) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprintln!("{errs}");
+            eprintln!(
+                "sessiongate: not started ({} problem(s) in {})",
+                errs.0.len(),
+                args.config.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg.log_level, cfg.log_format);
+    if args.dev {
+        tracing::warn!("development mode (--dev): not for production");
+        if !cfg.tls_cert.exists() || !cfg.tls_key.exists() {
+            if let Err(e) = sessiongate::dev::write_dev_cert(&cfg.tls_cert, &cfg.tls_key) {
+                eprintln!("tls.cert: cannot create a development certificate: {e}");
+                return ExitCode::from(2);
+            }
+            tracing::warn!(cert = %cfg.tls_cert.display(), "created a self-signed localhost certificate");
+        }
+        for note in std::mem::take(&mut cfg.dev_notes) {
+            tracing::warn!("{note}");
+        }
+    }
+    let mut users = match &cfg.login.users_file {
+        Some(p) => match sessiongate::auth::users::Users::load(p) {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("config error: login.users_file: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => sessiongate::auth::users::Users::empty(),
+    };
+    if args.dev {
+        let password = sessiongate::util::random_token(12);
+        if let Err(e) = users.add("demo", &password, vec!["demo".into()]) {
+            eprintln!("cannot create the demo user: {e}");
+            return ExitCode::from(2);
+        }
+        println!("demo login: user=demo password={password}");
+    }
+    let tokio_rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dev = args.dev;
+    let origin = cfg.server.public_origin.origin.clone();
+    let result = tokio_rt.block_on(sessiongate::server::run(
+        cfg,
+        users,
+        shutdown_signal(),
+        move |b| {
+            let http = b.http.map_or_else(|| "off".to_string(), |a| a.to_string());
+            let admin = b.admin.map_or_else(|| "off".to_string(), |a| a.to_string());
+            println!(
+                "sessiongate ready https={} http={http} admin={admin}",
+                b.https
+            );
+            if dev {
+                println!("open {origin}/ in your browser");
+            }
+            tracing::info!(https = %b.https, http = %http, admin = %admin, "listening");
+        },
+    ));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sessiongate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("signal received");
+}

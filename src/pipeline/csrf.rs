@@ -1,0 +1,141 @@
+//! Cross-site request forgery.
+//!
+//! Threat: another site making the user's browser send an unsafe request that carries the
+//! session cookie (`SameSite=Lax` stops most, not all: same-site siblings, top-level POSTs in
+//! old browsers). Unsafe requests must prove they come from the gateway's own origin, using what
+//! browsers send: `Sec-Fetch-Site` (Fetch Metadata), else `Origin` (RFC 6454), else `Referer`.
+//! A request with none of them did not come from a browser page, so it cannot be a CSRF and
+//! passes — the approach of Go's `http.CrossOriginProtection`. A method override header or a
+//! `_method` parameter makes any request count as unsafe.
+
+use http::{HeaderMap, Method};
+
+use crate::config::{CsrfConfig, CsrfMode};
+
+/// Whether a request changes state (or claims it does through an override).
+pub fn is_unsafe(method: &Method, h: &HeaderMap, query: Option<&str>) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    ) || h.contains_key("x-http-method-override")
+        || h.contains_key("x-http-method")
+        || h.contains_key("x-method-override")
+        || query.is_some_and(|q| {
+            q.split('&').any(|p| {
+                p.split('=')
+                    .next()
+                    .is_some_and(|n| n.eq_ignore_ascii_case("_method"))
+            })
+        })
+}
+
+/// `Ok` when the request is same-origin (or not from a browser); `Err(reason)` otherwise.
+pub fn check(cfg: &CsrfConfig, public_origin: &str, h: &HeaderMap) -> Result<(), &'static str> {
+    if cfg.mode == CsrfMode::Off {
+        return Ok(());
+    }
+    let allowed = |o: &str| o == public_origin || cfg.allowed_origins.iter().any(|a| a == o);
+    let origin = h
+        .get(http::header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("null"));
+    if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        match site {
+            "same-origin" | "none" => return Ok(()),
+            _ => {
+                return match origin {
+                    Some(o) if allowed(o) && o != public_origin => Ok(()),
+                    _ => Err("cross-site request"),
+                };
+            }
+        }
+    }
+    if let Some(o) = origin {
+        return if allowed(o) {
+            Ok(())
+        } else {
+            Err("cross-origin request")
+        };
+    }
+    if let Some(r) = h.get(http::header::REFERER) {
+        let r = r.to_str().ok().and_then(|r| url::Url::parse(r).ok());
+        return match r {
+            Some(u) if allowed(&u.origin().ascii_serialization()) => Ok(()),
+            _ => Err("cross-origin referer"),
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn cfg() -> CsrfConfig {
+        CsrfConfig {
+            mode: CsrfMode::Origin,
+            allowed_origins: vec!["https://app.example.com".into()],
+        }
+    }
+
+    fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.insert(*k, HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    const O: &str = "https://gw.example.com";
+
+    #[test]
+    fn same_origin_passes() {
+        assert!(check(&cfg(), O, &h(&[("sec-fetch-site", "same-origin")])).is_ok());
+        assert!(check(&cfg(), O, &h(&[("origin", "https://gw.example.com")])).is_ok());
+        assert!(
+            check(
+                &cfg(),
+                O,
+                &h(&[("referer", "https://gw.example.com/a/b?c")])
+            )
+            .is_ok()
+        );
+        assert!(check(&cfg(), O, &h(&[("origin", "https://app.example.com")])).is_ok());
+        assert!(check(&cfg(), O, &h(&[])).is_ok());
+    }
+
+    #[test]
+    fn cross_origin_is_refused() {
+        for pairs in [
+            &[("sec-fetch-site", "cross-site")][..],
+            &[
+                ("sec-fetch-site", "same-site"),
+                ("origin", "https://evil.gw.example.com"),
+            ],
+            &[("origin", "null")],
+            &[("origin", "https://gw.example.com.evil.net")],
+            &[("origin", "http://gw.example.com")],
+            &[("origin", "https://gw.example.com:444")],
+            &[("referer", "https://evil.net/https://gw.example.com/")],
+            &[("referer", "not a url")],
+        ] {
+            assert!(check(&cfg(), O, &h(pairs)).is_err(), "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn overrides_make_a_request_unsafe() {
+        assert!(is_unsafe(&Method::POST, &HeaderMap::new(), None));
+        assert!(!is_unsafe(&Method::GET, &HeaderMap::new(), Some("a=1")));
+        assert!(is_unsafe(
+            &Method::GET,
+            &h(&[("x-http-method-override", "DELETE")]),
+            None
+        ));
+        assert!(is_unsafe(
+            &Method::GET,
+            &HeaderMap::new(),
+            Some("a=1&_METHOD=delete")
+        ));
+    }
+}

@@ -1,0 +1,159 @@
+//! Ambiguous requests are refused, never guessed at.
+//!
+//! Threats: request smuggling and desync between the gateway and the app (RFC 9112 §6.3:
+//! `Content-Length` with `Transfer-Encoding`, repeated `Content-Length`), Host confusion (no
+//! `Host`, two of them, an absolute-form target or `:authority` that disagrees with `Host` —
+//! RFC 9112 §3.2), header names that some stacks fold into identity headers (`X_Auth_User`
+//! becomes `HTTP_X_AUTH_USER` under CGI, as `X-Auth-User` does), and two `Authorization`
+//! headers.
+
+use http::{HeaderMap, Request, Version, header};
+
+use super::strip::{FORWARDED_HEADERS, identity_header_names};
+
+/// Why a request is ambiguous, if it is.
+pub fn check<B>(req: &Request<B>, identity: &[http::HeaderName]) -> Result<(), &'static str> {
+    let h = req.headers();
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        return Err("both Content-Length and Transfer-Encoding");
+    }
+    if count(h, &header::CONTENT_LENGTH) > 1 {
+        return Err("repeated Content-Length");
+    }
+    if count(h, &header::AUTHORIZATION) > 1 {
+        return Err("repeated Authorization");
+    }
+    let hosts = count(h, &header::HOST);
+    if hosts > 1 {
+        return Err("repeated Host");
+    }
+    if req.version() < Version::HTTP_2 && hosts == 0 {
+        return Err("missing Host");
+    }
+    if let (Some(auth), Some(host)) = (req.uri().authority(), h.get(header::HOST)) {
+        if !auth
+            .as_str()
+            .eq_ignore_ascii_case(host.to_str().unwrap_or(""))
+        {
+            return Err("request target authority differs from Host");
+        }
+    }
+    if req.version() < Version::HTTP_2 && req.uri().scheme().is_some_and(|s| s != "https") {
+        return Err("absolute-form target must be https");
+    }
+    for name in h.keys() {
+        let n = name.as_str();
+        if n.contains('_') {
+            let dashed = n.replace('_', "-");
+            if identity_header_names(identity).any(|i| i == dashed)
+                || FORWARDED_HEADERS.contains(&dashed.as_str())
+            {
+                return Err("header name imitates an identity or forwarding header");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn count(h: &HeaderMap, name: &header::HeaderName) -> usize {
+    h.get_all(name).iter().count()
+}
+
+/// The host the client asked for: `Host`, else the HTTP/2 `:authority`.
+pub fn client_host<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::strip::IDENTITY_HEADERS;
+
+    fn req(headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().uri("/x");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn ids() -> Vec<http::HeaderName> {
+        IDENTITY_HEADERS
+            .iter()
+            .map(|s| http::HeaderName::from_static(s))
+            .collect()
+    }
+
+    #[test]
+    fn plain_request_passes() {
+        assert!(check(&req(&[("host", "a")]), &ids()).is_ok());
+    }
+
+    #[test]
+    fn ambiguous_requests_are_refused() {
+        assert!(check(&req(&[]), &ids()).is_err());
+        assert!(check(&req(&[("host", "a"), ("host", "b")]), &ids()).is_err());
+        assert!(
+            check(
+                &req(&[
+                    ("host", "a"),
+                    ("content-length", "1"),
+                    ("transfer-encoding", "chunked")
+                ]),
+                &ids()
+            )
+            .is_err()
+        );
+        assert!(
+            check(
+                &req(&[
+                    ("host", "a"),
+                    ("content-length", "1"),
+                    ("content-length", "1")
+                ]),
+                &ids()
+            )
+            .is_err()
+        );
+        assert!(check(&req(&[("host", "a"), ("x_auth_user", "x")]), &ids()).is_err());
+        assert!(check(&req(&[("host", "a"), ("x-auth_roles", "x")]), &ids()).is_err());
+        assert!(check(&req(&[("host", "a"), ("x_forwarded_for", "x")]), &ids()).is_err());
+        assert!(
+            check(
+                &req(&[
+                    ("host", "a"),
+                    ("authorization", "a"),
+                    ("authorization", "b")
+                ]),
+                &ids()
+            )
+            .is_err()
+        );
+        assert!(check(&req(&[("host", "a"), ("x_app_thing", "x")]), &ids()).is_ok());
+    }
+
+    #[test]
+    fn absolute_form_must_match_host() {
+        let r = Request::builder()
+            .uri("https://evil.example/x")
+            .header("host", "good.example")
+            .body(())
+            .unwrap();
+        assert!(check(&r, &ids()).is_err());
+        let r = Request::builder()
+            .uri("https://good.example/x")
+            .header("host", "GOOD.example")
+            .body(())
+            .unwrap();
+        assert!(check(&r, &ids()).is_ok());
+        let r = Request::builder()
+            .uri("http://good.example/x")
+            .header("host", "good.example")
+            .body(())
+            .unwrap();
+        assert!(check(&r, &ids()).is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! Inject the verified identity for the app.
+//!
+//! Runs after `strip`, so every identity header the app sees was set here. Values are
+//! *inserted*, never appended: one value per header, whatever came in.
+
+use http::{HeaderMap, HeaderValue};
+
+use super::session::Identity;
+use crate::runtime::Runtime;
+
+pub fn apply(rt: &Runtime, h: &mut HeaderMap, id: &Identity) {
+    let names = &rt.identity_names;
+    // Users and roles are validated at load (token characters only), so these never fail.
+    if let Ok(v) = HeaderValue::from_str(&id.sub) {
+        h.insert(names[0].clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&id.roles.join(",")) {
+        h.insert(names[1].clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&rt.keys.session_handle(&id.sid)) {
+        h.insert(names[2].clone(), v);
+    }
+}

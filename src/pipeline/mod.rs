@@ -1,0 +1,193 @@
+//! The request pipeline: small named stages, called in one place, in order.
+//!
+//! ```text
+//! client ─TLS─▶ framing ─▶ path ─▶ url tokens ─▶ cookies ─▶ /.auth/? ─▶ route ─▶ strip
+//!        ─▶ session (validate | refresh) ─▶ csrf ─▶ inject ─▶ forward
+//! ```
+
+pub mod csrf;
+pub mod framing;
+pub mod inject;
+pub mod route;
+pub mod session;
+pub mod strip;
+pub mod url_tokens;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+
+use crate::body::{self, Body};
+use crate::config::UrlTokenAction;
+use crate::runtime::{ConnCtx, Runtime};
+use session::SessionOutcome;
+
+/// Per-request facts computed once by the early stages.
+#[derive(Debug)]
+pub struct RequestCtx {
+    /// The normalised path: what the policy saw and what the upstream receives.
+    pub path: String,
+    /// The query without credential parameters.
+    pub query: Option<String>,
+    pub client_ip: IpAddr,
+    /// The TCP peer (a trusted proxy, or the client itself).
+    pub peer_ip: IpAddr,
+    pub navigation: bool,
+    /// A WebSocket upgrade request (HTTP/1.1).
+    pub websocket: bool,
+}
+
+/// Handle one request from a client; every response carries HSTS.
+pub async fn handle(
+    rt: Arc<Runtime>,
+    conn: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let mut resp = stages(&rt, &conn, req).await;
+    resp.headers_mut()
+        .insert(header::STRICT_TRANSPORT_SECURITY, rt.hsts.clone());
+    resp
+}
+
+async fn stages(
+    rt: &Arc<Runtime>,
+    conn: &Arc<ConnCtx>,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    // Framing first: nothing below may interpret a request that two parties would read
+    // differently.
+    if let Err(why) = framing::check(&req, &rt.identity_names) {
+        tracing::debug!(reason = why, "refused ambiguous request");
+        return body::bad_request(why);
+    }
+    // One normalised path, used by the policy and sent upstream.
+    let path = match route::normalise(req.uri().path()) {
+        Ok(p) => p.into_owned(),
+        Err(e) => return body::bad_request(e.reason()),
+    };
+    // Credentials in the URL: dealt with before anything routes, logs or forwards the query.
+    let q = url_tokens::scan(req.uri().query(), &rt.cfg.url_tokens.params);
+    if q.found {
+        match rt.cfg.url_tokens.action {
+            UrlTokenAction::Redirect if matches!(*req.method(), Method::GET | Method::HEAD) => {
+                let to = url_tokens::with_query(&route::encode(&path), q.clean.as_deref());
+                return body::redirect(StatusCode::SEE_OTHER, &to);
+            }
+            UrlTokenAction::Redirect | UrlTokenAction::Reject => {
+                return body::bad_request("credentials are not accepted in the URL");
+            }
+            UrlTokenAction::Strip => {}
+        }
+    }
+    let query = q.clean.map(|c| c.into_owned());
+    // The gateway's cookies, read once; a duplicate is ambiguous.
+    let cookies = match crate::cookies::scan(req.headers(), &rt.cookies) {
+        Ok(c) => c,
+        Err(_) => return body::bad_request("a gateway cookie was sent more than once"),
+    };
+    let ctx = RequestCtx {
+        client_ip: client_ip(rt, conn, req.headers()),
+        peer_ip: conn.peer.ip(),
+        navigation: session::is_navigation(req.method(), req.headers()),
+        websocket: crate::proxy::is_websocket(&req),
+        path,
+        query,
+    };
+    // The gateway's own endpoints never reach an upstream.
+    if route::is_gateway_path(&ctx.path) {
+        return crate::auth::handle(rt, req, &ctx, &cookies).await;
+    }
+    let route = rt.router.route(&ctx.path);
+    // Read the bearer token before `strip` removes it from what goes upstream.
+    let bearer = session::bearer_token(req.headers()).map(str::to_owned);
+    // Strip spoofed identity, hop-by-hop headers and gateway credentials on every route, before
+    // anything is added (so `Connection: x-auth-user` cannot remove what inject sets).
+    strip::apply(
+        &mut req,
+        &rt.identity_names,
+        conn.peer_trusted,
+        &cookies,
+        bearer.is_some(),
+    );
+    // Session: validate locally, or refresh (protected routes only).
+    let ua = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let ip = ctx.client_ip.to_string();
+    let outcome = session::check(
+        rt,
+        bearer.as_deref(),
+        &cookies.gateway,
+        &ip,
+        ua,
+        !route.public,
+    )
+    .await;
+    let (identity, set_cookies) = match outcome {
+        SessionOutcome::Valid(id) => (Some(id), Vec::new()),
+        SessionOutcome::Refreshed(id, c) => (Some(id), c),
+        SessionOutcome::Anonymous { .. } | SessionOutcome::Unavailable if route.public => {
+            (None, Vec::new())
+        }
+        SessionOutcome::Anonymous { presented, clear } => {
+            let return_to = url_tokens::with_query(&route::encode(&ctx.path), ctx.query.as_deref());
+            return session::unauthenticated(rt, ctx.navigation, &return_to, presented, clear);
+        }
+        SessionOutcome::Unavailable => return session::unavailable(ctx.navigation),
+    };
+    // CSRF: an unsafe request on a protected route must come from our own origin.
+    if !route.public && csrf::is_unsafe(req.method(), req.headers(), ctx.query.as_deref()) {
+        if let Err(why) = csrf::check(
+            &rt.cfg.csrf,
+            &rt.cfg.server.public_origin.origin,
+            req.headers(),
+        ) {
+            tracing::info!(reason = why, path = %ctx.path, "csrf: refused");
+            return body::json(
+                StatusCode::FORBIDDEN,
+                &serde_json::json!({"error": "forbidden", "reason": why}),
+            );
+        }
+    }
+    // Inject the verified identity (after strip, so these are the only identity headers).
+    if let Some(id) = &identity {
+        inject::apply(rt, req.headers_mut(), id);
+    }
+    let mut resp = crate::proxy::forward(rt, route.upstream, &ctx, req).await;
+    for c in set_cookies {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+/// The client's address: the TCP peer, or — only when the peer is a trusted proxy — the
+/// rightmost `X-Forwarded-For` hop that is not itself a trusted proxy.
+pub fn client_ip(rt: &Runtime, conn: &ConnCtx, h: &http::HeaderMap) -> IpAddr {
+    let peer = conn.peer.ip();
+    if !conn.peer_trusted {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = h
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|ip| !rt.is_trusted_proxy(**ip))
+        .copied()
+        .unwrap_or(peer)
+}
+
+/// Append the gateway's `Set-Cookie` values to a response.
+pub fn append_cookies(resp: &mut Response<Body>, cookies: Vec<HeaderValue>) {
+    for c in cookies {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+}

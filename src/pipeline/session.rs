@@ -1,0 +1,453 @@
+//! Session validation and transparent refresh.
+//!
+//! Threats: forged or replayed access tokens (verified locally: pinned algorithm, claims, the
+//! local revocation set — see `tokens`), stolen refresh tokens (rotation at every use; a
+//! rotated-out token presented again after the grace window revokes the whole session, per
+//! OAuth 2.0 Security BCP RFC 9700 §4.14.2), sessions that outlive their user's attention (idle
+//! and absolute timeouts, enforced at refresh).
+//!
+//! The valid-access-token path does no store round trip and no blocking work.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use tokio::sync::{OnceCell, mpsc};
+
+use crate::audit::Event;
+use crate::body::{self, Body};
+use crate::config::SessionConfig;
+use crate::cookies::{GatewayCookies, set_cookie};
+use crate::runtime::Runtime;
+use crate::store::{RotateOutcome, RotatePolicy, SessionRecord};
+use crate::util::{now_unix, random_token};
+
+/// A verified identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub sub: String,
+    pub roles: Vec<String>,
+    pub sid: String,
+    /// When the access token that proved it expires (Unix seconds).
+    pub exp: u64,
+}
+
+/// What the session stage concluded.
+#[derive(Debug)]
+pub enum SessionOutcome {
+    /// A valid access token.
+    Valid(Identity),
+    /// The access token was missing or expired and the refresh token was rotated: these
+    /// `Set-Cookie` values go on the response.
+    Refreshed(Identity, Vec<HeaderValue>),
+    /// No usable credential. `presented`: one was sent (for `WWW-Authenticate`); `clear`: the
+    /// client's gateway cookies are dead and should be removed.
+    Anonymous { presented: bool, clear: bool },
+    /// A refresh was needed but the store is unreachable: the client keeps its cookies.
+    Unavailable,
+}
+
+/// The `Bearer` token of an `Authorization` header, if that is what it carries.
+pub fn bearer_token(h: &HeaderMap) -> Option<&str> {
+    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Verify an access token, including the revocation set.
+pub fn verify_access(rt: &Runtime, token: &str) -> Option<Identity> {
+    let c = rt.keys.verify_access(token).ok()?;
+    if rt.revoked.is_revoked(&c.sid) {
+        return None;
+    }
+    Some(Identity {
+        sub: c.sub,
+        roles: c.roles,
+        sid: c.sid,
+        exp: c.exp,
+    })
+}
+
+/// The session stage. `allow_refresh` is false on public routes (identity is passed on when a
+/// valid access token is there, but nothing is rotated for a page that needs no session).
+pub async fn check(
+    rt: &Runtime,
+    bearer: Option<&str>,
+    cookies: &GatewayCookies,
+    ip: &str,
+    ua: &str,
+    allow_refresh: bool,
+) -> SessionOutcome {
+    let access = bearer.or(cookies.access.as_deref());
+    if let Some(token) = access {
+        if let Some(id) = verify_access(rt, token) {
+            rt.activity.seen(&id.sub, &id.sid);
+            return SessionOutcome::Valid(id);
+        }
+    }
+    // API clients holding a bearer token refresh explicitly through /.auth/refresh.
+    let refresh = if bearer.is_none() {
+        cookies.refresh.as_deref()
+    } else {
+        None
+    };
+    let presented = access.is_some() || refresh.is_some();
+    let Some(refresh) = refresh.filter(|_| allow_refresh) else {
+        return SessionOutcome::Anonymous {
+            presented,
+            clear: false,
+        };
+    };
+    let _ = (ip, ua);
+    match refresh_session(rt, refresh).await {
+        RefreshResult::Issued(t) => {
+            let cookies = session_cookies(rt, &t);
+            SessionOutcome::Refreshed(t.identity, cookies)
+        }
+        RefreshResult::Refused => SessionOutcome::Anonymous {
+            presented: true,
+            clear: true,
+        },
+        RefreshResult::Unavailable => SessionOutcome::Unavailable,
+    }
+}
+
+/// Tokens issued by a login or refresh.
+#[derive(Debug)]
+pub struct Issued {
+    pub identity: Identity,
+    pub access: String,
+    pub refresh: String,
+    pub access_max_age: u64,
+    pub refresh_max_age: u64,
+}
+
+#[derive(Debug)]
+pub enum RefreshResult {
+    Issued(Issued),
+    Refused,
+    Unavailable,
+}
+
+/// Mint the token pair for a session record (its current refresh `jti`).
+pub fn issue(rt: &Runtime, rec: &SessionRecord, now: u64) -> Issued {
+    let access_exp = (now + rt.cfg.session.access_ttl.as_secs()).min(rec.abs_end);
+    let access = rt
+        .keys
+        .mint_access(&rec.user, &rec.sid, &rec.roles, now, access_exp);
+    let refresh = rt
+        .keys
+        .mint_refresh(&rec.user, &rec.sid, &rec.cur_jti, now, rec.abs_end);
+    Issued {
+        identity: Identity {
+            sub: rec.user.clone(),
+            roles: rec.roles.clone(),
+            sid: rec.sid.clone(),
+            exp: access_exp,
+        },
+        access,
+        refresh,
+        access_max_age: access_exp.saturating_sub(now),
+        refresh_max_age: rec.abs_end.saturating_sub(now),
+    }
+}
+
+/// `Set-Cookie` values carrying a token pair.
+pub fn session_cookies(rt: &Runtime, t: &Issued) -> Vec<HeaderValue> {
+    let s = &rt.cfg.session;
+    vec![
+        set_cookie(&rt.cookies.access, &t.access, t.access_max_age, s, true),
+        set_cookie(&rt.cookies.refresh, &t.refresh, t.refresh_max_age, s, true),
+    ]
+}
+
+/// `Set-Cookie` values that remove the gateway's session cookies.
+pub fn clear_cookies(rt: &Runtime) -> Vec<HeaderValue> {
+    let s = &rt.cfg.session;
+    vec![
+        set_cookie(&rt.cookies.access, "", 0, s, true),
+        set_cookie(&rt.cookies.refresh, "", 0, s, true),
+    ]
+}
+
+/// Rotate a refresh token: verify it, then one atomic store operation, single-flight per
+/// `(sid, jti)` inside this instance.
+pub async fn refresh_session(rt: &Runtime, token: &str) -> RefreshResult {
+    let Ok(claims) = rt.keys.verify_refresh(token) else {
+        return RefreshResult::Refused;
+    };
+    if rt.revoked.is_revoked(&claims.sid) {
+        return RefreshResult::Refused;
+    }
+    let now = now_unix();
+    let policy = RotatePolicy {
+        now,
+        grace_secs: rt.cfg.session.refresh_grace.as_secs(),
+        idle_secs: rt.cfg.session.idle_timeout.as_secs(),
+        revocation_ttl: rt.revocation_ttl(),
+    };
+    let key = (claims.sid.clone(), claims.jti.clone());
+    let outcome = rt
+        .flights
+        .run(key, || async {
+            let new_jti = random_token(16);
+            let r = rt
+                .store
+                .rotate(&claims.sub, &claims.sid, &claims.jti, &new_jti, policy)
+                .await;
+            match &r {
+                Ok(RotateOutcome::Reused(rec)) => {
+                    rt.revoked.insert(&rec.sid, now + rt.revocation_ttl());
+                    rt.audit.emit(
+                        Event::new("refresh_reuse")
+                            .user(&rec.user)
+                            .session(&rt.keys.session_handle(&rec.sid))
+                            .reason("a rotated-out refresh token was presented; session revoked"),
+                    );
+                }
+                Ok(RotateOutcome::Idle(rec)) => {
+                    rt.revoked.insert(&rec.sid, now + rt.revocation_ttl());
+                    rt.audit.emit(
+                        Event::new("session_expired")
+                            .user(&rec.user)
+                            .session(&rt.keys.session_handle(&rec.sid))
+                            .reason("idle timeout"),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "refresh: session store unavailable"),
+            }
+            r.map_err(|e| e.to_string())
+        })
+        .await;
+    match outcome {
+        Ok(RotateOutcome::Rotated(rec)) | Ok(RotateOutcome::Grace(rec)) => {
+            RefreshResult::Issued(issue(rt, &rec, now))
+        }
+        Ok(RotateOutcome::Reused(_)) | Ok(RotateOutcome::Idle(_)) | Ok(RotateOutcome::NotFound) => {
+            RefreshResult::Refused
+        }
+        Err(_) => RefreshResult::Unavailable,
+    }
+}
+
+type FlightResult = Result<RotateOutcome, String>;
+
+/// Single-flight for refreshes: concurrent presentations of the same refresh token inside
+/// this instance share one store operation and its result.
+#[derive(Default)]
+pub struct RefreshFlights {
+    map: DashMap<(String, String), Arc<OnceCell<FlightResult>>>,
+}
+
+impl RefreshFlights {
+    pub async fn run<F, Fut>(&self, key: (String, String), f: F) -> FlightResult
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = FlightResult>,
+    {
+        let cell = self.map.entry(key.clone()).or_default().clone();
+        let out = cell.get_or_init(f).await.clone();
+        self.map.remove_if(&key, |_, v| Arc::ptr_eq(v, &cell));
+        out
+    }
+}
+
+/// Batched `last_seen` updates: at most one per session per interval, sent to a background
+/// task; never awaited by a request.
+pub struct Activity {
+    last: DashMap<String, u64>,
+    tx: mpsc::Sender<(String, String, u64)>,
+    rx: parking_lot::Mutex<Option<mpsc::Receiver<(String, String, u64)>>>,
+    interval: u64,
+}
+
+impl Activity {
+    pub fn new(s: &SessionConfig) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        let interval = (s.idle_timeout.as_secs() / 2).clamp(1, 60);
+        Self {
+            last: DashMap::new(),
+            tx,
+            rx: parking_lot::Mutex::new(Some(rx)),
+            interval,
+        }
+    }
+
+    /// Note that a session was used now.
+    pub fn seen(&self, user: &str, sid: &str) {
+        let now = now_unix();
+        if let Some(t) = self.last.get(sid) {
+            if now.saturating_sub(*t) < self.interval {
+                return;
+            }
+        }
+        self.last.insert(sid.to_string(), now);
+        // A full queue drops the update: the next interval will carry it.
+        let _ = self.tx.try_send((user.to_string(), sid.to_string(), now));
+    }
+
+    /// The batching task: writes what `seen` queued, once a second.
+    pub async fn run(self: &Self, rt: Arc<Runtime>) {
+        let Some(mut rx) = self.rx.lock().take() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, 1024) => { if n == 0 { return; } }
+                _ = tick.tick() => {}
+            }
+            if !batch.is_empty() {
+                if let Err(e) = rt.store.touch(&batch).await {
+                    tracing::debug!(error = %e, "activity update skipped");
+                }
+                batch.clear();
+            }
+            let now = now_unix();
+            let horizon = self.interval * 4;
+            if self.last.len() > 10_000 {
+                self.last.retain(|_, t| now.saturating_sub(*t) < horizon);
+            }
+        }
+    }
+}
+
+/// Whether a request is a top-level browser navigation (gets a login redirect, not a 401).
+pub fn is_navigation(method: &Method, h: &HeaderMap) -> bool {
+    if method != Method::GET {
+        return false;
+    }
+    let accepts_html = h
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    let mode = h.get("sec-fetch-mode").and_then(|v| v.to_str().ok());
+    accepts_html
+        && !matches!(mode, Some("cors") | Some("no-cors") | Some("websocket"))
+        && !h.contains_key(header::UPGRADE)
+}
+
+/// The answer to a request that needs a session and has none.
+pub fn unauthenticated(
+    rt: &Runtime,
+    navigation: bool,
+    return_to: &str,
+    presented: bool,
+    clear: bool,
+) -> Response<Body> {
+    let mut r = if navigation {
+        let enc: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+        body::redirect(StatusCode::FOUND, &format!("/.auth/login?return_to={enc}"))
+    } else {
+        let mut r = body::json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"error": "unauthenticated"}),
+        );
+        let challenge = if presented {
+            "Bearer realm=\"sessiongate\", error=\"invalid_token\""
+        } else {
+            "Bearer realm=\"sessiongate\""
+        };
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+        r
+    };
+    if clear {
+        for c in clear_cookies(rt) {
+            r.headers_mut().append(header::SET_COOKIE, c);
+        }
+    }
+    r
+}
+
+/// `503` while the store cannot be reached: the user keeps their cookies and retries.
+pub fn unavailable(navigation: bool) -> Response<Body> {
+    let mut r = if navigation {
+        body::html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::auth::pages::message_page(
+                "Temporarily unavailable",
+                "Sign-in is briefly unavailable. You are still signed in; please try again in a few seconds.",
+            ),
+        )
+    } else {
+        body::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": "session_store_unavailable", "retry_after": 5}),
+        )
+    };
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn navigation_detection() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html,application/xhtml+xml"),
+        );
+        assert!(is_navigation(&Method::GET, &h));
+        assert!(!is_navigation(&Method::POST, &h));
+        h.insert("sec-fetch-mode", HeaderValue::from_static("cors"));
+        assert!(!is_navigation(&Method::GET, &h));
+        assert!(!is_navigation(&Method::GET, &HeaderMap::new()));
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(bearer_token(&h), Some("abc"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer   abc "),
+        );
+        assert_eq!(bearer_token(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer_token(&h), None);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(bearer_token(&h), None);
+    }
+
+    #[tokio::test]
+    async fn single_flight_runs_once_for_concurrent_callers() {
+        let f = Arc::new(RefreshFlights::default());
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let f = f.clone();
+            let calls = calls.clone();
+            tasks.push(tokio::spawn(async move {
+                f.run(("s".into(), "j".into()), || async {
+                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(RotateOutcome::NotFound)
+                })
+                .await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Ok(RotateOutcome::NotFound));
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(f.map.is_empty());
+    }
+}

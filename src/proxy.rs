@@ -1,0 +1,225 @@
+//! Forwarding to upstreams over pooled keep-alive connections, bodies streamed both ways.
+//!
+//! The request arrives here stripped, authenticated and with identity injected. This module
+//! sets the forwarding headers, sends HTTP/1.1 upstream whatever the client spoke, passes
+//! WebSocket upgrades through, and turns upstream failures into `502`/`504` pages that say
+//! nothing about the upstream (its address stays in the log).
+
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::body::{self, Body};
+use crate::config::UpstreamConfig;
+use crate::pipeline::{RequestCtx, route, strip};
+use crate::runtime::Runtime;
+
+pub struct Upstream {
+    pub cfg: UpstreamConfig,
+    client: Client<HttpConnector, Incoming>,
+}
+
+pub struct Upstreams {
+    list: Vec<Upstream>,
+}
+
+impl Upstreams {
+    pub fn new(cfgs: &[UpstreamConfig]) -> Self {
+        let list = cfgs
+            .iter()
+            .map(|cfg| {
+                let mut conn = HttpConnector::new();
+                conn.set_connect_timeout(Some(cfg.connect_timeout));
+                conn.set_nodelay(true);
+                conn.enforce_http(true);
+                let client = Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(1024)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .build(conn);
+                Upstream {
+                    cfg: cfg.clone(),
+                    client,
+                }
+            })
+            .collect();
+        Self { list }
+    }
+
+    pub fn get(&self, i: usize) -> Option<&Upstream> {
+        self.list.get(i)
+    }
+}
+
+/// Headers meaningful for one connection only (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Remove hop-by-hop headers, including those the `Connection` header names.
+pub fn remove_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in listed {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(*n);
+    }
+}
+
+/// Whether a request asks for a WebSocket upgrade (RFC 6455 §4.1).
+pub fn is_websocket<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    let upgrade = h
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let conn = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    upgrade && conn && req.version() == Version::HTTP_11
+}
+
+fn failure(status: StatusCode) -> Response<Body> {
+    match status {
+        StatusCode::GATEWAY_TIMEOUT => body::text(
+            status,
+            "Gateway timeout: the application did not answer in time.\n",
+        ),
+        _ => body::text(
+            StatusCode::BAD_GATEWAY,
+            "Bad gateway: the application could not be reached.\n",
+        ),
+    }
+}
+
+/// Send `req` to upstream `idx` and stream its answer back.
+pub async fn forward(
+    rt: &Runtime,
+    idx: usize,
+    ctx: &RequestCtx,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let Some(up) = rt.upstreams.get(idx) else {
+        return failure(StatusCode::BAD_GATEWAY);
+    };
+    let websocket = ctx.websocket;
+    let client_host = crate::pipeline::framing::client_host(&req).map(str::to_owned);
+    let encoded = route::encode(&ctx.path);
+    let mut pq = String::with_capacity(
+        up.cfg.base_path.len() + encoded.len() + ctx.query.as_ref().map_or(0, |q| q.len() + 1),
+    );
+    pq.push_str(&up.cfg.base_path);
+    pq.push_str(&encoded);
+    if let Some(q) = &ctx.query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    let uri = match Uri::builder()
+        .scheme(up.cfg.scheme.clone())
+        .authority(up.cfg.authority.clone())
+        .path_and_query(pq)
+        .build()
+    {
+        Ok(u) => u,
+        Err(_) => return body::bad_request("request target cannot be forwarded"),
+    };
+    {
+        let h = req.headers_mut();
+        if websocket {
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+        match (&client_host, up.cfg.preserve_host) {
+            (Some(host), true) => {
+                if let Ok(v) = HeaderValue::from_str(host) {
+                    h.insert(header::HOST, v);
+                }
+            }
+            _ => {
+                h.remove(header::HOST);
+            }
+        }
+        let ip = ctx.client_ip.to_string();
+        let xff = match h.get(strip::X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            // Present only when the peer is a trusted proxy (strip removed it otherwise).
+            Some(prev) => format!("{prev}, {}", ctx.peer_ip),
+            None => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert(strip::X_FORWARDED_FOR, v);
+        }
+        h.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static("https"),
+        );
+        if let Some(v) = client_host
+            .as_deref()
+            .and_then(|h| HeaderValue::from_str(h).ok())
+        {
+            h.insert(HeaderName::from_static("x-forwarded-host"), v);
+        }
+    }
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+
+    let started = std::time::Instant::now();
+    let res = tokio::time::timeout(up.cfg.timeout, up.client.request(req)).await;
+    let mut resp = match res {
+        Err(_) => {
+            tracing::warn!(upstream = %up.cfg.name, timeout_ms = up.cfg.timeout.as_millis() as u64, "upstream timed out");
+            return failure(StatusCode::GATEWAY_TIMEOUT);
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(upstream = %up.cfg.name, error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
+            return failure(StatusCode::BAD_GATEWAY);
+        }
+        Ok(Ok(r)) => r,
+    };
+    tracing::trace!(upstream = %up.cfg.name, ms = started.elapsed().as_millis() as u64, "upstream answered");
+    resp.headers_mut().remove(strip::GRANT_HEADER);
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            // An upgrade nobody asked for cannot be relayed.
+            return failure(StatusCode::BAD_GATEWAY);
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((c, u)) => {
+                    let mut c = TokioIo::new(c);
+                    let mut u = TokioIo::new(u);
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+            }
+        });
+        return resp.map(|_| Body::Empty);
+    }
+    remove_hop_by_hop(resp.headers_mut());
+    resp.map(Body::Incoming)
+}

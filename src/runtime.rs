@@ -1,0 +1,85 @@
+//! What every request needs, built once: configuration, keys, routes, store, clients.
+//! Immutable after start; a request holds an `Arc` to it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::audit::Audit;
+use crate::auth::users::Users;
+use crate::config::Config;
+use crate::cookies::CookieNames;
+use crate::pipeline::route::Router;
+use crate::pipeline::session::{Activity, RefreshFlights};
+use crate::proxy::Upstreams;
+use crate::store::{RevocationSet, SessionStore};
+use crate::tokens::KeyRing;
+
+pub struct Runtime {
+    pub cfg: Config,
+    pub keys: KeyRing,
+    pub cookies: CookieNames,
+    pub router: Router,
+    pub store: Arc<dyn SessionStore>,
+    pub revoked: RevocationSet,
+    pub users: Users,
+    pub upstreams: Upstreams,
+    pub audit: Audit,
+    pub flights: RefreshFlights,
+    pub activity: Activity,
+    pub hsts: HeaderValue,
+    /// The identity header names, in the order user, roles, session, assertion.
+    pub identity_names: Vec<HeaderName>,
+}
+
+impl Runtime {
+    pub fn new(cfg: Config, store: Arc<dyn SessionStore>, users: Users, audit: Audit) -> Self {
+        let keys = KeyRing::from_config(&cfg);
+        let cookies = CookieNames::new(&cfg.session);
+        let router = Router::new(&cfg.routes);
+        let upstreams = Upstreams::new(&cfg.upstreams);
+        let activity = Activity::new(&cfg.session);
+        Self {
+            keys,
+            cookies,
+            router,
+            store,
+            revoked: RevocationSet::new(),
+            users,
+            upstreams,
+            audit,
+            flights: RefreshFlights::default(),
+            activity,
+            hsts: HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+            identity_names: crate::pipeline::strip::IDENTITY_HEADERS
+                .iter()
+                .map(|n| HeaderName::from_static(n))
+                .collect(),
+            cfg,
+        }
+    }
+
+    /// Seconds a revocation must be remembered: as long as an access token can live.
+    pub fn revocation_ttl(&self) -> u64 {
+        self.cfg.session.access_ttl.as_secs() + 1
+    }
+
+    /// Whether `ip` may tell us the client's address through `X-Forwarded-For`.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.cfg
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&ip))
+    }
+}
+
+/// Facts about one client connection, fixed at accept.
+#[derive(Debug, Clone)]
+pub struct ConnCtx {
+    pub peer: SocketAddr,
+    /// The client's address: the peer, or the rightmost untrusted `X-Forwarded-For` hop
+    /// when the peer is a trusted proxy (decided per request).
+    pub peer_trusted: bool,
+}

@@ -1,0 +1,300 @@
+//! Listeners and their lifecycle: the HTTPS listener, the plain-HTTP redirector, the admin
+//! listener, background tasks, and graceful shutdown with a bounded drain.
+//!
+//! Slow clients cannot hold resources forever: the TLS handshake, reading request headers (also
+//! on an idle keep-alive connection) and the upstream's answer each have a timeout, header size
+//! is bounded, and the number of connections is capped.
+
+pub mod plain;
+pub mod tls;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::audit::Audit;
+use crate::auth::users::Users;
+use crate::config::Config;
+use crate::runtime::{ConnCtx, Runtime};
+use crate::store::SessionStore;
+use crate::store::memory::MemoryStore;
+use crate::util::now_unix;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{key}: {source}")]
+    Tls {
+        key: &'static str,
+        #[source]
+        source: tls::TlsError,
+    },
+    #[error("cannot open the audit file (audit.file): {0}")]
+    Audit(#[source] std::io::Error),
+    #[error("cannot start the built-in whoami page: {0}")]
+    Whoami(#[source] std::io::Error),
+}
+
+/// Addresses actually bound (ports may have been chosen by the OS).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub https: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { key, addr, source })
+}
+
+/// Run the gateway until `shutdown` completes, then drain for at most
+/// `server.shutdown_grace`. `on_ready` is called once every listener is bound.
+pub async fn run(
+    mut cfg: Config,
+    users: Users,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(Bound),
+) -> Result<(), ServerError> {
+    let tls_cfg =
+        tls::load_server_config(&cfg.tls_cert, &cfg.tls_key).map_err(|e| ServerError::Tls {
+            key: e.key(),
+            source: e,
+        })?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls_cfg));
+    if cfg.builtin_whoami {
+        let addr = crate::dev::spawn_whoami()
+            .await
+            .map_err(ServerError::Whoami)?;
+        if let (Some(up), Ok(auth)) = (cfg.upstreams.first_mut(), addr.to_string().parse()) {
+            up.authority = auth;
+        }
+    }
+    let audit = Audit::start(cfg.audit_file.clone()).map_err(ServerError::Audit)?;
+    let memory = Arc::new(MemoryStore::new());
+    let store: Arc<dyn SessionStore> = memory.clone();
+
+    let https = bind("server.listen", cfg.server.listen).await?;
+    let redirect = match cfg.server.redirect_listen {
+        Some(a) => Some(bind("server.redirect_listen", a).await?),
+        None => None,
+    };
+    let admin = match cfg.server.admin_listen {
+        Some(a) => Some(bind("server.admin_listen", a).await?),
+        None => None,
+    };
+    let bound = Bound {
+        https: https.local_addr().map_err(|source| ServerError::Bind {
+            key: "server.listen",
+            addr: cfg.server.listen,
+            source,
+        })?,
+        http: redirect.as_ref().and_then(|l| l.local_addr().ok()),
+        admin: admin.as_ref().and_then(|l| l.local_addr().ok()),
+    };
+
+    let rt = Arc::new(Runtime::new(cfg, store, users, audit));
+    spawn_background(&rt, Some(memory));
+    sync_revocations(&rt).await;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(serve_https(
+        https,
+        acceptor,
+        rt.clone(),
+        stop_rx.clone(),
+    )));
+    if let Some(l) = redirect {
+        tasks.push(tokio::spawn(plain::serve(
+            l,
+            plain::Kind::Redirect,
+            rt.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(l) = admin {
+        tasks.push(tokio::spawn(plain::serve(
+            l,
+            plain::Kind::Admin,
+            rt.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    on_ready(bound);
+
+    shutdown.await;
+    tracing::info!(
+        grace_ms = rt.cfg.server.shutdown_grace.as_millis() as u64,
+        "shutting down: no new connections, draining"
+    );
+    // Each listener stops accepting and drains its own connections within the grace.
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// After `stop`, let open connections finish their requests, for at most `grace`.
+pub(crate) async fn drain(graceful: GracefulShutdown, grace: Duration, what: &str) {
+    let open = graceful.count();
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => tracing::debug!(listener = what, open, "drained"),
+        Err(_) => tracing::warn!(
+            listener = what,
+            open,
+            "drain timed out; closing the remaining connections"
+        ),
+    }
+}
+
+/// Sweepers, the revocation feed and the activity batcher.
+fn spawn_background(rt: &Arc<Runtime>, memory: Option<Arc<MemoryStore>>) {
+    let r = rt.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(15));
+        loop {
+            tick.tick().await;
+            let now = now_unix();
+            r.revoked.sweep(now);
+            if let Some(m) = &memory {
+                m.sweep(now, r.cfg.session.idle_timeout.as_secs());
+            }
+        }
+    });
+    let r = rt.clone();
+    let mut feed = rt.store.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match feed.recv().await {
+                Ok(rev) => r.revoked.insert(&rev.sid, rev.until),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "revocation feed lagged; resynchronising");
+                    sync_revocations(&r).await;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let r = rt.clone();
+    tokio::spawn(async move { r.activity.run(r.clone()).await });
+}
+
+/// Load the revocations still in force from the store before trusting the local set.
+async fn sync_revocations(rt: &Runtime) {
+    match rt.store.recent_revocations(now_unix()).await {
+        Ok(list) => {
+            for r in list {
+                rt.revoked.insert(&r.sid, r.until);
+            }
+            rt.revoked.set_synced(true);
+        }
+        Err(e) => {
+            rt.revoked.set_synced(false);
+            tracing::warn!(error = %e, "cannot load revocations; not ready");
+        }
+    }
+}
+
+fn https_builder(rt: &Runtime) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(rt.cfg.server.header_read_timeout)
+        .max_buf_size(rt.cfg.server.max_header_bytes)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(rt.cfg.server.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+async fn serve_https(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    rt: Arc<Runtime>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(https_builder(&rt));
+    let slots = Arc::new(Semaphore::new(rt.cfg.server.max_connections));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                "connection limit reached (server.max_connections); refusing a connection"
+            );
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let rt = rt.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(rt.cfg.server.handshake_timeout, acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let conn = Arc::new(ConnCtx {
+                peer,
+                peer_trusted: rt.is_trusted_proxy(peer.ip()),
+            });
+            let svc = service_fn(move |req| {
+                let rt = rt.clone();
+                let conn = conn.clone();
+                async move { Ok::<_, Infallible>(crate::pipeline::handle(rt, conn, req).await) }
+            });
+            let c = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                .into_owned();
+            let _ = watcher.watch(c).await;
+            drop(permit);
+        });
+    }
+    drain(graceful, rt.cfg.server.shutdown_grace, "https").await;
+}

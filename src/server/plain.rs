@@ -1,0 +1,124 @@
+//! The two plain-HTTP listeners.
+//!
+//! - **Redirect**: answers every request with `308` to the same path on the public HTTPS
+//!   origin, credential query parameters removed (a token typed into an `http://` URL has
+//!   already crossed the network in clear; at least it goes no further). The target host is
+//!   always the configured public origin, never the client's `Host`, so this is no open
+//!   redirect.
+//! - **Admin** (loopback by default): `/healthz` (the process answers) and `/readyz` (the store
+//!   answers and the revocation set is synchronised).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::{self, Body};
+use crate::pipeline::url_tokens;
+use crate::runtime::Runtime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Redirect,
+    Admin,
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    kind: Kind,
+    rt: Arc<Runtime>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let rt = rt.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let timeout = rt.cfg.server.header_read_timeout;
+            let svc = service_fn(move |req| {
+                let rt = rt.clone();
+                async move {
+                    Ok::<_, Infallible>(match kind {
+                        Kind::Redirect => redirect(&rt, &req),
+                        Kind::Admin => admin(&rt, &req).await,
+                    })
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .max_buf_size(16 * 1024)
+                .serve_connection(TokioIo::new(tcp), svc);
+            let _ = watcher.watch(conn).await;
+        });
+    }
+    super::drain(
+        graceful,
+        rt.cfg.server.shutdown_grace,
+        if kind == Kind::Redirect {
+            "redirect"
+        } else {
+            "admin"
+        },
+    )
+    .await;
+}
+
+/// `308` to the HTTPS URL, credential parameters removed.
+pub fn redirect<B>(rt: &Runtime, req: &Request<B>) -> Response<Body> {
+    let path = req.uri().path();
+    let path = if path.starts_with('/') { path } else { "/" };
+    let q = url_tokens::scan(req.uri().query(), &rt.cfg.url_tokens.params);
+    let target = format!(
+        "{}{}",
+        rt.cfg.server.public_origin.origin,
+        url_tokens::with_query(path, q.clean.as_deref())
+    );
+    body::redirect(StatusCode::PERMANENT_REDIRECT, &target)
+}
+
+async fn admin(rt: &Runtime, req: &Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return body::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match req.uri().path() {
+        "/healthz" => body::text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            let store_ok = tokio::time::timeout(Duration::from_secs(2), rt.store.ping())
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if store_ok && rt.revoked.is_synced() {
+                body::text(StatusCode::OK, "ready\n")
+            } else if !store_ok {
+                body::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: session store unreachable\n",
+                )
+            } else {
+                body::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: revocations not synchronised\n",
+                )
+            }
+        }
+        _ => body::text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}

@@ -1,0 +1,334 @@
+//! The embedded store for one instance: a map behind a mutex. Every operation is a few
+//! hash-map steps under the lock, so each is atomic and never awaits while holding it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+
+use super::{Revocation, RotateOutcome, RotatePolicy, SessionRecord, SessionStore, StoreError};
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<String, SessionRecord>,
+    by_user: HashMap<String, HashSet<String>>,
+    recent: VecDeque<Revocation>,
+}
+
+impl Inner {
+    fn remove(&mut self, sid: &str) -> Option<SessionRecord> {
+        let rec = self.sessions.remove(sid)?;
+        if let Some(set) = self.by_user.get_mut(&rec.user) {
+            set.remove(sid);
+            if set.is_empty() {
+                self.by_user.remove(&rec.user);
+            }
+        }
+        Some(rec)
+    }
+}
+
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    feed: broadcast::Sender<Revocation>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            feed: broadcast::channel(1024).0,
+        }
+    }
+
+    fn record_revocation(&self, inner: &mut Inner, sid: &str, until: u64) {
+        let r = Revocation {
+            sid: sid.to_string(),
+            until,
+        };
+        inner.recent.push_back(r.clone());
+        // Nobody listening is fine: this instance also updates its set directly.
+        let _ = self.feed.send(r);
+    }
+
+    /// Remove sessions past their absolute end or idle for longer than `idle_secs`, and
+    /// revocations nobody needs any more. Returns how many sessions were removed.
+    pub fn sweep(&self, now: u64, idle_secs: u64) -> usize {
+        let mut inner = self.inner.lock();
+        let dead: Vec<String> = inner
+            .sessions
+            .values()
+            .filter(|r| r.abs_end <= now || now.saturating_sub(r.last_seen) > idle_secs)
+            .map(|r| r.sid.clone())
+            .collect();
+        for sid in &dead {
+            inner.remove(sid);
+        }
+        while inner.recent.front().is_some_and(|r| r.until <= now) {
+            inner.recent.pop_front();
+        }
+        dead.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn create(&self, rec: SessionRecord) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock();
+        inner
+            .by_user
+            .entry(rec.user.clone())
+            .or_default()
+            .insert(rec.sid.clone());
+        inner.sessions.insert(rec.sid.clone(), rec);
+        Ok(())
+    }
+
+    async fn rotate(
+        &self,
+        user: &str,
+        sid: &str,
+        presented_jti: &str,
+        new_jti: &str,
+        p: RotatePolicy,
+    ) -> Result<RotateOutcome, StoreError> {
+        let mut inner = self.inner.lock();
+        let Some(rec) = inner.sessions.get_mut(sid) else {
+            return Ok(RotateOutcome::NotFound);
+        };
+        if rec.user != user || rec.abs_end <= p.now {
+            return Ok(RotateOutcome::NotFound);
+        }
+        let jti_is = |a: &str, b: &str| crate::util::ct_eq(a.as_bytes(), b.as_bytes());
+        if jti_is(&rec.cur_jti, presented_jti) {
+            if p.now.saturating_sub(rec.last_seen) > p.idle_secs {
+                let rec = inner
+                    .remove(sid)
+                    .unwrap_or_else(|| unreachable!("present above"));
+                self.record_revocation(&mut inner, sid, p.now + p.revocation_ttl);
+                return Ok(RotateOutcome::Idle(rec));
+            }
+            rec.prev_jti = Some(std::mem::replace(&mut rec.cur_jti, new_jti.to_string()));
+            rec.rotated_at = p.now;
+            rec.last_seen = p.now;
+            return Ok(RotateOutcome::Rotated(rec.clone()));
+        }
+        let in_grace = p.now.saturating_sub(rec.rotated_at) <= p.grace_secs;
+        if in_grace
+            && rec
+                .prev_jti
+                .as_deref()
+                .is_some_and(|prev| jti_is(prev, presented_jti))
+        {
+            return Ok(RotateOutcome::Grace(rec.clone()));
+        }
+        let rec = inner
+            .remove(sid)
+            .unwrap_or_else(|| unreachable!("present above"));
+        self.record_revocation(&mut inner, sid, p.now + p.revocation_ttl);
+        Ok(RotateOutcome::Reused(rec))
+    }
+
+    async fn get(&self, user: &str, sid: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .sessions
+            .get(sid)
+            .filter(|r| r.user == user)
+            .cloned())
+    }
+
+    async fn revoke(&self, user: &str, sid: &str, ttl: u64) -> Result<bool, StoreError> {
+        let mut inner = self.inner.lock();
+        let existed =
+            inner.sessions.get(sid).is_some_and(|r| r.user == user) && inner.remove(sid).is_some();
+        if existed {
+            self.record_revocation(&mut inner, sid, crate::util::now_unix() + ttl);
+        }
+        Ok(existed)
+    }
+
+    async fn revoke_all(&self, user: &str, ttl: u64) -> Result<Vec<String>, StoreError> {
+        let mut inner = self.inner.lock();
+        let sids: Vec<String> = inner
+            .by_user
+            .get(user)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        let until = crate::util::now_unix() + ttl;
+        for sid in &sids {
+            inner.remove(sid);
+            self.record_revocation(&mut inner, sid, until);
+        }
+        Ok(sids)
+    }
+
+    async fn list(&self, user: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let inner = self.inner.lock();
+        let mut out: Vec<SessionRecord> = inner
+            .by_user
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|sid| inner.sessions.get(sid).cloned())
+            .collect();
+        out.sort_by(|a, b| b.created.cmp(&a.created));
+        Ok(out)
+    }
+
+    async fn touch(&self, seen: &[(String, String, u64)]) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock();
+        for (user, sid, at) in seen {
+            if let Some(r) = inner.sessions.get_mut(sid).filter(|r| &r.user == user) {
+                r.last_seen = r.last_seen.max(*at);
+            }
+        }
+        Ok(())
+    }
+
+    async fn recent_revocations(&self, now: u64) -> Result<Vec<Revocation>, StoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .recent
+            .iter()
+            .filter(|r| r.until > now)
+            .cloned()
+            .collect())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Revocation> {
+        self.feed.subscribe()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(sid: &str, user: &str, now: u64) -> SessionRecord {
+        SessionRecord {
+            sid: sid.into(),
+            user: user.into(),
+            roles: vec![],
+            created: now,
+            last_seen: now,
+            abs_end: now + 1000,
+            cur_jti: "j1".into(),
+            prev_jti: None,
+            rotated_at: now,
+            ip: "127.0.0.1".into(),
+            user_agent: "ua".into(),
+            device: "d".into(),
+        }
+    }
+
+    fn policy(now: u64) -> RotatePolicy {
+        RotatePolicy {
+            now,
+            grace_secs: 10,
+            idle_secs: 100,
+            revocation_ttl: 60,
+        }
+    }
+
+    #[tokio::test]
+    async fn rotation_grace_and_reuse() {
+        let s = MemoryStore::new();
+        s.create(rec("s1", "u", 1000)).await.unwrap();
+        assert!(
+            matches!(s.rotate("u", "s1", "j1", "j2", policy(1001)).await.unwrap(), RotateOutcome::Rotated(r) if r.cur_jti == "j2")
+        );
+        // the previous jti within grace gets the current one
+        assert!(
+            matches!(s.rotate("u", "s1", "j1", "j3", policy(1005)).await.unwrap(), RotateOutcome::Grace(r) if r.cur_jti == "j2")
+        );
+        // after the grace it is reuse: the session is gone and its revocation is recorded
+        let mut feed = s.subscribe();
+        assert!(matches!(
+            s.rotate("u", "s1", "j1", "j4", policy(1020)).await.unwrap(),
+            RotateOutcome::Reused(_)
+        ));
+        assert_eq!(feed.try_recv().unwrap().sid, "s1");
+        assert_eq!(
+            s.rotate("u", "s1", "j2", "j5", policy(1021)).await.unwrap(),
+            RotateOutcome::NotFound
+        );
+        assert_eq!(s.recent_revocations(1021).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_older_jti_is_reuse_even_within_grace() {
+        let s = MemoryStore::new();
+        s.create(rec("s1", "u", 1000)).await.unwrap();
+        s.rotate("u", "s1", "j1", "j2", policy(1001)).await.unwrap();
+        s.rotate("u", "s1", "j2", "j3", policy(1002)).await.unwrap();
+        assert!(matches!(
+            s.rotate("u", "s1", "j1", "j4", policy(1003)).await.unwrap(),
+            RotateOutcome::Reused(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn idle_and_absolute_end() {
+        let s = MemoryStore::new();
+        s.create(rec("s1", "u", 1000)).await.unwrap();
+        assert!(matches!(
+            s.rotate("u", "s1", "j1", "j2", policy(1101)).await.unwrap(),
+            RotateOutcome::Idle(_)
+        ));
+        s.create(rec("s2", "u", 1000)).await.unwrap();
+        s.touch(&[("u".into(), "s2".into(), 1950)]).await.unwrap();
+        assert_eq!(
+            s.rotate("u", "s2", "j1", "j2", policy(2000)).await.unwrap(),
+            RotateOutcome::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_user_cannot_rotate_or_revoke() {
+        let s = MemoryStore::new();
+        s.create(rec("s1", "u", 1000)).await.unwrap();
+        assert_eq!(
+            s.rotate("v", "s1", "j1", "j2", policy(1001)).await.unwrap(),
+            RotateOutcome::NotFound
+        );
+        assert!(!s.revoke("v", "s1", 60).await.unwrap());
+        assert!(s.get("u", "s1").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn revoke_all_and_sweep() {
+        let s = MemoryStore::new();
+        s.create(rec("s1", "u", 1000)).await.unwrap();
+        s.create(rec("s2", "u", 1000)).await.unwrap();
+        s.create(rec("s3", "w", 1000)).await.unwrap();
+        assert_eq!(s.list("u").await.unwrap().len(), 2);
+        let mut gone = s.revoke_all("u", 60).await.unwrap();
+        gone.sort();
+        assert_eq!(gone, vec!["s1".to_string(), "s2".to_string()]);
+        assert!(s.list("u").await.unwrap().is_empty());
+        assert_eq!(s.sweep(2001, 10_000), 1);
+        assert!(s.is_empty());
+    }
+}

@@ -1,0 +1,115 @@
+//! The session store: one trait, one implementation per backend.
+//!
+//! The store is the single source of truth for sessions (who, until when, which refresh token
+//! is current). Access tokens are verified without it; only login, refresh, logout and the
+//! sessions page touch it. Records hold identifiers and metadata only — never a raw token.
+
+pub mod memory;
+pub mod revocations;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use revocations::RevocationSet;
+
+/// A session as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub sid: String,
+    pub user: String,
+    pub roles: Vec<String>,
+    /// Unix seconds.
+    pub created: u64,
+    pub last_seen: u64,
+    /// The absolute end: no refresh after this, whatever the activity.
+    pub abs_end: u64,
+    /// `jti` of the refresh token that is current.
+    pub cur_jti: String,
+    /// `jti` it replaced, accepted within the grace window after `rotated_at`.
+    pub prev_jti: Option<String>,
+    pub rotated_at: u64,
+    pub ip: String,
+    pub user_agent: String,
+    pub device: String,
+}
+
+/// The result of presenting a refresh token's `jti`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The current `jti` was presented; `record.cur_jti` is now the new one.
+    Rotated(SessionRecord),
+    /// The previous `jti` was presented within the grace window: the client raced another
+    /// request of its own; `record.cur_jti` is the token already issued.
+    Grace(SessionRecord),
+    /// An older `jti`, or the previous one after the grace: a stolen token. The session is gone.
+    Reused(SessionRecord),
+    /// Idle for longer than the idle timeout: the session is gone.
+    Idle(SessionRecord),
+    /// No such session (ended, revoked or past its absolute end).
+    NotFound,
+}
+
+/// A revoked session id, kept in every instance's local set until `until` (by then every
+/// access token minted for it has expired).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub sid: String,
+    pub until: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Parameters of a rotation, from the session configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct RotatePolicy {
+    pub now: u64,
+    pub grace_secs: u64,
+    pub idle_secs: u64,
+    /// How long a revocation must be remembered (the access token lifetime).
+    pub revocation_ttl: u64,
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Store a new session.
+    async fn create(&self, rec: SessionRecord) -> Result<(), StoreError>;
+
+    /// Atomically check `presented_jti` against the session and rotate to `new_jti`.
+    /// Reuse and idle timeout delete the session and record its revocation.
+    async fn rotate(
+        &self,
+        user: &str,
+        sid: &str,
+        presented_jti: &str,
+        new_jti: &str,
+        policy: RotatePolicy,
+    ) -> Result<RotateOutcome, StoreError>;
+
+    /// One session, if it exists.
+    async fn get(&self, user: &str, sid: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// End one session. Returns whether it existed.
+    async fn revoke(&self, user: &str, sid: &str, revocation_ttl: u64) -> Result<bool, StoreError>;
+
+    /// End every session of a user; returns their ids.
+    async fn revoke_all(&self, user: &str, revocation_ttl: u64) -> Result<Vec<String>, StoreError>;
+
+    /// The user's live sessions, newest first.
+    async fn list(&self, user: &str) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Record activity (`last_seen`) for many sessions at once; best effort.
+    async fn touch(&self, seen: &[(String, String, u64)]) -> Result<(), StoreError>;
+
+    /// Revocations still within their `until`, for an instance that (re)starts.
+    async fn recent_revocations(&self, now: u64) -> Result<Vec<Revocation>, StoreError>;
+
+    /// A feed of revocations as they happen (from any instance sharing the store).
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Revocation>;
+
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

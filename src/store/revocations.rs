@@ -1,0 +1,77 @@
+//! The local revocation set: session ids that were revoked while access tokens minted for them
+//! may still be unexpired. Checked on every request without a store round trip; fed by this
+//! instance's own revocations (synchronously, before the response) and by the store's feed.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+
+#[derive(Debug, Default)]
+pub struct RevocationSet {
+    map: DashMap<String, u64>,
+    len: AtomicUsize,
+    synced: AtomicBool,
+}
+
+impl RevocationSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether `sid` is revoked. The common case (nothing revoked) costs one atomic load.
+    pub fn is_revoked(&self, sid: &str) -> bool {
+        self.len.load(Ordering::Relaxed) != 0 && self.map.contains_key(sid)
+    }
+
+    pub fn insert(&self, sid: &str, until: u64) {
+        let prev = self.map.insert(sid.to_string(), until);
+        if prev.is_none() {
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Drop entries whose access tokens have all expired.
+    pub fn sweep(&self, now: u64) {
+        let before = self.map.len();
+        self.map.retain(|_, until| *until > now);
+        let after = self.map.len();
+        self.len
+            .fetch_sub(before.saturating_sub(after), Ordering::Relaxed);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Whether the set has caught up with the store since start or the last reconnect.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    pub fn set_synced(&self, v: bool) {
+        self.synced.store(v, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoked_until_swept() {
+        let s = RevocationSet::new();
+        assert!(!s.is_revoked("a"));
+        s.insert("a", 100);
+        s.insert("a", 100);
+        assert!(s.is_revoked("a"));
+        s.sweep(99);
+        assert!(s.is_revoked("a"));
+        s.sweep(100);
+        assert!(!s.is_revoked("a"));
+        assert!(s.is_empty());
+    }
+}

@@ -1,0 +1,313 @@
+//! Minting and verifying the gateway's tokens (RFC 7519 JWTs).
+//!
+//! Threats answered: forged tokens (HMAC-SHA256 with a 32-byte+ secret; the algorithm is pinned,
+//! so `alg: none` or an algorithm swap is refused), confusion between token kinds (access and
+//! refresh tokens use different keys *and* carry `typ`, each checked), replay after expiry
+//! (`exp`, `nbf`, no leeway: the gateway mints its own tokens), tokens from another deployment
+//! (`iss` is the public origin, `aud` is fixed). Claims carry identifiers only.
+
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::util::{b64, hmac_sha256};
+
+pub const AUDIENCE: &str = "sessiongate";
+pub const TYP_ACCESS: &str = "access";
+pub const TYP_REFRESH: &str = "refresh";
+
+/// Claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub sid: String,
+    pub jti: String,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+    pub typ: String,
+    pub roles: Vec<String>,
+}
+
+/// Claims of a refresh token. `jti` is the rotation counter the store checks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefreshClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub sid: String,
+    pub jti: String,
+    pub iat: u64,
+    pub exp: u64,
+    pub typ: String,
+}
+
+/// Why a token was refused. Never shown to clients in detail.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("malformed or badly signed token")]
+    Invalid,
+    #[error("token expired")]
+    Expired,
+    #[error("token from an unknown key")]
+    UnknownKey,
+    #[error("token of the wrong type")]
+    WrongType,
+}
+
+struct HmacKey {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl HmacKey {
+    fn new(secret: &[u8], label: &str) -> Self {
+        // The key id is a keyed fingerprint: stable for a secret, revealing nothing about it.
+        let kid = b64(&hmac_sha256(secret, label.as_bytes())[..9]);
+        Self {
+            kid,
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        }
+    }
+}
+
+/// The gateway's signing keys and the validation rules, built once at start.
+pub struct KeyRing {
+    access: HmacKey,
+    refresh: HmacKey,
+    issuer: String,
+    access_validation: Validation,
+    refresh_validation: Validation,
+    /// Key for deriving session handles from session ids.
+    handle_key: [u8; 32],
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("access_kid", &self.access.kid)
+            .field("refresh_kid", &self.refresh.kid)
+            .finish()
+    }
+}
+
+fn validation(issuer: &str, required: &[&str]) -> Validation {
+    let mut v = Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.leeway = 0;
+    v.validate_exp = true;
+    v.validate_nbf = required.contains(&"nbf");
+    v.set_issuer(&[issuer]);
+    v.set_audience(&[AUDIENCE]);
+    v.set_required_spec_claims(required);
+    v
+}
+
+impl KeyRing {
+    pub fn new(access_secret: &[u8], refresh_secret: &[u8], issuer: &str) -> Self {
+        Self {
+            access: HmacKey::new(access_secret, "sessiongate access kid"),
+            refresh: HmacKey::new(refresh_secret, "sessiongate refresh kid"),
+            issuer: issuer.to_string(),
+            access_validation: validation(issuer, &["exp", "nbf", "iat", "iss", "aud", "sub"]),
+            refresh_validation: validation(issuer, &["exp", "iat", "iss", "aud", "sub"]),
+            handle_key: hmac_sha256(access_secret, b"sessiongate session handle"),
+        }
+    }
+
+    pub fn from_config(cfg: &Config) -> Self {
+        Self::new(
+            cfg.keys.access_secret.expose(),
+            cfg.keys.refresh_secret.expose(),
+            &cfg.server.public_origin.origin,
+        )
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The non-secret handle of a session, shown to the app and on the sessions page.
+    /// Derived, so it needs no store lookup; one-way, so it cannot be turned into the id.
+    pub fn session_handle(&self, sid: &str) -> String {
+        b64(&hmac_sha256(&self.handle_key, sid.as_bytes())[..12])
+    }
+
+    pub fn mint_access(
+        &self,
+        sub: &str,
+        sid: &str,
+        roles: &[String],
+        now: u64,
+        exp: u64,
+    ) -> String {
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: AUDIENCE.into(),
+            sub: sub.into(),
+            sid: sid.into(),
+            jti: crate::util::random_token(12),
+            iat: now,
+            nbf: now,
+            exp,
+            typ: TYP_ACCESS.into(),
+            roles: roles.to_vec(),
+        };
+        self.sign(&self.access, &claims)
+    }
+
+    pub fn mint_refresh(&self, sub: &str, sid: &str, jti: &str, now: u64, exp: u64) -> String {
+        let claims = RefreshClaims {
+            iss: self.issuer.clone(),
+            aud: AUDIENCE.into(),
+            sub: sub.into(),
+            sid: sid.into(),
+            jti: jti.into(),
+            iat: now,
+            exp,
+            typ: TYP_REFRESH.into(),
+        };
+        self.sign(&self.refresh, &claims)
+    }
+
+    fn sign<T: Serialize>(&self, key: &HmacKey, claims: &T) -> String {
+        let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some(key.kid.clone());
+        // Serialising plain structs with an HMAC key cannot fail.
+        jsonwebtoken::encode(&header, claims, &key.encoding).unwrap_or_default()
+    }
+
+    pub fn verify_access(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let c: AccessClaims = verify(token, &self.access, &self.access_validation)?;
+        if c.typ != TYP_ACCESS {
+            return Err(TokenError::WrongType);
+        }
+        Ok(c)
+    }
+
+    pub fn verify_refresh(&self, token: &str) -> Result<RefreshClaims, TokenError> {
+        let c: RefreshClaims = verify(token, &self.refresh, &self.refresh_validation)?;
+        if c.typ != TYP_REFRESH {
+            return Err(TokenError::WrongType);
+        }
+        Ok(c)
+    }
+}
+
+fn verify<T: serde::de::DeserializeOwned>(
+    token: &str,
+    key: &HmacKey,
+    v: &Validation,
+) -> Result<T, TokenError> {
+    if token.len() > 4096 {
+        return Err(TokenError::Invalid);
+    }
+    let data = jsonwebtoken::decode::<T>(token, &key.decoding, v).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+        _ => TokenError::Invalid,
+    })?;
+    if data.header.kid.as_deref() != Some(key.kid.as_str()) {
+        return Err(TokenError::UnknownKey);
+    }
+    Ok(data.claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCD";
+    const R: &[u8] = b"ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxw";
+
+    fn ring() -> KeyRing {
+        KeyRing::new(A, R, "https://gw.test")
+    }
+
+    fn now() -> u64 {
+        crate::util::now_unix()
+    }
+
+    #[test]
+    fn access_token_round_trips_with_all_claims() {
+        let k = ring();
+        let t = k.mint_access("alice", "sid1", &["admin".into()], now(), now() + 60);
+        let c = k.verify_access(&t).unwrap();
+        assert_eq!(c.sub, "alice");
+        assert_eq!(c.sid, "sid1");
+        assert_eq!(c.roles, vec!["admin".to_string()]);
+        assert_eq!(c.iss, "https://gw.test");
+        assert_eq!(c.aud, AUDIENCE);
+        assert_eq!(c.typ, TYP_ACCESS);
+    }
+
+    #[test]
+    fn expired_access_token_is_refused() {
+        let k = ring();
+        let t = k.mint_access("alice", "sid1", &[], now() - 100, now() - 1);
+        assert_eq!(k.verify_access(&t), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn refresh_token_is_not_an_access_token() {
+        let k = ring();
+        let t = k.mint_refresh("alice", "sid1", "j1", now(), now() + 60);
+        assert!(k.verify_access(&t).is_err());
+        assert_eq!(k.verify_refresh(&t).unwrap().jti, "j1");
+    }
+
+    #[test]
+    fn wrong_typ_under_the_access_key_is_refused() {
+        let k = ring();
+        let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some(k.access.kid.clone());
+        let claims = AccessClaims {
+            iss: "https://gw.test".into(),
+            aud: AUDIENCE.into(),
+            sub: "alice".into(),
+            sid: "s".into(),
+            jti: "j".into(),
+            iat: now(),
+            nbf: now(),
+            exp: now() + 60,
+            typ: "refresh".into(),
+            roles: vec![],
+        };
+        let t = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(A)).unwrap();
+        assert_eq!(k.verify_access(&t), Err(TokenError::WrongType));
+    }
+
+    #[test]
+    fn alg_none_and_foreign_issuer_are_refused() {
+        let k = ring();
+        let good = k.mint_access("alice", "s", &[], now(), now() + 60);
+        let mut parts = good.split('.');
+        let _ = parts.next();
+        let payload = parts.next().unwrap();
+        let none = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), payload);
+        assert!(k.verify_access(&none).is_err());
+        let other = KeyRing::new(A, R, "https://other.test");
+        let t = other.mint_access("alice", "s", &[], now(), now() + 60);
+        assert!(k.verify_access(&t).is_err());
+    }
+
+    #[test]
+    fn tampered_payload_is_refused() {
+        let k = ring();
+        let t = k.mint_access("alice", "s", &[], now(), now() + 60);
+        let parts: Vec<&str> = t.split('.').collect();
+        let forged_payload = b64(format!(r#"{{"iss":"https://gw.test","aud":"sessiongate","sub":"admin","sid":"s","jti":"j","iat":{n},"nbf":{n},"exp":{e},"typ":"access","roles":["admin"]}}"#, n = now(), e = now() + 60).as_bytes());
+        let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+        assert_eq!(k.verify_access(&forged), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn session_handle_is_stable_and_not_the_id() {
+        let k = ring();
+        assert_eq!(k.session_handle("abc"), k.session_handle("abc"));
+        assert_ne!(k.session_handle("abc"), k.session_handle("abd"));
+        assert!(!k.session_handle("abc").contains("abc"));
+    }
+}
