@@ -15,6 +15,16 @@ pub enum Body {
     Incoming(hyper::body::Incoming),
 }
 
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Body::Empty => "Body::Empty",
+            Body::Full(_) => "Body::Full",
+            Body::Incoming(_) => "Body::Incoming",
+        })
+    }
+}
+
 impl Body {
     pub fn full(b: impl Into<Bytes>) -> Self {
         Body::Full(Some(b.into()))

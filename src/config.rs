@@ -1115,3 +1115,126 @@ pub fn validate(
         dev_notes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "Q3ZqkJ8v0mX2rB7tL9wE4yN6uH1sD5cF0aG8pK3iM2o";
+    const R: &str = "Zx9Lm2Nq4Rs6Tu8Vw0Yb1Cd3Ef5Gh7Jk9Pq2Sx4Vz6B";
+
+    fn env_with(access: &'static str, refresh: &'static str) -> impl Fn(&str) -> Option<String> {
+        move |name| match name {
+            "SESSIONGATE_ACCESS_SECRET" => Some(access.to_string()),
+            "SESSIONGATE_REFRESH_SECRET" => Some(refresh.to_string()),
+            _ => None,
+        }
+    }
+
+    const BASE: &str = r#"
+[[upstream]]
+name = "app"
+url = "http://127.0.0.1:3000"
+[login]
+mode = "users_file"
+users_file = "/nonexistent/users.toml"
+"#;
+
+    /// Problems of `extra` appended to a base config, as key names (cert/users noise removed).
+    fn keys_of(extra: &str, access: &'static str, refresh: &'static str) -> Vec<String> {
+        let raw = match parse(&format!("{BASE}\n{extra}")) {
+            Ok(r) => r,
+            Err(e) => return e.0.into_iter().map(|e| e.key).collect(),
+        };
+        match validate(raw, LoadOptions::default(), &env_with(access, refresh)) {
+            Ok(_) => vec![],
+            Err(e) => {
+                e.0.into_iter()
+                    .map(|e| e.key)
+                    .filter(|k| k != "tls.cert" && k != "tls.key" && k != "login.users_file")
+                    .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn a_good_config_has_no_problems_besides_files() {
+        assert_eq!(keys_of("", A, R), Vec::<String>::new());
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_table() {
+        let k = keys_of("[session]\nacess_ttl = \"1m\"\n", A, R);
+        assert_eq!(k.len(), 1);
+        assert!(k[0].starts_with("session"), "{k:?}");
+    }
+
+    #[test]
+    fn weak_placeholder_and_equal_secrets_are_refused() {
+        assert_eq!(keys_of("", "short", R), vec!["keys.access_secret_env"]);
+        assert_eq!(
+            keys_of("", "changeme-changeme-changeme-changeme-00", R),
+            vec!["keys.access_secret_env"]
+        );
+        assert_eq!(
+            keys_of("", A, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+            vec!["keys.refresh_secret_env"]
+        );
+        assert_eq!(keys_of("", A, A), vec!["keys.refresh_secret_env"]);
+    }
+
+    #[test]
+    fn bad_values_name_their_keys() {
+        assert_eq!(
+            keys_of(
+                "[server]\npublic_origin = \"http://localhost:8443\"\n",
+                A,
+                R
+            ),
+            vec!["server.public_origin"]
+        );
+        assert_eq!(
+            keys_of("[session]\naccess_ttl = \"7d\"\n", A, R),
+            vec!["session.access_ttl"]
+        );
+        assert_eq!(
+            keys_of(
+                "[[route]]\npath_prefix = \"/x/\"\nupstream = \"nope\"\n",
+                A,
+                R
+            ),
+            vec!["route[0].upstream"]
+        );
+        assert_eq!(
+            keys_of("[[route]]\npath_prefix = \"x/../\"\n", A, R),
+            vec!["route[0].path_prefix"]
+        );
+        assert_eq!(
+            keys_of("[server]\nlisten = \"nowhere\"\n", A, R),
+            vec!["server.listen"]
+        );
+        let k = keys_of("[session]\naccess_ttl = \"soon\"\n", A, R);
+        assert_eq!(k, vec!["session.access_ttl"]);
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let k = keys_of(
+            "[server]\npublic_origin = \"http://x\"\n[[route]]\npath_prefix = \"/a/\"\nupstream = \"b\"\n",
+            "short",
+            "short",
+        );
+        assert_eq!(k.len(), 4, "{k:?}");
+    }
+
+    #[test]
+    fn missing_upstream_is_required_outside_dev_only() {
+        let raw = parse("").unwrap();
+        let e = validate(raw, LoadOptions::default(), &env_with(A, R)).unwrap_err();
+        assert!(e.0.iter().any(|e| e.key == "upstream"));
+        let raw = parse("").unwrap();
+        let c = validate(raw, LoadOptions { dev: true }, &|_| None).unwrap();
+        assert!(c.builtin_whoami);
+        assert_eq!(c.upstreams.len(), 1);
+    }
+}

@@ -26,6 +26,9 @@ enum Cmd {
     CheckConfig {
         #[arg(long, default_value = "gateway.toml")]
         config: PathBuf,
+        /// Check as `run --dev` would start (missing certificate, secrets, upstream allowed).
+        #[arg(long)]
+        dev: bool,
     },
     /// Read a password on standard input, print its argon2id PHC string for users.toml.
     HashPassword,
@@ -60,7 +63,7 @@ fn main() -> ExitCode {
         dev: false,
     })) {
         Cmd::Run(args) => run(args),
-        Cmd::CheckConfig { config } => match config::load(&config, LoadOptions::default()) {
+        Cmd::CheckConfig { config, dev } => match config::load(&config, LoadOptions { dev }) {
             Ok(_) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS

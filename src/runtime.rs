@@ -60,6 +60,15 @@ impl Runtime {
         }
     }
 
+    /// A runtime on the memory store with no users and audit discarded: for pipeline tests and
+    /// benchmarks that drive `pipeline::decide` without sockets.
+    pub fn in_memory(cfg: Config) -> Self {
+        let store: Arc<dyn SessionStore> = Arc::new(crate::store::memory::MemoryStore::new());
+        let rt = Self::new(cfg, store, Users::empty(), Audit::discard());
+        rt.revoked.set_synced(true);
+        rt
+    }
+
     /// Seconds a revocation must be remembered: as long as an access token can live.
     pub fn revocation_ttl(&self) -> u64 {
         self.cfg.session.access_ttl.as_secs() + 1

@@ -339,13 +339,12 @@ async fn me(
     cookies: &CookieScan,
 ) -> Response<Body> {
     let bearer = session::bearer_token(req.headers());
-    let ip = ctx.client_ip.to_string();
     let ua = req
         .headers()
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    match session::check(rt, bearer, &cookies.gateway, &ip, ua, true).await {
+    match session::check(rt, bearer, &cookies.gateway, ctx.client_ip, ua, true).await {
         SessionOutcome::Valid(id) => body::json(StatusCode::OK, &me_json(rt, &id)),
         SessionOutcome::Refreshed(id, c) => {
             let mut r = body::json(StatusCode::OK, &me_json(rt, &id));

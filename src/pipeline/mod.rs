@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 
 use crate::body::{self, Body};
 use crate::config::UrlTokenAction;
+use crate::cookies::CookieScan;
 use crate::runtime::{ConnCtx, Runtime};
 use session::SessionOutcome;
 
@@ -39,33 +40,59 @@ pub struct RequestCtx {
     pub websocket: bool,
 }
 
+/// What the stages before forwarding decided.
+#[derive(Debug)]
+pub enum Decision {
+    /// Answer the client now (refusal, redirect, login needed).
+    Respond(Response<Body>),
+    /// A request for the gateway's own endpoints.
+    Gateway(RequestCtx, CookieScan),
+    /// Forward to upstream `upstream`, adding `set_cookies` to its response.
+    Forward {
+        upstream: usize,
+        ctx: RequestCtx,
+        set_cookies: Vec<HeaderValue>,
+    },
+}
+
 /// Handle one request from a client; every response carries HSTS.
 pub async fn handle(
     rt: Arc<Runtime>,
     conn: Arc<ConnCtx>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
-    let mut resp = stages(&rt, &conn, req).await;
+    let mut resp = match decide(&rt, &conn, &mut req).await {
+        Decision::Respond(r) => r,
+        Decision::Gateway(ctx, cookies) => crate::auth::handle(&rt, req, &ctx, &cookies).await,
+        Decision::Forward {
+            upstream,
+            ctx,
+            set_cookies,
+        } => {
+            let mut r = crate::proxy::forward(&rt, upstream, &ctx, req).await;
+            append_cookies(&mut r, set_cookies);
+            r
+        }
+    };
     resp.headers_mut()
         .insert(header::STRICT_TRANSPORT_SECURITY, rt.hsts.clone());
     resp
 }
 
-async fn stages(
-    rt: &Arc<Runtime>,
-    conn: &Arc<ConnCtx>,
-    mut req: Request<Incoming>,
-) -> Response<Body> {
+/// Every stage up to forwarding, in order, on a request of any body type (so tests and
+/// benchmarks can drive it without sockets). Mutates the request into what goes upstream.
+pub async fn decide<B>(rt: &Runtime, conn: &ConnCtx, req: &mut Request<B>) -> Decision {
+    use Decision::Respond;
     // Framing first: nothing below may interpret a request that two parties would read
     // differently.
-    if let Err(why) = framing::check(&req, &rt.identity_names) {
+    if let Err(why) = framing::check(req, &rt.identity_names) {
         tracing::debug!(reason = why, "refused ambiguous request");
-        return body::bad_request(why);
+        return Respond(body::bad_request(why));
     }
     // One normalised path, used by the policy and sent upstream.
     let path = match route::normalise(req.uri().path()) {
         Ok(p) => p.into_owned(),
-        Err(e) => return body::bad_request(e.reason()),
+        Err(e) => return Respond(body::bad_request(e.reason())),
     };
     // Credentials in the URL: dealt with before anything routes, logs or forwards the query.
     let q = url_tokens::scan(req.uri().query(), &rt.cfg.url_tokens.params);
@@ -73,10 +100,10 @@ async fn stages(
         match rt.cfg.url_tokens.action {
             UrlTokenAction::Redirect if matches!(*req.method(), Method::GET | Method::HEAD) => {
                 let to = url_tokens::with_query(&route::encode(&path), q.clean.as_deref());
-                return body::redirect(StatusCode::SEE_OTHER, &to);
+                return Respond(body::redirect(StatusCode::SEE_OTHER, &to));
             }
             UrlTokenAction::Redirect | UrlTokenAction::Reject => {
-                return body::bad_request("credentials are not accepted in the URL");
+                return Respond(body::bad_request("credentials are not accepted in the URL"));
             }
             UrlTokenAction::Strip => {}
         }
@@ -85,19 +112,23 @@ async fn stages(
     // The gateway's cookies, read once; a duplicate is ambiguous.
     let cookies = match crate::cookies::scan(req.headers(), &rt.cookies) {
         Ok(c) => c,
-        Err(_) => return body::bad_request("a gateway cookie was sent more than once"),
+        Err(_) => {
+            return Respond(body::bad_request(
+                "a gateway cookie was sent more than once",
+            ));
+        }
     };
     let ctx = RequestCtx {
         client_ip: client_ip(rt, conn, req.headers()),
         peer_ip: conn.peer.ip(),
         navigation: session::is_navigation(req.method(), req.headers()),
-        websocket: crate::proxy::is_websocket(&req),
+        websocket: crate::proxy::is_websocket(req),
         path,
         query,
     };
     // The gateway's own endpoints never reach an upstream.
     if route::is_gateway_path(&ctx.path) {
-        return crate::auth::handle(rt, req, &ctx, &cookies).await;
+        return Decision::Gateway(ctx, cookies);
     }
     let route = rt.router.route(&ctx.path);
     // Read the bearer token before `strip` removes it from what goes upstream.
@@ -105,7 +136,7 @@ async fn stages(
     // Strip spoofed identity, hop-by-hop headers and gateway credentials on every route, before
     // anything is added (so `Connection: x-auth-user` cannot remove what inject sets).
     strip::apply(
-        &mut req,
+        req,
         &rt.identity_names,
         conn.peer_trusted,
         &cookies,
@@ -117,12 +148,11 @@ async fn stages(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let ip = ctx.client_ip.to_string();
     let outcome = session::check(
         rt,
         bearer.as_deref(),
         &cookies.gateway,
-        &ip,
+        ctx.client_ip,
         ua,
         !route.public,
     )
@@ -135,9 +165,15 @@ async fn stages(
         }
         SessionOutcome::Anonymous { presented, clear } => {
             let return_to = url_tokens::with_query(&route::encode(&ctx.path), ctx.query.as_deref());
-            return session::unauthenticated(rt, ctx.navigation, &return_to, presented, clear);
+            return Respond(session::unauthenticated(
+                rt,
+                ctx.navigation,
+                &return_to,
+                presented,
+                clear,
+            ));
         }
-        SessionOutcome::Unavailable => return session::unavailable(ctx.navigation),
+        SessionOutcome::Unavailable => return Respond(session::unavailable(ctx.navigation)),
     };
     // CSRF: an unsafe request on a protected route must come from our own origin.
     if !route.public && csrf::is_unsafe(req.method(), req.headers(), ctx.query.as_deref()) {
@@ -147,21 +183,21 @@ async fn stages(
             req.headers(),
         ) {
             tracing::info!(reason = why, path = %ctx.path, "csrf: refused");
-            return body::json(
+            return Respond(body::json(
                 StatusCode::FORBIDDEN,
                 &serde_json::json!({"error": "forbidden", "reason": why}),
-            );
+            ));
         }
     }
     // Inject the verified identity (after strip, so these are the only identity headers).
     if let Some(id) = &identity {
         inject::apply(rt, req.headers_mut(), id);
     }
-    let mut resp = crate::proxy::forward(rt, route.upstream, &ctx, req).await;
-    for c in set_cookies {
-        resp.headers_mut().append(header::SET_COOKIE, c);
+    Decision::Forward {
+        upstream: route.upstream,
+        ctx,
+        set_cookies,
     }
-    resp
 }
 
 /// The client's address: the TCP peer, or — only when the peer is a trusted proxy — the
@@ -191,3 +227,6 @@ pub fn append_cookies(resp: &mut Response<Body>, cookies: Vec<HeaderValue>) {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -79,7 +79,7 @@ pub async fn check(
     rt: &Runtime,
     bearer: Option<&str>,
     cookies: &GatewayCookies,
-    ip: &str,
+    ip: std::net::IpAddr,
     ua: &str,
     allow_refresh: bool,
 ) -> SessionOutcome {
