@@ -6,12 +6,13 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && echo 'fn main() {}' > benches/hot_path.rs \
+RUN mkdir -p src benches tests/e2e && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && echo 'fn main() {}' > benches/hot_path.rs && echo 'fn main() {}' > tests/e2e/main.rs \
     && cargo build --release --locked \
-    && rm -rf src benches
+    && rm -rf src benches tests
 COPY src ./src
 COPY benches ./benches
+COPY tests ./tests
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
     && strip target/release/sessiongate
 
@@ -25,6 +26,6 @@ USER 10001:10001
 # HTTPS, plain-HTTP redirect, admin (health, readiness).
 EXPOSE 8443 8080 9090
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=30s --timeout=3s CMD ["/usr/local/bin/sessiongate", "--version"]
+# Health: GET /healthz and /readyz on server.admin_listen (set it to 0.0.0.0:9090 for probes).
 ENTRYPOINT ["/usr/local/bin/sessiongate"]
 CMD ["run", "--config", "/etc/sessiongate/gateway.toml"]

@@ -233,11 +233,38 @@ pub enum StoreKind {
     Redis,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
     pub kind: StoreKind,
+    /// `redis://host:port/db` or `rediss://…` (TLS); no password in it.
     pub url: Option<String>,
+    /// Redis Cluster seed nodes (`redis://host:port`), instead of `url`.
+    pub cluster_nodes: Vec<String>,
+    /// Environment variable holding the Redis password (AUTH).
+    pub password_env: Option<String>,
+    pub pool_size: u32,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Prefix of every key and of the revocation channel.
+    pub key_prefix: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Memory,
+            url: None,
+            cluster_nodes: Vec::new(),
+            password_env: None,
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(1),
+            key_prefix: "sg".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -449,6 +476,142 @@ pub struct CsrfConfig {
     pub allowed_origins: Vec<String>,
 }
 
+/// The session store.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Memory,
+    Redis(RedisConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Single-node URL (password inserted from `password_env`); never logged.
+    pub url: Option<Secret>,
+    /// Cluster seed nodes.
+    pub cluster_nodes: Vec<String>,
+    pub password: Option<Secret>,
+    pub pool_size: u32,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub key_prefix: String,
+}
+
+fn validate_store(
+    s: &RawStore,
+    errs: &mut Vec<ConfigError>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> StoreConfig {
+    if s.kind == StoreKind::Memory {
+        for (set, key) in [
+            (s.url.is_some(), "store.url"),
+            (!s.cluster_nodes.is_empty(), "store.cluster_nodes"),
+            (s.password_env.is_some(), "store.password_env"),
+        ] {
+            if set {
+                errs.push(ConfigError::new(
+                    key,
+                    "only applies to store.kind = \"redis\"",
+                ));
+            }
+        }
+        return StoreConfig::Memory;
+    }
+    let check_url = |errs: &mut Vec<ConfigError>, key: &str, u: &str| -> Option<url::Url> {
+        match url::Url::parse(u) {
+            Ok(p)
+                if (p.scheme() == "redis" || p.scheme() == "rediss") && p.host_str().is_some() =>
+            {
+                if p.password().is_some() {
+                    errs.push(ConfigError::new(key, "must not contain a password; name its environment variable in store.password_env"));
+                    return None;
+                }
+                Some(p)
+            }
+            _ => {
+                errs.push(ConfigError::new(key, "must be a redis:// or rediss:// URL with a host, like \"redis://127.0.0.1:6379/0\""));
+                None
+            }
+        }
+    };
+    let password = match &s.password_env {
+        None => None,
+        Some(name) => match env(name) {
+            Some(p) if !p.is_empty() => Some(p),
+            _ => {
+                errs.push(ConfigError::new(
+                    "store.password_env",
+                    format!("names environment variable {name}, which is not set"),
+                ));
+                None
+            }
+        },
+    };
+    let mut url = None;
+    match (&s.url, s.cluster_nodes.is_empty()) {
+        (Some(_), false) => errs.push(ConfigError::new(
+            "store.cluster_nodes",
+            "set either store.url (one node) or store.cluster_nodes, not both",
+        )),
+        (None, true) => errs.push(ConfigError::new(
+            "store.url",
+            "store.kind = \"redis\" needs store.url (or store.cluster_nodes)",
+        )),
+        (Some(u), true) => {
+            if let Some(mut p) = check_url(errs, "store.url", u) {
+                if let Some(pw) = &password {
+                    let _ = p.set_password(Some(pw));
+                }
+                url = Some(Secret::new(p.to_string().into_bytes()));
+            }
+        }
+        (None, false) => {
+            for (i, n) in s.cluster_nodes.iter().enumerate() {
+                check_url(errs, &format!("store.cluster_nodes[{i}]"), n);
+            }
+        }
+    }
+    if s.pool_size == 0 || s.pool_size > 1024 {
+        errs.push(ConfigError::new(
+            "store.pool_size",
+            "must be between 1 and 1024",
+        ));
+    }
+    if s.connect_timeout < Duration::from_millis(50) || s.connect_timeout > Duration::from_secs(30)
+    {
+        errs.push(ConfigError::new(
+            "store.connect_timeout",
+            "must be between 50ms and 30s",
+        ));
+    }
+    if s.command_timeout < Duration::from_millis(50) || s.command_timeout > Duration::from_secs(30)
+    {
+        errs.push(ConfigError::new(
+            "store.command_timeout",
+            "must be between 50ms and 30s",
+        ));
+    }
+    if s.key_prefix.is_empty()
+        || !s
+            .key_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b':')
+    {
+        errs.push(ConfigError::new(
+            "store.key_prefix",
+            "must be non-empty letters, digits, '_', '-' or ':'",
+        ));
+    }
+    StoreConfig::Redis(RedisConfig {
+        url,
+        cluster_nodes: s.cluster_nodes.clone(),
+        password: password.map(|p| Secret::new(p.into_bytes())),
+        pool_size: s.pool_size,
+        connect_timeout: s.connect_timeout,
+        command_timeout: s.command_timeout,
+        key_prefix: s.key_prefix.clone(),
+    })
+}
+
 /// Where the gateway's users come from.
 #[derive(Debug, Clone)]
 pub struct LoginConfig {
@@ -466,7 +629,7 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub session: SessionConfig,
     pub keys: KeysConfig,
-    pub store: StoreKind,
+    pub store: StoreConfig,
     pub login: LoginConfig,
     pub url_tokens: UrlTokensConfig,
     pub csrf: CsrfConfig,
@@ -949,18 +1112,7 @@ pub fn validate(
     }
 
     // [store]
-    if raw.store.kind == StoreKind::Redis {
-        errs.push(ConfigError::new(
-            "store.kind",
-            "\"redis\" is not available in this version; use \"memory\"",
-        ));
-    }
-    if raw.store.url.is_some() && raw.store.kind == StoreKind::Memory {
-        errs.push(ConfigError::new(
-            "store.url",
-            "only applies to store.kind = \"redis\"",
-        ));
-    }
+    let store = validate_store(&raw.store, &mut errs, env);
 
     // [login]
     let users_file = match raw.login.mode {
@@ -1095,7 +1247,7 @@ pub fn validate(
             access_secret,
             refresh_secret,
         },
-        store: raw.store.kind,
+        store,
         login: LoginConfig {
             mode: raw.login.mode,
             users_file,

@@ -24,10 +24,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::audit::Audit;
 use crate::auth::users::Users;
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::runtime::{ConnCtx, Runtime};
-use crate::store::SessionStore;
 use crate::store::memory::MemoryStore;
+use crate::store::{FeedEvent, SessionStore};
 use crate::util::now_unix;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,8 @@ pub enum ServerError {
     },
     #[error("cannot open the audit file (audit.file): {0}")]
     Audit(#[source] std::io::Error),
+    #[error("store: {0}")]
+    Store(#[source] crate::store::StoreError),
     #[error("cannot start the built-in whoami page: {0}")]
     Whoami(#[source] std::io::Error),
 }
@@ -88,8 +90,16 @@ pub async fn run(
         }
     }
     let audit = Audit::start(cfg.audit_file.clone()).map_err(ServerError::Audit)?;
-    let memory = Arc::new(MemoryStore::new());
-    let store: Arc<dyn SessionStore> = memory.clone();
+    let (store, memory): (Arc<dyn SessionStore>, Option<Arc<MemoryStore>>) = match &cfg.store {
+        StoreConfig::Memory => {
+            let m = Arc::new(MemoryStore::new());
+            (m.clone(), Some(m))
+        }
+        StoreConfig::Redis(rc) => (
+            crate::store::redis::build(rc).map_err(ServerError::Store)?,
+            None,
+        ),
+    };
 
     let https = bind("server.listen", cfg.server.listen).await?;
     let redirect = match cfg.server.redirect_listen {
@@ -111,8 +121,12 @@ pub async fn run(
     };
 
     let rt = Arc::new(Runtime::new(cfg, store, users, audit));
-    spawn_background(&rt, Some(memory));
-    sync_revocations(&rt).await;
+    let is_memory = memory.is_some();
+    spawn_background(&rt, memory);
+    if is_memory {
+        // The memory store is this process: nothing to catch up with.
+        sync_revocations(&rt).await;
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -186,7 +200,14 @@ fn spawn_background(rt: &Arc<Runtime>, memory: Option<Arc<MemoryStore>>) {
     tokio::spawn(async move {
         loop {
             match feed.recv().await {
-                Ok(rev) => r.revoked.insert(&rev.sid, rev.until),
+                Ok(FeedEvent::Revoked(rev)) => r.revoked.insert(&rev.sid, rev.until),
+                Ok(FeedEvent::Resynced(list)) => {
+                    for rev in list {
+                        r.revoked.insert(&rev.sid, rev.until);
+                    }
+                    r.revoked.set_synced(true);
+                }
+                Ok(FeedEvent::Lost) => r.revoked.set_synced(false),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "revocation feed lagged; resynchronising");
                     sync_revocations(&r).await;

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
-use super::{Revocation, RotateOutcome, RotatePolicy, SessionRecord, SessionStore, StoreError};
+use super::{
+    FeedEvent, Revocation, RotateOutcome, RotatePolicy, SessionRecord, SessionStore, StoreError,
+};
 
 #[derive(Default)]
 struct Inner {
@@ -31,7 +33,7 @@ impl Inner {
 
 pub struct MemoryStore {
     inner: Mutex<Inner>,
-    feed: broadcast::Sender<Revocation>,
+    feed: broadcast::Sender<FeedEvent>,
 }
 
 impl Default for MemoryStore {
@@ -55,7 +57,7 @@ impl MemoryStore {
         };
         inner.recent.push_back(r.clone());
         // Nobody listening is fine: this instance also updates its set directly.
-        let _ = self.feed.send(r);
+        let _ = self.feed.send(FeedEvent::Revoked(r));
     }
 
     /// Remove sessions past their absolute end or idle for longer than `idle_secs`, and
@@ -213,7 +215,7 @@ impl SessionStore for MemoryStore {
             .collect())
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Revocation> {
+    fn subscribe(&self) -> broadcast::Receiver<FeedEvent> {
         self.feed.subscribe()
     }
 
@@ -269,7 +271,7 @@ mod tests {
             s.rotate("u", "s1", "j1", "j4", policy(1020)).await.unwrap(),
             RotateOutcome::Reused(_)
         ));
-        assert_eq!(feed.try_recv().unwrap().sid, "s1");
+        assert!(matches!(feed.try_recv().unwrap(), FeedEvent::Revoked(r) if r.sid == "s1"));
         assert_eq!(
             s.rotate("u", "s1", "j2", "j5", policy(1021)).await.unwrap(),
             RotateOutcome::NotFound

@@ -5,6 +5,7 @@
 //! sessions page touch it. Records hold identifiers and metadata only — never a raw token.
 
 pub mod memory;
+pub mod redis;
 pub mod revocations;
 
 use async_trait::async_trait;
@@ -57,6 +58,18 @@ pub struct Revocation {
     pub until: u64,
 }
 
+/// What the revocation feed reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedEvent {
+    /// A session was revoked (by any instance).
+    Revoked(Revocation),
+    /// The feed (re)connected and these revocations are in force: the local set may be
+    /// trusted again once they are in it.
+    Resynced(Vec<Revocation>),
+    /// The feed is down: revocations by other instances may be missed until `Resynced`.
+    Lost,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("session store unavailable: {0}")]
@@ -107,8 +120,10 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Revocations still within their `until`, for an instance that (re)starts.
     async fn recent_revocations(&self, now: u64) -> Result<Vec<Revocation>, StoreError>;
 
-    /// A feed of revocations as they happen (from any instance sharing the store).
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Revocation>;
+    /// A feed of revocations as they happen (from any instance sharing the store). A store
+    /// that needs a connection for it starts it at the first call, so subscribe before
+    /// trusting the local set.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<FeedEvent>;
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
