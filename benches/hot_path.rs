@@ -41,6 +41,7 @@ fn benches(c: &mut Criterion) {
         &["admin".into(), "dev".into()],
         now,
         now + 3600,
+        &Default::default(),
     );
     let cookie_header = format!(
         "theme=dark; {}={token}; _ga=GA1.2.3456; lang=en",

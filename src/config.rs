@@ -71,6 +71,8 @@ pub struct RawConfig {
     pub login: RawLogin,
     pub url_tokens: RawUrlTokens,
     pub csrf: RawCsrf,
+    pub anomaly: RawAnomaly,
+    pub admin: RawAdmin,
     pub audit: RawAudit,
     pub log: RawLog,
 }
@@ -209,7 +211,13 @@ pub struct RawKeys {
     pub access_secret_file: Option<PathBuf>,
     pub refresh_secret_env: Option<String>,
     pub refresh_secret_file: Option<PathBuf>,
+    /// Ed25519 private key (PKCS#8 PEM) that signs `X-Auth-Assertion`.
     pub assertion_key_file: Option<PathBuf>,
+    /// The key it replaced, still published at `/.auth/jwks.json`.
+    pub assertion_previous_key_file: Option<PathBuf>,
+    pub assertion_audience: String,
+    #[serde(with = "humantime_serde")]
+    pub assertion_ttl: Duration,
 }
 
 impl Default for RawKeys {
@@ -221,6 +229,9 @@ impl Default for RawKeys {
             refresh_secret_env: Some("SESSIONGATE_REFRESH_SECRET".into()),
             refresh_secret_file: None,
             assertion_key_file: None,
+            assertion_previous_key_file: None,
+            assertion_audience: "upstream".into(),
+            assertion_ttl: Duration::from_secs(120),
         }
     }
 }
@@ -280,6 +291,22 @@ pub enum LoginMode {
 pub struct RawLogin {
     pub mode: LoginMode,
     pub users_file: PathBuf,
+    /// `upstream` mode: the app's login path whose response may carry a grant.
+    pub upstream_path: Option<String>,
+    /// `upstream` mode: where navigations without a session are sent (default `upstream_path`).
+    pub page_path: Option<String>,
+    /// `upstream` mode: environment variable with the grant's HMAC secret.
+    pub grant_secret_env: Option<String>,
+    /// `upstream` mode: the app's own session cookies, removed from its responses and requests.
+    pub drop_cookies: Vec<String>,
+    /// `upstream` mode: app paths that also end the gateway session.
+    pub logout_paths: Vec<String>,
+    /// Failed logins per account within `failure_window` before `429`.
+    pub max_failures_per_user: u32,
+    /// Failed logins per client IP within `failure_window` before `429`.
+    pub max_failures_per_ip: u32,
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
 }
 
 impl Default for RawLogin {
@@ -287,8 +314,58 @@ impl Default for RawLogin {
         Self {
             mode: LoginMode::UsersFile,
             users_file: "users.toml".into(),
+            upstream_path: None,
+            page_path: None,
+            grant_secret_env: None,
+            drop_cookies: Vec::new(),
+            logout_paths: Vec::new(),
+            max_failures_per_user: 5,
+            max_failures_per_ip: 20,
+            failure_window: Duration::from_secs(15 * 60),
         }
     }
+}
+
+/// What to do when a session's request differs from the session's origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnomalyAction {
+    /// Nothing.
+    Ignore,
+    /// An audit event; the request goes on.
+    Log,
+    /// This request must sign in again (the session stays valid where it came from).
+    Reauth,
+    /// The session is ended everywhere.
+    Revoke,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAnomaly {
+    pub ip_change: AnomalyAction,
+    pub user_agent_change: AnomalyAction,
+    /// IPv4 changes within this prefix length are not anomalies.
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+}
+
+impl Default for RawAnomaly {
+    fn default() -> Self {
+        Self {
+            ip_change: AnomalyAction::Log,
+            user_agent_change: AnomalyAction::Revoke,
+            ipv4_prefix: 24,
+            ipv6_prefix: 64,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// Environment variable holding the admin API bearer token.
+    pub token_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -333,6 +410,8 @@ impl Default for RawUrlTokens {
 pub enum CsrfMode {
     #[default]
     Origin,
+    /// Origin checks plus a double-submit token bound to the session.
+    Token,
     Off,
 }
 
@@ -457,6 +536,7 @@ pub struct SessionConfig {
 
 #[derive(Debug, Clone)]
 pub struct KeysConfig {
+    pub assertion: Option<AssertionConfig>,
     pub algorithm: Algorithm,
     pub access_secret: Secret,
     pub refresh_secret: Secret,
@@ -618,6 +698,213 @@ pub struct LoginConfig {
     pub mode: LoginMode,
     /// `None` in `--dev` when the file does not exist: only the demo user can log in.
     pub users_file: Option<PathBuf>,
+    /// `upstream` mode settings.
+    pub upstream: Option<UpstreamLogin>,
+    pub max_failures_per_user: u32,
+    pub max_failures_per_ip: u32,
+    pub failure_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamLogin {
+    pub path: String,
+    pub page_path: String,
+    pub grant_secret: Secret,
+    /// Lower-case cookie names.
+    pub drop_cookies: Vec<String>,
+    pub logout_paths: Vec<String>,
+}
+
+/// The identity assertion signing keys (PKCS#8 PEM, Ed25519).
+#[derive(Debug, Clone)]
+pub struct AssertionConfig {
+    pub key_pem: Secret,
+    pub previous_pem: Option<Secret>,
+    pub audience: String,
+    pub ttl: Duration,
+}
+
+fn read_pem(path: &Path, key: &str, errs: &mut Vec<ConfigError>) -> Option<Secret> {
+    match std::fs::read(path) {
+        Ok(b) => {
+            if crate::assertion::Signer::check_pem(&b).is_err() {
+                errs.push(ConfigError::new(
+                    key,
+                    format!(
+                        "{} is not an Ed25519 PKCS#8 PEM private key",
+                        path.display()
+                    ),
+                ));
+                None
+            } else {
+                Some(Secret::new(b))
+            }
+        }
+        Err(e) => {
+            errs.push(ConfigError::new(
+                key,
+                format!("cannot read {}: {e}", path.display()),
+            ));
+            None
+        }
+    }
+}
+
+fn validate_assertion(
+    k: &RawKeys,
+    opts: LoadOptions,
+    errs: &mut Vec<ConfigError>,
+    notes: &mut Vec<String>,
+) -> Option<AssertionConfig> {
+    if k.assertion_ttl < Duration::from_secs(10) || k.assertion_ttl > Duration::from_secs(300) {
+        errs.push(ConfigError::new(
+            "keys.assertion_ttl",
+            "must be between 10s and 5m",
+        ));
+    }
+    if k.assertion_audience.is_empty() {
+        errs.push(ConfigError::new(
+            "keys.assertion_audience",
+            "must not be empty",
+        ));
+    }
+    let path = k.assertion_key_file.as_ref()?;
+    if opts.dev && !path.exists() {
+        match crate::assertion::write_new_key(path) {
+            Ok(()) => notes.push(format!(
+                "keys.assertion_key_file: created a new Ed25519 key at {}",
+                path.display()
+            )),
+            Err(e) => errs.push(ConfigError::new("keys.assertion_key_file", e)),
+        }
+    }
+    let key_pem = read_pem(path, "keys.assertion_key_file", errs)?;
+    let previous_pem = match &k.assertion_previous_key_file {
+        Some(p) => Some(read_pem(p, "keys.assertion_previous_key_file", errs)?),
+        None => None,
+    };
+    Some(AssertionConfig {
+        key_pem,
+        previous_pem,
+        audience: k.assertion_audience.clone(),
+        ttl: k.assertion_ttl,
+    })
+}
+
+fn normal_path_key(errs: &mut Vec<ConfigError>, key: &str, p: &str) -> bool {
+    let ok = p.starts_with('/')
+        && crate::pipeline::route::normalise(p).is_ok_and(|n| n == p)
+        && !crate::pipeline::route::is_gateway_path(p);
+    if !ok {
+        errs.push(ConfigError::new(
+            key,
+            format!("{p:?} must be a normalised path outside /.auth/"),
+        ));
+    }
+    ok
+}
+
+fn validate_login(
+    l: &RawLogin,
+    users_file: Option<PathBuf>,
+    errs: &mut Vec<ConfigError>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> LoginConfig {
+    if l.max_failures_per_user == 0 {
+        errs.push(ConfigError::new(
+            "login.max_failures_per_user",
+            "must be at least 1",
+        ));
+    }
+    if l.max_failures_per_ip == 0 {
+        errs.push(ConfigError::new(
+            "login.max_failures_per_ip",
+            "must be at least 1",
+        ));
+    }
+    check_duration(errs, "login.failure_window", l.failure_window);
+    let upstream = if l.mode == LoginMode::Upstream {
+        let path = match &l.upstream_path {
+            Some(p) => normal_path_key(errs, "login.upstream_path", p).then(|| p.clone()),
+            None => {
+                errs.push(ConfigError::new(
+                    "login.upstream_path",
+                    "login.mode = \"upstream\" needs the app's login path",
+                ));
+                None
+            }
+        };
+        let page = match &l.page_path {
+            Some(p) => normal_path_key(errs, "login.page_path", p).then(|| p.clone()),
+            None => path.clone(),
+        };
+        for (i, p) in l.logout_paths.iter().enumerate() {
+            normal_path_key(errs, &format!("login.logout_paths[{i}]"), p);
+        }
+        let secret = match &l.grant_secret_env {
+            Some(name) => match env(name).map(String::into_bytes) {
+                Some(b) => match secret_weakness(&b) {
+                    None => Some(Secret::new(b)),
+                    Some(why) => {
+                        errs.push(ConfigError::new("login.grant_secret_env", why));
+                        None
+                    }
+                },
+                None => {
+                    errs.push(ConfigError::new(
+                        "login.grant_secret_env",
+                        format!("names environment variable {name}, which is not set"),
+                    ));
+                    None
+                }
+            },
+            None => {
+                errs.push(ConfigError::new(
+                    "login.grant_secret_env",
+                    "login.mode = \"upstream\" needs the grant's secret",
+                ));
+                None
+            }
+        };
+        match (path, page, secret) {
+            (Some(path), Some(page_path), Some(grant_secret)) => Some(UpstreamLogin {
+                path,
+                page_path,
+                grant_secret,
+                drop_cookies: l
+                    .drop_cookies
+                    .iter()
+                    .map(|c| c.to_ascii_lowercase())
+                    .collect(),
+                logout_paths: l.logout_paths.clone(),
+            }),
+            _ => None,
+        }
+    } else {
+        for (set, key) in [
+            (l.upstream_path.is_some(), "login.upstream_path"),
+            (l.page_path.is_some(), "login.page_path"),
+            (l.grant_secret_env.is_some(), "login.grant_secret_env"),
+            (!l.drop_cookies.is_empty(), "login.drop_cookies"),
+            (!l.logout_paths.is_empty(), "login.logout_paths"),
+        ] {
+            if set {
+                errs.push(ConfigError::new(
+                    key,
+                    "only applies to login.mode = \"upstream\"",
+                ));
+            }
+        }
+        None
+    };
+    LoginConfig {
+        mode: l.mode,
+        users_file,
+        upstream,
+        max_failures_per_user: l.max_failures_per_user,
+        max_failures_per_ip: l.max_failures_per_ip,
+        failure_window: l.failure_window,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -633,6 +920,9 @@ pub struct Config {
     pub login: LoginConfig,
     pub url_tokens: UrlTokensConfig,
     pub csrf: CsrfConfig,
+    pub anomaly: RawAnomaly,
+    /// Bearer token of the admin API; `None` disables it.
+    pub admin_token: Option<Secret>,
     pub audit_file: Option<PathBuf>,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -1101,15 +1391,7 @@ pub fn validate(
             errs.push(ConfigError::new("keys.refresh_secret_env", "must differ from the access secret: a refresh token must never verify as an access token"));
         }
     }
-    if let Some(p) = &k.assertion_key_file {
-        errs.push(ConfigError::new(
-            "keys.assertion_key_file",
-            format!(
-                "identity assertions are not available in this version; remove the key ({})",
-                p.display()
-            ),
-        ));
-    }
+    let assertion = validate_assertion(k, opts, &mut errs, &mut dev_notes);
 
     // [store]
     let store = validate_store(&raw.store, &mut errs, env);
@@ -1140,13 +1422,43 @@ pub fn validate(
                 None
             }
         }
-        LoginMode::Upstream => {
-            errs.push(ConfigError::new(
-                "login.mode",
-                "\"upstream\" is not available in this version; use \"users_file\"",
-            ));
-            None
-        }
+        LoginMode::Upstream => None,
+    };
+
+    let login = validate_login(&raw.login, users_file, &mut errs, env);
+
+    // [anomaly]
+    let an = &raw.anomaly;
+    if an.ipv4_prefix == 0 || an.ipv4_prefix > 32 {
+        errs.push(ConfigError::new(
+            "anomaly.ipv4_prefix",
+            "must be between 1 and 32",
+        ));
+    }
+    if an.ipv6_prefix == 0 || an.ipv6_prefix > 128 {
+        errs.push(ConfigError::new(
+            "anomaly.ipv6_prefix",
+            "must be between 1 and 128",
+        ));
+    }
+
+    // [admin]
+    let admin_token = match &raw.admin.token_env {
+        None => None,
+        Some(name) => match env(name) {
+            Some(t) if t.len() >= 32 => Some(Secret::new(t.into_bytes())),
+            Some(_) => {
+                errs.push(ConfigError::new("admin.token_env", format!("{name} must hold at least 32 bytes (make one with `sessiongate gen-secret`)")));
+                None
+            }
+            None => {
+                errs.push(ConfigError::new(
+                    "admin.token_env",
+                    format!("names environment variable {name}, which is not set"),
+                ));
+                None
+            }
+        },
     };
 
     // [url_tokens]
@@ -1243,15 +1555,15 @@ pub fn validate(
             cookie_domain: ss.cookie_domain.clone(),
         },
         keys: KeysConfig {
+            assertion,
             algorithm: k.algorithm,
             access_secret,
             refresh_secret,
         },
         store,
-        login: LoginConfig {
-            mode: raw.login.mode,
-            users_file,
-        },
+        login,
+        anomaly: raw.anomaly.clone(),
+        admin_token,
         url_tokens: UrlTokensConfig {
             action: raw.url_tokens.action,
             params,

@@ -22,7 +22,8 @@ pub struct CookieNames {
     pub access: String,
     pub refresh: String,
     pub csrf: String,
-    prefix: &'static str,
+    /// App cookies removed in both directions (`login.drop_cookies`), lower-case.
+    pub drop: Vec<String>,
 }
 
 impl CookieNames {
@@ -38,15 +39,36 @@ impl CookieNames {
             access: format!("{prefix}sg-access"),
             refresh: format!("{prefix}sg-refresh"),
             csrf: format!("{prefix}sg-csrf"),
-            prefix,
+            drop: Vec::new(),
         }
+    }
+
+    /// Also remove these app cookies (lower-case names) from requests and responses.
+    pub fn with_drop(mut self, drop: Vec<String>) -> Self {
+        self.drop = drop;
+        self
+    }
+
+    /// Whether an app `Set-Cookie` value sets a cookie that must not reach the client.
+    pub fn drops_set_cookie(&self, value: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(value);
+        let name = text
+            .split(['=', ';'])
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        self.drop.contains(&name) || self.is_gateway(&name)
     }
 
     /// Whether a cookie name belongs to the gateway (case-insensitive, either prefix).
     fn is_gateway(&self, name: &str) -> bool {
         let lower = name.trim().to_ascii_lowercase();
-        let _ = self.prefix;
         lower.starts_with("__host-sg-") || lower.starts_with("__secure-sg-")
+    }
+
+    fn is_dropped(&self, name: &str) -> bool {
+        !self.drop.is_empty() && self.drop.contains(&name.trim().to_ascii_lowercase())
     }
 }
 
@@ -99,6 +121,10 @@ pub fn scan(headers: &HeaderMap, names: &CookieNames) -> Result<CookieScan, Cook
             }
             let (name, val) = pair_trim.split_once('=').unwrap_or((pair_trim, ""));
             let name = name.trim();
+            if names.is_dropped(name) {
+                any_gateway = true;
+                continue;
+            }
             if !names.is_gateway(name) {
                 kept.push(pair_trim);
                 continue;

@@ -35,7 +35,7 @@ pub fn write_dev_cert(cert: &Path, key: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);

@@ -1,12 +1,14 @@
 //! sessiongate: a TLS-terminating reverse proxy that owns the sessions of the web apps behind
 //! it. See `DESIGN.md`-level overview in the README; each module documents its stage.
 
+pub mod assertion;
 pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod config;
 pub mod cookies;
 pub mod dev;
+pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
 pub mod runtime;

@@ -5,6 +5,7 @@
 //! WebSocket upgrades through, and turns upstream failures into `502`/`504` pages that say
 //! nothing about the upstream (its address stays in the log).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -116,15 +117,33 @@ fn failure(status: StatusCode) -> Response<Body> {
     }
 }
 
-/// Send `req` to upstream `idx` and stream its answer back.
+/// What came back from an upstream.
+pub struct Forwarded {
+    pub response: Response<Body>,
+    /// An upstream-login grant the app sent (already removed from the response).
+    pub grant: Option<HeaderValue>,
+}
+
+impl From<Response<Body>> for Forwarded {
+    fn from(response: Response<Body>) -> Self {
+        Self {
+            response,
+            grant: None,
+        }
+    }
+}
+
+/// Send `req` to upstream `idx` and stream its answer back. `sid` is the session of the
+/// request, if any: an upgraded connection is closed when that session is revoked.
 pub async fn forward(
-    rt: &Runtime,
+    rt: &Arc<Runtime>,
     idx: usize,
     ctx: &RequestCtx,
+    sid: Option<&str>,
     mut req: Request<Incoming>,
-) -> Response<Body> {
+) -> Forwarded {
     let Some(up) = rt.upstreams.get(idx) else {
-        return failure(StatusCode::BAD_GATEWAY);
+        return failure(StatusCode::BAD_GATEWAY).into();
     };
     let websocket = ctx.websocket;
     let client_host = crate::pipeline::framing::client_host(&req).map(str::to_owned);
@@ -145,7 +164,7 @@ pub async fn forward(
         .build()
     {
         Ok(u) => u,
-        Err(_) => return body::bad_request("request target cannot be forwarded"),
+        Err(_) => return body::bad_request("request target cannot be forwarded").into(),
     };
     {
         let h = req.headers_mut();
@@ -192,34 +211,98 @@ pub async fn forward(
     let mut resp = match res {
         Err(_) => {
             tracing::warn!(upstream = %up.cfg.name, timeout_ms = up.cfg.timeout.as_millis() as u64, "upstream timed out");
-            return failure(StatusCode::GATEWAY_TIMEOUT);
+            return failure(StatusCode::GATEWAY_TIMEOUT).into();
         }
         Ok(Err(e)) => {
             tracing::warn!(upstream = %up.cfg.name, error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
-            return failure(StatusCode::BAD_GATEWAY);
+            return failure(StatusCode::BAD_GATEWAY).into();
         }
         Ok(Ok(r)) => r,
     };
+    rt.metrics
+        .upstream_seconds
+        .observe(started.elapsed().as_secs_f64());
     tracing::trace!(upstream = %up.cfg.name, ms = started.elapsed().as_millis() as u64, "upstream answered");
-    resp.headers_mut().remove(strip::GRANT_HEADER);
+    let grant = resp.headers_mut().remove(strip::GRANT_HEADER);
+    if !rt.cookies.drop.is_empty() || resp.headers().contains_key(header::SET_COOKIE) {
+        drop_app_cookies(rt, resp.headers_mut());
+    }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
             // An upgrade nobody asked for cannot be relayed.
-            return failure(StatusCode::BAD_GATEWAY);
+            return failure(StatusCode::BAD_GATEWAY).into();
         };
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let revoked = sid.map(|s| (Arc::<str>::from(s), rt.revoked.watch(), rt.clone()));
         tokio::spawn(async move {
-            match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                Ok((c, u)) => {
-                    let mut c = TokioIo::new(c);
-                    let mut u = TokioIo::new(u);
+            let (c, u) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket upgrade failed");
+                    return;
+                }
+            };
+            let mut c = TokioIo::new(c);
+            let mut u = TokioIo::new(u);
+            match revoked {
+                None => {
                     let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
                 }
-                Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+                Some((sid, mut watch, rt)) => {
+                    // Closed when its session ends (logout, revocation on any instance).
+                    let ended = async {
+                        loop {
+                            match watch.recv().await {
+                                Ok(s) if s == sid => return,
+                                Ok(_) => {}
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                                    if rt.revoked.is_revoked(&sid) {
+                                        return;
+                                    }
+                                }
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                    std::future::pending::<()>().await
+                                }
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
+                        () = ended => tracing::info!("websocket closed: its session ended"),
+                    }
+                }
             }
         });
-        return resp.map(|_| Body::Empty);
+        return Forwarded {
+            response: resp.map(|_| Body::Empty),
+            grant,
+        };
     }
     remove_hop_by_hop(resp.headers_mut());
-    resp.map(Body::Incoming)
+    Forwarded {
+        response: resp.map(Body::Incoming),
+        grant,
+    }
+}
+
+/// Remove `Set-Cookie` values the client must not get from the app: the app's own session
+/// cookies in upstream-login mode, and anything in the gateway's cookie namespace.
+fn drop_app_cookies(rt: &Runtime, h: &mut HeaderMap) {
+    if !h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|v| rt.cookies.drops_set_cookie(v.as_bytes()))
+    {
+        return;
+    }
+    let kept: Vec<HeaderValue> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !rt.cookies.drops_set_cookie(v.as_bytes()))
+        .cloned()
+        .collect();
+    h.remove(header::SET_COOKIE);
+    for v in kept {
+        h.append(header::SET_COOKIE, v);
+    }
 }

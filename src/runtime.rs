@@ -6,10 +6,14 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 
+use crate::assertion::Signer;
 use crate::audit::Audit;
+use crate::auth::throttle::Throttle;
 use crate::auth::users::Users;
 use crate::config::Config;
 use crate::cookies::CookieNames;
+use crate::metrics::Metrics;
+use crate::pipeline::anomaly::Fingerprinter;
 use crate::pipeline::route::Router;
 use crate::pipeline::session::{Activity, RefreshFlights};
 use crate::proxy::Upstreams;
@@ -31,12 +35,25 @@ pub struct Runtime {
     pub hsts: HeaderValue,
     /// The identity header names, in the order user, roles, session, assertion.
     pub identity_names: Vec<HeaderName>,
+    pub fingerprints: Fingerprinter,
+    pub metrics: Metrics,
+    pub throttle: Throttle,
+    /// Signs `X-Auth-Assertion` when `keys.assertion_key_file` is set.
+    pub signer: Option<Signer>,
+    /// Binds CSRF tokens to sessions (`csrf.mode = "token"`).
+    pub csrf_key: [u8; 32],
 }
 
 impl Runtime {
     pub fn new(cfg: Config, store: Arc<dyn SessionStore>, users: Users, audit: Audit) -> Self {
         let keys = KeyRing::from_config(&cfg);
-        let cookies = CookieNames::new(&cfg.session);
+        let cookies = CookieNames::new(&cfg.session).with_drop(
+            cfg.login
+                .upstream
+                .as_ref()
+                .map(|u| u.drop_cookies.clone())
+                .unwrap_or_default(),
+        );
         let router = Router::new(&cfg.routes);
         let upstreams = Upstreams::new(&cfg.upstreams);
         let activity = Activity::new(&cfg.session);
@@ -52,6 +69,23 @@ impl Runtime {
             flights: RefreshFlights::default(),
             activity,
             hsts: HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+            fingerprints: Fingerprinter::new(cfg.keys.access_secret.expose(), &cfg.anomaly),
+            metrics: Metrics::new(),
+            throttle: Throttle::new(&cfg.login),
+            signer: cfg.keys.assertion.as_ref().and_then(|a| {
+                match Signer::new(a, &cfg.server.public_origin.origin) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        // Validated at load; a failure here is a bug, and assertions are optional.
+                        tracing::error!(error = %e, "identity assertions disabled");
+                        None
+                    }
+                }
+            }),
+            csrf_key: crate::util::hmac_sha256(
+                cfg.keys.access_secret.expose(),
+                b"sessiongate csrf",
+            ),
             identity_names: crate::pipeline::strip::IDENTITY_HEADERS
                 .iter()
                 .map(|n| HeaderName::from_static(n))

@@ -29,6 +29,12 @@ pub struct AccessClaims {
     pub exp: u64,
     pub typ: String,
     pub roles: Vec<String>,
+    /// Keyed fingerprint of the login network (anomaly detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipn: Option<String>,
+    /// Keyed fingerprint of the login user agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uah: Option<String>,
 }
 
 /// Claims of a refresh token. `jti` is the rotation counter the store checks.
@@ -42,6 +48,17 @@ pub struct RefreshClaims {
     pub iat: u64,
     pub exp: u64,
     pub typ: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uah: Option<String>,
+}
+
+/// The fingerprints a session was bound to at login (see `pipeline::anomaly`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub ipn: Option<String>,
+    pub uah: Option<String>,
 }
 
 /// Why a token was refused. Never shown to clients in detail.
@@ -143,6 +160,7 @@ impl KeyRing {
         roles: &[String],
         now: u64,
         exp: u64,
+        fp: &Fingerprint,
     ) -> String {
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -155,11 +173,21 @@ impl KeyRing {
             exp,
             typ: TYP_ACCESS.into(),
             roles: roles.to_vec(),
+            ipn: fp.ipn.clone(),
+            uah: fp.uah.clone(),
         };
         self.sign(&self.access, &claims)
     }
 
-    pub fn mint_refresh(&self, sub: &str, sid: &str, jti: &str, now: u64, exp: u64) -> String {
+    pub fn mint_refresh(
+        &self,
+        sub: &str,
+        sid: &str,
+        jti: &str,
+        now: u64,
+        exp: u64,
+        fp: &Fingerprint,
+    ) -> String {
         let claims = RefreshClaims {
             iss: self.issuer.clone(),
             aud: AUDIENCE.into(),
@@ -169,6 +197,8 @@ impl KeyRing {
             iat: now,
             exp,
             typ: TYP_REFRESH.into(),
+            ipn: fp.ipn.clone(),
+            uah: fp.uah.clone(),
         };
         self.sign(&self.refresh, &claims)
     }
@@ -233,7 +263,14 @@ mod tests {
     #[test]
     fn access_token_round_trips_with_all_claims() {
         let k = ring();
-        let t = k.mint_access("alice", "sid1", &["admin".into()], now(), now() + 60);
+        let t = k.mint_access(
+            "alice",
+            "sid1",
+            &["admin".into()],
+            now(),
+            now() + 60,
+            &Fingerprint::default(),
+        );
         let c = k.verify_access(&t).unwrap();
         assert_eq!(c.sub, "alice");
         assert_eq!(c.sid, "sid1");
@@ -246,14 +283,28 @@ mod tests {
     #[test]
     fn expired_access_token_is_refused() {
         let k = ring();
-        let t = k.mint_access("alice", "sid1", &[], now() - 100, now() - 1);
+        let t = k.mint_access(
+            "alice",
+            "sid1",
+            &[],
+            now() - 100,
+            now() - 1,
+            &Fingerprint::default(),
+        );
         assert_eq!(k.verify_access(&t), Err(TokenError::Expired));
     }
 
     #[test]
     fn refresh_token_is_not_an_access_token() {
         let k = ring();
-        let t = k.mint_refresh("alice", "sid1", "j1", now(), now() + 60);
+        let t = k.mint_refresh(
+            "alice",
+            "sid1",
+            "j1",
+            now(),
+            now() + 60,
+            &Fingerprint::default(),
+        );
         assert!(k.verify_access(&t).is_err());
         assert_eq!(k.verify_refresh(&t).unwrap().jti, "j1");
     }
@@ -274,6 +325,8 @@ mod tests {
             exp: now() + 60,
             typ: "refresh".into(),
             roles: vec![],
+            ipn: None,
+            uah: None,
         };
         let t = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(A)).unwrap();
         assert_eq!(k.verify_access(&t), Err(TokenError::WrongType));
@@ -282,21 +335,42 @@ mod tests {
     #[test]
     fn alg_none_and_foreign_issuer_are_refused() {
         let k = ring();
-        let good = k.mint_access("alice", "s", &[], now(), now() + 60);
+        let good = k.mint_access(
+            "alice",
+            "s",
+            &[],
+            now(),
+            now() + 60,
+            &Fingerprint::default(),
+        );
         let mut parts = good.split('.');
         let _ = parts.next();
         let payload = parts.next().unwrap();
         let none = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), payload);
         assert!(k.verify_access(&none).is_err());
         let other = KeyRing::new(A, R, "https://other.test");
-        let t = other.mint_access("alice", "s", &[], now(), now() + 60);
+        let t = other.mint_access(
+            "alice",
+            "s",
+            &[],
+            now(),
+            now() + 60,
+            &Fingerprint::default(),
+        );
         assert!(k.verify_access(&t).is_err());
     }
 
     #[test]
     fn tampered_payload_is_refused() {
         let k = ring();
-        let t = k.mint_access("alice", "s", &[], now(), now() + 60);
+        let t = k.mint_access(
+            "alice",
+            "s",
+            &[],
+            now(),
+            now() + 60,
+            &Fingerprint::default(),
+        );
         let parts: Vec<&str> = t.split('.').collect();
         let forged_payload = b64(format!(r#"{{"iss":"https://gw.test","aud":"sessiongate","sub":"admin","sid":"s","jti":"j","iat":{n},"nbf":{n},"exp":{e},"typ":"access","roles":["admin"]}}"#, n = now(), e = now() + 60).as_bytes());
         let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);

@@ -18,13 +18,16 @@ pub fn escape(s: &str) -> String {
 }
 
 const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1d1f23}\
-main{max-width:24rem;margin:10vh auto;background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px #0002}\
+main{max-width:40rem;margin:10vh auto;background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px #0002}\
 h1{font-size:1.4rem;margin-top:0}label{display:block;margin-top:1rem;font-weight:600}\
 input{width:100%;box-sizing:border-box;padding:.6rem;margin-top:.3rem;border:1px solid #888;border-radius:4px;font-size:1rem}\
 input:focus{outline:3px solid #2563eb;outline-offset:1px}\
 button{margin-top:1.5rem;width:100%;padding:.7rem;border:0;border-radius:4px;background:#1d4ed8;color:#fff;font-size:1rem;cursor:pointer}\
 button:focus{outline:3px solid #1e3a8a;outline-offset:2px}\
-.error{background:#fde8e8;color:#8a1c1c;padding:.6rem;border-radius:4px}";
+.error{background:#fde8e8;color:#8a1c1c;padding:.6rem;border-radius:4px}\
+table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{text-align:left;padding:.4rem;border-bottom:1px solid #ddd}\
+td button{margin:0;padding:.3rem .6rem;width:auto}\
+.visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}";
 
 fn page(title: &str, body: &str) -> String {
     format!(
@@ -53,6 +56,20 @@ pub fn login_page(return_to: &str, error: Option<&str>) -> String {
 <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
 <button type=\"submit\">Sign in</button></form>",
             rt = escape(return_to)
+        ),
+    )
+}
+
+/// The sessions list; `rows` are escaped table rows.
+pub fn sessions_page(rows: &str) -> String {
+    page(
+        "Your sessions",
+        &format!(
+            "<h1>Your sessions</h1><p>Devices signed in to your account. End any you do not recognise.</p>\
+<table><caption class=\"visually-hidden\">Active sessions</caption><thead><tr><th scope=\"col\">Device</th><th scope=\"col\">IP</th>\
+<th scope=\"col\">Signed in</th><th scope=\"col\">Last active</th><th scope=\"col\"><span class=\"visually-hidden\">Action</span></th></tr></thead>\
+<tbody>{rows}</tbody></table>\
+<form method=\"post\" action=\"/.auth/logout-all\"><button type=\"submit\">Sign out everywhere</button></form>"
         ),
     )
 }

@@ -29,6 +29,45 @@ pub fn is_unsafe(method: &Method, h: &HeaderMap, query: Option<&str>) -> bool {
         })
 }
 
+/// A CSRF token for `token` mode: `nonce.mac`, where the MAC binds the nonce to the session, so
+/// a token taken from another session (or planted in a cookie by a sibling domain) fails.
+pub fn mint_token(key: &[u8], sid: &str) -> String {
+    let nonce = crate::util::random_token(16);
+    let mac = crate::util::hmac_sha256(key, format!("{sid}.{nonce}").as_bytes());
+    format!("{nonce}.{}", crate::util::b64(&mac))
+}
+
+/// Whether `token` was minted for `sid`.
+pub fn token_is_for(key: &[u8], sid: &str, token: &str) -> bool {
+    let Some((nonce, mac)) = token.split_once('.') else {
+        return false;
+    };
+    let want = crate::util::b64(&crate::util::hmac_sha256(
+        key,
+        format!("{sid}.{nonce}").as_bytes(),
+    ));
+    crate::util::ct_eq(want.as_bytes(), mac.as_bytes())
+}
+
+/// `token` mode: the `X-CSRF-Token` header must equal the CSRF cookie and be bound to `sid`.
+pub fn check_token(
+    key: &[u8],
+    sid: &str,
+    h: &HeaderMap,
+    cookie: Option<&str>,
+) -> Result<(), &'static str> {
+    let header = h.get("x-csrf-token").and_then(|v| v.to_str().ok());
+    match (header, cookie) {
+        (Some(hd), Some(c))
+            if crate::util::ct_eq(hd.as_bytes(), c.as_bytes()) && token_is_for(key, sid, hd) =>
+        {
+            Ok(())
+        }
+        (None, _) | (_, None) => Err("missing CSRF token"),
+        _ => Err("CSRF token does not match this session"),
+    }
+}
+
 /// `Ok` when the request is same-origin (or not from a browser); `Err(reason)` otherwise.
 pub fn check(cfg: &CsrfConfig, public_origin: &str, h: &HeaderMap) -> Result<(), &'static str> {
     if cfg.mode == CsrfMode::Off {
@@ -121,6 +160,20 @@ mod tests {
         ] {
             assert!(check(&cfg(), O, &h(pairs)).is_err(), "{pairs:?}");
         }
+    }
+
+    #[test]
+    fn tokens_are_bound_to_their_session() {
+        let t = mint_token(b"k", "sid-a");
+        assert!(token_is_for(b"k", "sid-a", &t));
+        assert!(!token_is_for(b"k", "sid-b", &t));
+        assert!(!token_is_for(b"other", "sid-a", &t));
+        let mut hm = HeaderMap::new();
+        hm.insert("x-csrf-token", HeaderValue::from_str(&t).unwrap());
+        assert!(check_token(b"k", "sid-a", &hm, Some(&t)).is_ok());
+        assert!(check_token(b"k", "sid-b", &hm, Some(&t)).is_err());
+        assert!(check_token(b"k", "sid-a", &hm, Some("x.y")).is_err());
+        assert!(check_token(b"k", "sid-a", &HeaderMap::new(), Some(&t)).is_err());
     }
 
     #[test]

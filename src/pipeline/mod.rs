@@ -5,6 +5,7 @@
 //!        ─▶ session (validate | refresh) ─▶ csrf ─▶ inject ─▶ forward
 //! ```
 
+pub mod anomaly;
 pub mod csrf;
 pub mod framing;
 pub mod inject;
@@ -26,7 +27,7 @@ use crate::runtime::{ConnCtx, Runtime};
 use session::SessionOutcome;
 
 /// Per-request facts computed once by the early stages.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RequestCtx {
     /// The normalised path: what the policy saw and what the upstream receives.
     pub path: String,
@@ -47,11 +48,13 @@ pub enum Decision {
     Respond(Response<Body>),
     /// A request for the gateway's own endpoints.
     Gateway(RequestCtx, CookieScan),
-    /// Forward to upstream `upstream`, adding `set_cookies` to its response.
+    /// Forward to upstream `upstream`, adding `set_cookies` to its response. `sid` is the
+    /// verified session, if any.
     Forward {
         upstream: usize,
         ctx: RequestCtx,
         set_cookies: Vec<HeaderValue>,
+        sid: Option<String>,
     },
 }
 
@@ -62,15 +65,34 @@ pub async fn handle(
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     let mut resp = match decide(&rt, &conn, &mut req).await {
-        Decision::Respond(r) => r,
+        Decision::Respond(r) => {
+            match r.status() {
+                StatusCode::UNAUTHORIZED | StatusCode::FOUND => {
+                    rt.metrics.req_unauthenticated.inc()
+                }
+                _ => rt.metrics.req_refused.inc(),
+            };
+            r
+        }
         Decision::Gateway(ctx, cookies) => crate::auth::handle(&rt, req, &ctx, &cookies).await,
         Decision::Forward {
             upstream,
             ctx,
             set_cookies,
+            sid,
         } => {
-            let mut r = crate::proxy::forward(&rt, upstream, &ctx, req).await;
+            rt.metrics.req_forwarded.inc();
+            let ua = crate::auth::user_agent(req.headers()).to_string();
+            let fwd = crate::proxy::forward(&rt, upstream, &ctx, sid.as_deref(), req).await;
+            let mut r = fwd.response;
             append_cookies(&mut r, set_cookies);
+            if let Some(grant) = fwd.grant {
+                // Upstream login: only the app's answer on its login path may start a session.
+                append_cookies(
+                    &mut r,
+                    crate::auth::upstream_grant(&rt, &ctx, &grant, &ua).await,
+                );
+            }
             r
         }
     };
@@ -130,7 +152,13 @@ pub async fn decide<B>(rt: &Runtime, conn: &ConnCtx, req: &mut Request<B>) -> De
     if route::is_gateway_path(&ctx.path) {
         return Decision::Gateway(ctx, cookies);
     }
-    let route = rt.router.route(&ctx.path);
+    let mut route = rt.router.route(&ctx.path);
+    if let Some(up) = &rt.cfg.login.upstream {
+        // The app's own login page and form must be reachable without a session.
+        if ctx.path == up.path || ctx.path == up.page_path {
+            route.public = true;
+        }
+    }
     // Read the bearer token before `strip` removes it from what goes upstream.
     let bearer = session::bearer_token(req.headers()).map(str::to_owned);
     // Strip spoofed identity, hop-by-hop headers and gateway credentials on every route, before
@@ -175,13 +203,25 @@ pub async fn decide<B>(rt: &Runtime, conn: &ConnCtx, req: &mut Request<B>) -> De
         }
         SessionOutcome::Unavailable => return Respond(session::unavailable(ctx.navigation)),
     };
-    // CSRF: an unsafe request on a protected route must come from our own origin.
+    // CSRF: an unsafe request on a protected route must come from our own origin (and, in
+    // token mode, carry the session's token).
     if !route.public && csrf::is_unsafe(req.method(), req.headers(), ctx.query.as_deref()) {
+        let token_check = match (&identity, rt.cfg.csrf.mode) {
+            (Some(id), crate::config::CsrfMode::Token) => csrf::check_token(
+                &rt.csrf_key,
+                &id.sid,
+                req.headers(),
+                cookies.gateway.csrf.as_deref(),
+            ),
+            _ => Ok(()),
+        };
         if let Err(why) = csrf::check(
             &rt.cfg.csrf,
             &rt.cfg.server.public_origin.origin,
             req.headers(),
-        ) {
+        )
+        .and(token_check)
+        {
             tracing::info!(reason = why, path = %ctx.path, "csrf: refused");
             return Respond(body::json(
                 StatusCode::FORBIDDEN,
@@ -193,10 +233,27 @@ pub async fn decide<B>(rt: &Runtime, conn: &ConnCtx, req: &mut Request<B>) -> De
     if let Some(id) = &identity {
         inject::apply(rt, req.headers_mut(), id);
     }
+    let mut set_cookies = set_cookies;
+    if let Some(up) = &rt.cfg.login.upstream {
+        // The app's logout also ends the gateway session (the app still sees who it was).
+        if up.logout_paths.contains(&ctx.path) {
+            if let Some(id) = &identity {
+                if let Err(e) =
+                    crate::auth::end_session(rt, &id.sub, &id.sid, "logout", ctx.client_ip).await
+                {
+                    tracing::warn!(error = %e, "logout path: session store unavailable");
+                    return Respond(session::unavailable(ctx.navigation));
+                }
+            }
+            set_cookies = session::clear_cookies(rt);
+        }
+    }
+    let sid = identity.map(|id| id.sid);
     Decision::Forward {
         upstream: route.upstream,
         ctx,
         set_cookies,
+        sid,
     }
 }
 

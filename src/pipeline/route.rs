@@ -180,7 +180,7 @@ impl Router {
                 )
             })
             .collect();
-        routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         Self { routes }
     }
 

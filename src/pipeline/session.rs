@@ -16,13 +16,16 @@ use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use tokio::sync::{OnceCell, mpsc};
 
+use super::anomaly::{self, Verdict};
 use crate::audit::Event;
 use crate::body::{self, Body};
 use crate::config::SessionConfig;
 use crate::cookies::{GatewayCookies, set_cookie};
 use crate::runtime::Runtime;
 use crate::store::{RotateOutcome, RotatePolicy, SessionRecord};
+use crate::tokens::Fingerprint;
 use crate::util::{now_unix, random_token};
+use std::net::IpAddr;
 
 /// A verified identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +35,8 @@ pub struct Identity {
     pub sid: String,
     /// When the access token that proved it expires (Unix seconds).
     pub exp: u64,
+    /// What the session was bound to at login.
+    pub fp: Fingerprint,
 }
 
 /// What the session stage concluded.
@@ -70,7 +75,31 @@ pub fn verify_access(rt: &Runtime, token: &str) -> Option<Identity> {
         roles: c.roles,
         sid: c.sid,
         exp: c.exp,
+        fp: Fingerprint {
+            ipn: c.ipn,
+            uah: c.uah,
+        },
     })
+}
+
+/// End a session because of what a request showed (anomaly under `revoke`). Returns false when
+/// the store could not be reached (the session is still revoked locally).
+pub async fn revoke_session(rt: &Runtime, user: &str, sid: &str, why: &str) -> bool {
+    rt.revoked.insert(sid, now_unix() + rt.revocation_ttl());
+    let ok = match rt.store.revoke(user, sid, rt.revocation_ttl()).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not revoke a session in the store");
+            false
+        }
+    };
+    rt.audit.emit(
+        Event::new("session_revoked")
+            .user(user)
+            .session(&rt.keys.session_handle(sid))
+            .reason(why),
+    );
+    ok
 }
 
 /// The session stage. `allow_refresh` is false on public routes (identity is passed on when a
@@ -79,15 +108,33 @@ pub async fn check(
     rt: &Runtime,
     bearer: Option<&str>,
     cookies: &GatewayCookies,
-    ip: std::net::IpAddr,
+    ip: IpAddr,
     ua: &str,
     allow_refresh: bool,
 ) -> SessionOutcome {
     let access = bearer.or(cookies.access.as_deref());
     if let Some(token) = access {
         if let Some(id) = verify_access(rt, token) {
-            rt.activity.seen(&id.sub, &id.sid);
-            return SessionOutcome::Valid(id);
+            // Anomaly: only a detected one does any work beyond two keyed hashes.
+            match anomaly::evaluate(rt, &id.fp, ip, ua, &id.sub, &id.sid) {
+                Verdict::Pass => {
+                    rt.activity.seen(&id.sub, &id.sid);
+                    return SessionOutcome::Valid(id);
+                }
+                Verdict::Reauth => {
+                    return SessionOutcome::Anonymous {
+                        presented: true,
+                        clear: true,
+                    };
+                }
+                Verdict::Revoke => {
+                    revoke_session(rt, &id.sub, &id.sid, "anomaly").await;
+                    return SessionOutcome::Anonymous {
+                        presented: true,
+                        clear: true,
+                    };
+                }
+            }
         }
     }
     // API clients holding a bearer token refresh explicitly through /.auth/refresh.
@@ -103,8 +150,7 @@ pub async fn check(
             clear: false,
         };
     };
-    let _ = (ip, ua);
-    match refresh_session(rt, refresh).await {
+    match refresh_session(rt, refresh, ip, ua).await {
         RefreshResult::Issued(t) => {
             let cookies = session_cookies(rt, &t);
             SessionOutcome::Refreshed(t.identity, cookies)
@@ -134,21 +180,22 @@ pub enum RefreshResult {
     Unavailable,
 }
 
-/// Mint the token pair for a session record (its current refresh `jti`).
-pub fn issue(rt: &Runtime, rec: &SessionRecord, now: u64) -> Issued {
+/// Mint the token pair for a session record (its current refresh `jti`), bound to `fp`.
+pub fn issue(rt: &Runtime, rec: &SessionRecord, now: u64, fp: &Fingerprint) -> Issued {
     let access_exp = (now + rt.cfg.session.access_ttl.as_secs()).min(rec.abs_end);
     let access = rt
         .keys
-        .mint_access(&rec.user, &rec.sid, &rec.roles, now, access_exp);
+        .mint_access(&rec.user, &rec.sid, &rec.roles, now, access_exp, fp);
     let refresh = rt
         .keys
-        .mint_refresh(&rec.user, &rec.sid, &rec.cur_jti, now, rec.abs_end);
+        .mint_refresh(&rec.user, &rec.sid, &rec.cur_jti, now, rec.abs_end, fp);
     Issued {
         identity: Identity {
             sub: rec.user.clone(),
             roles: rec.roles.clone(),
             sid: rec.sid.clone(),
             exp: access_exp,
+            fp: fp.clone(),
         },
         access,
         refresh,
@@ -177,12 +224,29 @@ pub fn clear_cookies(rt: &Runtime) -> Vec<HeaderValue> {
 
 /// Rotate a refresh token: verify it, then one atomic store operation, single-flight per
 /// `(sid, jti)` inside this instance.
-pub async fn refresh_session(rt: &Runtime, token: &str) -> RefreshResult {
+pub async fn refresh_session(rt: &Runtime, token: &str, ip: IpAddr, ua: &str) -> RefreshResult {
     let Ok(claims) = rt.keys.verify_refresh(token) else {
         return RefreshResult::Refused;
     };
     if rt.revoked.is_revoked(&claims.sid) {
         return RefreshResult::Refused;
+    }
+    // A refresh from somewhere else is checked before anything rotates: under `reauth` the
+    // session must stay usable where it came from.
+    let fp = Fingerprint {
+        ipn: claims.ipn.clone(),
+        uah: claims.uah.clone(),
+    };
+    match anomaly::evaluate(rt, &fp, ip, ua, &claims.sub, &claims.sid) {
+        Verdict::Pass => {}
+        Verdict::Reauth => return RefreshResult::Refused,
+        Verdict::Revoke => {
+            return if revoke_session(rt, &claims.sub, &claims.sid, "anomaly").await {
+                RefreshResult::Refused
+            } else {
+                RefreshResult::Unavailable
+            };
+        }
     }
     let now = now_unix();
     let policy = RotatePolicy {
@@ -196,12 +260,25 @@ pub async fn refresh_session(rt: &Runtime, token: &str) -> RefreshResult {
         .flights
         .run(key, || async {
             let new_jti = random_token(16);
+            let started = std::time::Instant::now();
             let r = rt
                 .store
                 .rotate(&claims.sub, &claims.sid, &claims.jti, &new_jti, policy)
                 .await;
+            rt.metrics
+                .store_op("rotate", started.elapsed().as_secs_f64());
+            let label = match &r {
+                Ok(RotateOutcome::Rotated(_)) => "rotated",
+                Ok(RotateOutcome::Grace(_)) => "grace",
+                Ok(RotateOutcome::Reused(_)) => "reused",
+                Ok(RotateOutcome::Idle(_)) => "idle",
+                Ok(RotateOutcome::NotFound) => "not_found",
+                Err(_) => "unavailable",
+            };
+            crate::metrics::Metrics::outcome(&rt.metrics.refreshes, label);
             match &r {
                 Ok(RotateOutcome::Reused(rec)) => {
+                    rt.metrics.reuse_detections.inc();
                     rt.revoked.insert(&rec.sid, now + rt.revocation_ttl());
                     rt.audit.emit(
                         Event::new("refresh_reuse")
@@ -227,7 +304,7 @@ pub async fn refresh_session(rt: &Runtime, token: &str) -> RefreshResult {
         .await;
     match outcome {
         Ok(RotateOutcome::Rotated(rec)) | Ok(RotateOutcome::Grace(rec)) => {
-            RefreshResult::Issued(issue(rt, &rec, now))
+            RefreshResult::Issued(issue(rt, &rec, now, &fp))
         }
         Ok(RotateOutcome::Reused(_)) | Ok(RotateOutcome::Idle(_)) | Ok(RotateOutcome::NotFound) => {
             RefreshResult::Refused
@@ -293,7 +370,7 @@ impl Activity {
     }
 
     /// The batching task: writes what `seen` queued, once a second.
-    pub async fn run(self: &Self, rt: Arc<Runtime>) {
+    pub async fn run(&self, rt: Arc<Runtime>) {
         let Some(mut rx) = self.rx.lock().take() else {
             return;
         };

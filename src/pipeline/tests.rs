@@ -47,9 +47,14 @@ fn conn() -> ConnCtx {
 
 fn access_cookie(rt: &Runtime, sid: &str) -> String {
     let now = crate::util::now_unix();
-    let t = rt
-        .keys
-        .mint_access("alice", sid, &["admin".into(), "dev".into()], now, now + 60);
+    let t = rt.keys.mint_access(
+        "alice",
+        sid,
+        &["admin".into(), "dev".into()],
+        now,
+        now + 60,
+        &Default::default(),
+    );
     format!("{}={t}; theme=dark", rt.cookies.access)
 }
 
@@ -205,10 +210,17 @@ async fn expired_access_cookie_is_refreshed_transparently() {
         device: String::new(),
     };
     rt.store.create(rec).await.unwrap_or_else(|e| panic!("{e}"));
-    let refresh = rt.keys.mint_refresh("alice", "sid-4", "j1", now, now + 600);
-    let expired = rt
+    let refresh = rt
         .keys
-        .mint_access("alice", "sid-4", &[], now - 100, now - 1);
+        .mint_refresh("alice", "sid-4", "j1", now, now + 600, &Default::default());
+    let expired = rt.keys.mint_access(
+        "alice",
+        "sid-4",
+        &[],
+        now - 100,
+        now - 1,
+        &Default::default(),
+    );
     let cookie = format!(
         "{}={expired}; {}={refresh}",
         rt.cookies.access, rt.cookies.refresh

@@ -96,10 +96,14 @@ pub fn redirect<B>(rt: &Runtime, req: &Request<B>) -> Response<Body> {
 }
 
 async fn admin(rt: &Runtime, req: &Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/admin/users/") {
+        return admin_api(rt, req, rest).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return body::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
-    match req.uri().path() {
+    match path {
         "/healthz" => body::text(StatusCode::OK, "ok\n"),
         "/readyz" => {
             let store_ok = tokio::time::timeout(Duration::from_secs(2), rt.store.ping())
@@ -118,6 +122,76 @@ async fn admin(rt: &Runtime, req: &Request<Incoming>) -> Response<Body> {
                     "not ready: revocations not synchronised\n",
                 )
             }
+        }
+        "/metrics" => {
+            let mut r = Response::new(Body::full(rt.metrics.render()));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+        _ => body::text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// `GET /admin/users/{user}/sessions`, `POST /admin/users/{user}/revoke-all`; bearer token
+/// from `admin.token_env`, compared in constant time.
+async fn admin_api(rt: &Runtime, req: &Request<Incoming>, rest: &str) -> Response<Body> {
+    let Some(token) = &rt.cfg.admin_token else {
+        return body::json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "not_found", "reason": "the admin API is off (admin.token_env)"}),
+        );
+    };
+    let presented = crate::pipeline::session::bearer_token(req.headers()).unwrap_or("");
+    if !crate::util::ct_eq(presented.as_bytes(), token.expose()) {
+        let mut r = body::json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"error": "unauthorized"}),
+        );
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"sessiongate-admin\""),
+        );
+        return r;
+    }
+    let (user, action) = match rest.split_once('/') {
+        Some((u, a)) => (
+            percent_encoding::percent_decode_str(u)
+                .decode_utf8_lossy()
+                .into_owned(),
+            a,
+        ),
+        None => return body::text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    match (req.method(), action) {
+        (&Method::GET, "sessions") => match rt.store.list(&user).await {
+            Ok(list) => {
+                let items: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|r| crate::auth::sessions::entry(rt, r, ""))
+                    .collect();
+                body::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"user": user, "sessions": items}),
+                )
+            }
+            Err(_) => crate::pipeline::session::unavailable(false),
+        },
+        (&Method::POST, "revoke-all") => {
+            match crate::auth::sessions::revoke_all(rt, &user, "admin_revoke_all").await {
+                Ok(n) => body::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"user": user, "revoked": n}),
+                ),
+                Err(_) => crate::pipeline::session::unavailable(false),
+            }
+        }
+        (_, "sessions" | "revoke-all") => {
+            body::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => body::text(StatusCode::NOT_FOUND, "not found\n"),
     }

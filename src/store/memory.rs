@@ -190,7 +190,7 @@ impl SessionStore for MemoryStore {
             .flatten()
             .filter_map(|sid| inner.sessions.get(sid).cloned())
             .collect();
-        out.sort_by(|a, b| b.created.cmp(&a.created));
+        out.sort_by_key(|r| std::cmp::Reverse(r.created));
         Ok(out)
     }
 

@@ -250,7 +250,7 @@ impl RedisStore {
                     .connection_timeout(cfg.connect_timeout)
                     .response_timeout(cfg.command_timeout);
                 if let Some(pw) = &cfg.password {
-                    b = b.password(String::from_utf8_lossy(pw.expose()).into_owned());
+                    b = b.password(String::from_utf8_lossy(pw.expose()));
                 }
                 let client = b.build().map_err(unavailable)?;
                 let mut first =
@@ -598,7 +598,7 @@ impl SessionStore for RedisStore {
                 out.push(r);
             }
         }
-        out.sort_by(|a, b| b.created.cmp(&a.created));
+        out.sort_by_key(|r| std::cmp::Reverse(r.created));
         Ok(out)
     }
 

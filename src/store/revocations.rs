@@ -5,17 +5,36 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
+use tokio::sync::broadcast;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RevocationSet {
     map: DashMap<String, u64>,
     len: AtomicUsize,
     synced: AtomicBool,
+    /// Newly revoked sids, for long-lived connections (WebSockets) of those sessions.
+    notify: broadcast::Sender<std::sync::Arc<str>>,
+}
+
+impl Default for RevocationSet {
+    fn default() -> Self {
+        Self {
+            map: DashMap::new(),
+            len: AtomicUsize::new(0),
+            synced: AtomicBool::new(false),
+            notify: broadcast::channel(1024).0,
+        }
+    }
 }
 
 impl RevocationSet {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Revocations as they are inserted.
+    pub fn watch(&self) -> broadcast::Receiver<std::sync::Arc<str>> {
+        self.notify.subscribe()
     }
 
     /// Whether `sid` is revoked. The common case (nothing revoked) costs one atomic load.
@@ -27,6 +46,7 @@ impl RevocationSet {
         let prev = self.map.insert(sid.to_string(), until);
         if prev.is_none() {
             self.len.fetch_add(1, Ordering::Relaxed);
+            let _ = self.notify.send(sid.into());
         }
     }
 

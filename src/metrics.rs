@@ -1,0 +1,133 @@
+//! Prometheus metrics (`/metrics` on the admin listener), names prefixed `sessiongate_`.
+//! Counters on the request path are resolved once at start, so counting is an atomic add.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Op {
+    pub op: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Anomaly {
+    pub signal: String,
+    pub action: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<Outcome, Counter>,
+    pub refreshes: Family<Outcome, Counter>,
+    pub reuse_detections: Counter,
+    pub anomalies: Family<Anomaly, Counter>,
+    pub logins: Family<Outcome, Counter>,
+    pub store_seconds: Family<Op, Histogram>,
+    pub upstream_seconds: Histogram,
+    /// Pre-resolved request outcomes for the hot path.
+    pub req_forwarded: Counter,
+    pub req_refused: Counter,
+    pub req_unauthenticated: Counter,
+    pub req_gateway: Counter,
+}
+
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sessiongate");
+        let requests = Family::<Outcome, Counter>::default();
+        let refreshes = Family::<Outcome, Counter>::default();
+        let reuse_detections = Counter::default();
+        let anomalies = Family::<Anomaly, Counter>::default();
+        let logins = Family::<Outcome, Counter>::default();
+        let store_seconds =
+            Family::<Op, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let upstream_seconds = latency();
+        registry.register("requests", "Requests by outcome", requests.clone());
+        registry.register(
+            "refreshes",
+            "Refresh-token rotations by result",
+            refreshes.clone(),
+        );
+        registry.register(
+            "refresh_reuse_detections",
+            "Rotated-out refresh tokens presented (sessions revoked)",
+            reuse_detections.clone(),
+        );
+        registry.register(
+            "anomalies",
+            "Session anomalies by signal and action",
+            anomalies.clone(),
+        );
+        registry.register("logins", "Login attempts by result", logins.clone());
+        registry.register(
+            "store_duration_seconds",
+            "Session store operation latency",
+            store_seconds.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time to the upstream's response headers",
+            upstream_seconds.clone(),
+        );
+        let o = |s: &str| -> Counter {
+            requests
+                .get_or_create(&Outcome { outcome: s.into() })
+                .clone()
+        };
+        let (req_forwarded, req_refused, req_unauthenticated, req_gateway) = (
+            o("forwarded"),
+            o("refused"),
+            o("unauthenticated"),
+            o("gateway"),
+        );
+        Self {
+            req_forwarded,
+            req_refused,
+            req_unauthenticated,
+            req_gateway,
+            registry,
+            requests,
+            refreshes,
+            reuse_detections,
+            anomalies,
+            logins,
+            store_seconds,
+            upstream_seconds,
+        }
+    }
+
+    pub fn outcome(family: &Family<Outcome, Counter>, s: &str) {
+        family.get_or_create(&Outcome { outcome: s.into() }).inc();
+    }
+
+    pub fn store_op(&self, op: &str, secs: f64) {
+        self.store_seconds
+            .get_or_create(&Op { op: op.into() })
+            .observe(secs);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
