@@ -769,6 +769,9 @@ fn validate_assertion(
         ));
     }
     let path = k.assertion_key_file.as_ref()?;
+    if opts.dev && !path.exists() && !opts.create_missing {
+        return None;
+    }
     if opts.dev && !path.exists() {
         match crate::assertion::write_new_key(path) {
             Ok(()) => notes.push(format!(
@@ -937,6 +940,8 @@ pub struct Config {
 pub struct LoadOptions {
     /// `run --dev`: create a certificate, random secrets, built-in upstream where missing.
     pub dev: bool,
+    /// Create missing development files (the assertion key); `check-config` only looks.
+    pub create_missing: bool,
 }
 
 /// Name of the upstream that stands for the built-in whoami page in `--dev`.
@@ -1697,7 +1702,15 @@ users_file = "/nonexistent/users.toml"
         let e = validate(raw, LoadOptions::default(), &env_with(A, R)).unwrap_err();
         assert!(e.0.iter().any(|e| e.key == "upstream"));
         let raw = parse("").unwrap();
-        let c = validate(raw, LoadOptions { dev: true }, &|_| None).unwrap();
+        let c = validate(
+            raw,
+            LoadOptions {
+                dev: true,
+                create_missing: false,
+            },
+            &|_| None,
+        )
+        .unwrap();
         assert!(c.builtin_whoami);
         assert_eq!(c.upstreams.len(), 1);
     }

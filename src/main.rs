@@ -63,7 +63,13 @@ fn main() -> ExitCode {
         dev: false,
     })) {
         Cmd::Run(args) => run(args),
-        Cmd::CheckConfig { config, dev } => match config::load(&config, LoadOptions { dev }) {
+        Cmd::CheckConfig { config, dev } => match config::load(
+            &config,
+            LoadOptions {
+                dev,
+                create_missing: false,
+            },
+        ) {
             Ok(_) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
@@ -143,7 +149,13 @@ fn init_logging(level: &str, format: LogFormat) {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let mut cfg = match config::load(&args.config, LoadOptions { dev: args.dev }) {
+    let mut cfg = match config::load(
+        &args.config,
+        LoadOptions {
+            dev: args.dev,
+            create_missing: args.dev,
+        },
+    ) {
         Ok(c) => c,
         Err(errs) => {
             eprintln!("{errs}");
