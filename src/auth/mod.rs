@@ -43,10 +43,15 @@ pub async fn handle(
 ) -> Response<Body> {
     rt.metrics.req_gateway.inc();
     if csrf::is_unsafe(req.method(), req.headers(), ctx.query.as_deref()) {
+        // Cookie sessions must prove their origin; a login form or bearer client has nothing to
+        // forge with, and must still not come from another origin when a browser says so.
+        let cookie_auth = session::bearer_token(req.headers()).is_none()
+            && (cookies.gateway.access.is_some() || cookies.gateway.refresh.is_some());
         if let Err(why) = csrf::check(
             &rt.cfg.csrf,
             &rt.cfg.server.public_origin.origin,
             req.headers(),
+            cookie_auth,
         ) {
             tracing::info!(reason = why, path = %ctx.path, "csrf: refused");
             return body::json(
@@ -158,7 +163,11 @@ fn return_to_param(rt: &Runtime, ctx: &RequestCtx) -> String {
             .find(|(k, _)| k == "return_to")
             .map(|(_, v)| v.into_owned())
     });
-    return_to::validate(raw.as_deref(), &rt.cfg.url_tokens.params)
+    return_to::validate_with_origin(
+        raw.as_deref(),
+        &rt.cfg.url_tokens.params,
+        &rt.cfg.server.public_origin.origin,
+    )
 }
 
 fn login_page(rt: &Runtime, ctx: &RequestCtx) -> Response<Body> {
@@ -285,7 +294,11 @@ async fn login(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) -> R
     let Some(form) = form else {
         return body::bad_request("expected username and password");
     };
-    let target = return_to::validate(form.return_to.as_deref(), &rt.cfg.url_tokens.params);
+    let target = return_to::validate_with_origin(
+        form.return_to.as_deref(),
+        &rt.cfg.url_tokens.params,
+        &rt.cfg.server.public_origin.origin,
+    );
     let ip = ctx.client_ip;
     let shown: String = form.username.chars().take(128).collect();
     // Throttle before any password work: a guesser learns nothing and costs nothing.

@@ -15,6 +15,31 @@ pub fn validate(raw: Option<&str>, credential_params: &[String]) -> String {
         .unwrap_or_else(|| "/".to_string())
 }
 
+/// Like `validate`, also accepting an absolute URL on exactly `public_origin` (turned into its
+/// path): a same-origin link is a same-origin link, however it is written.
+pub fn validate_with_origin(
+    raw: Option<&str>,
+    credential_params: &[String],
+    public_origin: &str,
+) -> String {
+    let local = raw.map(|r| match url::Url::parse(r) {
+        Ok(u)
+            if u.origin().ascii_serialization() == public_origin
+                && u.username().is_empty()
+                && u.password().is_none() =>
+        {
+            let path = &r[public_origin.len()..];
+            if path.starts_with('/') {
+                path.to_string()
+            } else {
+                String::new()
+            }
+        }
+        _ => r.to_string(),
+    });
+    validate(local.as_deref(), credential_params)
+}
+
 fn check(raw: &str, params: &[String]) -> Option<String> {
     if raw.is_empty() || raw.len() > MAX_LEN || !raw.starts_with('/') {
         return None;
@@ -95,6 +120,30 @@ mod tests {
         }
         assert_eq!(validate(None, &[]), "/");
         assert_eq!(v(&format!("/{}", "a".repeat(3000))), "/");
+    }
+
+    #[test]
+    fn absolute_urls_on_the_public_origin_become_paths() {
+        let p: Vec<String> = vec![];
+        let o = "https://gw.example.com";
+        assert_eq!(
+            validate_with_origin(Some("https://gw.example.com/a?b=1"), &p, o),
+            "/a?b=1"
+        );
+        assert_eq!(
+            validate_with_origin(Some("https://gw.example.com"), &p, o),
+            "/"
+        );
+        for bad in [
+            "https://gw.example.com.evil.net/a",
+            "https://gw.example.com@evil.net/a",
+            "http://gw.example.com/a",
+            "https://gw.example.com:444/a",
+            "https://gw.example.com//evil.net/a",
+            "https://user@gw.example.com/a",
+        ] {
+            assert_eq!(validate_with_origin(Some(bad), &p, o), "/", "{bad}");
+        }
     }
 
     #[test]

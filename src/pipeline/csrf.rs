@@ -68,8 +68,16 @@ pub fn check_token(
     }
 }
 
-/// `Ok` when the request is same-origin (or not from a browser); `Err(reason)` otherwise.
-pub fn check(cfg: &CsrfConfig, public_origin: &str, h: &HeaderMap) -> Result<(), &'static str> {
+/// `Ok` when the request proves it is same-origin; `Err(reason)` otherwise. A request with no
+/// evidence at all (no `Sec-Fetch-Site`, `Origin` or `Referer`) passes only when it carries no
+/// ambient credential (`cookie_auth` false): a bearer token or a login form cannot be forged
+/// cross-site, a cookie can.
+pub fn check(
+    cfg: &CsrfConfig,
+    public_origin: &str,
+    h: &HeaderMap,
+    cookie_auth: bool,
+) -> Result<(), &'static str> {
     if cfg.mode == CsrfMode::Off {
         return Ok(());
     }
@@ -102,7 +110,11 @@ pub fn check(cfg: &CsrfConfig, public_origin: &str, h: &HeaderMap) -> Result<(),
             _ => Err("cross-origin referer"),
         };
     }
-    Ok(())
+    if cookie_auth {
+        Err("no same-origin evidence (Origin, Referer or Sec-Fetch-Site)")
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -129,18 +141,34 @@ mod tests {
 
     #[test]
     fn same_origin_passes() {
-        assert!(check(&cfg(), O, &h(&[("sec-fetch-site", "same-origin")])).is_ok());
-        assert!(check(&cfg(), O, &h(&[("origin", "https://gw.example.com")])).is_ok());
+        assert!(check(&cfg(), O, &h(&[("sec-fetch-site", "same-origin")]), true).is_ok());
+        assert!(check(&cfg(), O, &h(&[("origin", "https://gw.example.com")]), true).is_ok());
         assert!(
             check(
                 &cfg(),
                 O,
-                &h(&[("referer", "https://gw.example.com/a/b?c")])
+                &h(&[("referer", "https://gw.example.com/a/b?c")]),
+                true
             )
             .is_ok()
         );
-        assert!(check(&cfg(), O, &h(&[("origin", "https://app.example.com")])).is_ok());
-        assert!(check(&cfg(), O, &h(&[])).is_ok());
+        assert!(
+            check(
+                &cfg(),
+                O,
+                &h(&[("origin", "https://app.example.com")]),
+                true
+            )
+            .is_ok()
+        );
+        assert!(
+            check(&cfg(), O, &h(&[]), false).is_ok(),
+            "no ambient credential, nothing to forge"
+        );
+        assert!(
+            check(&cfg(), O, &h(&[]), true).is_err(),
+            "a cookie-authenticated request must prove its origin"
+        );
     }
 
     #[test]
@@ -158,7 +186,7 @@ mod tests {
             &[("referer", "https://evil.net/https://gw.example.com/")],
             &[("referer", "not a url")],
         ] {
-            assert!(check(&cfg(), O, &h(pairs)).is_err(), "{pairs:?}");
+            assert!(check(&cfg(), O, &h(pairs), true).is_err(), "{pairs:?}");
         }
     }
 

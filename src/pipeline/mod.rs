@@ -109,7 +109,11 @@ pub async fn decide<B>(rt: &Runtime, conn: &ConnCtx, req: &mut Request<B>) -> De
     // differently.
     if let Err(why) = framing::check(req, &rt.identity_names) {
         tracing::debug!(reason = why, "refused ambiguous request");
-        return Respond(body::bad_request(why));
+        // The connection's framing is in doubt: close it after this answer.
+        let mut r = body::bad_request(why);
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Respond(r);
     }
     // One normalised path, used by the policy and sent upstream.
     let path = match route::normalise(req.uri().path()) {
@@ -215,10 +219,13 @@ pub async fn decide<B>(rt: &Runtime, conn: &ConnCtx, req: &mut Request<B>) -> De
             ),
             _ => Ok(()),
         };
+        // A bearer token is no ambient credential: only cookie sessions must prove their origin.
+        let cookie_auth = bearer.is_none() && identity.is_some();
         if let Err(why) = csrf::check(
             &rt.cfg.csrf,
             &rt.cfg.server.public_origin.origin,
             req.headers(),
+            cookie_auth,
         )
         .and(token_check)
         {

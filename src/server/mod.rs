@@ -5,6 +5,7 @@
 //! on an idle keep-alive connection) and the upstream's answer each have a timeout, header size
 //! is bounded, and the number of connections is capped.
 
+pub mod framing_guard;
 pub mod plain;
 pub mod tls;
 
@@ -301,6 +302,7 @@ async fn serve_https(
                         return;
                     }
                 };
+            let max_head = rt.cfg.server.max_header_bytes;
             let conn = Arc::new(ConnCtx {
                 peer,
                 peer_trusted: rt.is_trusted_proxy(peer.ip()),
@@ -310,10 +312,19 @@ async fn serve_https(
                 let conn = conn.clone();
                 async move { Ok::<_, Infallible>(crate::pipeline::handle(rt, conn, req).await) }
             });
-            let c = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-                .into_owned();
-            let _ = watcher.watch(c).await;
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                // HTTP/2 frames every message itself: nothing for the guard to do.
+                let c = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                    .into_owned();
+                let _ = watcher.watch(c).await;
+            } else {
+                let io = framing_guard::FramingGuard::new(tls, max_head);
+                let c = builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), svc)
+                    .into_owned();
+                let _ = watcher.watch(c).await;
+            }
             drop(permit);
         });
     }

@@ -1,0 +1,22 @@
+//! sessiongate end-to-end tests: the real binary over real TLS, in front of a real upstream
+//! process (`tests/upstream.py`), every test with its own gateway, upstream, secrets and ports.
+//!
+//! One integration-test binary (this file and its modules) to keep link time down.
+
+mod harness;
+mod harness_selftest;
+
+mod ambiguous_requests;
+mod check_config;
+mod csrf;
+mod identity;
+mod login;
+mod logs;
+mod paths;
+mod refresh;
+mod session_lifetime;
+mod token_forgery;
+mod transport;
+mod upstream_failure;
+mod url_tokens;
+mod websocket;

@@ -1,0 +1,235 @@
+//! WebSocket upgrades through the gateway (HTTP/1.1, RFC 6455).
+//!
+//! Attacks covered:
+//! - an unauthenticated upgrade to a protected path (the upgrade is a request like any other);
+//! - an upgraded connection outliving the session it was opened with (logout).
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::harness::*;
+
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// SHA-1, only to check `Sec-WebSocket-Accept` (no sha1 crate in the dependency set).
+fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
+    let mut msg = data.to_vec();
+    let bit_len = (data.len() as u64) * 8;
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&bit_len.to_be_bytes());
+    for chunk in msg.chunks(64) {
+        let mut w = [0u32; 80];
+        for i in 0..16 {
+            w[i] = u32::from_be_bytes(chunk[4 * i..4 * i + 4].try_into().unwrap());
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let (mut a, mut b, mut c, mut d, mut e) = (h[0], h[1], h[2], h[3], h[4]);
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A827999),
+                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
+                _ => (b ^ c ^ d, 0xCA62C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
+            e = d;
+            d = c;
+            c = b.rotate_left(30);
+            b = a;
+            a = t;
+        }
+        h[0] = h[0].wrapping_add(a);
+        h[1] = h[1].wrapping_add(b);
+        h[2] = h[2].wrapping_add(c);
+        h[3] = h[3].wrapping_add(d);
+        h[4] = h[4].wrapping_add(e);
+    }
+    let mut out = [0u8; 20];
+    for (i, v) in h.iter().enumerate() {
+        out[4 * i..4 * i + 4].copy_from_slice(&v.to_be_bytes());
+    }
+    out
+}
+
+fn accept_for(key: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(sha1(format!("{key}{WS_GUID}").as_bytes()))
+}
+
+fn upgrade_request(gw: &Gateway, path: &str, key: &str, cookie: Option<&str>) -> String {
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {}\r\n",
+        gw.host_header(),
+        gw.origin()
+    );
+    if let Some(c) = cookie {
+        req.push_str(&format!("Cookie: {c}\r\n"));
+    }
+    req.push_str("\r\n");
+    req
+}
+
+async fn send_text<S: AsyncWrite + Unpin>(s: &mut S, text: &str) {
+    let payload = text.as_bytes();
+    assert!(payload.len() < 126);
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).await.unwrap();
+    s.flush().await.unwrap();
+}
+
+/// Read one server frame: (opcode, payload).
+async fn read_frame<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).await?;
+    assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
+    let mut len = (head[1] & 0x7f) as u64;
+    if len == 126 {
+        let mut b = [0u8; 2];
+        s.read_exact(&mut b).await?;
+        len = u16::from_be_bytes(b) as u64;
+    } else if len == 127 {
+        let mut b = [0u8; 8];
+        s.read_exact(&mut b).await?;
+        len = u64::from_be_bytes(b);
+    }
+    let mut payload = vec![0u8; len as usize];
+    s.read_exact(&mut payload).await?;
+    Ok((head[0] & 0x0f, payload))
+}
+
+#[test]
+fn sha1_matches_rfc6455_example() {
+    assert_eq!(
+        accept_for("dGhlIHNhbXBsZSBub25jZQ=="),
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
+}
+
+#[tokio::test]
+async fn websocket_upgrade_with_session_is_proxied_and_echoes() {
+    let gw = Gateway::start_default().await;
+    let s = gw.login_alice().await;
+    let key = base64::engine::general_purpose::STANDARD.encode(&random_secret().as_bytes()[..16]);
+    let mut stream = gw.raw_connect().await;
+    stream
+        .write_all(upgrade_request(&gw, "/private/ws", &key, Some(&s.cookie_header())).as_bytes())
+        .await
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), read_response(&mut stream, false))
+        .await
+        .expect("upgrade answer in time")
+        .expect("well-formed upgrade answer");
+    assert_eq!(resp.status, 101, "{resp:?}");
+    assert_eq!(
+        resp.header("sec-websocket-accept"),
+        Some(accept_for(&key).as_str())
+    );
+    assert!(
+        resp.header("upgrade")
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+    );
+    assert_eq!(
+        resp.header("x-echo-auth-user"),
+        Some("alice"),
+        "the upgrade request reached the upstream with the verified identity"
+    );
+    for msg in ["hello sessiongate", "second frame"] {
+        send_text(&mut stream, msg).await;
+        let (op, payload) = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream))
+            .await
+            .expect("echo in time")
+            .expect("echo frame");
+        assert_eq!(op, 1, "text frame");
+        assert_eq!(String::from_utf8(payload).unwrap(), msg);
+    }
+    // Close handshake.
+    let mask = [1u8, 2, 3, 4];
+    let code = 1000u16.to_be_bytes();
+    let mut frame = vec![0x88, 0x82];
+    frame.extend_from_slice(&mask);
+    frame.extend([code[0] ^ mask[0], code[1] ^ mask[1]]);
+    stream.write_all(&frame).await.unwrap();
+    let (op, _) = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream))
+        .await
+        .expect("close in time")
+        .expect("close frame");
+    assert_eq!(op, 8);
+    let j = gw.journal().await;
+    assert!(j.iter().any(|e| e.path == "/private/ws"), "{j:?}");
+}
+
+#[tokio::test]
+async fn websocket_upgrade_without_session_is_refused() {
+    let gw = Gateway::start_default().await;
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let resp = gw
+        .raw(upgrade_request(&gw, "/private/ws", key, None).as_bytes())
+        .await;
+    assert_eq!(resp.status, 401);
+    let forged = format!("{ACCESS_COOKIE}=garbage.token.value");
+    let resp = gw
+        .raw(upgrade_request(&gw, "/private/ws", key, Some(&forged)).as_bytes())
+        .await;
+    assert_eq!(resp.status, 401);
+    gw.assert_upstream_never_saw("/private/ws").await;
+}
+
+#[tokio::test]
+async fn websocket_is_closed_when_its_session_logs_out() {
+    let gw = Gateway::start_default().await;
+    let s = gw.login_alice().await;
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let mut stream = gw.raw_connect().await;
+    stream
+        .write_all(
+            upgrade_request(&gw, "/private/ws-logout", key, Some(&s.cookie_header())).as_bytes(),
+        )
+        .await
+        .unwrap();
+    let resp = read_response(&mut stream, false).await.unwrap();
+    assert_eq!(resp.status, 101);
+    send_text(&mut stream, "before logout").await;
+    let (_, payload) = read_frame(&mut stream).await.unwrap();
+    assert_eq!(payload, b"before logout");
+
+    let out = gw
+        .post("/.auth/logout")
+        .header("cookie", s.cookie_header())
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+
+    // The gateway must close the tunnel: a close frame or EOF, within a few seconds.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match read_frame(&mut stream).await {
+                Ok((8, _)) | Err(_) => return true,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(
+        closed,
+        "the upgraded connection stayed open after its session logged out"
+    );
+}

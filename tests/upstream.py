@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""A real upstream for sessiongate's end-to-end tests (Python 3.11 stdlib only).
+
+Usage: python3 tests/upstream.py --port 0 [--journal-stdout]
+
+Binds 127.0.0.1:PORT (0 = a free port), prints `upstream listening 127.0.0.1:PORT` on stdout
+once ready, and answers every request (any method, any path) with `200` and a JSON echo:
+    {"method", "path" (raw target path, no query), "query" (raw query or ""),
+     "headers": {lower-case name: [values in order]}, "body": <body as text>}
+
+Special cases:
+  GET /__journal          JSON list of {"method","path","query"} of every request received so
+                          far, except /__journal itself (tests ask it directly, to prove the
+                          gateway did not forward something).
+  .../set-cookie          the echo also carries `Set-Cookie: appcookie=v1; Path=/`.
+  Upgrade: websocket      RFC 6455 handshake (101), then echoes text/binary frames until close.
+
+With --journal-stdout every journal entry is also printed on stdout as `journal <json>`.
+"""
+
+import argparse
+import base64
+import hashlib
+import json
+import socket
+import struct
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+JOURNAL = []
+JOURNAL_LOCK = threading.Lock()
+JOURNAL_STDOUT = False
+STDOUT_LOCK = threading.Lock()
+
+
+def record(method, path, query):
+    entry = {"method": method, "path": path, "query": query}
+    with JOURNAL_LOCK:
+        JOURNAL.append(entry)
+    if JOURNAL_STDOUT:
+        with STDOUT_LOCK:
+            sys.stdout.write("journal " + json.dumps(entry) + "\n")
+            sys.stdout.flush()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "e2e-upstream"
+
+    def version_string(self):
+        return self.server_version
+
+    # Any method name maps to the same handler (BaseHTTPRequestHandler looks up `do_<METHOD>`).
+    def __getattr__(self, name):
+        if name.startswith("do_"):
+            return self.handle_any
+        raise AttributeError(name)
+
+    def log_message(self, format, *args):  # quiet: tests read the journal instead
+        pass
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def split_target(self):
+        target = self.path
+        if "?" in target:
+            path, query = target.split("?", 1)
+        else:
+            path, query = target, ""
+        return path, query
+
+    def read_exact(self, n):
+        data = b""
+        while len(data) < n:
+            chunk = self.rfile.read(n - len(data))
+            if not chunk:
+                raise ConnectionError("short body")
+            data += chunk
+        return data
+
+    def read_body(self):
+        te = ",".join(self.headers.get_all("Transfer-Encoding") or []).lower()
+        if "chunked" in te:
+            body = b""
+            while True:
+                line = self.rfile.readline(65537)
+                if not line:
+                    raise ConnectionError("eof in chunked body")
+                size = int(line.split(b";", 1)[0].strip(), 16)
+                if size == 0:
+                    # trailers until an empty line
+                    while True:
+                        trailer = self.rfile.readline(65537)
+                        if trailer in (b"\r\n", b"\n", b""):
+                            break
+                    break
+                body += self.read_exact(size)
+                self.rfile.readline(3)  # CRLF after each chunk
+            return body
+        length = self.headers.get("Content-Length")
+        if length is not None:
+            return self.read_exact(int(length))
+        return b""
+
+    def headers_json(self):
+        out = {}
+        for name, value in self.headers.items():
+            out.setdefault(name.lower(), []).append(value)
+        return out
+
+    def send_json(self, status, obj, extra_headers=()):
+        payload = json.dumps(obj).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in extra_headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+        self.wfile.flush()
+
+    # --- request handling -----------------------------------------------------------------
+
+    def handle_any(self):
+        path, query = self.split_target()
+
+        if path == "/__journal" and self.command == "GET":
+            self.read_body()
+            with JOURNAL_LOCK:
+                snapshot = list(JOURNAL)
+            self.send_json(200, snapshot)
+            return
+
+        record(self.command, path, query)
+
+        upgrade = ",".join(self.headers.get_all("Upgrade") or []).lower()
+        if "websocket" in upgrade:
+            self.websocket(path, query)
+            return
+
+        body = self.read_body()
+        echo = {
+            "method": self.command,
+            "path": path,
+            "query": query,
+            "headers": self.headers_json(),
+            "body": body.decode("utf-8", errors="replace"),
+        }
+        extra = []
+        if path.endswith("/set-cookie"):
+            extra.append(("Set-Cookie", "appcookie=v1; Path=/"))
+        self.send_json(200, echo, extra)
+
+    # --- WebSocket (RFC 6455) ---------------------------------------------------------------
+
+    def websocket(self, path, query):
+        key = self.headers.get("Sec-WebSocket-Key")
+        if not key:
+            self.send_json(400, {"error": "missing Sec-WebSocket-Key"})
+            self.close_connection = True
+            return
+        accept = base64.b64encode(hashlib.sha1((key.strip() + WS_GUID).encode()).digest()).decode()
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        # Let a test see which identity reached the upgraded request.
+        user = self.headers.get("X-Auth-User")
+        if user is not None:
+            self.send_header("X-Echo-Auth-User", user)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        try:
+            self.ws_loop()
+        except (ConnectionError, OSError, ValueError):
+            pass
+
+    def ws_send(self, opcode, payload):
+        header = bytes([0x80 | opcode])
+        n = len(payload)
+        if n < 126:
+            header += bytes([n])
+        elif n < 65536:
+            header += bytes([126]) + struct.pack("!H", n)
+        else:
+            header += bytes([127]) + struct.pack("!Q", n)
+        self.wfile.write(header + payload)
+        self.wfile.flush()
+
+    def ws_loop(self):
+        while True:
+            b0, b1 = self.read_exact(2)
+            opcode = b0 & 0x0F
+            masked = b1 & 0x80
+            n = b1 & 0x7F
+            if n == 126:
+                (n,) = struct.unpack("!H", self.read_exact(2))
+            elif n == 127:
+                (n,) = struct.unpack("!Q", self.read_exact(8))
+            mask = self.read_exact(4) if masked else b"\0\0\0\0"
+            data = bytearray(self.read_exact(n))
+            for i in range(len(data)):
+                data[i] ^= mask[i % 4]
+            data = bytes(data)
+            if opcode in (0x1, 0x2, 0x0):
+                self.ws_send(opcode if opcode else 0x1, data)
+            elif opcode == 0x9:  # ping
+                self.ws_send(0xA, data)
+            elif opcode == 0x8:  # close
+                self.ws_send(0x8, data[:2])
+                return
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+def main():
+    global JOURNAL_STDOUT
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--journal-stdout", action="store_true")
+    args = parser.parse_args()
+    JOURNAL_STDOUT = args.journal_stdout
+
+    server = Server(("127.0.0.1", args.port), Handler)
+    host, port = server.server_address[:2]
+    with STDOUT_LOCK:
+        sys.stdout.write(f"upstream listening {host}:{port}\n")
+        sys.stdout.flush()
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
