@@ -209,7 +209,9 @@ pub async fn decide<B>(rt: &Runtime, conn: &ConnCtx, req: &mut Request<B>) -> De
     };
     // CSRF: an unsafe request on a protected route must come from our own origin (and, in
     // token mode, carry the session's token).
-    if !route.public && csrf::is_unsafe(req.method(), req.headers(), ctx.query.as_deref()) {
+    // A WebSocket upgrade is a GET that opens a two-way channel with the user's cookies:
+    // cross-site WebSocket hijacking is CSRF, checked the same way.
+    if !route.public && (ctx.websocket || csrf::is_unsafe(req.method(), req.headers(), ctx.query.as_deref())) {
         let token_check = match (&identity, rt.cfg.csrf.mode) {
             (Some(id), crate::config::CsrfMode::Token) => csrf::check_token(
                 &rt.csrf_key,
