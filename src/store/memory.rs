@@ -1,7 +1,14 @@
 //! The embedded store for one instance: a map behind a mutex. Every operation is a few
 //! hash-map steps under the lock, so each is atomic and never awaits while holding it.
+//!
+//! Records are kept compact (about 400 bytes a session rather than the ~740 of the plain
+//! `SessionRecord`): each record is one boxed allocation behind a small table entry, the user
+//! name and roles are shared by all of a user's sessions, the IP is an `IpAddr`, and the device
+//! label is derived from the user agent when read rather than stored.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -11,23 +18,83 @@ use super::{
     FeedEvent, Revocation, RotateOutcome, RotatePolicy, SessionRecord, SessionStore, StoreError,
 };
 
+/// A session as held in memory.
+struct Stored {
+    user: Arc<str>,
+    roles: Arc<[Box<str>]>,
+    created: u64,
+    last_seen: u64,
+    abs_end: u64,
+    rotated_at: u64,
+    cur_jti: Box<str>,
+    prev_jti: Option<Box<str>>,
+    /// Parsed when it is an address (always, for sessions the gateway starts).
+    ip: Result<IpAddr, Box<str>>,
+    user_agent: Box<str>,
+}
+
+impl Stored {
+    fn to_record(&self, sid: &str) -> SessionRecord {
+        SessionRecord {
+            sid: sid.to_string(),
+            user: self.user.to_string(),
+            roles: self.roles.iter().map(|r| r.to_string()).collect(),
+            created: self.created,
+            last_seen: self.last_seen,
+            abs_end: self.abs_end,
+            cur_jti: self.cur_jti.to_string(),
+            prev_jti: self.prev_jti.as_ref().map(|j| j.to_string()),
+            rotated_at: self.rotated_at,
+            ip: match &self.ip {
+                Ok(ip) => ip.to_string(),
+                Err(raw) => raw.to_string(),
+            },
+            user_agent: self.user_agent.to_string(),
+            device: crate::auth::device::label(&self.user_agent),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    sessions: HashMap<String, SessionRecord>,
-    by_user: HashMap<String, HashSet<String>>,
+    sessions: HashMap<Arc<str>, Box<Stored>>,
+    by_user: HashMap<Arc<str>, Vec<Arc<str>>>,
     recent: VecDeque<Revocation>,
 }
 
 impl Inner {
-    fn remove(&mut self, sid: &str) -> Option<SessionRecord> {
-        let rec = self.sessions.remove(sid)?;
-        if let Some(set) = self.by_user.get_mut(&rec.user) {
-            set.remove(sid);
-            if set.is_empty() {
+    fn remove(&mut self, sid: &str) -> Option<(Arc<str>, Box<Stored>)> {
+        let (key, rec) = self.sessions.remove_entry(sid)?;
+        if let Some(list) = self.by_user.get_mut(&rec.user) {
+            list.retain(|s| **s != *sid);
+            if list.is_empty() {
                 self.by_user.remove(&rec.user);
             }
         }
-        Some(rec)
+        Some((key, rec))
+    }
+
+    /// The shared user name and roles for a new session of `user`.
+    fn interned(&self, user: &str, roles: &[String]) -> (Arc<str>, Arc<[Box<str>]>) {
+        let existing = self.by_user.get_key_value(user).and_then(|(u, sids)| {
+            let roles_of = sids
+                .first()
+                .and_then(|s| self.sessions.get(s))
+                .map(|r| r.roles.clone());
+            Some((u.clone(), roles_of?))
+        });
+        match existing {
+            Some((u, r))
+                if r.len() == roles.len() && r.iter().zip(roles).all(|(a, b)| **a == **b) =>
+            {
+                (u, r)
+            }
+            Some((u, _)) => (u, roles.iter().map(|r| r.as_str().into()).collect()),
+            None => (
+                user.into(),
+                roles.iter().map(|r| r.as_str().into()).collect(),
+            ),
+        }
     }
 }
 
@@ -64,11 +131,11 @@ impl MemoryStore {
     /// revocations nobody needs any more. Returns how many sessions were removed.
     pub fn sweep(&self, now: u64, idle_secs: u64) -> usize {
         let mut inner = self.inner.lock();
-        let dead: Vec<String> = inner
+        let dead: Vec<Arc<str>> = inner
             .sessions
-            .values()
-            .filter(|r| r.abs_end <= now || now.saturating_sub(r.last_seen) > idle_secs)
-            .map(|r| r.sid.clone())
+            .iter()
+            .filter(|(_, r)| r.abs_end <= now || now.saturating_sub(r.last_seen) > idle_secs)
+            .map(|(sid, _)| sid.clone())
             .collect();
         for sid in &dead {
             inner.remove(sid);
@@ -92,12 +159,25 @@ impl MemoryStore {
 impl SessionStore for MemoryStore {
     async fn create(&self, rec: SessionRecord) -> Result<(), StoreError> {
         let mut inner = self.inner.lock();
-        inner
-            .by_user
-            .entry(rec.user.clone())
-            .or_default()
-            .insert(rec.sid.clone());
-        inner.sessions.insert(rec.sid.clone(), rec);
+        let (user, roles) = inner.interned(&rec.user, &rec.roles);
+        let sid: Arc<str> = rec.sid.as_str().into();
+        let stored = Box::new(Stored {
+            user: user.clone(),
+            roles,
+            created: rec.created,
+            last_seen: rec.last_seen,
+            abs_end: rec.abs_end,
+            rotated_at: rec.rotated_at,
+            cur_jti: rec.cur_jti.into_boxed_str(),
+            prev_jti: rec.prev_jti.map(String::into_boxed_str),
+            ip: rec.ip.parse().map_err(|_| rec.ip.into_boxed_str()),
+            user_agent: rec.user_agent.into_boxed_str(),
+        });
+        if let Some((_, old)) = inner.remove(&sid) {
+            drop(old);
+        }
+        inner.by_user.entry(user).or_default().push(sid.clone());
+        inner.sessions.insert(sid, stored);
         Ok(())
     }
 
@@ -113,22 +193,22 @@ impl SessionStore for MemoryStore {
         let Some(rec) = inner.sessions.get_mut(sid) else {
             return Ok(RotateOutcome::NotFound);
         };
-        if rec.user != user || rec.abs_end <= p.now {
+        if *rec.user != *user || rec.abs_end <= p.now {
             return Ok(RotateOutcome::NotFound);
         }
         let jti_is = |a: &str, b: &str| crate::util::ct_eq(a.as_bytes(), b.as_bytes());
         if jti_is(&rec.cur_jti, presented_jti) {
             if p.now.saturating_sub(rec.last_seen) > p.idle_secs {
-                let rec = inner
+                let (_, rec) = inner
                     .remove(sid)
                     .unwrap_or_else(|| unreachable!("present above"));
                 self.record_revocation(&mut inner, sid, p.now + p.revocation_ttl);
-                return Ok(RotateOutcome::Idle(rec));
+                return Ok(RotateOutcome::Idle(rec.to_record(sid)));
             }
-            rec.prev_jti = Some(std::mem::replace(&mut rec.cur_jti, new_jti.to_string()));
+            rec.prev_jti = Some(std::mem::replace(&mut rec.cur_jti, new_jti.into()));
             rec.rotated_at = p.now;
             rec.last_seen = p.now;
-            return Ok(RotateOutcome::Rotated(rec.clone()));
+            return Ok(RotateOutcome::Rotated(rec.to_record(sid)));
         }
         let in_grace = p.now.saturating_sub(rec.rotated_at) <= p.grace_secs;
         if in_grace
@@ -137,13 +217,13 @@ impl SessionStore for MemoryStore {
                 .as_deref()
                 .is_some_and(|prev| jti_is(prev, presented_jti))
         {
-            return Ok(RotateOutcome::Grace(rec.clone()));
+            return Ok(RotateOutcome::Grace(rec.to_record(sid)));
         }
-        let rec = inner
+        let (_, rec) = inner
             .remove(sid)
             .unwrap_or_else(|| unreachable!("present above"));
         self.record_revocation(&mut inner, sid, p.now + p.revocation_ttl);
-        Ok(RotateOutcome::Reused(rec))
+        Ok(RotateOutcome::Reused(rec.to_record(sid)))
     }
 
     async fn get(&self, user: &str, sid: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -152,14 +232,14 @@ impl SessionStore for MemoryStore {
             .lock()
             .sessions
             .get(sid)
-            .filter(|r| r.user == user)
-            .cloned())
+            .filter(|r| *r.user == *user)
+            .map(|r| r.to_record(sid)))
     }
 
     async fn revoke(&self, user: &str, sid: &str, ttl: u64) -> Result<bool, StoreError> {
         let mut inner = self.inner.lock();
-        let existed =
-            inner.sessions.get(sid).is_some_and(|r| r.user == user) && inner.remove(sid).is_some();
+        let existed = inner.sessions.get(sid).is_some_and(|r| *r.user == *user)
+            && inner.remove(sid).is_some();
         if existed {
             self.record_revocation(&mut inner, sid, crate::util::now_unix() + ttl);
         }
@@ -171,7 +251,7 @@ impl SessionStore for MemoryStore {
         let sids: Vec<String> = inner
             .by_user
             .get(user)
-            .map(|s| s.iter().cloned().collect())
+            .map(|s| s.iter().map(|s| s.to_string()).collect())
             .unwrap_or_default();
         let until = crate::util::now_unix() + ttl;
         for sid in &sids {
@@ -188,7 +268,7 @@ impl SessionStore for MemoryStore {
             .get(user)
             .into_iter()
             .flatten()
-            .filter_map(|sid| inner.sessions.get(sid).cloned())
+            .filter_map(|sid| inner.sessions.get(sid).map(|r| r.to_record(sid)))
             .collect();
         out.sort_by_key(|r| std::cmp::Reverse(r.created));
         Ok(out)
@@ -197,7 +277,11 @@ impl SessionStore for MemoryStore {
     async fn touch(&self, seen: &[(String, String, u64)]) -> Result<(), StoreError> {
         let mut inner = self.inner.lock();
         for (user, sid, at) in seen {
-            if let Some(r) = inner.sessions.get_mut(sid).filter(|r| &r.user == user) {
+            if let Some(r) = inner
+                .sessions
+                .get_mut(sid.as_str())
+                .filter(|r| *r.user == **user)
+            {
                 r.last_seen = r.last_seen.max(*at);
             }
         }
