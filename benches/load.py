@@ -246,6 +246,20 @@ level = "warn"
             vals.append(res)
             print(f"round {r + 1}: {res['rps']:.0f} logins/s p50 {res['p50']:.2f}ms p99 {res['p99']:.2f}ms errors {res['errors']}", flush=True)
         print(f"login median: {statistics.median(v['rps'] for v in vals):.0f} logins/s")
+    if "profile" in SCENARIOS:
+        # CPU profile of the hot path (valid cookie) with perf's software clock.
+        print("\n## profile: perf record -e cpu-clock -g on sessiongate under the valid-cookie load")
+        tok = login()["access_token"]
+        data = os.path.join(work, "perf.data")
+        perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "1999", "-g", "-o", data, "-p", str(gw.pid), "--", "sleep", str(DURATION)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wrk(f"https://127.0.0.1:{sg}/app/item", [f"Cookie: __Host-sg-access={tok}", f"User-Agent: {UA}", f"Host: localhost:{sg}"])
+        perf.wait(30)
+        rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso,symbol", "-g", "none", "--percent-limit", "0.7"],
+                             capture_output=True, text=True).stdout
+        print("\n".join([" ".join(l.split()[:5])[:150] for l in rep.splitlines() if l.strip() and not l.startswith("#")][:45]))
+        kern = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso", "-g", "none"], capture_output=True, text=True).stdout
+        print("\nby object:\n" + "\n".join([" ".join(l.split()) for l in kern.splitlines() if l.strip() and not l.startswith("#")][:8]))
     if "memory" in SCENARIOS:
         print("\n## memory: 10,000 idle TLS keep-alive connections")
         base = rss_kb(gw.pid)

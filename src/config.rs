@@ -95,6 +95,9 @@ pub struct RawServer {
     pub shutdown_grace: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
+    /// Serving threads, each with its own runtime and listener (`SO_REUSEPORT`); 0 = one per
+    /// CPU core.
+    pub workers: usize,
 }
 
 impl Default for RawServer {
@@ -110,6 +113,7 @@ impl Default for RawServer {
             shutdown_grace: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             max_connections: 25_000,
+            workers: 0,
         }
     }
 }
@@ -501,6 +505,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
+    /// Resolved: at least 1.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -1141,6 +1147,9 @@ pub fn validate(
             "must be between 8192 and 1048576",
         ));
     }
+    if s.workers > 1024 {
+        errs.push(ConfigError::new("server.workers", "must be at most 1024 (0: one per CPU core)"));
+    }
     if s.max_connections == 0 {
         errs.push(ConfigError::new(
             "server.max_connections",
@@ -1546,6 +1555,7 @@ pub fn validate(
             shutdown_grace: s.shutdown_grace,
             max_header_bytes: s.max_header_bytes,
             max_connections: s.max_connections,
+            workers: if s.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { s.workers },
         },
         tls_cert: raw.tls.cert,
         tls_key: raw.tls.key,

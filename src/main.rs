@@ -5,6 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc: the request path allocates small, short-lived objects on several threads; glibc's
+/// malloc showed up at ~7% of the profile under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use sessiongate::config::{self, LoadOptions, LogFormat};
 
 #[derive(Parser)]

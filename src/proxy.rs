@@ -5,6 +5,7 @@
 //! WebSocket upgrades through, and turns upstream failures into `502`/`504` pages that say
 //! nothing about the upstream (its address stays in the log).
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,33 +23,50 @@ use crate::runtime::Runtime;
 
 pub struct Upstream {
     pub cfg: UpstreamConfig,
-    client: Client<HttpConnector, Incoming>,
+    /// One pooled client per serving thread (index 0: the control runtime), so a request
+    /// reuses connections owned by its own thread and never wakes another.
+    clients: Vec<Client<HttpConnector, Incoming>>,
+}
+
+impl Upstream {
+    fn client(&self) -> &Client<HttpConnector, Incoming> {
+        let i = WORKER.with(Cell::get);
+        &self.clients[i.min(self.clients.len() - 1)]
+    }
+}
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Mark the current thread as serving worker `i` (1-based; 0 is the control runtime).
+pub fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
 }
 
 pub struct Upstreams {
     list: Vec<Upstream>,
 }
 
+fn client(cfg: &UpstreamConfig) -> Client<HttpConnector, Incoming> {
+    let mut conn = HttpConnector::new();
+    conn.set_connect_timeout(Some(cfg.connect_timeout));
+    conn.set_nodelay(true);
+    conn.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(conn)
+}
+
 impl Upstreams {
-    pub fn new(cfgs: &[UpstreamConfig]) -> Self {
+    /// Clients for `workers` serving threads plus the control runtime.
+    pub fn new(cfgs: &[UpstreamConfig], workers: usize) -> Self {
         let list = cfgs
             .iter()
-            .map(|cfg| {
-                let mut conn = HttpConnector::new();
-                conn.set_connect_timeout(Some(cfg.connect_timeout));
-                conn.set_nodelay(true);
-                conn.enforce_http(true);
-                let client = Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .pool_max_idle_per_host(1024)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .build(conn);
-                Upstream {
-                    cfg: cfg.clone(),
-                    client,
-                }
-            })
+            .map(|cfg| Upstream { cfg: cfg.clone(), clients: (0..=workers).map(|_| client(cfg)).collect() })
             .collect();
         Self { list }
     }
@@ -207,7 +225,7 @@ pub async fn forward(
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
 
     let started = std::time::Instant::now();
-    let res = tokio::time::timeout(up.cfg.timeout, up.client.request(req)).await;
+    let res = tokio::time::timeout(up.cfg.timeout, up.client().request(req)).await;
     let mut resp = match res {
         Err(_) => {
             tracing::warn!(upstream = %up.cfg.name, timeout_ms = up.cfg.timeout.as_millis() as u64, "upstream timed out");

@@ -55,7 +55,7 @@ impl Runtime {
                 .unwrap_or_default(),
         );
         let router = Router::new(&cfg.routes);
-        let upstreams = Upstreams::new(&cfg.upstreams);
+        let upstreams = Upstreams::new(&cfg.upstreams, cfg.server.workers);
         let activity = Activity::new(&cfg.session);
         Self {
             keys,

@@ -212,8 +212,9 @@ pub async fn decide<B>(rt: &Runtime, conn: &ConnCtx, req: &mut Request<B>) -> De
     // A WebSocket upgrade is a GET that opens a two-way channel with the user's cookies:
     // cross-site WebSocket hijacking is CSRF, checked the same way.
     if !route.public && (ctx.websocket || csrf::is_unsafe(req.method(), req.headers(), ctx.query.as_deref())) {
+        // Browsers cannot add headers to a WebSocket handshake: upgrades are judged by origin.
         let token_check = match (&identity, rt.cfg.csrf.mode) {
-            (Some(id), crate::config::CsrfMode::Token) => csrf::check_token(
+            (Some(id), crate::config::CsrfMode::Token) if !ctx.websocket => csrf::check_token(
                 &rt.csrf_key,
                 &id.sid,
                 req.headers(),

@@ -62,6 +62,27 @@ pub struct Bound {
     pub admin: Option<SocketAddr>,
 }
 
+/// `n` listening sockets on one address with `SO_REUSEPORT` (the first fixes the port when
+/// `addr` asks for port 0).
+fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Socket, Type};
+    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n.max(1) {
+        let s = Socket::new(Domain::for_address(at), Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        #[cfg(unix)]
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&at.into())?;
+        s.listen(1024)?;
+        let l: std::net::TcpListener = s.into();
+        at = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
@@ -102,7 +123,8 @@ pub async fn run(
         ),
     };
 
-    let https = bind("server.listen", cfg.server.listen).await?;
+    let https = bind_reuseport(cfg.server.listen, cfg.server.workers)
+        .map_err(|source| ServerError::Bind { key: "server.listen", addr: cfg.server.listen, source })?;
     let redirect = match cfg.server.redirect_listen {
         Some(a) => Some(bind("server.redirect_listen", a).await?),
         None => None,
@@ -112,7 +134,7 @@ pub async fn run(
         None => None,
     };
     let bound = Bound {
-        https: https.local_addr().map_err(|source| ServerError::Bind {
+        https: https[0].local_addr().map_err(|source| ServerError::Bind {
             key: "server.listen",
             addr: cfg.server.listen,
             source,
@@ -131,12 +153,35 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(serve_https(
-        https,
-        acceptor,
-        rt.clone(),
-        stop_rx.clone(),
-    )));
+    // Thread per core: each serving thread has its own single-threaded runtime and its own
+    // listener on the same port (SO_REUSEPORT: the kernel spreads connections), so a request
+    // is handled start to end on one thread — no work stealing, no cross-thread wake-ups.
+    let slots = Arc::new(Semaphore::new(rt.cfg.server.max_connections));
+    for (i, listener) in https.into_iter().enumerate() {
+        let (acceptor, rt, stop, slots) = (acceptor.clone(), rt.clone(), stop_rx.clone(), slots.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("sessiongate-{}", i + 1))
+            .spawn(move || {
+                crate::proxy::set_worker(i + 1);
+                let local = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start a serving thread");
+                        return;
+                    }
+                };
+                local.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => serve_https(l, acceptor, rt, stop, slots).await,
+                        Err(e) => tracing::error!(error = %e, "cannot register a listener"),
+                    }
+                });
+            })
+            .map_err(|source| ServerError::Bind { key: "server.workers", addr: bound.https, source })?;
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let _ = thread.join();
+        }));
+    }
     if let Some(l) = redirect {
         tasks.push(tokio::spawn(plain::serve(
             l,
@@ -258,9 +303,9 @@ async fn serve_https(
     acceptor: TlsAcceptor,
     rt: Arc<Runtime>,
     mut stop: watch::Receiver<bool>,
+    slots: Arc<Semaphore>,
 ) {
     let builder = Arc::new(https_builder(&rt));
-    let slots = Arc::new(Semaphore::new(rt.cfg.server.max_connections));
     let graceful = GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
