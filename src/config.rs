@@ -1148,7 +1148,10 @@ pub fn validate(
         ));
     }
     if s.workers > 1024 {
-        errs.push(ConfigError::new("server.workers", "must be at most 1024 (0: one per CPU core)"));
+        errs.push(ConfigError::new(
+            "server.workers",
+            "must be at most 1024 (0: one per CPU core)",
+        ));
     }
     if s.max_connections == 0 {
         errs.push(ConfigError::new(
@@ -1555,7 +1558,11 @@ pub fn validate(
             shutdown_grace: s.shutdown_grace,
             max_header_bytes: s.max_header_bytes,
             max_connections: s.max_connections,
-            workers: if s.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { s.workers },
+            workers: if s.workers == 0 {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                s.workers
+            },
         },
         tls_cert: raw.tls.cert,
         tls_key: raw.tls.key,

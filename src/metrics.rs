@@ -87,6 +87,31 @@ impl Metrics {
             "Time to the upstream's response headers",
             upstream_seconds.clone(),
         );
+        // Known series exist from the start, so an alert on a missing series means something.
+        for l in ["ok", "failed", "throttled", "unavailable", "grant_refused"] {
+            drop(logins.get_or_create(&Outcome { outcome: l.into() }));
+        }
+        for l in [
+            "rotated",
+            "grace",
+            "reused",
+            "idle",
+            "not_found",
+            "unavailable",
+        ] {
+            drop(refreshes.get_or_create(&Outcome { outcome: l.into() }));
+        }
+        for signal in ["ip", "user_agent"] {
+            for action in ["log", "reauth", "revoke"] {
+                drop(anomalies.get_or_create(&Anomaly {
+                    signal: signal.into(),
+                    action: action.into(),
+                }));
+            }
+        }
+        for op in ["create", "rotate"] {
+            drop(store_seconds.get_or_create(&Op { op: op.into() }));
+        }
         let o = |s: &str| -> Counter {
             requests
                 .get_or_create(&Outcome { outcome: s.into() })

@@ -66,7 +66,10 @@ impl Upstreams {
     pub fn new(cfgs: &[UpstreamConfig], workers: usize) -> Self {
         let list = cfgs
             .iter()
-            .map(|cfg| Upstream { cfg: cfg.clone(), clients: (0..=workers).map(|_| client(cfg)).collect() })
+            .map(|cfg| Upstream {
+                cfg: cfg.clone(),
+                clients: (0..=workers).map(|_| client(cfg)).collect(),
+            })
             .collect();
         Self { list }
     }

@@ -21,6 +21,8 @@ use crate::store::{RevocationSet, SessionStore};
 use crate::tokens::KeyRing;
 
 pub struct Runtime {
+    /// Distinguishes runtimes in per-thread caches (tests run several in one process).
+    pub id: u64,
     pub cfg: Config,
     pub keys: KeyRing,
     pub cookies: CookieNames,
@@ -58,6 +60,7 @@ impl Runtime {
         let upstreams = Upstreams::new(&cfg.upstreams, cfg.server.workers);
         let activity = Activity::new(&cfg.session);
         Self {
+            id: rand::random(),
             keys,
             cookies,
             router,

@@ -403,25 +403,55 @@ fn refused(rt: &Runtime, clear: bool) -> Response<Body> {
 }
 
 /// The session a request belongs to, from a valid access token or, failing that (an expired
-/// access token must not stop a logout), a valid refresh token: `(user, sid)`.
-pub(crate) fn session_of(
+/// access token must not stop a logout), a valid refresh token: `(user, sid)`. The anomaly
+/// policy applies as on any request: a stolen cookie used from elsewhere must not be able to
+/// sign the user out (`reauth`: nothing is ended), and under `revoke` only that session ends.
+pub(crate) async fn session_of(
     rt: &Runtime,
     h: &HeaderMap,
     cookies: &CookieScan,
+    ip: IpAddr,
 ) -> Option<(String, String)> {
-    session::bearer_token(h)
+    let found = session::bearer_token(h)
         .or(cookies.gateway.access.as_deref())
         .and_then(|t| rt.keys.verify_access(t).ok())
-        .map(|c| (c.sub, c.sid))
+        .map(|c| {
+            (
+                c.sub,
+                c.sid,
+                crate::tokens::Fingerprint {
+                    ipn: c.ipn,
+                    uah: c.uah,
+                },
+            )
+        })
         .or_else(|| {
             cookies
                 .gateway
                 .refresh
                 .as_deref()
                 .and_then(|t| rt.keys.verify_refresh(t).ok())
-                .map(|c| (c.sub, c.sid))
+                .map(|c| {
+                    (
+                        c.sub,
+                        c.sid,
+                        crate::tokens::Fingerprint {
+                            ipn: c.ipn,
+                            uah: c.uah,
+                        },
+                    )
+                })
         })
-        .filter(|(_, sid)| !rt.revoked.is_revoked(sid))
+        .filter(|(_, sid, _)| !rt.revoked.is_revoked(sid))?;
+    let (user, sid, fp) = found;
+    match crate::pipeline::anomaly::evaluate(rt, &fp, ip, user_agent(h), &user, &sid) {
+        crate::pipeline::anomaly::Verdict::Pass => Some((user, sid)),
+        crate::pipeline::anomaly::Verdict::Reauth => None,
+        crate::pipeline::anomaly::Verdict::Revoke => {
+            session::revoke_session(rt, &user, &sid, "anomaly").await;
+            None
+        }
+    }
 }
 
 /// `204`, or `303` to the login page for a browser form.
@@ -445,7 +475,7 @@ async fn logout(
     ctx: &RequestCtx,
     cookies: &CookieScan,
 ) -> Response<Body> {
-    if let Some((user, sid)) = session_of(rt, req.headers(), cookies) {
+    if let Some((user, sid)) = session_of(rt, req.headers(), cookies, ctx.client_ip).await {
         if let Err(e) = end_session(rt, &user, &sid, "logout", ctx.client_ip).await {
             tracing::warn!(error = %e, "logout: session store unavailable");
             return session::unavailable(ctx.navigation || wants_html(req.headers()));
@@ -476,11 +506,11 @@ pub(crate) async fn end_session(
     Ok(())
 }
 
-fn me_json(rt: &Runtime, id: &Identity) -> serde_json::Value {
+fn me_json(id: &Identity) -> serde_json::Value {
     serde_json::json!({
         "sub": id.sub,
         "roles": id.roles,
-        "session": rt.keys.session_handle(&id.sid),
+        "session": id.handle,
         "expires_at": id.exp,
     })
 }
@@ -491,7 +521,7 @@ pub(crate) async fn require_session(
     req: &Request<Incoming>,
     ctx: &RequestCtx,
     cookies: &CookieScan,
-) -> Result<(Identity, Vec<HeaderValue>), Response<Body>> {
+) -> Result<(Arc<Identity>, Vec<HeaderValue>), Response<Body>> {
     let bearer = session::bearer_token(req.headers());
     match session::check(
         rt,
@@ -531,7 +561,7 @@ async fn me(
     };
     match require_session(rt, req, &ctx, cookies).await {
         Ok((id, set)) => {
-            let mut r = body::json(StatusCode::OK, &me_json(rt, &id));
+            let mut r = body::json(StatusCode::OK, &me_json(&id));
             append_cookies(&mut r, set);
             r
         }

@@ -160,7 +160,7 @@ pub async fn logout_all(
     ctx: &RequestCtx,
     cookies: &CookieScan,
 ) -> Response<Body> {
-    let Some((user, _)) = session_of(rt, req.headers(), cookies) else {
+    let Some((user, _)) = session_of(rt, req.headers(), cookies, ctx.client_ip).await else {
         return signed_out(rt, req.headers());
     };
     if let Err(e) = revoke_all(rt, &user, "logout_all").await {

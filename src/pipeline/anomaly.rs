@@ -71,6 +71,57 @@ impl Fingerprinter {
     }
 }
 
+type Memo<K> = std::thread::LocalKey<std::cell::RefCell<std::collections::HashMap<K, String>>>;
+
+thread_local! {
+    // Fingerprints of recently seen addresses and user agents, per serving thread: a client
+    // sends the same ones request after request, so the keyed hashes are computed once.
+    static IPN_MEMO: std::cell::RefCell<std::collections::HashMap<(u64, IpAddr), String>> = Default::default();
+    static UAH_MEMO: std::cell::RefCell<std::collections::HashMap<Box<str>, (u64, String)>> = Default::default();
+}
+
+/// Whether the (memoised) fingerprint of `key` equals `bound`.
+fn memo_eq<K: std::hash::Hash + Eq>(
+    memo: &'static Memo<K>,
+    key: K,
+    bound: &str,
+    compute: impl FnOnce() -> String,
+) -> bool {
+    memo.with(|m| {
+        if let Some(v) = m.borrow().get(&key) {
+            return v == bound;
+        }
+        let v = compute();
+        let eq = v == bound;
+        let mut m = m.borrow_mut();
+        if m.len() >= 4096 {
+            m.clear();
+        }
+        m.insert(key, v);
+        eq
+    })
+}
+
+/// Whether the (memoised) fingerprint of user agent `ua` equals `bound` (looked up by `&str`,
+/// so a hit allocates nothing).
+fn uah_eq(rt: u64, ua: &str, bound: &str, compute: impl FnOnce() -> String) -> bool {
+    UAH_MEMO.with(|m| {
+        if let Some((id, v)) = m.borrow().get(ua) {
+            if *id == rt {
+                return v == bound;
+            }
+        }
+        let v = compute();
+        let eq = v == bound;
+        let mut m = m.borrow_mut();
+        if m.len() >= 4096 {
+            m.clear();
+        }
+        m.insert(ua.into(), (rt, v));
+        eq
+    })
+}
+
 /// What the request may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verdict {
@@ -115,12 +166,15 @@ pub fn evaluate(
         });
     };
     if let Some(b) = &bound.ipn {
-        if fp.cfg.ip_change != AnomalyAction::Ignore && *b != fp.ipn(ip) {
+        if fp.cfg.ip_change != AnomalyAction::Ignore
+            && !memo_eq(&IPN_MEMO, (rt.id, ip), b, || fp.ipn(ip))
+        {
             signal("ip", fp.cfg.ip_change);
         }
     }
     if let Some(b) = &bound.uah {
-        if fp.cfg.user_agent_change != AnomalyAction::Ignore && *b != fp.uah(ua) {
+        if fp.cfg.user_agent_change != AnomalyAction::Ignore && !uah_eq(rt.id, ua, b, || fp.uah(ua))
+        {
             signal("user_agent", fp.cfg.user_agent_change);
         }
     }

@@ -10,7 +10,7 @@ use crate::runtime::Runtime;
 
 pub fn apply(rt: &Runtime, h: &mut HeaderMap, id: &Identity) {
     let names = &rt.identity_names;
-    let handle = rt.keys.session_handle(&id.sid);
+    let handle = &id.handle;
     // Users and roles are validated at load (token characters only), so these never fail.
     if let Ok(v) = HeaderValue::from_str(&id.sub) {
         h.insert(names[0].clone(), v);
@@ -20,13 +20,13 @@ pub fn apply(rt: &Runtime, h: &mut HeaderMap, id: &Identity) {
     }
     if let Some(signer) = &rt.signer {
         if let Some(v) = signer
-            .assertion(&id.sub, &id.roles, &id.sid, &handle)
+            .assertion(&id.sub, &id.roles, &id.sid, handle)
             .and_then(|a| HeaderValue::from_str(&a).ok())
         {
             h.insert(names[3].clone(), v);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&handle) {
+    if let Ok(v) = HeaderValue::from_str(handle) {
         h.insert(names[2].clone(), v);
     }
 }

@@ -48,13 +48,13 @@ pub enum Decision {
     Respond(Response<Body>),
     /// A request for the gateway's own endpoints.
     Gateway(RequestCtx, CookieScan),
-    /// Forward to upstream `upstream`, adding `set_cookies` to its response. `sid` is the
-    /// verified session, if any.
+    /// Forward to upstream `upstream`, adding `set_cookies` to its response, for the verified
+    /// `identity`, if any.
     Forward {
         upstream: usize,
         ctx: RequestCtx,
         set_cookies: Vec<HeaderValue>,
-        sid: Option<String>,
+        identity: Option<Arc<session::Identity>>,
     },
 }
 
@@ -79,11 +79,18 @@ pub async fn handle(
             upstream,
             ctx,
             set_cookies,
-            sid,
+            identity,
         } => {
             rt.metrics.req_forwarded.inc();
             let ua = crate::auth::user_agent(req.headers()).to_string();
-            let fwd = crate::proxy::forward(&rt, upstream, &ctx, sid.as_deref(), req).await;
+            let fwd = crate::proxy::forward(
+                &rt,
+                upstream,
+                &ctx,
+                identity.as_ref().map(|i| i.sid.as_str()),
+                req,
+            )
+            .await;
             let mut r = fwd.response;
             append_cookies(&mut r, set_cookies);
             if let Some(grant) = fwd.grant {
@@ -211,7 +218,9 @@ pub async fn decide<B>(rt: &Runtime, conn: &ConnCtx, req: &mut Request<B>) -> De
     // token mode, carry the session's token).
     // A WebSocket upgrade is a GET that opens a two-way channel with the user's cookies:
     // cross-site WebSocket hijacking is CSRF, checked the same way.
-    if !route.public && (ctx.websocket || csrf::is_unsafe(req.method(), req.headers(), ctx.query.as_deref())) {
+    if !route.public
+        && (ctx.websocket || csrf::is_unsafe(req.method(), req.headers(), ctx.query.as_deref()))
+    {
         // Browsers cannot add headers to a WebSocket handshake: upgrades are judged by origin.
         let token_check = match (&identity, rt.cfg.csrf.mode) {
             (Some(id), crate::config::CsrfMode::Token) if !ctx.websocket => csrf::check_token(
@@ -258,12 +267,11 @@ pub async fn decide<B>(rt: &Runtime, conn: &ConnCtx, req: &mut Request<B>) -> De
             set_cookies = session::clear_cookies(rt);
         }
     }
-    let sid = identity.map(|id| id.sid);
     Decision::Forward {
         upstream: route.upstream,
         ctx,
         set_cookies,
-        sid,
+        identity,
     }
 }
 

@@ -8,6 +8,8 @@
 //!
 //! The valid-access-token path does no store round trip and no blocking work.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,16 +39,18 @@ pub struct Identity {
     pub exp: u64,
     /// What the session was bound to at login.
     pub fp: Fingerprint,
+    /// The session's non-secret handle (derived from `sid`, computed once per token).
+    pub handle: String,
 }
 
 /// What the session stage concluded.
 #[derive(Debug)]
 pub enum SessionOutcome {
     /// A valid access token.
-    Valid(Identity),
+    Valid(Arc<Identity>),
     /// The access token was missing or expired and the refresh token was rotated: these
     /// `Set-Cookie` values go on the response.
-    Refreshed(Identity, Vec<HeaderValue>),
+    Refreshed(Arc<Identity>, Vec<HeaderValue>),
     /// No usable credential. `presented`: one was sent (for `WWW-Authenticate`); `clear`: the
     /// client's gateway cookies are dead and should be removed.
     Anonymous { presented: bool, clear: bool },
@@ -64,22 +68,68 @@ pub fn bearer_token(h: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Verified access tokens, per serving thread: a browser sends the same cookie with every
+/// request until it expires, so the signature and claims are checked once per token and
+/// thread, not once per request. Only successes are cached; expiry and the revocation set are
+/// checked on every hit. Keyed by the runtime too (tests run several in one process).
+struct Verified {
+    rt: u64,
+    id: Arc<Identity>,
+}
+
+const VERIFIED_MAX: usize = 8192;
+
+thread_local! {
+    static VERIFIED: RefCell<HashMap<Box<str>, Verified>> = RefCell::new(HashMap::new());
+}
+
 /// Verify an access token, including the revocation set.
-pub fn verify_access(rt: &Runtime, token: &str) -> Option<Identity> {
-    let c = rt.keys.verify_access(token).ok()?;
-    if rt.revoked.is_revoked(&c.sid) {
+pub fn verify_access(rt: &Runtime, token: &str) -> Option<Arc<Identity>> {
+    let now = now_unix();
+    let hit = VERIFIED.with(|c| {
+        c.borrow()
+            .get(token)
+            .filter(|v| v.rt == rt.id && v.id.exp >= now)
+            .map(|v| v.id.clone())
+    });
+    let id = match hit {
+        Some(id) => id,
+        None => {
+            let c = rt.keys.verify_access(token).ok()?;
+            let id = Arc::new(Identity {
+                handle: rt.keys.session_handle(&c.sid),
+                sub: c.sub,
+                roles: c.roles,
+                sid: c.sid,
+                exp: c.exp,
+                fp: Fingerprint {
+                    ipn: c.ipn,
+                    uah: c.uah,
+                },
+            });
+            VERIFIED.with(|c| {
+                let mut c = c.borrow_mut();
+                if c.len() >= VERIFIED_MAX {
+                    c.retain(|_, v| v.id.exp >= now);
+                    if c.len() >= VERIFIED_MAX {
+                        c.clear();
+                    }
+                }
+                c.insert(
+                    token.into(),
+                    Verified {
+                        rt: rt.id,
+                        id: id.clone(),
+                    },
+                );
+            });
+            id
+        }
+    };
+    if rt.revoked.is_revoked(&id.sid) {
         return None;
     }
-    Some(Identity {
-        sub: c.sub,
-        roles: c.roles,
-        sid: c.sid,
-        exp: c.exp,
-        fp: Fingerprint {
-            ipn: c.ipn,
-            uah: c.uah,
-        },
-    })
+    Some(id)
 }
 
 /// End a session because of what a request showed (anomaly under `revoke`). Returns false when
@@ -166,7 +216,7 @@ pub async fn check(
 /// Tokens issued by a login or refresh.
 #[derive(Debug)]
 pub struct Issued {
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     pub access: String,
     pub refresh: String,
     pub access_max_age: u64,
@@ -190,13 +240,14 @@ pub fn issue(rt: &Runtime, rec: &SessionRecord, now: u64, fp: &Fingerprint) -> I
         .keys
         .mint_refresh(&rec.user, &rec.sid, &rec.cur_jti, now, rec.abs_end, fp);
     Issued {
-        identity: Identity {
+        identity: Arc::new(Identity {
+            handle: rt.keys.session_handle(&rec.sid),
             sub: rec.user.clone(),
             roles: rec.roles.clone(),
             sid: rec.sid.clone(),
             exp: access_exp,
             fp: fp.clone(),
-        },
+        }),
         access,
         refresh,
         access_max_age: access_exp.saturating_sub(now),

@@ -300,8 +300,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 this.state = State::Passthrough;
                 continue;
             }
-            let data = this.read_buf[..n].to_vec();
-            this.feed(&data);
+            // `feed` needs `&mut self` and the bytes: lend it the buffer for the call.
+            let data = std::mem::take(&mut this.read_buf);
+            this.feed(&data[..n]);
+            this.read_buf = data;
         }
     }
 }

@@ -67,7 +67,9 @@ pub struct Bound {
 fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Socket, Type};
     let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(n);
-    let mut at = addr;
+    // First a plain bind: it fails when anything else (another gateway included) holds the
+    // port, which SO_REUSEPORT sockets would otherwise silently share with it.
+    let mut at = std::net::TcpListener::bind(addr)?.local_addr()?;
     for _ in 0..n.max(1) {
         let s = Socket::new(Domain::for_address(at), Type::STREAM, None)?;
         s.set_reuse_address(true)?;
@@ -123,8 +125,13 @@ pub async fn run(
         ),
     };
 
-    let https = bind_reuseport(cfg.server.listen, cfg.server.workers)
-        .map_err(|source| ServerError::Bind { key: "server.listen", addr: cfg.server.listen, source })?;
+    let https = bind_reuseport(cfg.server.listen, cfg.server.workers).map_err(|source| {
+        ServerError::Bind {
+            key: "server.listen",
+            addr: cfg.server.listen,
+            source,
+        }
+    })?;
     let redirect = match cfg.server.redirect_listen {
         Some(a) => Some(bind("server.redirect_listen", a).await?),
         None => None,
@@ -149,6 +156,20 @@ pub async fn run(
     if is_memory {
         // The memory store is this process: nothing to catch up with.
         sync_revocations(&rt).await;
+    } else {
+        // A shared store: catch up with revocations made while this instance was away before
+        // serving, so a token revoked elsewhere is not accepted here (bounded: when the store
+        // is down at start the gateway still starts, in its documented degraded mode, with
+        // `/readyz` 503 until it catches up).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while !rt.revoked.is_synced() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !rt.revoked.is_synced() {
+            tracing::warn!(
+                "starting before revocations are synchronised: the session store is unreachable"
+            );
+        }
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -158,12 +179,16 @@ pub async fn run(
     // is handled start to end on one thread — no work stealing, no cross-thread wake-ups.
     let slots = Arc::new(Semaphore::new(rt.cfg.server.max_connections));
     for (i, listener) in https.into_iter().enumerate() {
-        let (acceptor, rt, stop, slots) = (acceptor.clone(), rt.clone(), stop_rx.clone(), slots.clone());
+        let (acceptor, rt, stop, slots) =
+            (acceptor.clone(), rt.clone(), stop_rx.clone(), slots.clone());
         let thread = std::thread::Builder::new()
             .name(format!("sessiongate-{}", i + 1))
             .spawn(move || {
                 crate::proxy::set_worker(i + 1);
-                let local = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let local = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start a serving thread");
@@ -177,7 +202,11 @@ pub async fn run(
                     }
                 });
             })
-            .map_err(|source| ServerError::Bind { key: "server.workers", addr: bound.https, source })?;
+            .map_err(|source| ServerError::Bind {
+                key: "server.workers",
+                addr: bound.https,
+                source,
+            })?;
         tasks.push(tokio::task::spawn_blocking(move || {
             let _ = thread.join();
         }));

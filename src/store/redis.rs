@@ -61,6 +61,7 @@ impl<M: bb8::ManageConnection> bb8::ManageConnection for Managed<M> {
     }
 }
 
+#[derive(Clone)]
 enum Pool {
     Single(bb8::Pool<Managed<bb8_redis::RedisConnectionManager>>),
     Cluster(bb8::Pool<Managed<ClusterClient>>),
@@ -211,7 +212,9 @@ struct Scripts {
 pub struct RedisStore {
     pool: Pool,
     /// Where the revocation channel is subscribed (a cluster publishes to every node).
-    pubsub: redis::Client,
+    /// Where the revocation channel can be subscribed: the node, or every cluster node (a
+    /// cluster forwards publishes to all of them), tried in turn.
+    pubsub: Vec<redis::Client>,
     prefix: String,
     command_timeout: Duration,
     scripts: Scripts,
@@ -253,19 +256,24 @@ impl RedisStore {
                     b = b.password(String::from_utf8_lossy(pw.expose()));
                 }
                 let client = b.build().map_err(unavailable)?;
-                let mut first =
-                    url::Url::parse(cfg.cluster_nodes.first().map_or("", |s| s.as_str()))
-                        .map_err(unavailable)?;
-                if let Some(pw) = &cfg.password {
-                    let _ = first.set_password(Some(&String::from_utf8_lossy(pw.expose())));
+                let mut nodes = Vec::new();
+                for n in &cfg.cluster_nodes {
+                    let mut u = url::Url::parse(n).map_err(unavailable)?;
+                    if let Some(pw) = &cfg.password {
+                        let _ = u.set_password(Some(&String::from_utf8_lossy(pw.expose())));
+                    }
+                    nodes.push(u.to_string());
                 }
                 (
                     Pool::Cluster(pool_builder(cfg).build_unchecked(Managed(client))),
-                    first.to_string(),
+                    nodes.join(" "),
                 )
             }
         };
-        let pubsub = redis::Client::open(pubsub_url.as_str()).map_err(unavailable)?;
+        let pubsub = pubsub_url
+            .split(' ')
+            .map(|u| redis::Client::open(u).map_err(unavailable))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             pool,
             pubsub,
@@ -339,18 +347,34 @@ impl RedisStore {
     }
 
     fn start_feed(&self) {
-        let client = self.pubsub.clone();
+        let clients = self.pubsub.clone();
+        let pool = self.pool.clone();
+        let timeout = self.command_timeout;
         let channel = self.revocations_key();
-        let key = self.revocations_key();
         let tx = self.feed.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
+            let mut node = 0usize;
             loop {
-                match feed_once(&client, &channel, &key, &tx).await {
+                let started = std::time::Instant::now();
+                match feed_once(
+                    &clients[node % clients.len()],
+                    &pool,
+                    timeout,
+                    &channel,
+                    &tx,
+                )
+                .await
+                {
                     Ok(()) => tracing::warn!("revocation feed: connection closed"),
                     Err(e) => tracing::warn!(error = %e, "revocation feed: Redis unreachable"),
                 }
                 let _ = tx.send(FeedEvent::Lost);
+                node += 1;
+                // A feed that ran for a while failed afresh: start the backoff over.
+                if started.elapsed() > Duration::from_secs(10) {
+                    backoff = Duration::from_millis(100);
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
@@ -362,34 +386,20 @@ impl RedisStore {
 /// messages until the connection drops.
 async fn feed_once(
     client: &redis::Client,
+    pool: &Pool,
+    timeout: Duration,
     channel: &str,
-    key: &str,
     tx: &broadcast::Sender<FeedEvent>,
 ) -> redis::RedisResult<()> {
     let mut ps = tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub())
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
     ps.subscribe(channel).await?;
-    let mut conn = tokio::time::timeout(
-        Duration::from_secs(2),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
-    let now = now_unix();
-    let list: Vec<(String, u64)> = redis::cmd("ZRANGEBYSCORE")
-        .arg(key)
-        .arg(now + 1)
-        .arg("+inf")
-        .arg("WITHSCORES")
-        .query_async(&mut conn)
-        .await?;
-    drop(conn);
-    let _ = tx.send(FeedEvent::Resynced(
-        list.into_iter()
-            .map(|(sid, until)| Revocation { sid, until })
-            .collect(),
-    ));
+    // Read through the pool: in a cluster, only it knows which node holds the key.
+    let list = read_revocations(pool, timeout, channel, now_unix())
+        .await
+        .map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "resync", e.to_string())))?;
+    let _ = tx.send(FeedEvent::Resynced(list));
     tracing::info!("revocation feed: subscribed and synchronised");
     let mut stream = ps.on_message();
     while let Some(msg) = stream.next().await {
@@ -614,23 +624,13 @@ impl SessionStore for RedisStore {
     }
 
     async fn recent_revocations(&self, now: u64) -> Result<Vec<Revocation>, StoreError> {
-        let mut c = self.conn().await?;
-        let f = c.flag();
-        let list: Vec<(String, u64)> = self
-            .timed(
-                &f,
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(self.revocations_key())
-                    .arg(now + 1)
-                    .arg("+inf")
-                    .arg("WITHSCORES")
-                    .query_async(&mut c),
-            )
-            .await?;
-        Ok(list
-            .into_iter()
-            .map(|(sid, until)| Revocation { sid, until })
-            .collect())
+        read_revocations(
+            &self.pool,
+            self.command_timeout,
+            &self.revocations_key(),
+            now,
+        )
+        .await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<FeedEvent> {
@@ -651,6 +651,32 @@ impl SessionStore for RedisStore {
             Ok(())
         } else {
             Err(unavailable("unexpected PING answer"))
+        }
+    }
+}
+
+/// The revocations still in force (`until` after `now`), from the sorted set `key`.
+async fn read_revocations(
+    pool: &Pool,
+    timeout: Duration,
+    key: &str,
+    now: u64,
+) -> Result<Vec<Revocation>, StoreError> {
+    let mut c = match pool {
+        Pool::Single(p) => Conn::Single(p.get().await.map_err(unavailable)?),
+        Pool::Cluster(p) => Conn::Cluster(p.get().await.map_err(unavailable)?),
+    };
+    let mut cmd = redis::cmd("ZRANGEBYSCORE");
+    cmd.arg(key).arg(now + 1).arg("+inf").arg("WITHSCORES");
+    match tokio::time::timeout(timeout, cmd.query_async::<Vec<(String, u64)>>(&mut c)).await {
+        Ok(Ok(list)) => Ok(list
+            .into_iter()
+            .map(|(sid, until)| Revocation { sid, until })
+            .collect()),
+        Ok(Err(e)) => Err(unavailable(e)),
+        Err(_) => {
+            c.flag().store(true, Ordering::Relaxed);
+            Err(unavailable("timed out"))
         }
     }
 }
