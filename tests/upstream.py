@@ -13,6 +13,9 @@ Special cases:
                           far, except /__journal itself (tests ask it directly, to prove the
                           gateway did not forward something).
   .../set-cookie          the echo also carries `Set-Cookie: appcookie=v1; Path=/`.
+  X-Test-Grant: <jwt>     the echo also carries `X-Sessiongate-Grant: <jwt>` (upstream login:
+                          the test chooses the grant the app "issues").
+  X-Test-Set-Cookie: <v>  the echo also carries `Set-Cookie: <v>` (once per request header).
   Upgrade: websocket      RFC 6455 handshake (101), then echoes text/binary frames until close.
 
 With --journal-stdout every journal entry is also printed on stdout as `journal <json>`.
@@ -153,6 +156,11 @@ class Handler(BaseHTTPRequestHandler):
         extra = []
         if path.endswith("/set-cookie"):
             extra.append(("Set-Cookie", "appcookie=v1; Path=/"))
+        grant = self.headers.get("X-Test-Grant")
+        if grant is not None:
+            extra.append(("X-Sessiongate-Grant", grant))
+        for cookie in self.headers.get_all("X-Test-Set-Cookie") or []:
+            extra.append(("Set-Cookie", cookie))
         self.send_json(200, echo, extra)
 
     # --- WebSocket (RFC 6455) ---------------------------------------------------------------

@@ -265,6 +265,15 @@ pub struct GatewayConfig {
     pub extra_toml: String,
     /// Extra environment for the gateway process.
     pub env: Vec<(String, String)>,
+    /// `(table, key, raw TOML value)` set inside a table the harness writes (`server`,
+    /// `keys`, `login`, ...), replacing the harness's own value of that key; see
+    /// [`GatewayConfig::set`].
+    pub table_keys: Vec<(String, String, String)>,
+    /// The session store, rendered as `[store]` (default memory); see [`StoreSpec`].
+    pub store: StoreSpec,
+    /// `(access, refresh)` secrets instead of fresh random ones: instances that share them
+    /// (and `server.public_origin`) accept each other's tokens.
+    pub secrets: Option<(String, String)>,
 }
 
 impl Default for GatewayConfig {
@@ -281,6 +290,9 @@ impl Default for GatewayConfig {
             public_origin: None,
             extra_toml: String::new(),
             env: vec![],
+            table_keys: vec![],
+            store: StoreSpec::Memory,
+            secrets: None,
         }
     }
 }
@@ -376,14 +388,14 @@ impl GatewayConfig {
         writeln!(s, "\n[keys]\nalgorithm = \"HS256\"").unwrap();
         writeln!(s, "access_secret_env = \"SG_TEST_ACCESS_SECRET\"").unwrap();
         writeln!(s, "refresh_secret_env = \"SG_TEST_REFRESH_SECRET\"").unwrap();
-        writeln!(s, "\n[store]\nkind = \"memory\"").unwrap();
+        write!(s, "\n{}", self.store.render()).unwrap();
         writeln!(s, "\n[login]\nmode = \"users_file\"").unwrap();
         writeln!(s, "users_file = \"{}\"", p.users_file.display()).unwrap();
         writeln!(s, "\n[url_tokens]\naction = \"{}\"", self.url_tokens_action).unwrap();
         writeln!(s, "\n[audit]\nfile = \"{}\"", p.audit_file.display()).unwrap();
         s.push('\n');
         s.push_str(&self.extra_toml);
-        s
+        set_table_keys(&s, &self.table_keys)
     }
 }
 
@@ -507,138 +519,62 @@ impl Gateway {
         let users_file = dir.path().join("users.toml");
         std::fs::write(&users_file, users_toml()).unwrap();
         let audit_log = dir.path().join("audit.log");
-        let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let params = RenderParams {
-            https,
-            http,
-            admin,
-            cert: pki.cert_path.clone(),
-            key: pki.key_path.clone(),
-            upstream_url: upstream.url(),
-            users_file,
-            audit_file: audit_log.clone(),
-        };
         let config_path = dir.path().join("gateway.toml");
-        std::fs::write(&config_path, config.render(&params)).unwrap();
-
-        let access_secret = random_secret();
-        let refresh_secret = random_secret();
+        let (access_secret, refresh_secret) = config
+            .secrets
+            .clone()
+            .unwrap_or_else(|| (random_secret(), random_secret()));
         let stdout_log = dir.path().join("gateway.stdout.log");
         let stderr_log = dir.path().join("gateway.stderr.log");
-        let stderr_file = std::fs::File::create(&stderr_log).unwrap();
 
-        let mut cmd = Command::new(bin());
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .env_remove("RUST_LOG")
-            .env("SG_TEST_ACCESS_SECRET", &access_secret)
-            .env("SG_TEST_REFRESH_SECRET", &refresh_secret)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr_file));
-        for (k, v) in &config.env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn sessiongate run");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        let mut out_file = std::fs::File::create(&stdout_log).unwrap();
-        let stdout_thread = std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            let mut reader = BufReader::new(stdout);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let _ = out_file.write_all(&line);
-                        let _ = out_file.flush();
-                        let text = String::from_utf8_lossy(&line);
-                        if text.starts_with("sessiongate ready ")
-                            && let Some(tx) = tx.take()
-                        {
-                            let _ = tx.send(text.trim_end().to_string());
-                        }
-                    }
+        // A port that `free_port` saw free can be taken by another process before the gateway
+        // binds it: on that (rare) race, try again with fresh ports.
+        let mut attempt = 0;
+        let (https, http, admin, child, stdout_thread) = loop {
+            attempt += 1;
+            let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let params = RenderParams {
+                https,
+                http,
+                admin,
+                cert: pki.cert_path.clone(),
+                key: pki.key_path.clone(),
+                upstream_url: upstream.url(),
+                users_file: users_file.clone(),
+                audit_file: audit_log.clone(),
+            };
+            std::fs::write(&config_path, config.render(&params)).unwrap();
+            let launch = Launch {
+                config_path: &config_path,
+                dir: dir.path(),
+                access_secret: &access_secret,
+                refresh_secret: &refresh_secret,
+                env: &config.env,
+                stdout_log: &stdout_log,
+                stderr_log: &stderr_log,
+                addrs: (https, http, admin),
+                append_logs: false,
+            };
+            match launch.run() {
+                Ok((child, thread)) => break (https, http, admin, child, thread),
+                Err(LaunchError::PortTaken(report)) if attempt < 3 => {
+                    eprintln!(
+                        "harness: the gateway lost a port race (attempt {attempt}); fresh ports\n{report}"
+                    );
+                }
+                Err(LaunchError::PortTaken(report) | LaunchError::Failed(report)) => {
+                    panic!("{report}")
                 }
             }
-        });
-
-        let ready = match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(line) => line,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = stdout_thread.join();
-                panic!(
-                    "gateway never printed `sessiongate ready ` ({e}).\n--- config ---\n{}\n\
-                     --- stdout ---\n{}\n--- stderr ---\n{}",
-                    std::fs::read_to_string(&config_path).unwrap_or_default(),
-                    std::fs::read_to_string(&stdout_log).unwrap_or_default(),
-                    std::fs::read_to_string(&stderr_log).unwrap_or_default()
-                );
-            }
         };
-        // `sessiongate ready https=127.0.0.1:P1 http=127.0.0.1:P2 admin=127.0.0.1:P3`
-        let mut fields = BTreeMap::new();
-        for part in ready
-            .trim_start_matches("sessiongate ready ")
-            .split_whitespace()
-        {
-            if let Some((k, v)) = part.split_once('=') {
-                fields.insert(k.to_string(), v.to_string());
-            }
-        }
-        let parse = |k: &str| -> SocketAddr {
-            fields
-                .get(k)
-                .unwrap_or_else(|| panic!("ready line lacks {k}=: {ready:?}"))
-                .parse()
-                .unwrap_or_else(|e| panic!("ready line {k}= is not an address ({e}): {ready:?}"))
-        };
-        let (r_https, r_http, r_admin) = (parse("https"), parse("http"), parse("admin"));
-        assert_eq!(
-            r_https, https,
-            "ready line https= differs from server.listen"
-        );
-        assert_eq!(
-            r_http, http,
-            "ready line http= differs from server.redirect_listen"
-        );
-        assert_eq!(
-            r_admin, admin,
-            "ready line admin= differs from server.admin_listen"
-        );
-
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(pki.client_config(&[b"h2", b"http/1.1"]))
-            .redirect(reqwest::redirect::Policy::none())
-            .resolve("localhost", https)
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("reqwest client");
-        let client_h1 = reqwest::Client::builder()
-            .tls_backend_preconfigured(pki.client_config(&[b"http/1.1"]))
-            .http1_only()
-            .redirect(reqwest::redirect::Policy::none())
-            .resolve("localhost", https)
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("reqwest client");
-        let plain = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("plain client");
-        let raw_tls = Arc::new(pki.client_config(&[b"http/1.1"]));
+        let GatewayClients {
+            client,
+            client_h1,
+            plain,
+            raw_tls,
+        } = GatewayClients::build(&pki, https);
 
         Gateway {
             dir,
@@ -1315,4 +1251,969 @@ pub fn check_config(config_path: &Path, access: &str, refresh: &str) -> (bool, S
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session security stages: config keys inside the harness's tables, clients on other networks,
+// the admin listener
+// ---------------------------------------------------------------------------------------------
+
+/// The environment variable that carries the admin API token (`admin.token_env`).
+pub const ADMIN_TOKEN_ENV: &str = "SG_TEST_ADMIN_TOKEN";
+
+impl GatewayConfig {
+    /// Set `key = <raw TOML value>` inside `[table]`: replaces the harness's own line for that
+    /// key, or adds it to the table (appending the table when the file has none).
+    pub fn set(mut self, table: &str, key: &str, raw_value: &str) -> Self {
+        self.table_keys
+            .push((table.into(), key.into(), raw_value.into()));
+        self
+    }
+
+    /// `server.trusted_proxies = ["127.0.0.1/32"]`: the test client counts as a trusted proxy,
+    /// so the `X-Forwarded-For` it sends names the client (one per simulated network).
+    pub fn trust_loopback_proxy(self) -> Self {
+        self.set("server", "trusted_proxies", "[\"127.0.0.1/32\"]")
+    }
+
+    /// Turn the admin API on with this bearer token (`admin.token_env`).
+    pub fn admin_api_token(self, token: &str) -> Self {
+        self.set("admin", "token_env", &format!("\"{ADMIN_TOKEN_ENV}\""))
+            .env(ADMIN_TOKEN_ENV, token)
+    }
+}
+
+/// Apply [`GatewayConfig::set`] entries to a rendered `gateway.toml`.
+fn set_table_keys(rendered: &str, keys: &[(String, String, String)]) -> String {
+    let mut lines: Vec<String> = rendered.lines().map(str::to_string).collect();
+    for (table, key, value) in keys {
+        let line = format!("{key} = {value}");
+        let header = format!("[{table}]");
+        let Some(start) = lines.iter().position(|l| l.trim() == header) else {
+            lines.push(String::new());
+            lines.push(header);
+            lines.push(line);
+            continue;
+        };
+        let end = lines[start + 1..]
+            .iter()
+            .position(|l| l.trim_start().starts_with('['))
+            .map_or(lines.len(), |i| start + 1 + i);
+        let existing = (start + 1..end).find(|&i| {
+            lines[i]
+                .split_once('=')
+                .is_some_and(|(k, _)| k.trim() == key.as_str())
+        });
+        match existing {
+            Some(i) => lines[i] = line,
+            None => lines.insert(start + 1, line),
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+impl Gateway {
+    /// A URL on the admin listener (plain HTTP).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// Form login with extra request headers (`User-Agent`, `X-Forwarded-For`, ...); asserts
+    /// the `303` and both cookies.
+    pub async fn login_with(
+        &self,
+        user: &str,
+        password: &str,
+        headers: &[(&str, &str)],
+    ) -> Session {
+        let body = form_urlencode(&[("username", user), ("password", password)]);
+        let mut req = self
+            .post("/.auth/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("POST /.auth/login");
+        let status = resp.status();
+        let session = Session::from_response_headers(resp.headers());
+        assert_eq!(
+            status,
+            303,
+            "login of {user} with {headers:?}: {:?}",
+            resp.text().await
+        );
+        session.unwrap_or_else(|| panic!("login of {user} set no session cookies"))
+    }
+}
+
+#[test]
+fn set_table_keys_replaces_adds_and_appends() {
+    let toml = "[server]\nlisten = \"a\"\n\n[login]\nmode = \"users_file\"\nusers_file = \"u\"\n";
+    let keys = [
+        (
+            "login".to_string(),
+            "mode".to_string(),
+            "\"upstream\"".to_string(),
+        ),
+        (
+            "server".to_string(),
+            "trusted_proxies".to_string(),
+            "[]".to_string(),
+        ),
+        (
+            "csrf".to_string(),
+            "mode".to_string(),
+            "\"token\"".to_string(),
+        ),
+    ];
+    let out = set_table_keys(toml, &keys);
+    assert_eq!(
+        out,
+        "[server]\ntrusted_proxies = []\nlisten = \"a\"\n\n[login]\nmode = \"upstream\"\n\
+         users_file = \"u\"\n\n[csrf]\nmode = \"token\"\n"
+    );
+}
+
+/// The session store a stage test runs on: memory, or a fresh `redis-server` that lives as
+/// long as this value. See [`for_both_stores!`](crate::for_both_stores).
+pub struct StoreUnderTest {
+    pub spec: StoreSpec,
+    pub redis: Option<RedisServer>,
+}
+
+impl StoreUnderTest {
+    pub async fn memory() -> StoreUnderTest {
+        StoreUnderTest {
+            spec: StoreSpec::Memory,
+            redis: None,
+        }
+    }
+
+    pub async fn redis() -> StoreUnderTest {
+        let redis = RedisServer::start().await;
+        StoreUnderTest {
+            spec: StoreSpec::Redis { url: redis.url() },
+            redis: Some(redis),
+        }
+    }
+
+    /// Start a gateway with `cfg` on this store; with Redis, once `/readyz` says the store
+    /// answers and the revocation set is synchronised.
+    pub async fn start(&self, cfg: GatewayConfig) -> Gateway {
+        let gw = Gateway::start(cfg.store(self.spec.clone())).await;
+        if self.redis.is_some() {
+            gw.wait_readyz(200, Duration::from_secs(10)).await;
+        }
+        gw
+    }
+}
+
+/// `for_both_stores!(a, b);` turns each `async fn a(store: StoreUnderTest)` of the calling
+/// module into two tests, `a::memory` and `a::redis`: the behaviour must not depend on the
+/// store.
+#[macro_export]
+macro_rules! for_both_stores {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn memory() {
+                    super::$name($crate::harness::StoreUnderTest::memory().await).await
+                }
+
+                #[tokio::test]
+                async fn redis() {
+                    super::$name($crate::harness::StoreUnderTest::redis().await).await
+                }
+            }
+        )+
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateway processes across restarts, and the Redis store: `[store]`, redis-server and a
+// three-master Redis Cluster on free loopback ports (issue 4)
+// ---------------------------------------------------------------------------------------------
+
+/// Which session store the gateway runs with, rendered as the `[store]` table.
+#[derive(Clone, Debug, Default)]
+pub enum StoreSpec {
+    #[default]
+    Memory,
+    /// One Redis node: `store.url`.
+    Redis { url: String },
+    /// Redis Cluster seed nodes: `store.cluster_nodes`.
+    Cluster { nodes: Vec<String> },
+}
+
+impl StoreSpec {
+    pub fn render(&self) -> String {
+        match self {
+            StoreSpec::Memory => "[store]\nkind = \"memory\"\n".into(),
+            StoreSpec::Redis { url } => format!("[store]\nkind = \"redis\"\nurl = \"{url}\"\n"),
+            StoreSpec::Cluster { nodes } => {
+                let list: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
+                format!(
+                    "[store]\nkind = \"redis\"\ncluster_nodes = [{}]\n",
+                    list.join(", ")
+                )
+            }
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The session store (default: memory).
+    pub fn store(mut self, store: StoreSpec) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Use these access and refresh secrets instead of fresh random ones.
+    pub fn secrets(mut self, access: &str, refresh: &str) -> Self {
+        self.secrets = Some((access.into(), refresh.into()));
+        self
+    }
+}
+
+/// How to start one `sessiongate run` process and know it is ready.
+struct Launch<'a> {
+    config_path: &'a Path,
+    dir: &'a Path,
+    access_secret: &'a str,
+    refresh_secret: &'a str,
+    env: &'a [(String, String)],
+    stdout_log: &'a Path,
+    stderr_log: &'a Path,
+    /// `(https, http, admin)` the ready line must name.
+    addrs: (SocketAddr, SocketAddr, SocketAddr),
+    /// Keep what earlier runs logged (a restart) instead of starting the logs afresh.
+    append_logs: bool,
+}
+
+enum LaunchError {
+    /// The process exited before it was ready because a listener address was taken.
+    PortTaken(String),
+    /// Anything else; the report holds the config and both logs.
+    Failed(String),
+}
+
+fn log_file(path: &Path, append: bool) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
+
+impl Launch<'_> {
+    fn report(&self, what: &str) -> String {
+        format!(
+            "{what}.\n--- config ---\n{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            std::fs::read_to_string(self.config_path).unwrap_or_default(),
+            std::fs::read_to_string(self.stdout_log).unwrap_or_default(),
+            std::fs::read_to_string(self.stderr_log).unwrap_or_default()
+        )
+    }
+
+    /// Spawn the gateway and wait for `sessiongate ready ...` naming the configured addresses.
+    fn run(&self) -> Result<(Child, std::thread::JoinHandle<()>), LaunchError> {
+        let stderr_file = log_file(self.stderr_log, self.append_logs);
+        let mut cmd = Command::new(bin());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(self.config_path)
+            .current_dir(self.dir)
+            .env_remove("RUST_LOG")
+            .env("SG_TEST_ACCESS_SECRET", self.access_secret)
+            .env("SG_TEST_REFRESH_SECRET", self.refresh_secret)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr_file));
+        for (k, v) in self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn sessiongate run");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
+        let mut out_file = log_file(self.stdout_log, self.append_logs);
+        let stdout_thread = std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            let mut reader = BufReader::new(stdout);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let _ = out_file.write_all(&line);
+                        let _ = out_file.flush();
+                        let text = String::from_utf8_lossy(&line);
+                        if text.starts_with("sessiongate ready ")
+                            && let Some(tx) = tx.take()
+                        {
+                            let _ = tx.send(text.trim_end().to_string());
+                        }
+                    }
+                }
+            }
+        });
+
+        let ready = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Standard output closed before the ready line: the process is exiting.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !matches!(child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = stdout_thread.join();
+                let stderr = std::fs::read_to_string(self.stderr_log).unwrap_or_default();
+                let report = self.report("gateway exited before printing `sessiongate ready `");
+                return Err(if stderr.contains("cannot listen") {
+                    LaunchError::PortTaken(report)
+                } else {
+                    LaunchError::Failed(report)
+                });
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = stdout_thread.join();
+                return Err(LaunchError::Failed(self.report(&format!(
+                    "gateway never printed `sessiongate ready ` ({e})"
+                ))));
+            }
+        };
+        // `sessiongate ready https=127.0.0.1:P1 http=127.0.0.1:P2 admin=127.0.0.1:P3`
+        let mut fields = BTreeMap::new();
+        for part in ready
+            .trim_start_matches("sessiongate ready ")
+            .split_whitespace()
+        {
+            if let Some((k, v)) = part.split_once('=') {
+                fields.insert(k.to_string(), v.to_string());
+            }
+        }
+        let parse = |k: &str| -> SocketAddr {
+            fields
+                .get(k)
+                .unwrap_or_else(|| panic!("ready line lacks {k}=: {ready:?}"))
+                .parse()
+                .unwrap_or_else(|e| panic!("ready line {k}= is not an address ({e}): {ready:?}"))
+        };
+        let (https, http, admin) = self.addrs;
+        assert_eq!(
+            parse("https"),
+            https,
+            "ready line https= differs from server.listen"
+        );
+        assert_eq!(
+            parse("http"),
+            http,
+            "ready line http= differs from server.redirect_listen"
+        );
+        assert_eq!(
+            parse("admin"),
+            admin,
+            "ready line admin= differs from server.admin_listen"
+        );
+        Ok((child, stdout_thread))
+    }
+}
+
+/// The clients a [`Gateway`] hands to tests.
+struct GatewayClients {
+    client: reqwest::Client,
+    client_h1: reqwest::Client,
+    plain: reqwest::Client,
+    raw_tls: Arc<rustls::ClientConfig>,
+}
+
+impl GatewayClients {
+    fn build(pki: &Pki, https: SocketAddr) -> GatewayClients {
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(pki.client_config(&[b"h2", b"http/1.1"]))
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve("localhost", https)
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("reqwest client");
+        let client_h1 = reqwest::Client::builder()
+            .tls_backend_preconfigured(pki.client_config(&[b"http/1.1"]))
+            .http1_only()
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve("localhost", https)
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("reqwest client");
+        let plain = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("plain client");
+        GatewayClients {
+            client,
+            client_h1,
+            plain,
+            raw_tls: Arc::new(pki.client_config(&[b"http/1.1"])),
+        }
+    }
+}
+
+impl Gateway {
+    /// The configured `server.public_origin` (what tokens carry as `iss` and what a
+    /// cookie-authenticated unsafe request must name in `Origin`).
+    pub fn public_origin(&self) -> String {
+        self.config
+            .public_origin
+            .clone()
+            .unwrap_or_else(|| self.origin())
+    }
+
+    /// Stop the gateway (graceful) and start it again with the same config file, ports,
+    /// secrets, directory and upstream; returns once the ready line is back.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.relaunch().await;
+    }
+
+    /// Start the gateway again after [`Gateway::stop`], as [`Gateway::restart`] does. Logs
+    /// are appended to, so they hold every run.
+    pub async fn relaunch(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "relaunch: the gateway is still running"
+        );
+        let config_path = self.config_path.clone();
+        let dir = self.dir.path().to_path_buf();
+        let secrets = (self.access_secret.clone(), self.refresh_secret.clone());
+        let env = self.config.env.clone();
+        let logs = (self.stdout_log.clone(), self.stderr_log.clone());
+        let addrs = (self.https, self.http, self.admin);
+        let (child, thread) = tokio::task::spawn_blocking(move || {
+            let launch = Launch {
+                config_path: &config_path,
+                dir: &dir,
+                access_secret: &secrets.0,
+                refresh_secret: &secrets.1,
+                env: &env,
+                stdout_log: &logs.0,
+                stderr_log: &logs.1,
+                addrs,
+                append_logs: true,
+            };
+            // The ports are fixed now; one the old process just released may be held a moment.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match launch.run() {
+                    Ok(x) => return x,
+                    Err(LaunchError::PortTaken(_)) if attempt < 3 => {
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    Err(LaunchError::PortTaken(r) | LaunchError::Failed(r)) => {
+                        panic!("restart: {r}")
+                    }
+                }
+            }
+        })
+        .await
+        .expect("gateway relaunch task");
+        self.child = Some(child);
+        self.stdout_thread = Some(thread);
+        let c = GatewayClients::build(&self.pki, self.https);
+        self.client = c.client;
+        self.client_h1 = c.client_h1;
+        self.plain = c.plain;
+        self.raw_tls = c.raw_tls;
+    }
+
+    /// `GET /readyz` on the admin listener: its status, or `None` when it does not answer.
+    pub async fn readyz(&self) -> Option<u16> {
+        self.plain
+            .get(self.admin_url("/readyz"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
+    }
+
+    /// Poll `/readyz` until it answers `want`; panics after `within`.
+    pub async fn wait_readyz(&self, want: u16, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut last = None;
+        while Instant::now() < deadline {
+            last = self.readyz().await;
+            if last == Some(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "/readyz did not answer {want} within {within:?} (last: {last:?}); stderr:\n{}",
+            self.stderr_text()
+        );
+    }
+}
+
+const REDIS_MISSING: &str = "redis-server is not installed: install redis-server \
+     (`apt-get install redis-server`, or run scripts/test, which installs it)";
+const REDIS_READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Run `redis-cli --raw` against a loopback port; its standard output. Quick, but blocking.
+pub fn redis_cli(port: u16, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--raw"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}): {REDIS_MISSING}"));
+    assert!(
+        out.status.success(),
+        "redis-cli -p {port} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// One inline command over a fresh connection, without redis-cli; the reply's text (a status,
+/// an error with its `-`, an integer, or a bulk string).
+fn redis_inline(port: u16, command: &str) -> Result<String, String> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(format!("{command}\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s);
+    let mut first = String::new();
+    r.read_line(&mut first).map_err(|e| e.to_string())?;
+    let first = first.trim_end();
+    match first.split_at_checked(1) {
+        Some(("$", n)) => {
+            let n: usize = n.parse().map_err(|_| format!("bad reply {first:?}"))?;
+            let mut body = vec![0u8; n];
+            r.read_exact(&mut body).map_err(|e| e.to_string())?;
+            Ok(String::from_utf8_lossy(&body).into_owned())
+        }
+        Some(("+" | ":", rest)) => Ok(rest.to_string()),
+        Some(("-", _)) => Ok(first.to_string()),
+        _ => Err(format!("unexpected reply {first:?}")),
+    }
+}
+
+enum RedisStartError {
+    PortTaken(String),
+    Failed(String),
+}
+
+/// Spawn `redis-server` with `args` and wait until *it* (not another process that may hold
+/// the port) answers `PING`: `INFO server` must name its pid.
+fn start_redis_process(args: &[String], port: u16, log: &Path) -> Result<Child, RedisStartError> {
+    let mut child = match Command::new("redis-server")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{REDIS_MISSING}"),
+        Err(e) => panic!("cannot start redis-server: {e}"),
+    };
+    let deadline = Instant::now() + REDIS_READY_TIMEOUT;
+    let pid = format!("process_id:{}", child.id());
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let report = format!("redis-server on port {port} exited ({status}); log:\n{text}");
+            return Err(if text.contains("Address already in use") {
+                RedisStartError::PortTaken(report)
+            } else {
+                RedisStartError::Failed(report)
+            });
+        }
+        if redis_inline(port, "PING").as_deref() == Ok("PONG")
+            && redis_inline(port, "INFO server").is_ok_and(|i| i.lines().any(|l| l == pid))
+        {
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(RedisStartError::Failed(format!(
+                "redis-server on port {port} did not answer PING within {REDIS_READY_TIMEOUT:?}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `redis-server` on a free loopback port, appending every write to its own directory
+/// (`appendfsync always`), so that a kill and restart on the same port keeps the data.
+/// Killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        tokio::task::spawn_blocking(RedisServer::start_blocking)
+            .await
+            .expect("redis start task")
+    }
+
+    pub fn start_blocking() -> RedisServer {
+        let dir = tempfile::Builder::new()
+            .prefix("sessiongate-redis-")
+            .tempdir()
+            .expect("tempdir");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port();
+            match Self::launch(port, dir.path()) {
+                Ok(child) => {
+                    return RedisServer {
+                        port,
+                        dir,
+                        child: Some(child),
+                    };
+                }
+                Err(RedisStartError::PortTaken(_)) if attempt < 3 => continue,
+                Err(RedisStartError::PortTaken(r) | RedisStartError::Failed(r)) => panic!("{r}"),
+            }
+        }
+    }
+
+    fn args(port: u16, dir: &Path) -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.push("--dir".into());
+        a.push(dir.display().to_string());
+        a.push("--logfile".into());
+        a.push(dir.join("redis.log").display().to_string());
+        a
+    }
+
+    fn launch(port: u16, dir: &Path) -> Result<Child, RedisStartError> {
+        start_redis_process(&Self::args(port, dir), port, &dir.join("redis.log"))
+    }
+
+    /// `redis://127.0.0.1:<port>/0`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// SIGKILL: no shutdown, no final save; what was appended stays on disk.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port and directory (after [`RedisServer::kill`]); returns once
+    /// the append-only file is loaded and `PING` answers.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let port = self.port;
+        let dir = self.dir.path().to_path_buf();
+        let child = tokio::task::spawn_blocking(move || {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match Self::launch(port, &dir) {
+                    Ok(c) => return c,
+                    Err(RedisStartError::PortTaken(_)) if attempt < 5 => {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(RedisStartError::PortTaken(r) | RedisStartError::Failed(r)) => {
+                        panic!("redis restart: {r}")
+                    }
+                }
+            }
+        })
+        .await
+        .expect("redis restart task");
+        self.child = Some(child);
+    }
+
+    /// `redis-cli --raw <args>` against this server.
+    pub fn cli(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&redis_cli(self.port, args)).into_owned()
+    }
+
+    /// Every key (`redis-cli --scan`).
+    pub fn keys(&self) -> Vec<String> {
+        let mut k: Vec<String> = self
+            .cli(&["--scan"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        k.sort();
+        k
+    }
+
+    /// Every file under the server's directory (append-only files, log), with its bytes.
+    pub fn files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(p: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if let Ok(b) = std::fs::read(&path) {
+                    out.push((path, b));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.dir.path(), &mut out);
+        out
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three `redis-server --cluster-enabled yes` masters (no replicas) on free loopback ports,
+/// each with its own directory, joined with `redis-cli --cluster create`. Killed on drop.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    dirs: Vec<tempfile::TempDir>,
+    children: Vec<Child>,
+}
+
+impl RedisCluster {
+    pub async fn start() -> RedisCluster {
+        tokio::task::spawn_blocking(RedisCluster::start_blocking)
+            .await
+            .expect("redis cluster start task")
+    }
+
+    pub fn start_blocking() -> RedisCluster {
+        let mut cluster = RedisCluster {
+            ports: Vec::new(),
+            dirs: Vec::new(),
+            children: Vec::new(),
+        };
+        for _ in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("sessiongate-redis-cluster-")
+                .tempdir()
+                .expect("tempdir");
+            let mut attempt = 0;
+            let (port, child) = loop {
+                attempt += 1;
+                // The cluster bus gets its own free port (`cluster-port`), so a data port near
+                // the top of the range is fine.
+                let (port, bus) = (free_port(), free_port());
+                let d = dir.path().display().to_string();
+                let args: Vec<String> = [
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus.to_string(),
+                    "--cluster-config-file",
+                    &format!("{d}/nodes.conf"),
+                    "--cluster-node-timeout",
+                    "5000",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    &d,
+                    "--logfile",
+                    &format!("{d}/redis.log"),
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                match start_redis_process(&args, port, &dir.path().join("redis.log")) {
+                    Ok(c) => break (port, c),
+                    Err(RedisStartError::PortTaken(_)) if attempt < 3 => continue,
+                    Err(RedisStartError::PortTaken(r) | RedisStartError::Failed(r)) => {
+                        panic!("redis cluster node: {r}")
+                    }
+                }
+            };
+            cluster.ports.push(port);
+            cluster.dirs.push(dir);
+            cluster.children.push(child);
+        }
+
+        let mut cmd = Command::new("redis-cli");
+        cmd.arg("--cluster").arg("create");
+        for p in &cluster.ports {
+            cmd.arg(format!("127.0.0.1:{p}"));
+        }
+        cmd.args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}): {REDIS_MISSING}"));
+        let out = wait_output_within(child, Duration::from_secs(60), "redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let states: Vec<String> = cluster
+                .ports
+                .iter()
+                .map(|p| redis_inline(*p, "CLUSTER INFO").unwrap_or_else(|e| e))
+                .collect();
+            if states.iter().all(|s| s.contains("cluster_state:ok")) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Redis Cluster never reported cluster_state:ok: {states:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// `["redis://127.0.0.1:P1", ...]`, for `store.cluster_nodes`.
+    pub fn nodes(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// Every key of every node, as `(port, key)`.
+    pub fn keys(&self) -> Vec<(u16, String)> {
+        let mut out = Vec::new();
+        for p in &self.ports {
+            let text = String::from_utf8_lossy(&redis_cli(*p, &["--scan"])).into_owned();
+            out.extend(
+                text.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(|k| (*p, k.to_string())),
+            );
+        }
+        out
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Wait for a child's output, killing it after `within`.
+fn wait_output_within(mut child: Child, within: Duration, what: &str) -> std::process::Output {
+    let deadline = Instant::now() + within;
+    while !matches!(child.try_wait(), Ok(Some(_))) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().ok();
+            panic!(
+                "{what} did not finish within {within:?}: {:?}",
+                out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("child output")
+}
+
+/// The free-port race is recognised: a gateway whose listen address is taken exits before it
+/// is ready, and the launch calls that a port race (on which `Gateway::start` takes new ports).
+#[test]
+fn launch_reports_a_taken_listen_port_as_a_port_race() {
+    install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    let users_file = dir.path().join("users.toml");
+    std::fs::write(&users_file, users_toml()).unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let https = taken.local_addr().unwrap();
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let params = RenderParams {
+        https,
+        http,
+        admin,
+        cert: pki.cert_path.clone(),
+        key: pki.key_path.clone(),
+        upstream_url: "http://127.0.0.1:9".into(),
+        users_file,
+        audit_file: dir.path().join("audit.log"),
+    };
+    let config_path = dir.path().join("gateway.toml");
+    std::fs::write(&config_path, GatewayConfig::new().render(&params)).unwrap();
+    let (access, refresh) = (random_secret(), random_secret());
+    let launch = Launch {
+        config_path: &config_path,
+        dir: dir.path(),
+        access_secret: &access,
+        refresh_secret: &refresh,
+        env: &[],
+        stdout_log: &dir.path().join("stdout.log"),
+        stderr_log: &dir.path().join("stderr.log"),
+        addrs: (https, http, admin),
+        append_logs: false,
+    };
+    match launch.run() {
+        Err(LaunchError::PortTaken(report)) => {
+            assert!(report.contains("cannot listen"), "{report}")
+        }
+        Err(LaunchError::Failed(report)) => panic!("not recognised as a port race:\n{report}"),
+        Ok((mut child, _)) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the gateway started although {https} was taken");
+        }
+    }
+    drop(taken);
 }

@@ -4,7 +4,12 @@
 //! - cookie theft and tossing: session cookies without `Secure`/`HttpOnly`/`__Host-` rules,
 //!   or with a `Domain`;
 //! - open redirect after login through `return_to` (absolute foreign URLs, scheme-relative
-//!   `//host`, backslash tricks, `javascript:`, userinfo, other scheme on the same host);
+//!   `//host`, backslash tricks, `javascript:`, userinfo, other scheme on the same host,
+//!   percent-encoded `/` and `\`, tabs, look-alike hosts, encoded CR/LF header injection, a
+//!   way back into `/.auth/`), in the `303` and in the login page's hidden field;
+//! - online password guessing (the right password is refused too once an account is
+//!   throttled, `429` with `Retry-After`), password spraying from one address, and a sprayer
+//!   rotating `X-Forwarded-For` from an untrusted peer to dodge the per-address limit;
 //! - user enumeration: a different answer for an unknown user and for a wrong password;
 //! - session fixation: a login that reuses the session the client already carried;
 //! - tokens that carry more than identifiers, or are not bound to issuer and audience.
@@ -366,4 +371,396 @@ impl Gateway {
         );
         true
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throttling (`[login] max_failures_per_user`, `max_failures_per_ip`, `failure_window`)
+// ---------------------------------------------------------------------------------------------
+//
+// Attacks covered here: online guessing against one account (the right password must not get
+// through once the account is throttled, or the throttle only slows the guesser down), password
+// spraying across accounts from one address, and a sprayer dodging the per-address limit by
+// rotating `X-Forwarded-For` from a peer that is not a trusted proxy.
+
+/// A form login with extra headers: `(status, Retry-After, sets session cookies)`.
+async fn attempt(
+    gw: &Gateway,
+    user: &str,
+    password: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Option<String>, bool) {
+    let mut req = gw
+        .post("/.auth/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "text/html")
+        .body(form_urlencode(&[
+            ("username", user),
+            ("password", password),
+        ]));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let session = Session::from_response_headers(resp.headers()).is_some();
+    (resp.status().as_u16(), retry, session)
+}
+
+/// Like [`attempt`], over a fresh TLS connection each time (`Connection: close`), as a
+/// sprayer spreading attempts over connections (and the gateway's serving threads) would.
+async fn attempt_new_connection(
+    gw: &Gateway,
+    user: &str,
+    password: &str,
+    xff: &str,
+) -> (u16, Option<String>, bool) {
+    let body = form_urlencode(&[("username", user), ("password", password)]);
+    let req = format!(
+        "POST /.auth/login HTTP/1.1\r\nHost: {}\r\nOrigin: {}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nAccept: text/html\r\n\
+         X-Forwarded-For: {xff}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        gw.host_header(),
+        gw.origin(),
+        body.len()
+    );
+    let resp = gw.raw(req.as_bytes()).await;
+    let session = resp.headers_named("set-cookie").iter().any(|c| {
+        SetCookie::parse(c).is_some_and(|c| c.name == ACCESS_COOKIE && !c.value.is_empty())
+    });
+    (
+        resp.status,
+        resp.header("retry-after").map(str::to_string),
+        session,
+    )
+}
+
+/// `Retry-After` as delay-seconds within `(0, window]`.
+fn assert_retry_after(retry: Option<String>, window_secs: u64, what: &str) {
+    let ra = retry.unwrap_or_else(|| panic!("{what}: a 429 without Retry-After"));
+    let secs: u64 = ra
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{what}: Retry-After is not delay-seconds: {ra:?}"));
+    assert!(
+        secs >= 1 && secs <= window_secs,
+        "{what}: Retry-After {secs} outside (0, {window_secs}]"
+    );
+}
+
+#[tokio::test]
+async fn throttled_account_refuses_even_the_right_password() {
+    let gw = Gateway::start(
+        GatewayConfig::new()
+            .trust_loopback_proxy()
+            .set("login", "max_failures_per_user", "3")
+            .set("login", "failure_window", "\"10m\""),
+    )
+    .await;
+    let guesser = [("x-forwarded-for", "203.0.113.7")];
+    for i in 0..3 {
+        let (status, _, _) = attempt(&gw, "alice", &format!("guess-{i}"), &guesser).await;
+        assert_eq!(status, 401, "guess {i} is below the limit");
+    }
+    // The limit is reached: the right password gets no further, from any address.
+    for (what, headers) in [
+        ("the guesser", &guesser[..]),
+        (
+            "alice's own network",
+            &[("x-forwarded-for", "198.51.100.20")][..],
+        ),
+    ] {
+        let (status, retry, session) = attempt(&gw, "alice", ALICE_PASSWORD, headers).await;
+        assert_eq!(status, 429, "{what}: right password while throttled");
+        assert!(!session, "{what}: a throttled login set session cookies");
+        assert_retry_after(retry, 600, what);
+    }
+    let resp = gw
+        .client
+        .post(gw.url("/.auth/login"))
+        .header("x-forwarded-for", "198.51.100.20")
+        .json(&serde_json::json!({"username": "alice", "password": ALICE_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429, "JSON login while throttled");
+    assert_retry_after(
+        resp.headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string()),
+        600,
+        "JSON login",
+    );
+    let body: Value = resp.json().await.expect("a JSON 429 for a JSON client");
+    assert!(body.get("access_token").is_none(), "{body}");
+
+    // Another account is not collateral damage.
+    let (status, _, session) = attempt(&gw, "bob", BOB_PASSWORD, &guesser).await;
+    assert_eq!((status, session), (303, true), "bob signs in");
+    let event = gw.wait_for_audit("login_throttled").await;
+    assert_eq!(event["user"], "alice", "{event}");
+    assert!(
+        gw.audit_events()
+            .iter()
+            .all(|e| !(e["event"] == "login_ok" && e["user"] == "alice")),
+        "alice got in while throttled: {}",
+        gw.audit_text()
+    );
+}
+
+#[tokio::test]
+async fn per_ip_throttle_is_keyed_on_the_real_peer_not_x_forwarded_for() {
+    // No trusted proxies: every X-Forwarded-For below is the sprayer's invention.
+    let gw = Gateway::start(
+        GatewayConfig::new()
+            .set("login", "max_failures_per_ip", "4")
+            .set("login", "max_failures_per_user", "100"),
+    )
+    .await;
+    for i in 0..4 {
+        let xff = format!("198.51.100.{}", 10 + i);
+        let (status, _, _) =
+            attempt_new_connection(&gw, &format!("sprayed-{i}"), "Winter2024!", &xff).await;
+        assert_eq!(status, 401, "spray {i} is below the limit");
+    }
+    for (i, user, pass) in [
+        (0, "sprayed-9", "Winter2024!"),
+        (1, "alice", ALICE_PASSWORD),
+    ] {
+        let xff = format!("203.0.113.{}", 50 + i);
+        let (status, retry, session) = attempt_new_connection(&gw, user, pass, &xff).await;
+        assert_eq!(
+            status, 429,
+            "{user} from the same peer with X-Forwarded-For {xff}: a rotated header dodged \
+             the per-address limit"
+        );
+        assert!(!session);
+        assert_retry_after(
+            retry,
+            15 * 60,
+            "per-IP throttle (default failure_window 15m)",
+        );
+    }
+}
+
+#[tokio::test]
+async fn per_ip_throttle_follows_the_client_behind_a_trusted_proxy() {
+    let gw = Gateway::start(
+        GatewayConfig::new()
+            .trust_loopback_proxy()
+            .set("login", "max_failures_per_ip", "3")
+            .set("login", "max_failures_per_user", "100"),
+    )
+    .await;
+    let sprayer = [("x-forwarded-for", "203.0.113.66")];
+    for i in 0..3 {
+        let (status, _, _) = attempt(&gw, &format!("sprayed-{i}"), "Summer2024!", &sprayer).await;
+        assert_eq!(status, 401);
+    }
+    let (status, _, _) = attempt(&gw, "bob", BOB_PASSWORD, &sprayer).await;
+    assert_eq!(
+        status, 429,
+        "the sprayer's address is throttled for every account"
+    );
+    // Another client behind the same proxy is somebody else.
+    let (status, _, session) = attempt(
+        &gw,
+        "bob",
+        BOB_PASSWORD,
+        &[("x-forwarded-for", "198.51.100.5")],
+    )
+    .await;
+    assert_eq!(
+        (status, session),
+        (303, true),
+        "a client behind the same trusted proxy must not share the sprayer's budget"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// return_to: open redirects after login (CWE-601)
+// ---------------------------------------------------------------------------------------------
+
+/// Whether a redirect target lands on the gateway's own origin and outside `/.auth/`.
+fn lands_on_own_origin(origin: &str, location: &str) -> Result<(), String> {
+    if location.chars().any(|c| c.is_control() || c == ' ') {
+        return Err("control character or space".into());
+    }
+    let path = if let Some(rest) = location.strip_prefix(origin) {
+        rest
+    } else {
+        location
+    };
+    if !path.starts_with('/') || path.starts_with("//") || path.starts_with("/\\") {
+        return Err("not a path with a single leading /".into());
+    }
+    // What a browser makes of it.
+    let base = url::Url::parse(&format!("{origin}/some/page")).unwrap();
+    let resolved = base.join(location).map_err(|e| e.to_string())?;
+    if resolved.origin().ascii_serialization() != origin {
+        return Err(format!("resolves to {resolved}"));
+    }
+    let decoded = percent_encoding::percent_decode_str(resolved.path()).decode_utf8_lossy();
+    if decoded.starts_with("//") || decoded.starts_with("/\\") {
+        return Err(format!("decodes to {decoded}"));
+    }
+    if resolved.path().starts_with("/.auth/") || decoded.starts_with("/.auth/") {
+        return Err("under /.auth/".into());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn hostile_return_to_values_all_land_on_the_gateway_origin() {
+    let gw = Gateway::start_default().await;
+    let port = gw.https.port();
+    let origin = gw.origin();
+    let hostile: Vec<String> = [
+        "//evil.example",
+        "///evil.example",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "\\/evil.example",
+        "https://evil.example/",
+        "HTTPS://evil.example/",
+        "http:/evil.example",
+        "https:evil.example",
+        "/%2F%2Fevil.example",
+        "/%2fevil.example",
+        "/%5Cevil.example",
+        "/%5c%5cevil.example",
+        "/\t/evil.example",
+        "/%09/evil.example",
+        "/%252F%252Fevil.example",
+        " //evil.example",
+        "javascript:alert(1)",
+        "JaVaScRiPt:alert(document.cookie)",
+        "data:text/html,<script>alert(1)</script>",
+        "/.auth/logout",
+        "/.auth/login?return_to=//evil.example",
+        "/x/../.auth/logout",
+        "/%2e%2e/.auth/logout",
+        "/%0d%0aSet-Cookie:%20injected=1",
+        "/\r\nSet-Cookie: injected=1",
+        "/%0aLocation:%20https://evil.example",
+        "/a#//evil.example",
+        "evil.example",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        format!("http://localhost:{port}/x"),
+        format!("https://localhost:{port}.evil.example/"),
+        format!("https://localhost:{port}@evil.example/"),
+        format!("https://evil.example@localhost:{port}/x"),
+        format!("https://localhost:{}/x", port.wrapping_add(1).max(1)),
+        format!("{origin}//evil.example"),
+        format!("{origin}/\\evil.example"),
+        format!("{origin}/.auth/logout"),
+    ])
+    .collect();
+
+    let mut failures = Vec::new();
+    for (i, rt) in hostile.iter().enumerate() {
+        let (user, pass) = if i % 2 == 0 {
+            ("alice", ALICE_PASSWORD)
+        } else {
+            ("bob", BOB_PASSWORD)
+        };
+        let resp = gw.login_form(user, pass, rt).await;
+        assert_eq!(resp.status(), 303, "return_to={rt:?}");
+        let location = resp.headers()["location"].to_str().unwrap().to_string();
+        if let Err(why) = lands_on_own_origin(&origin, &location) {
+            failures.push(format!(
+                "login with return_to={rt:?} → Location {location:?}: {why}"
+            ));
+        }
+        if set_cookies(resp.headers())
+            .iter()
+            .any(|c| c.name != ACCESS_COOKIE && c.name != REFRESH_COOKIE)
+        {
+            failures.push(format!(
+                "return_to={rt:?} injected a cookie: {:?}",
+                set_cookies(resp.headers())
+            ));
+        }
+
+        // The login page carries it in a hidden field: the same rules apply there.
+        let page = gw
+            .get(&format!("/.auth/login?return_to={}", pct(rt)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200, "login page with return_to={rt:?}");
+        let html = page.text().await.unwrap();
+        let field = hidden_return_to(&html)
+            .unwrap_or_else(|| panic!("the login page keeps return_to in a field: {html}"));
+        if let Err(why) = lands_on_own_origin(&origin, &field) {
+            failures.push(format!(
+                "login page with return_to={rt:?} → field {field:?}: {why}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "open redirects:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The value of the login page's hidden `return_to` field, unescaped.
+fn hidden_return_to(html: &str) -> Option<String> {
+    let i = html.find("name=\"return_to\"")?;
+    let start = html[..i].rfind("<input")?;
+    let end = i + html[i..].find('>')?;
+    let value = html[start..end]
+        .split("value=\"")
+        .nth(1)?
+        .split('"')
+        .next()?;
+    Some(
+        value
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+#[test]
+fn own_origin_check_refuses_what_it_should() {
+    // The checker itself must be able to fail.
+    let origin = "https://localhost:8443";
+    for ok in [
+        "/",
+        "/private/page?x=1",
+        "https://localhost:8443/a",
+        "/%2e/b",
+    ] {
+        assert_eq!(lands_on_own_origin(origin, ok), Ok(()), "{ok}");
+    }
+    for bad in [
+        "//evil.example",
+        "/\\evil.example",
+        "https://evil.example/",
+        "https://localhost:8443.evil.example/",
+        "http://localhost:8443/",
+        "/%2F%2Fevil.example",
+        "/.auth/logout",
+        "/x\r\nSet-Cookie: a=b",
+        "javascript:alert(1)",
+        "evil.example",
+    ] {
+        assert!(lands_on_own_origin(origin, bad).is_err(), "{bad}");
+    }
+    assert_eq!(
+        hidden_return_to(
+            "<input type=\"hidden\" name=\"return_to\" value=\"/a?b=1&amp;c=&quot;\">"
+        )
+        .as_deref(),
+        Some("/a?b=1&c=\"")
+    );
 }

@@ -6,17 +6,23 @@
 mod harness;
 mod harness_selftest;
 
+mod admin;
 mod ambiguous_requests;
+mod anomaly;
+mod assertion;
 mod check_config;
 mod csrf;
 mod identity;
 mod login;
 mod logs;
 mod paths;
+mod redis_store;
 mod refresh;
+mod self_service;
 mod session_lifetime;
 mod token_forgery;
 mod transport;
 mod upstream_failure;
+mod upstream_login;
 mod url_tokens;
 mod websocket;
