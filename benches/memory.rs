@@ -36,11 +36,15 @@ const N: usize = 100_000;
 const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36";
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let store = MemoryStore::new();
     let now = sessiongate::util::now_unix();
     // Users: 10 sessions each on average, as on a busy site.
-    let users: Vec<String> = (0..N / 10).map(|i| format!("user{i:06}@example.com")).collect();
+    let users: Vec<String> = (0..N / 10)
+        .map(|i| format!("user{i:06}@example.com"))
+        .collect();
     let before = LIVE.load(Ordering::Relaxed);
     rt.block_on(async {
         for i in 0..N {
@@ -64,6 +68,9 @@ fn main() {
     });
     let after = LIVE.load(Ordering::Relaxed);
     let per = (after - before) as f64 / N as f64;
-    println!("memory store: {N} sessions hold {:.1} MB of heap: {per:.0} bytes per session (target <= 600)", (after - before) as f64 / 1e6);
+    println!(
+        "memory store: {N} sessions hold {:.1} MB of heap: {per:.0} bytes per session (target <= 600)",
+        (after - before) as f64 / 1e6
+    );
     assert_eq!(store.len(), N);
 }
