@@ -83,6 +83,7 @@ fn benches(c: &mut Criterion) {
     let conn = ConnCtx {
         peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
         peer_trusted: false,
+        framing: None,
     };
     c.bench_function("pipeline_valid_cookie", |b| {
         b.iter(|| {

@@ -128,4 +128,6 @@ pub struct ConnCtx {
     /// The client's address: the peer, or the rightmost untrusted `X-Forwarded-For` hop
     /// when the peer is a trusted proxy (decided per request).
     pub peer_trusted: bool,
+    /// HTTP/1 connections: what the framing guard saw in the byte stream.
+    pub framing: Option<Arc<crate::server::framing_guard::FramingLog>>,
 }

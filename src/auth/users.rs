@@ -51,6 +51,13 @@ fn valid_name(s: &str) -> bool {
 pub struct Users {
     map: Arc<HashMap<String, User>>,
     dummy_phc: Arc<String>,
+    /// At most this many argon2 verifications at once: each takes ~19 MiB and a core, so
+    /// unbounded concurrency would let a burst of logins exhaust memory.
+    hashing: Arc<tokio::sync::Semaphore>,
+}
+
+fn hash_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
 }
 
 /// Hash a password as an argon2id PHC string (default parameters, random salt).
@@ -66,6 +73,7 @@ impl Users {
         Self {
             map: Arc::new(HashMap::new()),
             dummy_phc: Arc::new(hash_password("sessiongate dummy password").unwrap_or_default()),
+            hashing: Arc::new(tokio::sync::Semaphore::new(hash_slots())),
         }
     }
 
@@ -142,7 +150,12 @@ impl Users {
             .as_ref()
             .map_or_else(|| self.dummy_phc.as_str().to_owned(), |u| u.phc.clone());
         let password = password.to_owned();
+        // The permit moves into the blocking task, so it is held exactly while hashing.
+        let Ok(permit) = self.hashing.clone().acquire_owned().await else {
+            return None;
+        };
         let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             PasswordHash::new(&phc).is_ok_and(|h| {
                 Argon2::default()
                     .verify_password(password.as_bytes(), &h)

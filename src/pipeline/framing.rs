@@ -14,11 +14,9 @@ use super::strip::{FORWARDED_HEADERS, identity_header_names};
 /// Why a request is ambiguous, if it is.
 pub fn check<B>(req: &Request<B>, identity: &[http::HeaderName]) -> Result<(), &'static str> {
     let h = req.headers();
-    // Both headers: either as received (HTTP/2, or a parser that kept them) or as marked by
-    // the connection's framing guard before hyper dropped the Content-Length.
-    if h.contains_key(crate::server::framing_guard::AMBIGUOUS_MARKER)
-        || (h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH))
-    {
+    // Both headers as received (HTTP/2, or a parser that kept them); for HTTP/1, where hyper
+    // drops the Content-Length, the connection's framing guard reports them (see `decide`).
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
         return Err("both Content-Length and Transfer-Encoding");
     }
     if count(h, &header::CONTENT_LENGTH) > 1 {

@@ -114,7 +114,17 @@ pub async fn decide<B>(rt: &Runtime, conn: &ConnCtx, req: &mut Request<B>) -> De
     use Decision::Respond;
     // Framing first: nothing below may interpret a request that two parties would read
     // differently.
-    if let Err(why) = framing::check(req, &rt.identity_names) {
+    // (The guard counts every request of the connection: ask it first, exactly once.)
+    let guard_saw_conflict = conn
+        .framing
+        .as_ref()
+        .is_some_and(|f| f.next_request_is_ambiguous());
+    let framing = if guard_saw_conflict {
+        Err("both Content-Length and Transfer-Encoding")
+    } else {
+        framing::check(req, &rt.identity_names)
+    };
+    if let Err(why) = framing {
         tracing::debug!(reason = why, "refused ambiguous request");
         // The connection's framing is in doubt: close it after this answer.
         let mut r = body::bad_request(why);

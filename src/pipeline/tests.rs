@@ -49,6 +49,7 @@ fn conn() -> ConnCtx {
     ConnCtx {
         peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
         peer_trusted: false,
+        framing: None,
     }
 }
 

@@ -1,25 +1,51 @@
-//! A byte-level guard in front of hyper's HTTP/1 parser, for the one ambiguity hyper resolves
+//! A byte-level guard beside hyper's HTTP/1 parser, for the one ambiguity hyper resolves
 //! silently: a request with both `Content-Length` and `Transfer-Encoding`. Hyper drops the
 //! `Content-Length` (RFC 9112 §6.1 allows that), which keeps *this* hop safe, but a proxy in
 //! front of the gateway may have framed the message by the other header — the classic CL.TE
 //! request-smuggling setup. RFC 9112 §6.3 lets a server reject such a message, and sessiongate
-//! refuses ambiguity rather than guessing: the guard renames every `Content-Length` of such a
-//! head to `x-sg-ambiguous` (same length, so nothing else moves), and the framing stage answers
-//! `400` and closes the connection.
+//! refuses ambiguity rather than guessing.
 //!
-//! To find each request head on a keep-alive connection the guard follows message framing
-//! (fixed length, chunked), forwarding every byte unchanged otherwise. Anything it does not
-//! understand (a parse error, an upgrade, `CONNECT`, HTTP/2) switches it to pass-through:
-//! hyper's own parser still refuses malformed input.
+//! The guard watches the bytes hyper reads — in place, without copying or buffering them — and
+//! follows message framing (fixed length, chunked) to find each request head on a keep-alive
+//! connection. It records the index of the first ambiguous head in a [`FramingLog`] shared with
+//! the connection's service, which counts the requests it receives (HTTP/1.1 serves them in
+//! order) and answers that one `400`, closing the connection. Anything it does not understand
+//! (a parse error, an upgrade, `CONNECT`, HTTP/2) switches it off: hyper's own parser still
+//! refuses malformed input.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The name a conflicting `Content-Length` is renamed to.
-pub const AMBIGUOUS_MARKER: &str = "x-sg-ambiguous";
+/// What the guard learned, for the connection's service.
+#[derive(Debug)]
+pub struct FramingLog {
+    /// Index of the first ambiguous request head, or `u64::MAX`.
+    first_conflict: AtomicU64,
+    /// Requests the service has seen.
+    served: AtomicU64,
+}
+
+impl Default for FramingLog {
+    fn default() -> Self {
+        Self {
+            first_conflict: AtomicU64::new(u64::MAX),
+            served: AtomicU64::new(0),
+        }
+    }
+}
+
+impl FramingLog {
+    /// Call once per request, in order: whether that request's head was ambiguous.
+    pub fn next_request_is_ambiguous(&self) -> bool {
+        let i = self.served.fetch_add(1, Ordering::AcqRel);
+        i >= self.first_conflict.load(Ordering::Acquire)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -29,42 +55,52 @@ enum State {
     ChunkData(u64),
     ChunkDataEnd(u8),
     Trailer { line_len: usize },
-    Passthrough,
+    Off,
 }
 
 pub struct FramingGuard<IO> {
     io: IO,
     state: State,
-    /// The head (or chunk-size line) being collected.
+    /// The head (or chunk-size line) being collected: a few hundred bytes, not the body.
     acc: Vec<u8>,
-    /// Bytes ready for hyper.
-    out: Vec<u8>,
-    out_pos: usize,
+    heads: u64,
     max_head: usize,
-    read_buf: Box<[u8]>,
+    log: Arc<FramingLog>,
 }
 
 impl<IO> FramingGuard<IO> {
-    pub fn new(io: IO, max_head: usize) -> Self {
+    pub fn new(io: IO, max_head: usize, log: Arc<FramingLog>) -> Self {
         Self {
             io,
             state: State::Head,
             acc: Vec::new(),
-            out: Vec::new(),
-            out_pos: 0,
+            heads: 0,
             max_head,
-            read_buf: vec![0u8; 16 * 1024].into_boxed_slice(),
+            log,
         }
     }
 
-    /// Run `data` through the framing state machine, appending what hyper should read.
-    fn feed(&mut self, mut data: &[u8]) {
+    fn head_done(&mut self, next: State, conflict: bool) {
+        if conflict {
+            self.log
+                .first_conflict
+                .fetch_min(self.heads, Ordering::AcqRel);
+            self.state = State::Off;
+        } else {
+            self.state = next;
+        }
+        self.heads += 1;
+        self.acc.clear();
+        if self.acc.capacity() > 4096 {
+            self.acc = Vec::new();
+        }
+    }
+
+    /// Follow the framing of `data`, the next bytes of the stream.
+    fn scan(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             match self.state {
-                State::Passthrough => {
-                    self.out.extend_from_slice(data);
-                    return;
-                }
+                State::Off => return,
                 State::Head => {
                     if self.acc.is_empty() {
                         // Empty lines before a request line are tolerated (RFC 9112 §2.2).
@@ -72,34 +108,25 @@ impl<IO> FramingGuard<IO> {
                             .iter()
                             .take_while(|b| **b == b'\r' || **b == b'\n')
                             .count();
-                        self.out.extend_from_slice(&data[..skip]);
                         data = &data[skip..];
                         if data.is_empty() {
                             return;
                         }
                     }
                     let start = self.acc.len().saturating_sub(3);
+                    let old = self.acc.len();
                     self.acc.extend_from_slice(data);
                     match find(&self.acc[start..], b"\r\n\r\n") {
                         Some(i) => {
                             let end = start + i + 4;
-                            let rest = self.acc.split_off(end);
-                            let mut head = std::mem::take(&mut self.acc);
-                            self.state = analyse(&mut head);
-                            self.out.extend_from_slice(&head);
-                            if self.state == State::Passthrough {
-                                self.out.extend_from_slice(&rest);
-                                return;
-                            }
-                            // Re-run the remainder in the new state (it was copied; small).
-                            self.feed_owned(rest);
-                            return;
+                            let used = end - old;
+                            let (next, conflict) = analyse(&self.acc[..end]);
+                            self.head_done(next, conflict);
+                            data = &data[used..];
                         }
                         None if self.acc.len() > self.max_head => {
-                            // Too large for us: let hyper answer 431.
-                            self.state = State::Passthrough;
-                            let acc = std::mem::take(&mut self.acc);
-                            self.out.extend_from_slice(&acc);
+                            // Too large for us: hyper answers 431.
+                            self.state = State::Off;
                             return;
                         }
                         None => return,
@@ -107,7 +134,6 @@ impl<IO> FramingGuard<IO> {
                 }
                 State::Fixed(n) => {
                     let take = usize::try_from(n).unwrap_or(usize::MAX).min(data.len());
-                    self.out.extend_from_slice(&data[..take]);
                     data = &data[take..];
                     let left = n - take as u64;
                     self.state = if left == 0 {
@@ -120,25 +146,22 @@ impl<IO> FramingGuard<IO> {
                     let nl = data.iter().position(|b| *b == b'\n');
                     let upto = nl.map_or(data.len(), |i| i + 1);
                     self.acc.extend_from_slice(&data[..upto]);
-                    self.out.extend_from_slice(&data[..upto]);
                     data = &data[upto..];
                     if self.acc.len() > 1024 {
-                        self.state = State::Passthrough;
-                        self.acc.clear();
-                        continue;
+                        self.state = State::Off;
+                        return;
                     }
                     if nl.is_some() {
-                        let line = std::mem::take(&mut self.acc);
-                        self.state = match chunk_size(&line) {
+                        self.state = match chunk_size(&self.acc) {
                             Some(0) => State::Trailer { line_len: 0 },
                             Some(n) => State::ChunkData(n),
-                            None => State::Passthrough,
+                            None => State::Off,
                         };
+                        self.acc.clear();
                     }
                 }
                 State::ChunkData(n) => {
                     let take = usize::try_from(n).unwrap_or(usize::MAX).min(data.len());
-                    self.out.extend_from_slice(&data[..take]);
                     data = &data[take..];
                     let left = n - take as u64;
                     self.state = if left == 0 {
@@ -149,7 +172,6 @@ impl<IO> FramingGuard<IO> {
                 }
                 State::ChunkDataEnd(k) => {
                     let take = (k as usize).min(data.len());
-                    self.out.extend_from_slice(&data[..take]);
                     data = &data[take..];
                     let left = k - take as u8;
                     self.state = if left == 0 {
@@ -174,7 +196,6 @@ impl<IO> FramingGuard<IO> {
                             line_len += 1;
                         }
                     }
-                    self.out.extend_from_slice(&data[..i]);
                     data = &data[i..];
                     self.state = if done {
                         State::Head
@@ -183,12 +204,6 @@ impl<IO> FramingGuard<IO> {
                     };
                 }
             }
-        }
-    }
-
-    fn feed_owned(&mut self, rest: Vec<u8>) {
-        if !rest.is_empty() {
-            self.feed(&rest);
         }
     }
 }
@@ -206,26 +221,25 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-/// Inspect a complete request head; rename conflicting `Content-Length`s; return the state
-/// for what follows it.
-fn analyse(head: &mut [u8]) -> State {
+/// Inspect a complete request head: the state for what follows it, and whether it carries
+/// both `Content-Length` and `Transfer-Encoding`.
+fn analyse(head: &[u8]) -> (State, bool) {
     let mut headers = [httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut headers);
     let Ok(httparse::Status::Complete(_)) = req.parse(head) else {
-        return State::Passthrough;
+        return (State::Off, false);
     };
     if req.method == Some("CONNECT") {
-        return State::Passthrough;
+        return (State::Off, false);
     }
-    let base = head.as_ptr() as usize;
-    let mut cl_offsets = Vec::new();
     let mut cl_value: Option<u64> = None;
+    let mut cl_seen = false;
     let mut cl_bad = false;
     let mut te_last: Option<Vec<u8>> = None;
     let mut upgrade = false;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            cl_offsets.push(h.name.as_ptr() as usize - base);
+            cl_seen = true;
             match std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
@@ -243,27 +257,19 @@ fn analyse(head: &mut [u8]) -> State {
             upgrade = true;
         }
     }
-    if te_last.is_some() && !cl_offsets.is_empty() {
-        for off in cl_offsets {
-            head[off..off + AMBIGUOUS_MARKER.len()].copy_from_slice(AMBIGUOUS_MARKER.as_bytes());
-        }
-        return State::Passthrough;
+    if te_last.is_some() && cl_seen {
+        return (State::Off, true);
     }
     if upgrade || cl_bad {
-        return State::Passthrough;
+        return (State::Off, false);
     }
-    match (te_last, cl_value) {
+    let next = match (te_last, cl_value) {
         (Some(te), _) if te == b"chunked" => State::ChunkSize,
-        (Some(_), _) => State::Passthrough,
-        (None, Some(n)) => {
-            if n == 0 {
-                State::Head
-            } else {
-                State::Fixed(n)
-            }
-        }
-        (None, None) => State::Head,
-    }
+        (Some(_), _) => State::Off,
+        (None, Some(0)) | (None, None) => State::Head,
+        (None, Some(n)) => State::Fixed(n),
+    };
+    (next, false)
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
@@ -273,38 +279,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        loop {
-            if this.out_pos < this.out.len() {
-                let n = (this.out.len() - this.out_pos).min(buf.remaining());
-                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
-                this.out_pos += n;
-                if this.out_pos == this.out.len() {
-                    this.out.clear();
-                    this.out_pos = 0;
-                }
-                return Poll::Ready(Ok(()));
-            }
-            if this.state == State::Passthrough && this.acc.is_empty() {
-                return Pin::new(&mut this.io).poll_read(cx, buf);
-            }
-            let mut rb = ReadBuf::new(&mut this.read_buf);
-            ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
-            let n = rb.filled().len();
-            if n == 0 {
-                // End of stream: hand over whatever was being collected, then EOF.
-                let acc = std::mem::take(&mut this.acc);
-                if acc.is_empty() {
-                    return Poll::Ready(Ok(()));
-                }
-                this.out.extend_from_slice(&acc);
-                this.state = State::Passthrough;
-                continue;
-            }
-            // `feed` needs `&mut self` and the bytes: lend it the buffer for the call.
-            let data = std::mem::take(&mut this.read_buf);
-            this.feed(&data[..n]);
-            this.read_buf = data;
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        if this.state != State::Off {
+            this.scan(&buf.filled()[before..]);
         }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -338,33 +318,32 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
 mod tests {
     use super::*;
 
-    fn run(chunks: &[&[u8]]) -> Vec<u8> {
-        let mut g = FramingGuard::new((), 16 * 1024);
+    /// Scan `chunks`; return the heads seen and which request (if any) is ambiguous.
+    fn run(chunks: &[&[u8]]) -> (u64, Option<u64>) {
+        let log = Arc::new(FramingLog::default());
+        let mut g = FramingGuard::new((), 16 * 1024, log.clone());
         for c in chunks {
-            g.feed(c);
+            g.scan(c);
         }
-        let mut out = g.out.clone();
-        out.extend_from_slice(&g.acc);
-        out
+        let first = log.first_conflict.load(Ordering::Relaxed);
+        (g.heads, (first != u64::MAX).then_some(first))
     }
 
     #[test]
-    fn plain_requests_pass_unchanged_byte_for_byte() {
+    fn plain_requests_are_followed_across_any_split() {
         let input: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /c HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(run(&[input]), input);
-        // split at every position
+        assert_eq!(run(&[input]), (3, None));
         for i in 1..input.len() {
-            assert_eq!(run(&[&input[..i], &input[i..]]), input, "split at {i}");
+            assert_eq!(run(&[&input[..i], &input[i..]]), (3, None), "split at {i}");
         }
     }
 
     #[test]
-    fn cl_te_conflict_is_marked() {
+    fn cl_te_conflict_is_recorded_for_its_request() {
         let input = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
-        let out = run(&[input]);
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("x-sg-ambiguous: 4"), "{text}");
-        assert!(!text.to_ascii_lowercase().contains("content-length"));
+        assert_eq!(run(&[input]).1, Some(0));
+        let te_first = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: x\r\ncontent-length: 10\r\n\r\n";
+        assert_eq!(run(&[te_first]).1, Some(0));
     }
 
     #[test]
@@ -374,27 +353,23 @@ mod tests {
         let mut all = first.to_vec();
         all.extend_from_slice(second);
         for i in 1..all.len() {
-            let out = String::from_utf8(run(&[&all[..i], &all[i..]])).unwrap();
-            assert!(out.contains("x-sg-ambiguous: 3"), "split at {i}: {out}");
-            assert!(out.starts_with(std::str::from_utf8(first).unwrap()));
+            assert_eq!(run(&[&all[..i], &all[i..]]).1, Some(1), "split at {i}");
         }
     }
 
     #[test]
-    fn te_then_cl_order_is_marked_too() {
-        let out = run(&[b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: x\r\ncontent-length: 10\r\n\r\n"]);
-        assert!(
-            String::from_utf8(out)
-                .unwrap()
-                .contains("x-sg-ambiguous: 10")
-        );
+    fn the_service_sees_the_conflict_on_the_right_request() {
+        let log = FramingLog::default();
+        log.first_conflict.store(1, Ordering::Relaxed);
+        assert!(!log.next_request_is_ambiguous());
+        assert!(log.next_request_is_ambiguous());
     }
 
     #[test]
-    fn upgrades_and_garbage_switch_to_pass_through() {
+    fn upgrades_and_garbage_switch_the_guard_off() {
         let ws: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05Content-Length: 1\r\nTransfer-Encoding: x\r\n\r\n";
-        assert_eq!(run(&[ws]), ws);
+        assert_eq!(run(&[ws]), (1, None));
         let h2: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-        assert_eq!(run(&[h2]), h2);
+        assert_eq!(run(&[h2]).1, None);
     }
 }

@@ -377,23 +377,26 @@ async fn serve_https(
                     }
                 };
             let max_head = rt.cfg.server.max_header_bytes;
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let framing = Arc::new(framing_guard::FramingLog::default());
             let conn = Arc::new(ConnCtx {
                 peer,
                 peer_trusted: rt.is_trusted_proxy(peer.ip()),
+                framing: (!h2).then(|| framing.clone()),
             });
             let svc = service_fn(move |req| {
                 let rt = rt.clone();
                 let conn = conn.clone();
                 async move { Ok::<_, Infallible>(crate::pipeline::handle(rt, conn, req).await) }
             });
-            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+            if h2 {
                 // HTTP/2 frames every message itself: nothing for the guard to do.
                 let c = builder
                     .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                     .into_owned();
                 let _ = watcher.watch(c).await;
             } else {
-                let io = framing_guard::FramingGuard::new(tls, max_head);
+                let io = framing_guard::FramingGuard::new(tls, max_head, framing);
                 let c = builder
                     .serve_connection_with_upgrades(TokioIo::new(io), svc)
                     .into_owned();
