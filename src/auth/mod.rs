@@ -549,17 +549,21 @@ pub(crate) async fn require_session(
     }
 }
 
+/// The request as an API call: answered with `401` JSON, never a login redirect.
+fn api(ctx: &RequestCtx) -> RequestCtx {
+    RequestCtx {
+        navigation: false,
+        ..ctx.clone()
+    }
+}
+
 async fn me(
     rt: &Arc<Runtime>,
     req: &Request<Incoming>,
     ctx: &RequestCtx,
     cookies: &CookieScan,
 ) -> Response<Body> {
-    let ctx = RequestCtx {
-        navigation: false,
-        ..ctx.clone()
-    };
-    match require_session(rt, req, &ctx, cookies).await {
+    match require_session(rt, req, &api(ctx), cookies).await {
         Ok((id, set)) => {
             let mut r = body::json(StatusCode::OK, &me_json(&id));
             append_cookies(&mut r, set);
@@ -575,11 +579,7 @@ async fn csrf_token(
     ctx: &RequestCtx,
     cookies: &CookieScan,
 ) -> Response<Body> {
-    let ctx = RequestCtx {
-        navigation: false,
-        ..ctx.clone()
-    };
-    let (id, set) = match require_session(rt, req, &ctx, cookies).await {
+    let (id, set) = match require_session(rt, req, &api(ctx), cookies).await {
         Ok(x) => x,
         Err(r) => return r,
     };

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{end_session, pages, require_session, session_of, signed_out, wants_html};
 use crate::audit::Event;
 use crate::body::{self, Body};
 use crate::cookies::CookieScan;
+use crate::pipeline::session::Identity;
 use crate::pipeline::{RequestCtx, append_cookies};
 use crate::runtime::Runtime;
 use crate::store::SessionRecord;
@@ -59,22 +60,35 @@ fn html_page(rt: &Runtime, list: &[SessionRecord], current_sid: &str) -> String 
     pages::sessions_page(&rows)
 }
 
+type SessionsOf = (Arc<Identity>, Vec<HeaderValue>, Vec<SessionRecord>);
+
+/// The request's identity (refreshed if needed) and all of its user's sessions.
+async fn sessions_of(
+    rt: &Runtime,
+    req: &Request<Incoming>,
+    ctx: &RequestCtx,
+    cookies: &CookieScan,
+    html: bool,
+) -> Result<SessionsOf, Response<Body>> {
+    let (id, set) = require_session(rt, req, ctx, cookies).await?;
+    match rt.store.list(&id.sub).await {
+        Ok(list) => Ok((id, set, list)),
+        Err(e) => {
+            tracing::warn!(error = %e, "sessions: store unavailable");
+            Err(crate::pipeline::session::unavailable(html))
+        }
+    }
+}
+
 pub async fn list(
     rt: &Arc<Runtime>,
     req: &Request<Incoming>,
     ctx: &RequestCtx,
     cookies: &CookieScan,
 ) -> Response<Body> {
-    let (id, set) = match require_session(rt, req, ctx, cookies).await {
+    let (id, set, list) = match sessions_of(rt, req, ctx, cookies, ctx.navigation).await {
         Ok(x) => x,
         Err(r) => return r,
-    };
-    let list = match rt.store.list(&id.sub).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "sessions: store unavailable");
-            return crate::pipeline::session::unavailable(ctx.navigation);
-        }
     };
     let json = req
         .headers()
@@ -99,13 +113,9 @@ pub async fn end_one(
     handle: &str,
     form: bool,
 ) -> Response<Body> {
-    let (id, set) = match require_session(rt, req, ctx, cookies).await {
+    let (id, set, list) = match sessions_of(rt, req, ctx, cookies, form).await {
         Ok(x) => x,
         Err(r) => return r,
-    };
-    let list = match rt.store.list(&id.sub).await {
-        Ok(l) => l,
-        Err(_) => return crate::pipeline::session::unavailable(form),
     };
     let Some(target) = list
         .iter()

@@ -8,7 +8,12 @@
 //! must sign in again; the session stays valid where it came from), `revoke` (the session
 //! ends everywhere). Every anomaly is audited and counted.
 
+use std::borrow::Borrow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
+use std::thread::LocalKey;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -71,42 +76,29 @@ impl Fingerprinter {
     }
 }
 
-type Memo<K> = std::thread::LocalKey<std::cell::RefCell<std::collections::HashMap<K, String>>>;
-
 thread_local! {
     // Fingerprints of recently seen addresses and user agents, per serving thread: a client
-    // sends the same ones request after request, so the keyed hashes are computed once.
-    static IPN_MEMO: std::cell::RefCell<std::collections::HashMap<(u64, IpAddr), String>> = Default::default();
-    static UAH_MEMO: std::cell::RefCell<std::collections::HashMap<Box<str>, (u64, String)>> = Default::default();
+    // sends the same ones request after request, so the keyed hashes are computed once. The
+    // runtime id is kept beside each (tests run several runtimes, with other keys, in one
+    // process).
+    static IPN_MEMO: RefCell<HashMap<IpAddr, (u64, String)>> = Default::default();
+    static UAH_MEMO: RefCell<HashMap<String, (u64, String)>> = Default::default();
 }
 
-/// Whether the (memoised) fingerprint of `key` equals `bound`.
-fn memo_eq<K: std::hash::Hash + Eq>(
-    memo: &'static Memo<K>,
-    key: K,
+/// Whether the fingerprint of `key` (memoised; a hit allocates nothing) equals `bound`.
+fn memo_eq<K, Q>(
+    memo: &'static LocalKey<RefCell<HashMap<K, (u64, String)>>>,
+    rt: u64,
+    key: &Q,
     bound: &str,
     compute: impl FnOnce() -> String,
-) -> bool {
+) -> bool
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
+{
     memo.with(|m| {
-        if let Some(v) = m.borrow().get(&key) {
-            return v == bound;
-        }
-        let v = compute();
-        let eq = v == bound;
-        let mut m = m.borrow_mut();
-        if m.len() >= 4096 {
-            m.clear();
-        }
-        m.insert(key, v);
-        eq
-    })
-}
-
-/// Whether the (memoised) fingerprint of user agent `ua` equals `bound` (looked up by `&str`,
-/// so a hit allocates nothing).
-fn uah_eq(rt: u64, ua: &str, bound: &str, compute: impl FnOnce() -> String) -> bool {
-    UAH_MEMO.with(|m| {
-        if let Some((id, v)) = m.borrow().get(ua) {
+        if let Some((id, v)) = m.borrow().get(key) {
             if *id == rt {
                 return v == bound;
             }
@@ -117,7 +109,7 @@ fn uah_eq(rt: u64, ua: &str, bound: &str, compute: impl FnOnce() -> String) -> b
         if m.len() >= 4096 {
             m.clear();
         }
-        m.insert(ua.into(), (rt, v));
+        m.insert(key.to_owned(), (rt, v));
         eq
     })
 }
@@ -167,13 +159,14 @@ pub fn evaluate(
     };
     if let Some(b) = &bound.ipn {
         if fp.cfg.ip_change != AnomalyAction::Ignore
-            && !memo_eq(&IPN_MEMO, (rt.id, ip), b, || fp.ipn(ip))
+            && !memo_eq(&IPN_MEMO, rt.id, &ip, b, || fp.ipn(ip))
         {
             signal("ip", fp.cfg.ip_change);
         }
     }
     if let Some(b) = &bound.uah {
-        if fp.cfg.user_agent_change != AnomalyAction::Ignore && !uah_eq(rt.id, ua, b, || fp.uah(ua))
+        if fp.cfg.user_agent_change != AnomalyAction::Ignore
+            && !memo_eq(&UAH_MEMO, rt.id, ua, b, || fp.uah(ua))
         {
             signal("user_agent", fp.cfg.user_agent_change);
         }
