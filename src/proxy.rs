@@ -204,10 +204,17 @@ pub async fn forward(
             }
         }
         let ip = ctx.client_ip.to_string();
-        let xff = match h.get(strip::X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            // Present only when the peer is a trusted proxy (strip removed it otherwise).
-            Some(prev) => format!("{prev}, {}", ctx.peer_ip),
-            None => ip,
+        // Present only when the peer is a trusted proxy (strip removed it otherwise); a proxy
+        // may have sent several lines: keep the whole chain, then add the peer.
+        let prev: Vec<&str> = h
+            .get_all(strip::X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let xff = if prev.is_empty() {
+            ip
+        } else {
+            format!("{}, {}", prev.join(", "), ctx.peer_ip)
         };
         if let Ok(v) = HeaderValue::from_str(&xff) {
             h.insert(strip::X_FORWARDED_FOR, v);

@@ -448,7 +448,7 @@ pub(crate) async fn session_of(
         crate::pipeline::anomaly::Verdict::Pass => Some((user, sid)),
         crate::pipeline::anomaly::Verdict::Reauth => None,
         crate::pipeline::anomaly::Verdict::Revoke => {
-            session::revoke_session(rt, &user, &sid, "anomaly").await;
+            session::revoke_session(rt, &user, &sid, ip).await;
             None
         }
     }
@@ -476,34 +476,12 @@ async fn logout(
     cookies: &CookieScan,
 ) -> Response<Body> {
     if let Some((user, sid)) = session_of(rt, req.headers(), cookies, ctx.client_ip).await {
-        if let Err(e) = end_session(rt, &user, &sid, "logout", ctx.client_ip).await {
+        if let Err(e) = session::end_session(rt, &user, &sid, "logout", ctx.client_ip, None).await {
             tracing::warn!(error = %e, "logout: session store unavailable");
             return session::unavailable(ctx.navigation || wants_html(req.headers()));
         }
     }
     signed_out(rt, req.headers())
-}
-
-/// End one session in the store and in this instance's revocation set, with an audit event.
-pub(crate) async fn end_session(
-    rt: &Runtime,
-    user: &str,
-    sid: &str,
-    event: &'static str,
-    ip: IpAddr,
-) -> Result<(), StoreError> {
-    rt.store.revoke(user, sid, rt.revocation_ttl()).await?;
-    rt.revoked.insert(sid, now_unix() + rt.revocation_ttl());
-    if let Some(s) = &rt.signer {
-        s.forget(sid);
-    }
-    rt.audit.emit(
-        Event::new(event)
-            .user(user)
-            .session(&rt.keys.session_handle(sid))
-            .ip(&ip.to_string()),
-    );
-    Ok(())
 }
 
 fn me_json(id: &Identity) -> serde_json::Value {

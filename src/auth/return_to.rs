@@ -28,12 +28,9 @@ pub fn validate_with_origin(
                 && u.username().is_empty()
                 && u.password().is_none() =>
         {
-            let path = &r[public_origin.len()..];
-            if path.starts_with('/') {
-                path.to_string()
-            } else {
-                String::new()
-            }
+            // The parsed URL's own path and query (never a slice of the raw text, whose length
+            // the parser may have changed), checked like any local target below.
+            url_tokens::with_query(u.path(), u.query())
         }
         _ => r.to_string(),
     });
@@ -132,6 +129,28 @@ mod tests {
         );
         assert_eq!(
             validate_with_origin(Some("https://gw.example.com"), &p, o),
+            "/"
+        );
+        // Inputs the URL parser rewrites (a soft hyphen or tab dropped, an IPv4 host in hex)
+        // name the same origin for a browser too; they must neither panic nor leave it.
+        assert_eq!(
+            validate_with_origin(Some("https://gw.example.co\u{ad}m/x"), &p, o),
+            "/x"
+        );
+        assert_eq!(
+            validate_with_origin(Some("https://gw.exam\tple.com/x"), &p, o),
+            "/x"
+        );
+        assert_eq!(
+            validate_with_origin(Some("https://0x7f.1:8443/x"), &p, "https://127.0.0.1:8443"),
+            "/x"
+        );
+        assert_eq!(
+            validate_with_origin(
+                Some("https://0x7f.1:8443//evil.net/x"),
+                &p,
+                "https://127.0.0.1:8443"
+            ),
             "/"
         );
         for bad in [

@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{end_session, pages, require_session, session_of, signed_out, wants_html};
+use super::{pages, require_session, session_of, signed_out, wants_html};
 use crate::audit::Event;
 use crate::body::{self, Body};
 use crate::cookies::CookieScan;
@@ -126,7 +126,16 @@ pub async fn end_one(
             &serde_json::json!({"error": "no_such_session"}),
         );
     };
-    if let Err(e) = end_session(rt, &id.sub, &target.sid, "session_revoked", ctx.client_ip).await {
+    if let Err(e) = crate::pipeline::session::end_session(
+        rt,
+        &id.sub,
+        &target.sid,
+        "session_revoked",
+        ctx.client_ip,
+        None,
+    )
+    .await
+    {
         tracing::warn!(error = %e, "sessions: store unavailable");
         return crate::pipeline::session::unavailable(form);
     }

@@ -85,6 +85,10 @@ thread_local! {
     static UAH_MEMO: RefCell<HashMap<String, (u64, String)>> = Default::default();
 }
 
+/// Longer user agents are hashed every time rather than remembered, so a client cannot fill
+/// the memo with huge strings.
+const MEMO_MAX_UA: usize = 512;
+
 /// Whether the fingerprint of `key` (memoised; a hit allocates nothing) equals `bound`.
 fn memo_eq<K, Q>(
     memo: &'static LocalKey<RefCell<HashMap<K, (u64, String)>>>,
@@ -166,7 +170,11 @@ pub fn evaluate(
     }
     if let Some(b) = &bound.uah {
         if fp.cfg.user_agent_change != AnomalyAction::Ignore
-            && !memo_eq(&UAH_MEMO, rt.id, ua, b, || fp.uah(ua))
+            && !(if ua.len() <= MEMO_MAX_UA {
+                memo_eq(&UAH_MEMO, rt.id, ua, b, || fp.uah(ua))
+            } else {
+                fp.uah(ua) == *b
+            })
         {
             signal("user_agent", fp.cfg.user_agent_change);
         }

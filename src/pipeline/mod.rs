@@ -233,12 +233,14 @@ pub async fn decide<B>(rt: &Runtime, conn: &ConnCtx, req: &mut Request<B>) -> De
     {
         // Browsers cannot add headers to a WebSocket handshake: upgrades are judged by origin.
         let token_check = match (&identity, rt.cfg.csrf.mode) {
-            (Some(id), crate::config::CsrfMode::Token) if !ctx.websocket => csrf::check_token(
-                &rt.csrf_key,
-                &id.sid,
-                req.headers(),
-                cookies.gateway.csrf.as_deref(),
-            ),
+            (Some(id), crate::config::CsrfMode::Token) if !ctx.websocket && bearer.is_none() => {
+                csrf::check_token(
+                    &rt.csrf_key,
+                    &id.sid,
+                    req.headers(),
+                    cookies.gateway.csrf.as_deref(),
+                )
+            }
             _ => Ok(()),
         };
         // A bearer token is no ambient credential: only cookie sessions must prove their origin.
@@ -268,7 +270,7 @@ pub async fn decide<B>(rt: &Runtime, conn: &ConnCtx, req: &mut Request<B>) -> De
         if up.logout_paths.contains(&ctx.path) {
             if let Some(id) = &identity {
                 if let Err(e) =
-                    crate::auth::end_session(rt, &id.sub, &id.sid, "logout", ctx.client_ip).await
+                    session::end_session(rt, &id.sub, &id.sid, "logout", ctx.client_ip, None).await
                 {
                     tracing::warn!(error = %e, "logout path: session store unavailable");
                     return Respond(session::unavailable(ctx.navigation));

@@ -132,24 +132,44 @@ pub fn verify_access(rt: &Runtime, token: &str) -> Option<Arc<Identity>> {
     Some(id)
 }
 
-/// End a session because of what a request showed (anomaly under `revoke`). Returns false when
-/// the store could not be reached (the session is still revoked locally).
-pub async fn revoke_session(rt: &Runtime, user: &str, sid: &str, why: &str) -> bool {
+/// End one session: at once in this instance (its access tokens are refused from the next
+/// request on, even if the store cannot be reached), then in the store, with an audit event.
+/// `Err` when the store could not be reached: the caller answers `503`.
+pub async fn end_session(
+    rt: &Runtime,
+    user: &str,
+    sid: &str,
+    event: &'static str,
+    ip: IpAddr,
+    reason: Option<&str>,
+) -> Result<(), crate::store::StoreError> {
     rt.revoked.insert(sid, now_unix() + rt.revocation_ttl());
-    let ok = match rt.store.revoke(user, sid, rt.revocation_ttl()).await {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not revoke a session in the store");
-            false
-        }
-    };
-    rt.audit.emit(
-        Event::new("session_revoked")
-            .user(user)
-            .session(&rt.keys.session_handle(sid))
-            .reason(why),
-    );
-    ok
+    if let Some(s) = &rt.signer {
+        s.forget(sid);
+    }
+    let mut e = Event::new(event)
+        .user(user)
+        .session(&rt.keys.session_handle(sid))
+        .ip(&ip.to_string());
+    if let Some(r) = reason {
+        e = e.reason(r);
+    }
+    rt.audit.emit(e);
+    rt.store
+        .revoke(user, sid, rt.revocation_ttl())
+        .await
+        .map(|_| ())
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "could not end a session in the store");
+        })
+}
+
+/// End a session because of what a request showed (anomaly under `revoke`). Returns false when
+/// the store could not be reached (the session is still revoked here).
+pub async fn revoke_session(rt: &Runtime, user: &str, sid: &str, ip: IpAddr) -> bool {
+    end_session(rt, user, sid, "session_revoked", ip, Some("anomaly"))
+        .await
+        .is_ok()
 }
 
 /// The session stage. `allow_refresh` is false on public routes (identity is passed on when a
@@ -178,7 +198,7 @@ pub async fn check(
                     };
                 }
                 Verdict::Revoke => {
-                    revoke_session(rt, &id.sub, &id.sid, "anomaly").await;
+                    revoke_session(rt, &id.sub, &id.sid, ip).await;
                     return SessionOutcome::Anonymous {
                         presented: true,
                         clear: true,
@@ -292,7 +312,7 @@ pub async fn refresh_session(rt: &Runtime, token: &str, ip: IpAddr, ua: &str) ->
         Verdict::Pass => {}
         Verdict::Reauth => return RefreshResult::Refused,
         Verdict::Revoke => {
-            return if revoke_session(rt, &claims.sub, &claims.sid, "anomaly").await {
+            return if revoke_session(rt, &claims.sub, &claims.sid, ip).await {
                 RefreshResult::Refused
             } else {
                 RefreshResult::Unavailable
@@ -380,9 +400,26 @@ impl RefreshFlights {
         Fut: Future<Output = FlightResult>,
     {
         let cell = self.map.entry(key.clone()).or_default().clone();
-        let out = cell.get_or_init(f).await.clone();
-        self.map.remove_if(&key, |_, v| Arc::ptr_eq(v, &cell));
-        out
+        // Removed on the way out even if every caller is cancelled mid-flight.
+        let _done = FlightDone {
+            map: &self.map,
+            key: &key,
+            cell: &cell,
+        };
+        cell.get_or_init(f).await.clone()
+    }
+}
+
+struct FlightDone<'a> {
+    map: &'a DashMap<(String, String), Arc<OnceCell<FlightResult>>>,
+    key: &'a (String, String),
+    cell: &'a Arc<OnceCell<FlightResult>>,
+}
+
+impl Drop for FlightDone<'_> {
+    fn drop(&mut self) {
+        self.map
+            .remove_if(self.key, |_, v| Arc::ptr_eq(v, self.cell));
     }
 }
 

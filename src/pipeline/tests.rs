@@ -155,6 +155,11 @@ async fn traversal_out_of_public_prefix_needs_a_session() {
         status(&rt, req("/public/..%2Fprivate", &[])).await,
         StatusCode::BAD_REQUEST
     );
+    // `..;` is `..` to Java servers that strip path parameters: refused, never forwarded.
+    assert_eq!(
+        status(&rt, req("/public/..;/private", &[])).await,
+        StatusCode::BAD_REQUEST
+    );
     let cookie = access_cookie(&rt, "sid-2");
     let mut r = req("/public/../private//x", &[("cookie", &cookie)]);
     assert_eq!(forwarded(&rt, &mut r).await.path, "/private/x");

@@ -551,7 +551,11 @@ impl SessionStore for RedisStore {
         let n: i64 = self.timed(&f, inv.invoke_async(&mut c)).await?;
         drop(c);
         if n == 1 {
-            self.remember_revocations(&[sid.to_string()], until).await?;
+            // The session is gone and the revocation published; the list only helps instances
+            // that join later, so its failure must not turn a done logout into an error.
+            if let Err(e) = self.remember_revocations(&[sid.to_string()], until).await {
+                tracing::warn!(error = %e, "could not record a revocation for resynchronisation");
+            }
         }
         Ok(n == 1)
     }
@@ -566,7 +570,9 @@ impl SessionStore for RedisStore {
         let f = c.flag();
         let sids: Vec<String> = self.timed(&f, inv.invoke_async(&mut c)).await?;
         drop(c);
-        self.remember_revocations(&sids, until).await?;
+        if let Err(e) = self.remember_revocations(&sids, until).await {
+            tracing::warn!(error = %e, "could not record revocations for resynchronisation");
+        }
         Ok(sids)
     }
 
