@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Request};
 use sessiongate::config::{self, LoadOptions};
-use sessiongate::pipeline::{self, Decision, route};
+use sessiongate::pipeline::{self, Decision};
 use sessiongate::runtime::{ConnCtx, Runtime};
+use sessiongate::web::path as route;
 
 const A: &str = "Q3ZqkJ8v0mX2rB7tL9wE4yN6uH1sD5cF0aG8pK3iM2o";
 const R: &str = "Zx9Lm2Nq4Rs6Tu8Vw0Yb1Cd3Ef5Gh7Jk9Pq2Sx4Vz6B";

@@ -60,7 +60,7 @@ fn main() {
                 prev_jti: Some(sessiongate::util::random_token(16)),
                 rotated_at: now,
                 ip: format!("203.0.113.{}", i % 250),
-                device: sessiongate::auth::device::label(&ua),
+                device: sessiongate::store::device::label(&ua),
                 user_agent: ua,
             };
             store.create(rec).await.expect("memory store never fails");

@@ -802,8 +802,8 @@ fn validate_assertion(
 
 fn normal_path_key(errs: &mut Vec<ConfigError>, key: &str, p: &str) -> bool {
     let ok = p.starts_with('/')
-        && crate::pipeline::route::normalise(p).is_ok_and(|n| n == p)
-        && !crate::pipeline::route::is_gateway_path(p);
+        && crate::web::path::normalise(p).is_ok_and(|n| n == p)
+        && !crate::web::path::is_gateway_path(p);
     if !ok {
         errs.push(ConfigError::new(
             key,

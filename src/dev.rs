@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
-use crate::auth::pages::escape;
+use crate::pages::escape;
 
 /// Write a self-signed certificate for `localhost`, `127.0.0.1` and `::1`.
 pub fn write_dev_cert(cert: &Path, key: &Path) -> Result<(), String> {

@@ -18,8 +18,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
-use crate::pipeline::{RequestCtx, route, strip};
+use crate::pipeline::RequestCtx;
 use crate::runtime::Runtime;
+use crate::web::headers::{self as strip, client_host};
+use crate::web::path as route;
 
 pub struct Upstream {
     pub cfg: UpstreamConfig,
@@ -79,52 +81,6 @@ impl Upstreams {
     }
 }
 
-/// Headers meaningful for one connection only (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
-
-/// Remove hop-by-hop headers, including those the `Connection` header names.
-pub fn remove_hop_by_hop(h: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in listed {
-        h.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        h.remove(*n);
-    }
-}
-
-/// Whether a request asks for a WebSocket upgrade (RFC 6455 §4.1).
-pub fn is_websocket<B>(req: &Request<B>) -> bool {
-    let h = req.headers();
-    let upgrade = h
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let conn = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    upgrade && conn && req.version() == Version::HTTP_11
-}
-
 fn failure(status: StatusCode) -> Response<Body> {
     match status {
         StatusCode::GATEWAY_TIMEOUT => body::text(
@@ -167,7 +123,7 @@ pub async fn forward(
         return failure(StatusCode::BAD_GATEWAY).into();
     };
     let websocket = ctx.websocket;
-    let client_host = crate::pipeline::framing::client_host(&req).map(str::to_owned);
+    let client_host = client_host(&req).map(str::to_owned);
     let encoded = route::encode(&ctx.path);
     let mut pq = String::with_capacity(
         up.cfg.base_path.len() + encoded.len() + ctx.query.as_ref().map_or(0, |q| q.len() + 1),
@@ -306,7 +262,7 @@ pub async fn forward(
             grant,
         };
     }
-    remove_hop_by_hop(resp.headers_mut());
+    strip::remove_hop_by_hop(resp.headers_mut());
     Forwarded {
         response: resp.map(Body::Incoming),
         grant,

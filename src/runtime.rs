@@ -14,9 +14,9 @@ use crate::config::Config;
 use crate::cookies::CookieNames;
 use crate::metrics::Metrics;
 use crate::pipeline::anomaly::Fingerprinter;
-use crate::pipeline::route::Router;
 use crate::pipeline::session::{Activity, RefreshFlights};
 use crate::proxy::Upstreams;
+use crate::routing::Router;
 use crate::store::{RevocationSet, SessionStore};
 use crate::tokens::KeyRing;
 
@@ -89,7 +89,7 @@ impl Runtime {
                 cfg.keys.access_secret.expose(),
                 b"sessiongate csrf",
             ),
-            identity_names: crate::pipeline::strip::IDENTITY_HEADERS
+            identity_names: crate::web::headers::IDENTITY_HEADERS
                 .iter()
                 .map(|n| HeaderName::from_static(n))
                 .collect(),

@@ -3,9 +3,7 @@
 //! Unsafe methods pass the CSRF origin check first (login CSRF is an attack too: it signs the
 //! victim into the attacker's account).
 
-pub mod device;
 pub mod grant;
-pub mod pages;
 pub mod return_to;
 pub mod sessions;
 pub mod throttle;
@@ -26,11 +24,14 @@ use crate::body::{self, Body};
 use crate::config::LoginMode;
 use crate::cookies::CookieScan;
 use crate::metrics::Metrics;
+use crate::pages;
 use crate::pipeline::session::{self, Identity, Issued, RefreshResult, SessionOutcome};
 use crate::pipeline::{RequestCtx, append_cookies, csrf};
 use crate::runtime::Runtime;
+use crate::store::device;
 use crate::store::{SessionRecord, StoreError};
 use crate::util::{now_unix, random_token};
+use crate::web::headers::{self, user_agent, wants_html};
 
 const MAX_BODY: usize = 16 * 1024;
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,7 +46,7 @@ pub async fn handle(
     if csrf::is_unsafe(req.method(), req.headers(), ctx.query.as_deref()) {
         // Cookie sessions must prove their origin; a login form or bearer client has nothing to
         // forge with, and must still not come from another origin when a browser says so.
-        let cookie_auth = session::bearer_token(req.headers()).is_none()
+        let cookie_auth = headers::bearer_token(req.headers()).is_none()
             && (cookies.gateway.access.is_some() || cookies.gateway.refresh.is_some());
         if let Err(why) = csrf::check(
             &rt.cfg.csrf,
@@ -105,36 +106,12 @@ fn method_not_allowed() -> Response<Body> {
     )
 }
 
-fn content_type_is(h: &HeaderMap, want: &str) -> bool {
-    h.get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| {
-            c.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case(want)
-        })
-}
-
 fn is_json(h: &HeaderMap) -> bool {
-    content_type_is(h, "application/json")
+    headers::content_type_is(h, "application/json")
 }
 
 fn is_form(h: &HeaderMap) -> bool {
-    content_type_is(h, "application/x-www-form-urlencoded")
-}
-
-pub(crate) fn wants_html(h: &HeaderMap) -> bool {
-    h.get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"))
-}
-
-pub(crate) fn user_agent(h: &HeaderMap) -> &str {
-    h.get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
+    headers::content_type_is(h, "application/x-www-form-urlencoded")
 }
 
 /// Read a small request body, bounded in size and time.
@@ -412,7 +389,7 @@ pub(crate) async fn session_of(
     cookies: &CookieScan,
     ip: IpAddr,
 ) -> Option<(String, String)> {
-    let found = session::bearer_token(h)
+    let found = headers::bearer_token(h)
         .or(cookies.gateway.access.as_deref())
         .and_then(|t| rt.keys.verify_access(t).ok())
         .map(|c| {
@@ -500,7 +477,7 @@ pub(crate) async fn require_session(
     ctx: &RequestCtx,
     cookies: &CookieScan,
 ) -> Result<(Arc<Identity>, Vec<HeaderValue>), Response<Body>> {
-    let bearer = session::bearer_token(req.headers());
+    let bearer = headers::bearer_token(req.headers());
     match session::check(
         rt,
         bearer,
@@ -514,7 +491,7 @@ pub(crate) async fn require_session(
         SessionOutcome::Valid(id) => Ok((id, Vec::new())),
         SessionOutcome::Refreshed(id, c) => Ok((id, c)),
         SessionOutcome::Anonymous { presented, clear } => {
-            let here = crate::pipeline::url_tokens::with_query(&ctx.path, ctx.query.as_deref());
+            let here = crate::web::query::with_query(&ctx.path, ctx.query.as_deref());
             Err(session::unauthenticated(
                 rt,
                 ctx.navigation,

@@ -5,7 +5,7 @@
 //! same-origin path is accepted, normalised like any request path, never back into
 //! `/.auth/`, with credential parameters removed; anything else becomes `/`.
 
-use crate::pipeline::{route, url_tokens};
+use crate::web::{path as route, query as url_tokens};
 
 const MAX_LEN: usize = 2048;
 

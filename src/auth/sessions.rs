@@ -7,15 +7,17 @@ use std::time::{Duration, UNIX_EPOCH};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{pages, require_session, session_of, signed_out, wants_html};
+use super::{require_session, session_of, signed_out};
 use crate::audit::Event;
 use crate::body::{self, Body};
 use crate::cookies::CookieScan;
+use crate::pages;
 use crate::pipeline::session::Identity;
 use crate::pipeline::{RequestCtx, append_cookies};
 use crate::runtime::Runtime;
 use crate::store::SessionRecord;
 use crate::util::now_unix;
+use crate::web::headers::wants_html;
 
 fn when(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()

@@ -9,7 +9,7 @@
 
 use http::{HeaderMap, Request, Version, header};
 
-use super::strip::{FORWARDED_HEADERS, identity_header_names};
+use crate::web::headers::FORWARDED_HEADERS;
 
 /// Why a request is ambiguous, if it is.
 pub fn check<B>(req: &Request<B>, identity: &[http::HeaderName]) -> Result<(), &'static str> {
@@ -47,7 +47,7 @@ pub fn check<B>(req: &Request<B>, identity: &[http::HeaderName]) -> Result<(), &
         let n = name.as_str();
         if n.contains('_') {
             let dashed = n.replace('_', "-");
-            if identity_header_names(identity).any(|i| i == dashed)
+            if identity.iter().any(|i| i.as_str() == dashed)
                 || FORWARDED_HEADERS.contains(&dashed.as_str())
             {
                 return Err("header name imitates an identity or forwarding header");
@@ -61,18 +61,10 @@ fn count(h: &HeaderMap, name: &header::HeaderName) -> usize {
     h.get_all(name).iter().count()
 }
 
-/// The host the client asked for: `Host`, else the HTTP/2 `:authority`.
-pub fn client_host<B>(req: &Request<B>) -> Option<&str> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::strip::IDENTITY_HEADERS;
+    use crate::web::headers::IDENTITY_HEADERS;
 
     fn req(headers: &[(&str, &str)]) -> Request<()> {
         let mut b = Request::builder().uri("/x");

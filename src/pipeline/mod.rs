@@ -9,10 +9,8 @@ pub mod anomaly;
 pub mod csrf;
 pub mod framing;
 pub mod inject;
-pub mod route;
 pub mod session;
 pub mod strip;
-pub mod url_tokens;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,7 +21,11 @@ use hyper::body::Incoming;
 use crate::body::{self, Body};
 use crate::config::UrlTokenAction;
 use crate::cookies::CookieScan;
+use crate::routing as route_table;
 use crate::runtime::{ConnCtx, Runtime};
+use crate::web::headers;
+use crate::web::path as route;
+use crate::web::query as url_tokens;
 use session::SessionOutcome;
 
 /// Per-request facts computed once by the early stages.
@@ -82,7 +84,7 @@ pub async fn handle(
             identity,
         } => {
             rt.metrics.req_forwarded.inc();
-            let ua = crate::auth::user_agent(req.headers()).to_string();
+            let ua = headers::user_agent(req.headers()).to_string();
             let fwd = crate::proxy::forward(
                 &rt,
                 upstream,
@@ -164,8 +166,8 @@ pub async fn decide<B>(rt: &Runtime, conn: &ConnCtx, req: &mut Request<B>) -> De
     let ctx = RequestCtx {
         client_ip: client_ip(rt, conn, req.headers()),
         peer_ip: conn.peer.ip(),
-        navigation: session::is_navigation(req.method(), req.headers()),
-        websocket: crate::proxy::is_websocket(req),
+        navigation: headers::is_navigation(req.method(), req.headers()),
+        websocket: headers::is_websocket(req),
         path,
         query,
     };
@@ -173,7 +175,7 @@ pub async fn decide<B>(rt: &Runtime, conn: &ConnCtx, req: &mut Request<B>) -> De
     if route::is_gateway_path(&ctx.path) {
         return Decision::Gateway(ctx, cookies);
     }
-    let mut route = rt.router.route(&ctx.path);
+    let mut route: route_table::Route = rt.router.route(&ctx.path);
     if let Some(up) = &rt.cfg.login.upstream {
         // The app's own login page and form must be reachable without a session.
         if ctx.path == up.path || ctx.path == up.page_path {
@@ -181,7 +183,7 @@ pub async fn decide<B>(rt: &Runtime, conn: &ConnCtx, req: &mut Request<B>) -> De
         }
     }
     // Read the bearer token before `strip` removes it from what goes upstream.
-    let bearer = session::bearer_token(req.headers()).map(str::to_owned);
+    let bearer = headers::bearer_token(req.headers()).map(str::to_owned);
     // Strip spoofed identity, hop-by-hop headers and gateway credentials on every route, before
     // anything is added (so `Connection: x-auth-user` cannot remove what inject sets).
     strip::apply(

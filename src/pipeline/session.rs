@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 use tokio::sync::{OnceCell, mpsc};
 
 use super::anomaly::{self, Verdict};
@@ -56,16 +56,6 @@ pub enum SessionOutcome {
     Anonymous { presented: bool, clear: bool },
     /// A refresh was needed but the store is unreachable: the client keeps its cookies.
     Unavailable,
-}
-
-/// The `Bearer` token of an `Authorization` header, if that is what it carries.
-pub fn bearer_token(h: &HeaderMap) -> Option<&str> {
-    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 /// Verified access tokens, per serving thread: a browser sends the same cookie with every
@@ -484,21 +474,6 @@ impl Activity {
     }
 }
 
-/// Whether a request is a top-level browser navigation (gets a login redirect, not a 401).
-pub fn is_navigation(method: &Method, h: &HeaderMap) -> bool {
-    if method != Method::GET {
-        return false;
-    }
-    let accepts_html = h
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"));
-    let mode = h.get("sec-fetch-mode").and_then(|v| v.to_str().ok());
-    accepts_html
-        && !matches!(mode, Some("cors") | Some("no-cors") | Some("websocket"))
-        && !h.contains_key(header::UPGRADE)
-}
-
 /// The answer to a request that needs a session and has none.
 pub fn unauthenticated(
     rt: &Runtime,
@@ -539,7 +514,7 @@ pub fn unavailable(navigation: bool) -> Response<Body> {
     let mut r = if navigation {
         body::html(
             StatusCode::SERVICE_UNAVAILABLE,
-            crate::auth::pages::message_page(
+            crate::pages::message_page(
                 "Temporarily unavailable",
                 "Sign-in is briefly unavailable. You are still signed in; please try again in a few seconds.",
             ),
@@ -558,39 +533,6 @@ pub fn unavailable(navigation: bool) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn navigation_detection() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("text/html,application/xhtml+xml"),
-        );
-        assert!(is_navigation(&Method::GET, &h));
-        assert!(!is_navigation(&Method::POST, &h));
-        h.insert("sec-fetch-mode", HeaderValue::from_static("cors"));
-        assert!(!is_navigation(&Method::GET, &h));
-        assert!(!is_navigation(&Method::GET, &HeaderMap::new()));
-    }
-
-    #[test]
-    fn bearer_parsing() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer abc"),
-        );
-        assert_eq!(bearer_token(&h), Some("abc"));
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("bearer   abc "),
-        );
-        assert_eq!(bearer_token(&h), Some("abc"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        assert_eq!(bearer_token(&h), None);
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
-        assert_eq!(bearer_token(&h), None);
-    }
 
     #[tokio::test]
     async fn single_flight_runs_once_for_concurrent_callers() {

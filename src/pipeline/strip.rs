@@ -9,40 +9,7 @@
 use http::{HeaderName, Request, header};
 
 use crate::cookies::CookieScan;
-
-/// The identity headers the gateway sets (default names).
-pub const IDENTITY_HEADERS: &[&str] = &[
-    "x-auth-user",
-    "x-auth-roles",
-    "x-auth-session",
-    "x-auth-assertion",
-];
-
-/// Headers that describe the client's connection; set by the gateway, or passed on only from
-/// trusted proxies.
-pub const FORWARDED_HEADERS: &[&str] = &[
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "forwarded",
-    "x-real-ip",
-    "x-client-ip",
-    "true-client-ip",
-    "x-original-url",
-    "x-rewrite-url",
-];
-
-pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
-
-/// Header carrying an upstream login grant; never accepted from a client.
-pub const GRANT_HEADER: &str = "x-sessiongate-grant";
-
-pub fn identity_header_names(names: &[HeaderName]) -> impl Iterator<Item = &str> {
-    names.iter().map(HeaderName::as_str)
-}
+use crate::web::headers::{FORWARDED_HEADERS, GRANT_HEADER, X_FORWARDED_FOR, remove_hop_by_hop};
 
 /// Remove spoofable headers and gateway credentials from a request going upstream.
 pub fn apply<B>(
@@ -53,7 +20,7 @@ pub fn apply<B>(
     bearer_consumed: bool,
 ) {
     let h = req.headers_mut();
-    crate::proxy::remove_hop_by_hop(h);
+    remove_hop_by_hop(h);
     for name in identity {
         h.remove(name);
     }

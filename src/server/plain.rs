@@ -21,8 +21,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::{self, Body};
-use crate::pipeline::url_tokens;
 use crate::runtime::Runtime;
+use crate::web::query as url_tokens;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -146,7 +146,7 @@ async fn admin_api(rt: &Runtime, req: &Request<Incoming>, rest: &str) -> Respons
             &serde_json::json!({"error": "not_found", "reason": "the admin API is off (admin.token_env)"}),
         );
     };
-    let presented = crate::pipeline::session::bearer_token(req.headers()).unwrap_or("");
+    let presented = crate::web::headers::bearer_token(req.headers()).unwrap_or("");
     if !crate::util::ct_eq(presented.as_bytes(), token.expose()) {
         let mut r = body::json(
             StatusCode::UNAUTHORIZED,

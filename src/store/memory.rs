@@ -50,7 +50,7 @@ impl Stored {
                 Err(raw) => raw.to_string(),
             },
             user_agent: self.user_agent.to_string(),
-            device: crate::auth::device::label(&self.user_agent),
+            device: super::device::label(&self.user_agent),
         }
     }
 }

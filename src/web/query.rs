@@ -1,3 +1,6 @@
+//! Query strings: finding and removing credential parameters (the policy is the url-tokens
+//! stage's; the plain-HTTP redirect and `return_to` use the same scan).
+//!
 //! Credentials in URLs.
 //!
 //! Threat: tokens in query strings end up in browser history, `Referer` headers, proxy and

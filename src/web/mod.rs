@@ -1,0 +1,7 @@
+//! HTTP helpers shared by the pipeline, the gateway's endpoints, the proxy and the listeners:
+//! one reading of a path, of a query, of the headers that matter. Pure functions over
+//! `http` types; nothing here knows about sessions.
+
+pub mod headers;
+pub mod path;
+pub mod query;
