@@ -10,54 +10,44 @@ use std::net::SocketAddr;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Request};
-use sessiongate::config::{self, LoadOptions};
 use sessiongate::pipeline::{self, Decision};
 use sessiongate::runtime::{ConnCtx, Runtime};
 use sessiongate::web::path as route;
 
-const A: &str = "Q3ZqkJ8v0mX2rB7tL9wE4yN6uH1sD5cF0aG8pK3iM2o";
-const R: &str = "Zx9Lm2Nq4Rs6Tu8Vw0Yb1Cd3Ef5Gh7Jk9Pq2Sx4Vz6B";
-
 fn runtime() -> Runtime {
-    let raw = config::parse(
+    sessiongate::runtime::testing::runtime(
         "[[upstream]]\nname = \"app\"\nurl = \"http://127.0.0.1:9\"\n[[route]]\npath_prefix = \"/static/\"\npublic = true\n",
+        sessiongate::sessions::Clock::system(),
     )
-    .expect("bench config parses");
-    let env = |n: &str| match n {
-        "SESSIONGATE_ACCESS_SECRET" => Some(A.to_string()),
-        "SESSIONGATE_REFRESH_SECRET" => Some(R.to_string()),
-        _ => None,
-    };
-    let cfg = config::validate(
-        raw,
-        LoadOptions {
-            dev: true,
-            create_missing: false,
-        },
-        &env,
-    )
-    .expect("bench config is valid");
-    Runtime::in_memory(cfg)
 }
 
 fn benches(c: &mut Criterion) {
     let rt = runtime();
     let now = sessiongate::util::now_unix();
-    let token = rt.keys.mint_access(
-        "alice",
-        "sid-bench-0123456789",
-        &["admin".into(), "dev".into()],
-        now,
-        now + 3600,
-        &Default::default(),
-    );
+    let token = rt
+        .sessions
+        .keys()
+        .mint_access(
+            "alice",
+            "sid-bench-0123456789",
+            &["admin".into(), "dev".into()],
+            now,
+            now + 3600,
+            &Default::default(),
+        )
+        .expect("bench token");
     let cookie_header = format!(
         "theme=dark; {}={token}; _ga=GA1.2.3456; lang=en",
-        rt.cookies.access
+        rt.sessions.cookies().access
     );
 
     c.bench_function("token_verify_hs256", |b| {
-        b.iter(|| rt.keys.verify_access(std::hint::black_box(&token)).is_ok())
+        b.iter(|| {
+            rt.sessions
+                .keys()
+                .verify_access(std::hint::black_box(&token), now)
+                .is_ok()
+        })
     });
 
     let mut headers = HeaderMap::new();
@@ -66,7 +56,10 @@ fn benches(c: &mut Criterion) {
         HeaderValue::from_str(&cookie_header).expect("valid header"),
     );
     c.bench_function("cookie_scan", |b| {
-        b.iter(|| sessiongate::cookies::scan(std::hint::black_box(&headers), &rt.cookies).is_ok())
+        b.iter(|| {
+            sessiongate::cookies::scan(std::hint::black_box(&headers), rt.sessions.cookies())
+                .is_ok()
+        })
     });
 
     c.bench_function("path_normalise_clean", |b| {
@@ -100,7 +93,7 @@ fn benches(c: &mut Criterion) {
                 .body(())
                 .expect("request");
             let d = tokio_rt.block_on(pipeline::decide(&rt, &conn, &mut req));
-            assert!(matches!(d, Decision::Forward { .. }));
+            assert!(matches!(d, Decision::Forward(_)));
             req
         })
     });

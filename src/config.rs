@@ -1418,7 +1418,7 @@ pub fn validate(
         LoginMode::UsersFile => {
             let p = &raw.login.users_file;
             if p.exists() {
-                if let Err(e) = crate::auth::users::Users::load(p) {
+                if let Err(e) = crate::login::users::Users::load(p) {
                     errs.push(ConfigError::new("login.users_file", e));
                 }
                 Some(p.clone())

@@ -89,7 +89,7 @@ pub enum CookieError {
 }
 
 /// What scanning a request's `Cookie` headers found.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct CookieScan {
     pub gateway: GatewayCookies,
     /// `Some(new)` when the `Cookie` header to forward differs from what came in

@@ -1,6 +1,7 @@
 //! sessiongate: a TLS-terminating reverse proxy that owns the sessions of the web apps behind
 //! it. See `DESIGN.md`-level overview in the README; each module documents its stage.
 
+pub mod admin;
 pub mod assertion;
 pub mod audit;
 pub mod auth;
@@ -8,13 +9,18 @@ pub mod body;
 pub mod config;
 pub mod cookies;
 pub mod dev;
+pub mod framing_guard;
+pub mod login;
 pub mod metrics;
 pub mod pages;
 pub mod pipeline;
 pub mod proxy;
+pub mod refusal;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod service;
+pub mod sessions;
 pub mod store;
 pub mod tokens;
 pub mod util;

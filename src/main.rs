@@ -98,7 +98,7 @@ fn main() -> ExitCode {
                 eprintln!("empty password on standard input");
                 return ExitCode::FAILURE;
             }
-            match sessiongate::auth::users::hash_password(pw) {
+            match sessiongate::login::users::hash_password(pw) {
                 Ok(h) => {
                     println!("{h}");
                     ExitCode::SUCCESS
@@ -187,14 +187,14 @@ fn run(args: RunArgs) -> ExitCode {
         }
     }
     let mut users = match &cfg.login.users_file {
-        Some(p) => match sessiongate::auth::users::Users::load(p) {
+        Some(p) => match sessiongate::login::users::Users::load(p) {
             Ok(u) => u,
             Err(e) => {
                 eprintln!("config error: login.users_file: {e}");
                 return ExitCode::from(2);
             }
         },
-        None => sessiongate::auth::users::Users::empty(),
+        None => sessiongate::login::users::Users::empty(),
     };
     if args.dev {
         let password = sessiongate::util::random_token(12);

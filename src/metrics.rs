@@ -37,6 +37,8 @@ pub struct Metrics {
     pub req_refused: Counter,
     pub req_unauthenticated: Counter,
     pub req_gateway: Counter,
+    pub req_unavailable: Counter,
+    pub req_upstream_error: Counter,
 }
 
 fn latency() -> Histogram {
@@ -123,7 +125,10 @@ impl Metrics {
             o("unauthenticated"),
             o("gateway"),
         );
+        let (req_unavailable, req_upstream_error) = (o("unavailable"), o("upstream_error"));
         Self {
+            req_unavailable,
+            req_upstream_error,
             req_forwarded,
             req_refused,
             req_unauthenticated,

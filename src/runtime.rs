@@ -1,90 +1,58 @@
-//! What every request needs, built once: configuration, keys, routes, store, clients.
-//! Immutable after start; a request holds an `Arc` to it.
+//! What every request needs, built once: configuration, the session domain, routes, users,
+//! upstream clients, metrics. Immutable after start; a request holds an `Arc` to it. Built from
+//! a validated `Config` by [`Runtime::build`] — the shape a reload needs (build, validate,
+//! swap).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 
-use crate::assertion::Signer;
 use crate::audit::Audit;
-use crate::auth::throttle::Throttle;
-use crate::auth::users::Users;
 use crate::config::Config;
-use crate::cookies::CookieNames;
+use crate::login::throttle::Throttle;
+use crate::login::users::Users;
 use crate::metrics::Metrics;
-use crate::pipeline::anomaly::Fingerprinter;
-use crate::pipeline::session::{Activity, RefreshFlights};
 use crate::proxy::Upstreams;
 use crate::routing::Router;
-use crate::store::{RevocationSet, SessionStore};
-use crate::tokens::KeyRing;
+use crate::sessions::{self, Clock, Sessions};
+use crate::store::SessionStore;
 
 pub struct Runtime {
-    /// Distinguishes runtimes in per-thread caches (tests run several in one process).
-    pub id: u64,
     pub cfg: Config,
-    pub keys: KeyRing,
-    pub cookies: CookieNames,
+    pub sessions: Sessions,
     pub router: Router,
-    pub store: Arc<dyn SessionStore>,
-    pub revoked: RevocationSet,
     pub users: Users,
     pub upstreams: Upstreams,
     pub audit: Audit,
-    pub flights: RefreshFlights,
-    pub activity: Activity,
+    pub metrics: Arc<Metrics>,
+    pub throttle: Throttle,
     pub hsts: HeaderValue,
     /// The identity header names, in the order user, roles, session, assertion.
     pub identity_names: Vec<HeaderName>,
-    pub fingerprints: Fingerprinter,
-    pub metrics: Metrics,
-    pub throttle: Throttle,
-    /// Signs `X-Auth-Assertion` when `keys.assertion_key_file` is set.
-    pub signer: Option<Signer>,
     /// Binds CSRF tokens to sessions (`csrf.mode = "token"`).
     pub csrf_key: [u8; 32],
 }
 
 impl Runtime {
-    pub fn new(cfg: Config, store: Arc<dyn SessionStore>, users: Users, audit: Audit) -> Self {
-        let keys = KeyRing::from_config(&cfg);
-        let cookies = CookieNames::new(&cfg.session).with_drop(
-            cfg.login
-                .upstream
-                .as_ref()
-                .map(|u| u.drop_cookies.clone())
-                .unwrap_or_default(),
-        );
-        let router = Router::new(&cfg.routes);
-        let upstreams = Upstreams::new(&cfg.upstreams, cfg.server.workers);
-        let activity = Activity::new(&cfg.session);
-        Self {
-            id: rand::random(),
-            keys,
-            cookies,
-            router,
-            store,
-            revoked: RevocationSet::new(),
+    pub fn build(
+        cfg: Config,
+        store: Arc<dyn SessionStore>,
+        users: Users,
+        audit: Audit,
+        clock: Clock,
+    ) -> Result<Self, sessions::BuildError> {
+        let metrics = Arc::new(Metrics::new());
+        let sessions = Sessions::new(&cfg, store, audit.clone(), metrics.clone(), clock)?;
+        Ok(Self {
+            sessions,
+            router: Router::new(&cfg.routes),
             users,
-            upstreams,
+            upstreams: Upstreams::new(&cfg.upstreams, cfg.server.workers),
             audit,
-            flights: RefreshFlights::default(),
-            activity,
-            hsts: HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-            fingerprints: Fingerprinter::new(cfg.keys.access_secret.expose(), &cfg.anomaly),
-            metrics: Metrics::new(),
+            metrics,
             throttle: Throttle::new(&cfg.login),
-            signer: cfg.keys.assertion.as_ref().and_then(|a| {
-                match Signer::new(a, &cfg.server.public_origin.origin) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        // Validated at load; a failure here is a bug, and assertions are optional.
-                        tracing::error!(error = %e, "identity assertions disabled");
-                        None
-                    }
-                }
-            }),
+            hsts: HeaderValue::from_static("max-age=31536000; includeSubDomains"),
             csrf_key: crate::util::hmac_sha256(
                 cfg.keys.access_secret.expose(),
                 b"sessiongate csrf",
@@ -94,21 +62,7 @@ impl Runtime {
                 .map(|n| HeaderName::from_static(n))
                 .collect(),
             cfg,
-        }
-    }
-
-    /// A runtime on the memory store with no users and audit discarded: for pipeline tests and
-    /// benchmarks that drive `pipeline::decide` without sockets.
-    pub fn in_memory(cfg: Config) -> Self {
-        let store: Arc<dyn SessionStore> = Arc::new(crate::store::memory::MemoryStore::new());
-        let rt = Self::new(cfg, store, Users::empty(), Audit::discard());
-        rt.revoked.set_synced(true);
-        rt
-    }
-
-    /// Seconds a revocation must be remembered: as long as an access token can live.
-    pub fn revocation_ttl(&self) -> u64 {
-        self.cfg.session.access_ttl.as_secs() + 1
+        })
     }
 
     /// Whether `ip` may tell us the client's address through `X-Forwarded-For`.
@@ -129,5 +83,38 @@ pub struct ConnCtx {
     /// when the peer is a trusted proxy (decided per request).
     pub peer_trusted: bool,
     /// HTTP/1 connections: what the framing guard saw in the byte stream.
-    pub framing: Option<Arc<crate::server::framing_guard::FramingLog>>,
+    pub framing: Option<Arc<crate::framing_guard::FramingLog>>,
+}
+
+/// One runtime for pipeline tests and benchmarks: the memory store, no users, audit discarded,
+/// fixed secrets, and the `gateway.toml` text given (an upstream is required).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    use super::*;
+    use crate::config::{self, LoadOptions};
+
+    pub const ACCESS_SECRET: &str = "Q3ZqkJ8v0mX2rB7tL9wE4yN6uH1sD5cF0aG8pK3iM2o";
+    pub const REFRESH_SECRET: &str = "Zx9Lm2Nq4Rs6Tu8Vw0Yb1Cd3Ef5Gh7Jk9Pq2Sx4Vz6B";
+
+    /// A runtime for `toml`, on `clock`. Panics on a bad config: it is a test's own text.
+    #[allow(clippy::panic)]
+    pub fn runtime(toml: &str, clock: Clock) -> Runtime {
+        let raw = config::parse(toml).unwrap_or_else(|e| panic!("{e}"));
+        let env = |n: &str| match n {
+            "SESSIONGATE_ACCESS_SECRET" => Some(ACCESS_SECRET.to_string()),
+            "SESSIONGATE_REFRESH_SECRET" => Some(REFRESH_SECRET.to_string()),
+            _ => None,
+        };
+        // dev: a test has no certificate or users file on disk.
+        let opts = LoadOptions {
+            dev: true,
+            create_missing: false,
+        };
+        let cfg = config::validate(raw, opts, &env).unwrap_or_else(|e| panic!("{e}"));
+        let store: Arc<dyn SessionStore> = Arc::new(crate::store::memory::MemoryStore::new());
+        let rt = Runtime::build(cfg, store, Users::empty(), Audit::discard(), clock)
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.sessions.revoked().set_synced(true);
+        rt
+    }
 }

@@ -72,7 +72,15 @@ pub enum TokenError {
     UnknownKey,
     #[error("token of the wrong type")]
     WrongType,
+    #[error("token not valid yet")]
+    NotYetValid,
 }
+
+/// A token could not be signed (never expected with the gateway's own keys and claims; an
+/// error rather than an empty token, so nothing sets a cookie nobody can use).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot sign a token: {0}")]
+pub struct MintError(#[from] jsonwebtoken::errors::Error);
 
 struct HmacKey {
     kid: String,
@@ -97,6 +105,7 @@ pub struct KeyRing {
     access: HmacKey,
     refresh: HmacKey,
     issuer: String,
+    /// Whether access tokens must carry `nbf`.
     access_validation: Validation,
     refresh_validation: Validation,
     /// Key for deriving session handles from session ids.
@@ -115,8 +124,9 @@ impl std::fmt::Debug for KeyRing {
 fn validation(issuer: &str, required: &[&str]) -> Validation {
     let mut v = Validation::new(jsonwebtoken::Algorithm::HS256);
     v.leeway = 0;
-    v.validate_exp = true;
-    v.validate_nbf = required.contains(&"nbf");
+    // Time is checked against the gateway's clock (see `verify`), not the crate's.
+    v.validate_exp = false;
+    v.validate_nbf = false;
     v.set_issuer(&[issuer]);
     v.set_audience(&[AUDIENCE]);
     v.set_required_spec_claims(required);
@@ -143,10 +153,6 @@ impl KeyRing {
         )
     }
 
-    pub fn issuer(&self) -> &str {
-        &self.issuer
-    }
-
     /// The non-secret handle of a session, shown to the app and on the sessions page.
     /// Derived, so it needs no store lookup; one-way, so it cannot be turned into the id.
     pub fn session_handle(&self, sid: &str) -> String {
@@ -161,7 +167,7 @@ impl KeyRing {
         now: u64,
         exp: u64,
         fp: &Fingerprint,
-    ) -> String {
+    ) -> Result<String, MintError> {
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             aud: AUDIENCE.into(),
@@ -187,7 +193,7 @@ impl KeyRing {
         now: u64,
         exp: u64,
         fp: &Fingerprint,
-    ) -> String {
+    ) -> Result<String, MintError> {
         let claims = RefreshClaims {
             iss: self.issuer.clone(),
             aud: AUDIENCE.into(),
@@ -203,28 +209,42 @@ impl KeyRing {
         self.sign(&self.refresh, &claims)
     }
 
-    fn sign<T: Serialize>(&self, key: &HmacKey, claims: &T) -> String {
+    fn sign<T: Serialize>(&self, key: &HmacKey, claims: &T) -> Result<String, MintError> {
         let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
         header.kid = Some(key.kid.clone());
-        // Serialising plain structs with an HMAC key cannot fail.
-        jsonwebtoken::encode(&header, claims, &key.encoding).unwrap_or_default()
+        Ok(jsonwebtoken::encode(&header, claims, &key.encoding)?)
     }
 
-    pub fn verify_access(&self, token: &str) -> Result<AccessClaims, TokenError> {
+    /// Verify an access token at `now` (Unix seconds).
+    pub fn verify_access(&self, token: &str, now: u64) -> Result<AccessClaims, TokenError> {
         let c: AccessClaims = verify(token, &self.access, &self.access_validation)?;
+        check_time(c.exp, Some(c.nbf), now)?;
         if c.typ != TYP_ACCESS {
             return Err(TokenError::WrongType);
         }
         Ok(c)
     }
 
-    pub fn verify_refresh(&self, token: &str) -> Result<RefreshClaims, TokenError> {
+    /// Verify a refresh token at `now` (Unix seconds).
+    pub fn verify_refresh(&self, token: &str, now: u64) -> Result<RefreshClaims, TokenError> {
         let c: RefreshClaims = verify(token, &self.refresh, &self.refresh_validation)?;
+        check_time(c.exp, None, now)?;
         if c.typ != TYP_REFRESH {
             return Err(TokenError::WrongType);
         }
         Ok(c)
     }
+}
+
+/// No leeway: the gateway mints its own tokens. Valid while `now <= exp`, from `nbf` on.
+fn check_time(exp: u64, nbf: Option<u64>, now: u64) -> Result<(), TokenError> {
+    if exp < now {
+        return Err(TokenError::Expired);
+    }
+    if nbf.is_some_and(|nbf| nbf > now) {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(())
 }
 
 fn verify<T: serde::de::DeserializeOwned>(
@@ -235,10 +255,8 @@ fn verify<T: serde::de::DeserializeOwned>(
     if token.len() > 4096 {
         return Err(TokenError::Invalid);
     }
-    let data = jsonwebtoken::decode::<T>(token, &key.decoding, v).map_err(|e| match e.kind() {
-        jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-        _ => TokenError::Invalid,
-    })?;
+    let data =
+        jsonwebtoken::decode::<T>(token, &key.decoding, v).map_err(|_| TokenError::Invalid)?;
     if data.header.kid.as_deref() != Some(key.kid.as_str()) {
         return Err(TokenError::UnknownKey);
     }
@@ -263,15 +281,17 @@ mod tests {
     #[test]
     fn access_token_round_trips_with_all_claims() {
         let k = ring();
-        let t = k.mint_access(
-            "alice",
-            "sid1",
-            &["admin".into()],
-            now(),
-            now() + 60,
-            &Fingerprint::default(),
-        );
-        let c = k.verify_access(&t).unwrap();
+        let t = k
+            .mint_access(
+                "alice",
+                "sid1",
+                &["admin".into()],
+                now(),
+                now() + 60,
+                &Fingerprint::default(),
+            )
+            .unwrap();
+        let c = k.verify_access(&t, now()).unwrap();
         assert_eq!(c.sub, "alice");
         assert_eq!(c.sid, "sid1");
         assert_eq!(c.roles, vec!["admin".to_string()]);
@@ -283,30 +303,34 @@ mod tests {
     #[test]
     fn expired_access_token_is_refused() {
         let k = ring();
-        let t = k.mint_access(
-            "alice",
-            "sid1",
-            &[],
-            now() - 100,
-            now() - 1,
-            &Fingerprint::default(),
-        );
-        assert_eq!(k.verify_access(&t), Err(TokenError::Expired));
+        let t = k
+            .mint_access(
+                "alice",
+                "sid1",
+                &[],
+                now() - 100,
+                now() - 1,
+                &Fingerprint::default(),
+            )
+            .unwrap();
+        assert_eq!(k.verify_access(&t, now()), Err(TokenError::Expired));
     }
 
     #[test]
     fn refresh_token_is_not_an_access_token() {
         let k = ring();
-        let t = k.mint_refresh(
-            "alice",
-            "sid1",
-            "j1",
-            now(),
-            now() + 60,
-            &Fingerprint::default(),
-        );
-        assert!(k.verify_access(&t).is_err());
-        assert_eq!(k.verify_refresh(&t).unwrap().jti, "j1");
+        let t = k
+            .mint_refresh(
+                "alice",
+                "sid1",
+                "j1",
+                now(),
+                now() + 60,
+                &Fingerprint::default(),
+            )
+            .unwrap();
+        assert!(k.verify_access(&t, now()).is_err());
+        assert_eq!(k.verify_refresh(&t, now()).unwrap().jti, "j1");
     }
 
     #[test]
@@ -329,52 +353,58 @@ mod tests {
             uah: None,
         };
         let t = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(A)).unwrap();
-        assert_eq!(k.verify_access(&t), Err(TokenError::WrongType));
+        assert_eq!(k.verify_access(&t, now()), Err(TokenError::WrongType));
     }
 
     #[test]
     fn alg_none_and_foreign_issuer_are_refused() {
         let k = ring();
-        let good = k.mint_access(
-            "alice",
-            "s",
-            &[],
-            now(),
-            now() + 60,
-            &Fingerprint::default(),
-        );
+        let good = k
+            .mint_access(
+                "alice",
+                "s",
+                &[],
+                now(),
+                now() + 60,
+                &Fingerprint::default(),
+            )
+            .unwrap();
         let mut parts = good.split('.');
         let _ = parts.next();
         let payload = parts.next().unwrap();
         let none = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), payload);
-        assert!(k.verify_access(&none).is_err());
+        assert!(k.verify_access(&none, now()).is_err());
         let other = KeyRing::new(A, R, "https://other.test");
-        let t = other.mint_access(
-            "alice",
-            "s",
-            &[],
-            now(),
-            now() + 60,
-            &Fingerprint::default(),
-        );
-        assert!(k.verify_access(&t).is_err());
+        let t = other
+            .mint_access(
+                "alice",
+                "s",
+                &[],
+                now(),
+                now() + 60,
+                &Fingerprint::default(),
+            )
+            .unwrap();
+        assert!(k.verify_access(&t, now()).is_err());
     }
 
     #[test]
     fn tampered_payload_is_refused() {
         let k = ring();
-        let t = k.mint_access(
-            "alice",
-            "s",
-            &[],
-            now(),
-            now() + 60,
-            &Fingerprint::default(),
-        );
+        let t = k
+            .mint_access(
+                "alice",
+                "s",
+                &[],
+                now(),
+                now() + 60,
+                &Fingerprint::default(),
+            )
+            .unwrap();
         let parts: Vec<&str> = t.split('.').collect();
         let forged_payload = b64(format!(r#"{{"iss":"https://gw.test","aud":"sessiongate","sub":"admin","sid":"s","jti":"j","iat":{n},"nbf":{n},"exp":{e},"typ":"access","roles":["admin"]}}"#, n = now(), e = now() + 60).as_bytes());
         let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
-        assert_eq!(k.verify_access(&forged), Err(TokenError::Invalid));
+        assert_eq!(k.verify_access(&forged, now()), Err(TokenError::Invalid));
     }
 
     #[test]

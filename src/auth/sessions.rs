@@ -5,42 +5,26 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use http::{HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
-use super::{require_session, session_of, signed_out};
-use crate::audit::Event;
+use super::{no_content, presented, require_session, signed_out};
 use crate::body::{self, Body};
-use crate::cookies::CookieScan;
 use crate::pages;
-use crate::pipeline::session::Identity;
-use crate::pipeline::{RequestCtx, append_cookies};
+use crate::pipeline::RequestCtx;
+use crate::refusal::{self, Refusal};
 use crate::runtime::Runtime;
+use crate::sessions::{Ending, Identity};
 use crate::store::SessionRecord;
-use crate::util::now_unix;
-use crate::web::headers::wants_html;
+use crate::web::headers::{wants_html, wants_json};
 
 fn when(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
-}
-
-/// One session as the user sees it.
-pub fn entry(rt: &Runtime, r: &SessionRecord, current_sid: &str) -> serde_json::Value {
-    serde_json::json!({
-        "handle": rt.keys.session_handle(&r.sid),
-        "device": r.device,
-        "ip": r.ip,
-        "created": r.created,
-        "last_active": r.last_seen,
-        "expires": r.abs_end,
-        "current": r.sid == current_sid,
-    })
 }
 
 fn html_page(rt: &Runtime, list: &[SessionRecord], current_sid: &str) -> String {
     let rows: String = list
         .iter()
         .map(|r| {
-            let handle = rt.keys.session_handle(&r.sid);
+            let handle = rt.sessions.handle(&r.sid);
             let action = if r.sid == current_sid {
                 "<strong>This device</strong>".to_string()
             } else {
@@ -65,128 +49,79 @@ fn html_page(rt: &Runtime, list: &[SessionRecord], current_sid: &str) -> String 
 type SessionsOf = (Arc<Identity>, Vec<HeaderValue>, Vec<SessionRecord>);
 
 /// The request's identity (refreshed if needed) and all of its user's sessions.
-async fn sessions_of(
-    rt: &Runtime,
-    req: &Request<Incoming>,
-    ctx: &RequestCtx,
-    cookies: &CookieScan,
-    html: bool,
-) -> Result<SessionsOf, Response<Body>> {
-    let (id, set) = require_session(rt, req, ctx, cookies).await?;
-    match rt.store.list(&id.sub).await {
+async fn sessions_of(rt: &Runtime, ctx: &RequestCtx, html: bool) -> Result<SessionsOf, Refusal> {
+    let (id, set) = require_session(rt, ctx).await?;
+    match rt.sessions.list(&id.sub).await {
         Ok(list) => Ok((id, set, list)),
         Err(e) => {
             tracing::warn!(error = %e, "sessions: store unavailable");
-            Err(crate::pipeline::session::unavailable(html))
+            Err(Refusal::StoreUnavailable { navigation: html })
         }
     }
 }
 
-pub async fn list(
+pub async fn list<B>(
     rt: &Arc<Runtime>,
-    req: &Request<Incoming>,
+    req: &Request<B>,
     ctx: &RequestCtx,
-    cookies: &CookieScan,
-) -> Response<Body> {
-    let (id, set, list) = match sessions_of(rt, req, ctx, cookies, ctx.navigation).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let json = req
-        .headers()
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/json"));
-    let mut r = if json {
-        let items: Vec<serde_json::Value> = list.iter().map(|r| entry(rt, r, &id.sid)).collect();
+) -> Result<Response<Body>, Refusal> {
+    let (id, set, list) = sessions_of(rt, ctx, ctx.navigation).await?;
+    let mut r = if wants_json(req.headers()) {
+        let items: Vec<_> = list.iter().map(|r| rt.sessions.view(r, &id.sid)).collect();
         body::json(StatusCode::OK, &serde_json::json!({ "sessions": items }))
     } else {
         body::html(StatusCode::OK, html_page(rt, &list, &id.sid))
     };
-    append_cookies(&mut r, set);
-    r
+    refusal::append(&mut r, set);
+    Ok(r)
 }
 
-pub async fn end_one(
+pub async fn end_one<B>(
     rt: &Arc<Runtime>,
-    req: &Request<Incoming>,
+    req: &Request<B>,
     ctx: &RequestCtx,
-    cookies: &CookieScan,
     handle: &str,
     form: bool,
-) -> Response<Body> {
-    let (id, set, list) = match sessions_of(rt, req, ctx, cookies, form).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let Some(target) = list
+) -> Result<Response<Body>, Refusal> {
+    let (id, set, list) = sessions_of(rt, ctx, form).await?;
+    let target = list
         .iter()
-        .find(|r| rt.keys.session_handle(&r.sid) == handle)
-    else {
-        return body::json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "no_such_session"}),
-        );
+        .find(|r| rt.sessions.handle(&r.sid) == handle)
+        .ok_or(Refusal::NoSuchSession)?;
+    let why = Ending {
+        event: "session_revoked",
+        ip: ctx.client_ip,
+        reason: None,
     };
-    if let Err(e) = crate::pipeline::session::end_session(
-        rt,
-        &id.sub,
-        &target.sid,
-        "session_revoked",
-        ctx.client_ip,
-        None,
-    )
-    .await
-    {
+    if let Err(e) = rt.sessions.end(&id.sub, &target.sid, why).await {
         tracing::warn!(error = %e, "sessions: store unavailable");
-        return crate::pipeline::session::unavailable(form);
+        return Err(Refusal::StoreUnavailable { navigation: form });
     }
-    let mut r = if target.sid == id.sid {
-        signed_out(rt, req.headers())
-    } else if form || wants_html(req.headers()) {
+    if target.sid == id.sid {
+        return Ok(signed_out(rt, req.headers()));
+    }
+    let mut r = if form || wants_html(req.headers()) {
         body::redirect(StatusCode::SEE_OTHER, "/.auth/sessions")
     } else {
-        let mut r = Response::new(Body::Empty);
-        *r.status_mut() = StatusCode::NO_CONTENT;
-        r
+        no_content()
     };
-    if target.sid != id.sid {
-        append_cookies(&mut r, set);
-    }
-    r
+    refusal::append(&mut r, set);
+    Ok(r)
 }
 
-/// End every session of the user, as an operator would after a password change.
-pub async fn revoke_all(
-    rt: &Runtime,
-    user: &str,
-    event: &'static str,
-) -> Result<usize, crate::store::StoreError> {
-    let sids = rt.store.revoke_all(user, rt.revocation_ttl()).await?;
-    let until = now_unix() + rt.revocation_ttl();
-    for sid in &sids {
-        rt.revoked.insert(sid, until);
-        if let Some(s) = &rt.signer {
-            s.forget(sid);
-        }
-    }
-    rt.audit
-        .emit(Event::new(event).user(user).count(sids.len()));
-    Ok(sids.len())
-}
-
-pub async fn logout_all(
+pub async fn logout_all<B>(
     rt: &Arc<Runtime>,
-    req: &Request<Incoming>,
+    req: &Request<B>,
     ctx: &RequestCtx,
-    cookies: &CookieScan,
-) -> Response<Body> {
-    let Some((user, _)) = session_of(rt, req.headers(), cookies, ctx.client_ip).await else {
-        return signed_out(rt, req.headers());
+) -> Result<Response<Body>, Refusal> {
+    let Some((user, _)) = presented(rt, ctx).await else {
+        return Ok(signed_out(rt, req.headers()));
     };
-    if let Err(e) = revoke_all(rt, &user, "logout_all").await {
+    if let Err(e) = rt.sessions.revoke_all(&user, "logout_all").await {
         tracing::warn!(error = %e, "logout-all: store unavailable");
-        return crate::pipeline::session::unavailable(ctx.navigation || wants_html(req.headers()));
+        return Err(Refusal::StoreUnavailable {
+            navigation: ctx.navigation || wants_html(req.headers()),
+        });
     }
-    signed_out(rt, req.headers())
+    Ok(signed_out(rt, req.headers()))
 }

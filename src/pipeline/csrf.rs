@@ -8,9 +8,75 @@
 //! passes — the approach of Go's `http.CrossOriginProtection`. A method override header or a
 //! `_method` parameter makes any request count as unsafe.
 
-use http::{HeaderMap, Method};
+use http::{HeaderMap, Method, Request};
 
+use super::RequestCtx;
 use crate::config::{CsrfConfig, CsrfMode};
+pub use crate::refusal::CsrfError;
+use crate::refusal::Refusal;
+use crate::routing::Route;
+use crate::runtime::Runtime;
+use crate::sessions::Identity;
+
+/// The CSRF stage: an unsafe request on a protected route must come from our own origin (and,
+/// in token mode, carry the session's token). A WebSocket upgrade is a GET that opens a
+/// two-way channel with the user's cookies: cross-site WebSocket hijacking is CSRF, checked
+/// the same way.
+pub fn check<B>(
+    rt: &Runtime,
+    ctx: &RequestCtx,
+    route: Route,
+    identity: Option<&Identity>,
+    req: &Request<B>,
+) -> Result<(), Refusal> {
+    if route.public
+        || !(ctx.websocket || is_unsafe(req.method(), req.headers(), ctx.query.as_deref()))
+    {
+        return Ok(());
+    }
+    let bearer = ctx.bearer.is_some();
+    // Browsers cannot add headers to a WebSocket handshake: upgrades are judged by origin.
+    let token_check = match (identity, rt.cfg.csrf.mode) {
+        (Some(id), CsrfMode::Token) if !ctx.websocket && !bearer => check_token(
+            &rt.csrf_key,
+            &id.sid,
+            req.headers(),
+            ctx.cookies.gateway.csrf.as_deref(),
+        ),
+        _ => Ok(()),
+    };
+    // A bearer token is no ambient credential: only cookie sessions must prove their origin.
+    let cookie_auth = !bearer && identity.is_some();
+    origin(rt, req.headers(), cookie_auth)
+        .and(token_check)
+        .map_err(|e| refused(ctx, e))
+}
+
+/// The gateway's own endpoints: cookie sessions must prove their origin; a login form or
+/// bearer client has nothing to forge with, and must still not come from another origin when
+/// a browser says so (login CSRF signs the victim into the attacker's account).
+pub fn check_gateway<B>(rt: &Runtime, ctx: &RequestCtx, req: &Request<B>) -> Result<(), Refusal> {
+    if !is_unsafe(req.method(), req.headers(), ctx.query.as_deref()) {
+        return Ok(());
+    }
+    let g = &ctx.cookies.gateway;
+    let cookie_auth = ctx.bearer.is_none() && (g.access.is_some() || g.refresh.is_some());
+    origin(rt, req.headers(), cookie_auth).map_err(|e| refused(ctx, e))
+}
+
+fn origin(rt: &Runtime, h: &HeaderMap, cookie_auth: bool) -> Result<(), CsrfError> {
+    same_origin(
+        &rt.cfg.csrf,
+        &rt.cfg.server.public_origin.origin,
+        h,
+        cookie_auth,
+    )
+}
+
+fn refused(ctx: &RequestCtx, e: CsrfError) -> Refusal {
+    tracing::info!(reason = e.reason(), path = %ctx.path, "csrf: refused");
+    Refusal::Csrf(e)
+}
 
 /// Whether a request changes state (or claims it does through an override).
 pub fn is_unsafe(method: &Method, h: &HeaderMap, query: Option<&str>) -> bool {
@@ -55,7 +121,7 @@ pub fn check_token(
     sid: &str,
     h: &HeaderMap,
     cookie: Option<&str>,
-) -> Result<(), &'static str> {
+) -> Result<(), CsrfError> {
     let header = h.get("x-csrf-token").and_then(|v| v.to_str().ok());
     match (header, cookie) {
         (Some(hd), Some(c))
@@ -63,8 +129,8 @@ pub fn check_token(
         {
             Ok(())
         }
-        (None, _) | (_, None) => Err("missing CSRF token"),
-        _ => Err("CSRF token does not match this session"),
+        (None, _) | (_, None) => Err(CsrfError::MissingToken),
+        _ => Err(CsrfError::TokenMismatch),
     }
 }
 
@@ -72,12 +138,12 @@ pub fn check_token(
 /// evidence at all (no `Sec-Fetch-Site`, `Origin` or `Referer`) passes only when it carries no
 /// ambient credential (`cookie_auth` false): a bearer token or a login form cannot be forged
 /// cross-site, a cookie can.
-pub fn check(
+pub fn same_origin(
     cfg: &CsrfConfig,
     public_origin: &str,
     h: &HeaderMap,
     cookie_auth: bool,
-) -> Result<(), &'static str> {
+) -> Result<(), CsrfError> {
     if cfg.mode == CsrfMode::Off {
         return Ok(());
     }
@@ -91,7 +157,7 @@ pub fn check(
             _ => {
                 return match origin {
                     Some(o) if allowed(o) && o != public_origin => Ok(()),
-                    _ => Err("cross-site request"),
+                    _ => Err(CsrfError::CrossSite),
                 };
             }
         }
@@ -100,18 +166,18 @@ pub fn check(
         return if allowed(o) {
             Ok(())
         } else {
-            Err("cross-origin request")
+            Err(CsrfError::CrossOrigin)
         };
     }
     if let Some(r) = h.get(http::header::REFERER) {
         let r = r.to_str().ok().and_then(|r| url::Url::parse(r).ok());
         return match r {
             Some(u) if allowed(&u.origin().ascii_serialization()) => Ok(()),
-            _ => Err("cross-origin referer"),
+            _ => Err(CsrfError::CrossOriginReferer),
         };
     }
     if cookie_auth {
-        Err("no same-origin evidence (Origin, Referer or Sec-Fetch-Site)")
+        Err(CsrfError::NoEvidence)
     } else {
         Ok(())
     }
@@ -141,10 +207,10 @@ mod tests {
 
     #[test]
     fn same_origin_passes() {
-        assert!(check(&cfg(), O, &h(&[("sec-fetch-site", "same-origin")]), true).is_ok());
-        assert!(check(&cfg(), O, &h(&[("origin", "https://gw.example.com")]), true).is_ok());
+        assert!(same_origin(&cfg(), O, &h(&[("sec-fetch-site", "same-origin")]), true).is_ok());
+        assert!(same_origin(&cfg(), O, &h(&[("origin", "https://gw.example.com")]), true).is_ok());
         assert!(
-            check(
+            same_origin(
                 &cfg(),
                 O,
                 &h(&[("referer", "https://gw.example.com/a/b?c")]),
@@ -153,7 +219,7 @@ mod tests {
             .is_ok()
         );
         assert!(
-            check(
+            same_origin(
                 &cfg(),
                 O,
                 &h(&[("origin", "https://app.example.com")]),
@@ -162,11 +228,11 @@ mod tests {
             .is_ok()
         );
         assert!(
-            check(&cfg(), O, &h(&[]), false).is_ok(),
+            same_origin(&cfg(), O, &h(&[]), false).is_ok(),
             "no ambient credential, nothing to forge"
         );
         assert!(
-            check(&cfg(), O, &h(&[]), true).is_err(),
+            same_origin(&cfg(), O, &h(&[]), true).is_err(),
             "a cookie-authenticated request must prove its origin"
         );
     }
@@ -186,7 +252,10 @@ mod tests {
             &[("referer", "https://evil.net/https://gw.example.com/")],
             &[("referer", "not a url")],
         ] {
-            assert!(check(&cfg(), O, &h(pairs), true).is_err(), "{pairs:?}");
+            assert!(
+                same_origin(&cfg(), O, &h(pairs), true).is_err(),
+                "{pairs:?}"
+            );
         }
     }
 

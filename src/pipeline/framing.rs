@@ -9,10 +9,31 @@
 
 use http::{HeaderMap, Request, Version, header};
 
+use crate::refusal::Refusal;
+use crate::runtime::{ConnCtx, Runtime};
 use crate::web::headers::FORWARDED_HEADERS;
 
+/// The framing stage: what the connection's guard saw in the byte stream (HTTP/1), then the
+/// parsed request. Either one's doubt refuses the request and closes the connection.
+pub fn check<B>(rt: &Runtime, conn: &ConnCtx, req: &Request<B>) -> Result<(), Refusal> {
+    // The guard counts every request of the connection: ask it first, exactly once.
+    let guard_saw_conflict = conn
+        .framing
+        .as_ref()
+        .is_some_and(|f| f.next_request_is_ambiguous());
+    let verdict = if guard_saw_conflict {
+        Err("both Content-Length and Transfer-Encoding")
+    } else {
+        ambiguity(req, &rt.identity_names)
+    };
+    verdict.map_err(|why| {
+        tracing::debug!(reason = why, "refused ambiguous request");
+        Refusal::Ambiguous(why)
+    })
+}
+
 /// Why a request is ambiguous, if it is.
-pub fn check<B>(req: &Request<B>, identity: &[http::HeaderName]) -> Result<(), &'static str> {
+pub fn ambiguity<B>(req: &Request<B>, identity: &[http::HeaderName]) -> Result<(), &'static str> {
     let h = req.headers();
     // Both headers as received (HTTP/2, or a parser that kept them); for HTTP/1, where hyper
     // drops the Content-Length, the connection's framing guard reports them (see `decide`).
@@ -83,15 +104,15 @@ mod tests {
 
     #[test]
     fn plain_request_passes() {
-        assert!(check(&req(&[("host", "a")]), &ids()).is_ok());
+        assert!(ambiguity(&req(&[("host", "a")]), &ids()).is_ok());
     }
 
     #[test]
     fn ambiguous_requests_are_refused() {
-        assert!(check(&req(&[]), &ids()).is_err());
-        assert!(check(&req(&[("host", "a"), ("host", "b")]), &ids()).is_err());
+        assert!(ambiguity(&req(&[]), &ids()).is_err());
+        assert!(ambiguity(&req(&[("host", "a"), ("host", "b")]), &ids()).is_err());
         assert!(
-            check(
+            ambiguity(
                 &req(&[
                     ("host", "a"),
                     ("content-length", "1"),
@@ -102,7 +123,7 @@ mod tests {
             .is_err()
         );
         assert!(
-            check(
+            ambiguity(
                 &req(&[
                     ("host", "a"),
                     ("content-length", "1"),
@@ -112,11 +133,11 @@ mod tests {
             )
             .is_err()
         );
-        assert!(check(&req(&[("host", "a"), ("x_auth_user", "x")]), &ids()).is_err());
-        assert!(check(&req(&[("host", "a"), ("x-auth_roles", "x")]), &ids()).is_err());
-        assert!(check(&req(&[("host", "a"), ("x_forwarded_for", "x")]), &ids()).is_err());
+        assert!(ambiguity(&req(&[("host", "a"), ("x_auth_user", "x")]), &ids()).is_err());
+        assert!(ambiguity(&req(&[("host", "a"), ("x-auth_roles", "x")]), &ids()).is_err());
+        assert!(ambiguity(&req(&[("host", "a"), ("x_forwarded_for", "x")]), &ids()).is_err());
         assert!(
-            check(
+            ambiguity(
                 &req(&[
                     ("host", "a"),
                     ("authorization", "a"),
@@ -126,7 +147,7 @@ mod tests {
             )
             .is_err()
         );
-        assert!(check(&req(&[("host", "a"), ("x_app_thing", "x")]), &ids()).is_ok());
+        assert!(ambiguity(&req(&[("host", "a"), ("x_app_thing", "x")]), &ids()).is_ok());
     }
 
     #[test]
@@ -136,18 +157,18 @@ mod tests {
             .header("host", "good.example")
             .body(())
             .unwrap();
-        assert!(check(&r, &ids()).is_err());
+        assert!(ambiguity(&r, &ids()).is_err());
         let r = Request::builder()
             .uri("https://good.example/x")
             .header("host", "GOOD.example")
             .body(())
             .unwrap();
-        assert!(check(&r, &ids()).is_ok());
+        assert!(ambiguity(&r, &ids()).is_ok());
         let r = Request::builder()
             .uri("http://good.example/x")
             .header("host", "good.example")
             .body(())
             .unwrap();
-        assert!(check(&r, &ids()).is_err());
+        assert!(ambiguity(&r, &ids()).is_err());
     }
 }

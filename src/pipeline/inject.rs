@@ -5,8 +5,8 @@
 
 use http::{HeaderMap, HeaderValue};
 
-use super::session::Identity;
 use crate::runtime::Runtime;
+use crate::sessions::Identity;
 
 pub fn apply(rt: &Runtime, h: &mut HeaderMap, id: &Identity) {
     let names = &rt.identity_names;
@@ -18,7 +18,7 @@ pub fn apply(rt: &Runtime, h: &mut HeaderMap, id: &Identity) {
     if let Ok(v) = HeaderValue::from_str(&id.roles.join(",")) {
         h.insert(names[1].clone(), v);
     }
-    if let Some(signer) = &rt.signer {
+    if let Some(signer) = rt.sessions.signer() {
         if let Some(v) = signer
             .assertion(&id.sub, &id.roles, &id.sid, handle)
             .and_then(|a| HeaderValue::from_str(&a).ok())

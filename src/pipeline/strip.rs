@@ -6,26 +6,21 @@
 //! The gateway's own cookies and a bearer token it consumed are removed so the app never sees a
 //! credential.
 
-use http::{HeaderName, Request, header};
+use http::{Request, header};
 
-use crate::cookies::CookieScan;
+use super::RequestCtx;
+use crate::runtime::{ConnCtx, Runtime};
 use crate::web::headers::{FORWARDED_HEADERS, GRANT_HEADER, X_FORWARDED_FOR, remove_hop_by_hop};
 
 /// Remove spoofable headers and gateway credentials from a request going upstream.
-pub fn apply<B>(
-    req: &mut Request<B>,
-    identity: &[HeaderName],
-    peer_trusted: bool,
-    cookies: &CookieScan,
-    bearer_consumed: bool,
-) {
+pub fn apply<B>(rt: &Runtime, conn: &ConnCtx, ctx: &RequestCtx, req: &mut Request<B>) {
     let h = req.headers_mut();
     remove_hop_by_hop(h);
-    for name in identity {
+    for name in &rt.identity_names {
         h.remove(name);
     }
     h.remove(GRANT_HEADER);
-    if !peer_trusted {
+    if !conn.peer_trusted {
         for name in FORWARDED_HEADERS {
             h.remove(*name);
         }
@@ -36,7 +31,7 @@ pub fn apply<B>(
             h.remove(*name);
         }
     }
-    match &cookies.forward {
+    match &ctx.cookies.forward {
         None => {}
         Some(None) => {
             h.remove(header::COOKIE);
@@ -45,7 +40,7 @@ pub fn apply<B>(
             h.insert(header::COOKIE, v.clone());
         }
     }
-    if bearer_consumed {
+    if ctx.bearer.is_some() {
         h.remove(header::AUTHORIZATION);
     }
 }

@@ -9,14 +9,10 @@ use std::net::SocketAddr;
 use http::{Request, StatusCode};
 
 use super::*;
-use crate::config::{self, LoadOptions};
 use crate::store::SessionRecord;
 
-const A: &str = "Q3ZqkJ8v0mX2rB7tL9wE4yN6uH1sD5cF0aG8pK3iM2o";
-const R: &str = "Zx9Lm2Nq4Rs6Tu8Vw0Yb1Cd3Ef5Gh7Jk9Pq2Sx4Vz6B";
-
 pub(crate) fn runtime() -> Runtime {
-    let raw = config::parse(
+    crate::runtime::testing::runtime(
         r#"
 [[upstream]]
 name = "app"
@@ -25,24 +21,8 @@ url = "http://127.0.0.1:9"
 path_prefix = "/public/"
 public = true
 "#,
+        crate::sessions::Clock::system(),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let env = |n: &str| match n {
-        "SESSIONGATE_ACCESS_SECRET" => Some(A.to_string()),
-        "SESSIONGATE_REFRESH_SECRET" => Some(R.to_string()),
-        _ => None,
-    };
-    // dev: the test has no certificate or users file on disk.
-    let cfg = config::validate(
-        raw,
-        LoadOptions {
-            dev: true,
-            create_missing: false,
-        },
-        &env,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    Runtime::in_memory(cfg)
 }
 
 fn conn() -> ConnCtx {
@@ -55,15 +35,19 @@ fn conn() -> ConnCtx {
 
 fn access_cookie(rt: &Runtime, sid: &str) -> String {
     let now = crate::util::now_unix();
-    let t = rt.keys.mint_access(
-        "alice",
-        sid,
-        &["admin".into(), "dev".into()],
-        now,
-        now + 60,
-        &Default::default(),
-    );
-    format!("{}={t}; theme=dark", rt.cookies.access)
+    let t = rt
+        .sessions
+        .keys()
+        .mint_access(
+            "alice",
+            sid,
+            &["admin".into(), "dev".into()],
+            now,
+            now + 60,
+            &Default::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    format!("{}={t}; theme=dark", rt.sessions.cookies().access)
 }
 
 fn req(path: &str, headers: &[(&str, &str)]) -> Request<()> {
@@ -78,14 +62,14 @@ fn req(path: &str, headers: &[(&str, &str)]) -> Request<()> {
 
 async fn forwarded(rt: &Runtime, r: &mut Request<()>) -> RequestCtx {
     match decide(rt, &conn(), r).await {
-        Decision::Forward { ctx, .. } => ctx,
+        Decision::Forward(f) => f.ctx,
         other => panic!("expected Forward, got {other:?}"),
     }
 }
 
 async fn status(rt: &Runtime, mut r: Request<()>) -> StatusCode {
     match decide(rt, &conn(), &mut r).await {
-        Decision::Respond(resp) => resp.status(),
+        Decision::Refuse(r) => r.status(),
         other => panic!("expected Respond, got {other:?}"),
     }
 }
@@ -170,7 +154,8 @@ async fn credentials_in_url_redirect_to_the_clean_url() {
     let rt = runtime();
     let mut r = req("/public/x?a=1&access_token=secret", &[]);
     match decide(&rt, &conn(), &mut r).await {
-        Decision::Respond(resp) => {
+        Decision::Refuse(r) => {
+            let resp = r.into_response(&rt.sessions);
             assert_eq!(resp.status(), StatusCode::SEE_OTHER);
             assert_eq!(
                 resp.headers()
@@ -186,7 +171,7 @@ async fn credentials_in_url_redirect_to_the_clean_url() {
 #[tokio::test]
 async fn duplicate_gateway_cookie_is_refused() {
     let rt = runtime();
-    let c = format!("{0}=a; {0}=b", rt.cookies.access);
+    let c = format!("{0}=a; {0}=b", rt.sessions.cookies().access);
     assert_eq!(
         status(&rt, req("/public/x", &[("cookie", &c)])).await,
         StatusCode::BAD_REQUEST
@@ -197,7 +182,9 @@ async fn duplicate_gateway_cookie_is_refused() {
 async fn revoked_session_access_token_is_refused() {
     let rt = runtime();
     let cookie = access_cookie(&rt, "sid-3");
-    rt.revoked.insert("sid-3", crate::util::now_unix() + 60);
+    rt.sessions
+        .revoked()
+        .insert("sid-3", crate::util::now_unix() + 60);
     assert_eq!(
         status(&rt, req("/private", &[("cookie", &cookie)])).await,
         StatusCode::UNAUTHORIZED
@@ -222,25 +209,36 @@ async fn expired_access_cookie_is_refreshed_transparently() {
         user_agent: String::new(),
         device: String::new(),
     };
-    rt.store.create(rec).await.unwrap_or_else(|e| panic!("{e}"));
+    rt.sessions
+        .store()
+        .create(rec)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let refresh = rt
-        .keys
-        .mint_refresh("alice", "sid-4", "j1", now, now + 600, &Default::default());
-    let expired = rt.keys.mint_access(
-        "alice",
-        "sid-4",
-        &[],
-        now - 100,
-        now - 1,
-        &Default::default(),
-    );
+        .sessions
+        .keys()
+        .mint_refresh("alice", "sid-4", "j1", now, now + 600, &Default::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let expired = rt
+        .sessions
+        .keys()
+        .mint_access(
+            "alice",
+            "sid-4",
+            &[],
+            now - 100,
+            now - 1,
+            &Default::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     let cookie = format!(
         "{}={expired}; {}={refresh}",
-        rt.cookies.access, rt.cookies.refresh
+        rt.sessions.cookies().access,
+        rt.sessions.cookies().refresh
     );
     let mut r = req("/private", &[("cookie", &cookie)]);
     match decide(&rt, &conn(), &mut r).await {
-        Decision::Forward { set_cookies, .. } => assert_eq!(set_cookies.len(), 2),
+        Decision::Forward(f) => assert_eq!(f.set_cookies.len(), 2),
         other => panic!("{other:?}"),
     }
     assert_eq!(

@@ -5,7 +5,6 @@
 //! on an idle keep-alive connection) and the upstream's answer each have a timeout, header size
 //! is bounded, and the number of connections is capped.
 
-pub mod framing_guard;
 pub mod plain;
 pub mod tls;
 
@@ -24,9 +23,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::audit::Audit;
-use crate::auth::users::Users;
 use crate::config::{Config, StoreConfig};
+use crate::login::users::Users;
 use crate::runtime::{ConnCtx, Runtime};
+use crate::sessions::Clock;
 use crate::store::memory::MemoryStore;
 use crate::store::{FeedEvent, SessionStore};
 use crate::util::now_unix;
@@ -52,6 +52,8 @@ pub enum ServerError {
     Store(#[source] crate::store::StoreError),
     #[error("cannot start the built-in whoami page: {0}")]
     Whoami(#[source] std::io::Error),
+    #[error(transparent)]
+    Runtime(#[from] crate::sessions::BuildError),
 }
 
 /// Addresses actually bound (ports may have been chosen by the OS).
@@ -150,33 +152,77 @@ pub async fn run(
         admin: admin.as_ref().and_then(|l| l.local_addr().ok()),
     };
 
-    let rt = Arc::new(Runtime::new(cfg, store, users, audit));
+    let rt = Arc::new(Runtime::build(cfg, store, users, audit, Clock::system())?);
     let is_memory = memory.is_some();
     spawn_background(&rt, memory);
-    if is_memory {
-        // The memory store is this process: nothing to catch up with.
-        sync_revocations(&rt).await;
-    } else {
-        // A shared store: catch up with revocations made while this instance was away before
-        // serving, so a token revoked elsewhere is not accepted here (bounded: when the store
-        // is down at start the gateway still starts, in its documented degraded mode, with
-        // `/readyz` 503 until it catches up).
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while !rt.revoked.is_synced() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if !rt.revoked.is_synced() {
-            tracing::warn!(
-                "starting before revocations are synchronised: the session store is unreachable"
-            );
-        }
-    }
+    catch_up(&rt, is_memory).await;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = spawn_https(&rt, https, acceptor, &stop_rx, bound)?;
+    if let Some(l) = redirect {
+        tasks.push(tokio::spawn(plain::serve(
+            l,
+            plain::Kind::Redirect,
+            rt.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(l) = admin {
+        tasks.push(tokio::spawn(plain::serve(
+            l,
+            plain::Kind::Admin,
+            rt.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    on_ready(bound);
+
+    shutdown.await;
+    tracing::info!(
+        grace_ms = rt.cfg.server.shutdown_grace.as_millis() as u64,
+        "shutting down: no new connections, draining"
+    );
+    // Each listener stops accepting and drains its own connections within the grace.
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Before serving from a shared store, catch up with revocations made while this instance was
+/// away, so a token revoked elsewhere is not accepted here (bounded: when the store is down at
+/// start the gateway still starts, in its documented degraded mode, with `/readyz` 503 until
+/// it catches up). The memory store is this process: nothing to catch up with.
+async fn catch_up(rt: &Arc<Runtime>, is_memory: bool) {
+    let revoked = rt.sessions.revoked();
+    if is_memory {
+        sync_revocations(rt).await;
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !revoked.is_synced() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !revoked.is_synced() {
+        tracing::warn!(
+            "starting before revocations are synchronised: the session store is unreachable"
+        );
+    }
+}
+
+/// Thread per core: each serving thread has its own single-threaded runtime and its own
+/// listener on the same port (SO_REUSEPORT: the kernel spreads connections), so a request is
+/// handled start to end on one thread — no work stealing, no cross-thread wake-ups.
+fn spawn_https(
+    rt: &Arc<Runtime>,
+    https: Vec<std::net::TcpListener>,
+    acceptor: TlsAcceptor,
+    stop_rx: &watch::Receiver<bool>,
+    bound: Bound,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ServerError> {
     let mut tasks = Vec::new();
-    // Thread per core: each serving thread has its own single-threaded runtime and its own
-    // listener on the same port (SO_REUSEPORT: the kernel spreads connections), so a request
-    // is handled start to end on one thread — no work stealing, no cross-thread wake-ups.
     let slots = Arc::new(Semaphore::new(rt.cfg.server.max_connections));
     for (i, listener) in https.into_iter().enumerate() {
         let (acceptor, rt, stop, slots) =
@@ -211,36 +257,7 @@ pub async fn run(
             let _ = thread.join();
         }));
     }
-    if let Some(l) = redirect {
-        tasks.push(tokio::spawn(plain::serve(
-            l,
-            plain::Kind::Redirect,
-            rt.clone(),
-            stop_rx.clone(),
-        )));
-    }
-    if let Some(l) = admin {
-        tasks.push(tokio::spawn(plain::serve(
-            l,
-            plain::Kind::Admin,
-            rt.clone(),
-            stop_rx.clone(),
-        )));
-    }
-    on_ready(bound);
-
-    shutdown.await;
-    tracing::info!(
-        grace_ms = rt.cfg.server.shutdown_grace.as_millis() as u64,
-        "shutting down: no new connections, draining"
-    );
-    // Each listener stops accepting and drains its own connections within the grace.
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
-    tracing::info!("stopped");
-    Ok(())
+    Ok(tasks)
 }
 
 /// After `stop`, let open connections finish their requests, for at most `grace`.
@@ -264,25 +281,25 @@ fn spawn_background(rt: &Arc<Runtime>, memory: Option<Arc<MemoryStore>>) {
         loop {
             tick.tick().await;
             let now = now_unix();
-            r.revoked.sweep(now);
+            r.sessions.revoked().sweep(now);
             if let Some(m) = &memory {
                 m.sweep(now, r.cfg.session.idle_timeout.as_secs());
             }
         }
     });
     let r = rt.clone();
-    let mut feed = rt.store.subscribe();
+    let mut feed = rt.sessions.store().subscribe();
     tokio::spawn(async move {
         loop {
             match feed.recv().await {
-                Ok(FeedEvent::Revoked(rev)) => r.revoked.insert(&rev.sid, rev.until),
+                Ok(FeedEvent::Revoked(rev)) => r.sessions.revoked().insert(&rev.sid, rev.until),
                 Ok(FeedEvent::Resynced(list)) => {
                     for rev in list {
-                        r.revoked.insert(&rev.sid, rev.until);
+                        r.sessions.revoked().insert(&rev.sid, rev.until);
                     }
-                    r.revoked.set_synced(true);
+                    r.sessions.revoked().set_synced(true);
                 }
-                Ok(FeedEvent::Lost) => r.revoked.set_synced(false),
+                Ok(FeedEvent::Lost) => r.sessions.revoked().set_synced(false),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "revocation feed lagged; resynchronising");
                     sync_revocations(&r).await;
@@ -292,20 +309,21 @@ fn spawn_background(rt: &Arc<Runtime>, memory: Option<Arc<MemoryStore>>) {
         }
     });
     let r = rt.clone();
-    tokio::spawn(async move { r.activity.run(r.clone()).await });
+    tokio::spawn(async move { r.sessions.run_activity().await });
 }
 
 /// Load the revocations still in force from the store before trusting the local set.
 async fn sync_revocations(rt: &Runtime) {
-    match rt.store.recent_revocations(now_unix()).await {
+    let revoked = rt.sessions.revoked();
+    match rt.sessions.store().recent_revocations(now_unix()).await {
         Ok(list) => {
             for r in list {
-                rt.revoked.insert(&r.sid, r.until);
+                revoked.insert(&r.sid, r.until);
             }
-            rt.revoked.set_synced(true);
+            revoked.set_synced(true);
         }
         Err(e) => {
-            rt.revoked.set_synced(false);
+            revoked.set_synced(false);
             tracing::warn!(error = %e, "cannot load revocations; not ready");
         }
     }
@@ -378,7 +396,7 @@ async fn serve_https(
                 };
             let max_head = rt.cfg.server.max_header_bytes;
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let framing = Arc::new(framing_guard::FramingLog::default());
+            let framing = Arc::new(crate::framing_guard::FramingLog::default());
             let conn = Arc::new(ConnCtx {
                 peer,
                 peer_trusted: rt.is_trusted_proxy(peer.ip()),
@@ -387,7 +405,7 @@ async fn serve_https(
             let svc = service_fn(move |req| {
                 let rt = rt.clone();
                 let conn = conn.clone();
-                async move { Ok::<_, Infallible>(crate::pipeline::handle(rt, conn, req).await) }
+                async move { Ok::<_, Infallible>(crate::service::handle(rt, conn, req).await) }
             });
             if h2 {
                 // HTTP/2 frames every message itself: nothing for the guard to do.
@@ -396,7 +414,7 @@ async fn serve_https(
                     .into_owned();
                 let _ = watcher.watch(c).await;
             } else {
-                let io = framing_guard::FramingGuard::new(tls, max_head, framing);
+                let io = crate::framing_guard::FramingGuard::new(tls, max_head, framing);
                 let c = builder
                     .serve_connection_with_upgrades(TokioIo::new(io), svc)
                     .into_owned();

@@ -5,8 +5,9 @@
 //!   already crossed the network in clear; at least it goes no further). The target host is
 //!   always the configured public origin, never the client's `Host`, so this is no open
 //!   redirect.
-//! - **Admin** (loopback by default): `/healthz` (the process answers) and `/readyz` (the store
-//!   answers and the revocation set is synchronised).
+//! - **Admin** (loopback by default): `/healthz` (the process answers), `/readyz` (the store
+//!   answers and the revocation set is synchronised), `/metrics`, and the admin API
+//!   (`crate::admin`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -98,7 +99,7 @@ pub fn redirect<B>(rt: &Runtime, req: &Request<B>) -> Response<Body> {
 async fn admin(rt: &Runtime, req: &Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix("/admin/users/") {
-        return admin_api(rt, req, rest).await;
+        return crate::admin::handle(rt, req, rest).await;
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return body::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -106,10 +107,10 @@ async fn admin(rt: &Runtime, req: &Request<Incoming>) -> Response<Body> {
     match path {
         "/healthz" => body::text(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            let store_ok = tokio::time::timeout(Duration::from_secs(2), rt.store.ping())
+            let store_ok = tokio::time::timeout(Duration::from_secs(2), rt.sessions.store().ping())
                 .await
                 .is_ok_and(|r| r.is_ok());
-            if store_ok && rt.revoked.is_synced() {
+            if store_ok && rt.sessions.revoked().is_synced() {
                 body::text(StatusCode::OK, "ready\n")
             } else if !store_ok {
                 body::text(
@@ -132,66 +133,6 @@ async fn admin(rt: &Runtime, req: &Request<Incoming>) -> Response<Body> {
                 ),
             );
             r
-        }
-        _ => body::text(StatusCode::NOT_FOUND, "not found\n"),
-    }
-}
-
-/// `GET /admin/users/{user}/sessions`, `POST /admin/users/{user}/revoke-all`; bearer token
-/// from `admin.token_env`, compared in constant time.
-async fn admin_api(rt: &Runtime, req: &Request<Incoming>, rest: &str) -> Response<Body> {
-    let Some(token) = &rt.cfg.admin_token else {
-        return body::json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "not_found", "reason": "the admin API is off (admin.token_env)"}),
-        );
-    };
-    let presented = crate::web::headers::bearer_token(req.headers()).unwrap_or("");
-    if !crate::util::ct_eq(presented.as_bytes(), token.expose()) {
-        let mut r = body::json(
-            StatusCode::UNAUTHORIZED,
-            &serde_json::json!({"error": "unauthorized"}),
-        );
-        r.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer realm=\"sessiongate-admin\""),
-        );
-        return r;
-    }
-    let (user, action) = match rest.split_once('/') {
-        Some((u, a)) => (
-            percent_encoding::percent_decode_str(u)
-                .decode_utf8_lossy()
-                .into_owned(),
-            a,
-        ),
-        None => return body::text(StatusCode::NOT_FOUND, "not found\n"),
-    };
-    match (req.method(), action) {
-        (&Method::GET, "sessions") => match rt.store.list(&user).await {
-            Ok(list) => {
-                let items: Vec<serde_json::Value> = list
-                    .iter()
-                    .map(|r| crate::auth::sessions::entry(rt, r, ""))
-                    .collect();
-                body::json(
-                    StatusCode::OK,
-                    &serde_json::json!({"user": user, "sessions": items}),
-                )
-            }
-            Err(_) => crate::pipeline::session::unavailable(false),
-        },
-        (&Method::POST, "revoke-all") => {
-            match crate::auth::sessions::revoke_all(rt, &user, "admin_revoke_all").await {
-                Ok(n) => body::json(
-                    StatusCode::OK,
-                    &serde_json::json!({"user": user, "revoked": n}),
-                ),
-                Err(_) => crate::pipeline::session::unavailable(false),
-            }
-        }
-        (_, "sessions" | "revoke-all") => {
-            body::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => body::text(StatusCode::NOT_FOUND, "not found\n"),
     }

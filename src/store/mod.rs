@@ -75,6 +75,10 @@ pub enum FeedEvent {
 pub enum StoreError {
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// The store answered something this version does not understand: treated as unavailable
+    /// (`503`, the client keeps its cookies), never as "no such session" (a logout).
+    #[error("unexpected answer from the session store: {0}")]
+    UnexpectedReply(String),
 }
 
 /// Parameters of a rotation, from the session configuration.

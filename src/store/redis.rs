@@ -446,6 +446,29 @@ fn to_record(sid: &str, m: &HashMap<String, String>) -> Option<SessionRecord> {
     })
 }
 
+/// The rotate script's answer: `{"notfound"}`, or a kind and the record's fields. Anything else
+/// is an error, never "not found" (which would log the user out).
+fn rotate_outcome(sid: &str, out: &[String]) -> Result<RotateOutcome, StoreError> {
+    let Some((kind, rest)) = out.split_first() else {
+        return Err(StoreError::UnexpectedReply("empty rotate reply".into()));
+    };
+    if kind == "notfound" {
+        return Ok(RotateOutcome::NotFound);
+    }
+    let rec = to_record(sid, &pairs_to_map(rest)).ok_or_else(|| {
+        StoreError::UnexpectedReply(format!("rotate reply {kind:?} without a valid record"))
+    });
+    match kind.as_str() {
+        "rotated" => Ok(RotateOutcome::Rotated(rec?)),
+        "grace" => Ok(RotateOutcome::Grace(rec?)),
+        "reused" => Ok(RotateOutcome::Reused(rec?)),
+        "idle" => Ok(RotateOutcome::Idle(rec?)),
+        other => Err(StoreError::UnexpectedReply(format!(
+            "unknown rotate reply {other:?}"
+        ))),
+    }
+}
+
 fn pairs_to_map(v: &[String]) -> HashMap<String, String> {
     v.chunks_exact(2)
         .map(|c| (c[0].clone(), c[1].clone()))
@@ -506,16 +529,7 @@ impl SessionStore for RedisStore {
         let f = c.flag();
         let out: Vec<String> = self.timed(&f, inv.invoke_async(&mut c)).await?;
         drop(c);
-        let Some((kind, rest)) = out.split_first() else {
-            return Ok(RotateOutcome::NotFound);
-        };
-        let outcome = match (kind.as_str(), to_record(sid, &pairs_to_map(rest))) {
-            ("rotated", Some(r)) => RotateOutcome::Rotated(r),
-            ("grace", Some(r)) => RotateOutcome::Grace(r),
-            ("reused", Some(r)) => RotateOutcome::Reused(r),
-            ("idle", Some(r)) => RotateOutcome::Idle(r),
-            _ => RotateOutcome::NotFound,
-        };
+        let outcome = rotate_outcome(sid, &out)?;
         if matches!(outcome, RotateOutcome::Reused(_) | RotateOutcome::Idle(_)) {
             // The session is gone either way; the list only helps late joiners.
             if let Err(e) = self.remember_revocations(&[sid.to_string()], until).await {
@@ -690,4 +704,35 @@ async fn read_revocations(
 /// Build the configured store.
 pub fn build(cfg: &RedisConfig) -> Result<Arc<RedisStore>, StoreError> {
     RedisStore::new(cfg).map(Arc::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn unknown_or_broken_rotate_replies_are_errors_not_logouts() {
+        assert_eq!(
+            rotate_outcome("s", &reply(&["notfound"])).ok(),
+            Some(RotateOutcome::NotFound)
+        );
+        for bad in [
+            &[][..],
+            &["rotated"][..],
+            &["grace", "user"][..],
+            &["renamed_in_a_newer_script", "user", "alice"][..],
+        ] {
+            assert!(
+                matches!(
+                    rotate_outcome("s", &reply(bad)),
+                    Err(StoreError::UnexpectedReply(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
 }

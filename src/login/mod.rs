@@ -1,0 +1,7 @@
+//! Who may sign in: the users file (argon2id hashes), the login throttle, and the signed grants
+//! an app sends in upstream-login mode. The endpoints that use them live in `auth` and
+//! `pipeline::upstream_login`.
+
+pub mod grant;
+pub mod throttle;
+pub mod users;

@@ -1,0 +1,81 @@
+//! The forward stage's first half: turn the cleared client request into the upstream request
+//! — absolute-form target on the upstream (its base path, the normalised path re-encoded, the
+//! clean query), HTTP/1.1 whatever the client spoke, `Host` passed on (or not, per
+//! `upstream.preserve_host`), `X-Forwarded-For/Proto/Host` stated by the gateway. `proxy`
+//! then sends it.
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Uri, Version};
+
+use super::RequestCtx;
+use crate::config::UpstreamConfig;
+use crate::refusal::Refusal;
+use crate::web::headers::{X_FORWARDED_FOR, client_host};
+use crate::web::path;
+
+pub fn prepare<B>(
+    up: &UpstreamConfig,
+    ctx: &RequestCtx,
+    req: &mut Request<B>,
+) -> Result<(), Refusal> {
+    let host = client_host(req).map(str::to_owned);
+    *req.uri_mut() = target(up, ctx)?;
+    *req.version_mut() = Version::HTTP_11;
+    let h = req.headers_mut();
+    if ctx.websocket {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    let host_value = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok());
+    match (&host_value, up.preserve_host) {
+        (Some(v), true) => {
+            h.insert(header::HOST, v.clone());
+        }
+        _ => {
+            h.remove(header::HOST);
+        }
+    }
+    // Present only when the peer is a trusted proxy (strip removed it otherwise); a proxy
+    // may have sent several lines: keep the whole chain, then add the peer.
+    let prev: Vec<&str> = h
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let xff = if prev.is_empty() {
+        ctx.client_ip.to_string()
+    } else {
+        format!("{}, {}", prev.join(", "), ctx.peer_ip)
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(X_FORWARDED_FOR, v);
+    }
+    h.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("https"),
+    );
+    if let Some(v) = host_value {
+        h.insert(HeaderName::from_static("x-forwarded-host"), v);
+    }
+    Ok(())
+}
+
+/// `scheme://authority/base/path?query` on the upstream.
+fn target(up: &UpstreamConfig, ctx: &RequestCtx) -> Result<Uri, Refusal> {
+    let encoded = path::encode(&ctx.path);
+    let mut pq = String::with_capacity(
+        up.base_path.len() + encoded.len() + ctx.query.as_ref().map_or(0, |q| q.len() + 1),
+    );
+    pq.push_str(&up.base_path);
+    pq.push_str(&encoded);
+    if let Some(q) = &ctx.query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    Uri::builder()
+        .scheme(up.scheme.clone())
+        .authority(up.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| Refusal::BadRequest("request target cannot be forwarded"))
+}

@@ -1,0 +1,148 @@
+//! Upstream login (`login.mode = "upstream"`): the app keeps its own login form and tells the
+//! gateway who signed in, with a signed grant on its response to `login.upstream_path`.
+//!
+//! On the way in: the app's login page and form are public (see `route`), and its logout paths
+//! end the gateway session too. On the way back ([`on_response`], every mode): the grant header
+//! is removed from every response and honoured only on the login path; the app's own session
+//! cookies (`login.drop_cookies`) and anything in the gateway's cookie namespace never reach
+//! the client. Threats: a forged or replayed grant (`login::grant`), a grant smuggled on
+//! another response (a page that reflects headers) — ignored and stripped.
+
+use http::{HeaderMap, HeaderValue, Response, header};
+
+use super::RequestCtx;
+use crate::audit::Event;
+use crate::body::Body;
+use crate::login::grant;
+use crate::metrics::Metrics;
+use crate::refusal::{self, Refusal};
+use crate::runtime::Runtime;
+use crate::sessions::{Ending, Identity};
+use crate::web::headers::GRANT_HEADER;
+
+/// Whether `path` is the app's own login page or form (reachable without a session).
+pub fn is_login_page(rt: &Runtime, path: &str) -> bool {
+    rt.cfg
+        .login
+        .upstream
+        .as_ref()
+        .is_some_and(|up| path == up.path || path == up.page_path)
+}
+
+/// The app's logout also ends the gateway session (the app still sees who it was).
+pub async fn on_request(
+    rt: &Runtime,
+    ctx: &RequestCtx,
+    identity: Option<&Identity>,
+    set_cookies: Vec<HeaderValue>,
+) -> Result<Vec<HeaderValue>, Refusal> {
+    let Some(up) = &rt.cfg.login.upstream else {
+        return Ok(set_cookies);
+    };
+    if !up.logout_paths.contains(&ctx.path) {
+        return Ok(set_cookies);
+    }
+    if let Some(id) = identity {
+        let why = Ending {
+            event: "logout",
+            ip: ctx.client_ip,
+            reason: None,
+        };
+        if let Err(e) = rt.sessions.end(&id.sub, &id.sid, why).await {
+            tracing::warn!(error = %e, "logout path: session store unavailable");
+            return Err(Refusal::StoreUnavailable {
+                navigation: ctx.navigation,
+            });
+        }
+    }
+    Ok(rt.sessions.clear_cookies())
+}
+
+/// The response half: strip the grant (and start a session when it came on the login path),
+/// drop cookies the client must not get from the app, add the gateway's own `Set-Cookie`s.
+pub async fn on_response(
+    rt: &Runtime,
+    ctx: &RequestCtx,
+    resp: &mut Response<Body>,
+    set_cookies: Vec<HeaderValue>,
+) {
+    let grant = resp.headers_mut().remove(GRANT_HEADER);
+    drop_app_cookies(rt, resp.headers_mut());
+    refusal::append(resp, set_cookies);
+    if let Some(grant) = grant {
+        refusal::append(resp, honour_grant(rt, ctx, &grant).await);
+    }
+}
+
+/// Start a session when the grant came on the login path and verifies; otherwise ignore it
+/// (it was already stripped). Returns `Set-Cookie`s.
+async fn honour_grant(rt: &Runtime, ctx: &RequestCtx, grant: &HeaderValue) -> Vec<HeaderValue> {
+    let ip = ctx.client_ip.to_string();
+    let Some(up) = &rt.cfg.login.upstream else {
+        rt.audit.emit(
+            Event::new("grant_ignored")
+                .ip(&ip)
+                .reason("login.mode is not upstream"),
+        );
+        return Vec::new();
+    };
+    if ctx.path != up.path {
+        rt.audit.emit(
+            Event::new("grant_ignored")
+                .ip(&ip)
+                .reason("grant on a path other than login.upstream_path"),
+        );
+        return Vec::new();
+    }
+    let Some(claims) = grant
+        .to_str()
+        .ok()
+        .and_then(|g| grant::verify(up.grant_secret.expose(), g))
+    else {
+        Metrics::outcome(&rt.metrics.logins, "grant_refused");
+        rt.audit.emit(
+            Event::new("grant_refused")
+                .ip(&ip)
+                .reason("forged, expired or malformed grant"),
+        );
+        return Vec::new();
+    };
+    let started = rt
+        .sessions
+        .start(&claims.sub, &claims.roles, ctx.client_ip, ctx.user_agent())
+        .await;
+    match started {
+        Ok(issued) => {
+            Metrics::outcome(&rt.metrics.logins, "ok");
+            rt.sessions.set_cookies(&issued)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "upstream login: session store unavailable");
+            Metrics::outcome(&rt.metrics.logins, "unavailable");
+            Vec::new()
+        }
+    }
+}
+
+/// Remove `Set-Cookie` values the client must not get from the app: the app's own session
+/// cookies in upstream-login mode, and anything in the gateway's cookie namespace.
+fn drop_app_cookies(rt: &Runtime, h: &mut HeaderMap) {
+    let names = rt.sessions.cookies();
+    if !h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|v| names.drops_set_cookie(v.as_bytes()))
+    {
+        return;
+    }
+    let kept: Vec<HeaderValue> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !names.drops_set_cookie(v.as_bytes()))
+        .cloned()
+        .collect();
+    h.remove(header::SET_COOKIE);
+    for v in kept {
+        h.append(header::SET_COOKIE, v);
+    }
+}

@@ -1,0 +1,354 @@
+//! Every answer the gateway gives instead of forwarding: one enum, one exhaustive mapping to a
+//! status, a response and a metric label (no wildcard arm: a new refusal forces a decision),
+//! in the way linkerd's `rescue` maps errors. Clients get a short generic answer; the detail
+//! (with its typed source) goes to the log, never a secret.
+
+use std::time::Duration;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{self, Body};
+use crate::cookies::CookieError;
+use crate::pages;
+use crate::proxy::ProxyError;
+use crate::sessions::Sessions;
+use crate::web::path::PathError;
+
+/// Why a request is answered by the gateway itself.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Two parties could read the request differently (smuggling, Host confusion): `400`, and
+    /// the connection is closed after it.
+    #[error("ambiguous request: {0}")]
+    Ambiguous(&'static str),
+    #[error("bad path: {0}")]
+    Path(#[from] PathError),
+    #[error("bad cookies: {0}")]
+    Cookies(#[from] CookieError),
+    #[error("credentials are not accepted in the URL")]
+    UrlCredentials,
+    /// Credentials in the URL of a `GET`/`HEAD`: `303` to the clean URL.
+    #[error("credentials in the URL; redirected to the clean URL")]
+    CleanUrl(String),
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// No usable session: `302` to the login page for navigations, else `401`.
+    #[error("no valid session")]
+    Unauthenticated {
+        navigation: bool,
+        return_to: String,
+        /// A credential was sent (`WWW-Authenticate` says it was invalid).
+        presented: bool,
+        /// The client's gateway cookies are dead and are removed.
+        clear: bool,
+    },
+    #[error("the session store is unavailable")]
+    StoreUnavailable { navigation: bool },
+    #[error("cross-site request refused: {0}")]
+    Csrf(#[from] CsrfError),
+    #[error("not found")]
+    NotFound(Option<&'static str>),
+    #[error("no such session")]
+    NoSuchSession,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("request body too large")]
+    BodyTooLarge,
+    #[error("request body not received in time")]
+    BodyTimeout,
+    #[error("invalid credentials")]
+    InvalidCredentials { json: bool, return_to: String },
+    #[error("too many failed sign-ins")]
+    Throttled { json: bool, retry: Duration },
+    #[error("invalid refresh token")]
+    InvalidRefreshToken { clear: bool },
+    #[error("the admin API is off")]
+    AdminOff,
+    #[error("admin token missing or wrong")]
+    AdminUnauthorized,
+    #[error(transparent)]
+    Upstream(#[from] ProxyError),
+}
+
+/// Why an unsafe request was not accepted as same-origin (see `pipeline::csrf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CsrfError {
+    #[error("cross-site request")]
+    CrossSite,
+    #[error("cross-origin request")]
+    CrossOrigin,
+    #[error("cross-origin referer")]
+    CrossOriginReferer,
+    #[error("no same-origin evidence (Origin, Referer or Sec-Fetch-Site)")]
+    NoEvidence,
+    #[error("missing CSRF token")]
+    MissingToken,
+    #[error("CSRF token does not match this session")]
+    TokenMismatch,
+}
+
+impl CsrfError {
+    /// The reason shown to the client (names no input).
+    pub fn reason(self) -> &'static str {
+        match self {
+            CsrfError::CrossSite => "cross-site request",
+            CsrfError::CrossOrigin => "cross-origin request",
+            CsrfError::CrossOriginReferer => "cross-origin referer",
+            CsrfError::NoEvidence => "no same-origin evidence (Origin, Referer or Sec-Fetch-Site)",
+            CsrfError::MissingToken => "missing CSRF token",
+            CsrfError::TokenMismatch => "CSRF token does not match this session",
+        }
+    }
+}
+
+/// How a refusal is counted in `sessiongate_requests_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    Refused,
+    Unauthenticated,
+    Unavailable,
+    UpstreamError,
+}
+
+impl Refusal {
+    pub fn status(&self) -> StatusCode {
+        use Refusal::*;
+        match self {
+            Ambiguous(_) | Path(_) | Cookies(_) | UrlCredentials | BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            CleanUrl(_) => StatusCode::SEE_OTHER,
+            Unauthenticated {
+                navigation: true, ..
+            } => StatusCode::FOUND,
+            Unauthenticated {
+                navigation: false, ..
+            }
+            | InvalidCredentials { .. }
+            | InvalidRefreshToken { .. }
+            | AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Csrf(_) => StatusCode::FORBIDDEN,
+            NotFound(_) | NoSuchSession | AdminOff => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Upstream(e) => e.status(),
+        }
+    }
+
+    pub fn label(&self) -> Label {
+        use Refusal::*;
+        match self {
+            Unauthenticated { .. } => Label::Unauthenticated,
+            StoreUnavailable { .. } => Label::Unavailable,
+            Upstream(_) => Label::UpstreamError,
+            Ambiguous(_)
+            | Path(_)
+            | Cookies(_)
+            | UrlCredentials
+            | CleanUrl(_)
+            | BadRequest(_)
+            | Csrf(_)
+            | NotFound(_)
+            | NoSuchSession
+            | MethodNotAllowed
+            | UnsupportedMediaType
+            | BodyTooLarge
+            | BodyTimeout
+            | InvalidCredentials { .. }
+            | Throttled { .. }
+            | InvalidRefreshToken { .. }
+            | AdminOff
+            | AdminUnauthorized => Label::Refused,
+        }
+    }
+
+    /// The response. `sessions` builds the cookie-clearing `Set-Cookie`s where one is due.
+    pub fn into_response(self, sessions: &Sessions) -> Response<Body> {
+        let status = self.status();
+        use Refusal::*;
+        match self {
+            Ambiguous(why) => {
+                let mut r = error(status, "bad_request", Some(why));
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r
+            }
+            Path(e) => error(status, "bad_request", Some(e.reason())),
+            Cookies(_) => error(
+                status,
+                "bad_request",
+                Some("a gateway cookie was sent more than once"),
+            ),
+            UrlCredentials => error(
+                status,
+                "bad_request",
+                Some("credentials are not accepted in the URL"),
+            ),
+            BadRequest(why) => error(status, "bad_request", Some(why)),
+            CleanUrl(to) => body::redirect(status, &to),
+            Unauthenticated {
+                navigation,
+                return_to,
+                presented,
+                clear,
+            } => {
+                let mut r = unauthenticated(navigation, &return_to, presented);
+                if clear {
+                    append(&mut r, sessions.clear_cookies());
+                }
+                r
+            }
+            StoreUnavailable { navigation } => unavailable(navigation),
+            Csrf(e) => error(status, "forbidden", Some(e.reason())),
+            NotFound(why) => error(status, "not_found", why),
+            NoSuchSession => error(status, "no_such_session", None),
+            MethodNotAllowed => error(status, "method_not_allowed", None),
+            UnsupportedMediaType => body::json(
+                status,
+                &serde_json::json!({"error": "unsupported_media_type", "accepted": ["application/x-www-form-urlencoded", "application/json"]}),
+            ),
+            BodyTooLarge => error(status, "body_too_large", None),
+            BodyTimeout => error(status, "body_timeout", None),
+            InvalidCredentials { json: true, .. } => error(status, "invalid_credentials", None),
+            InvalidCredentials {
+                json: false,
+                return_to,
+            } => body::html(
+                status,
+                pages::login_page(&return_to, Some("Invalid username or password.")),
+            ),
+            Throttled { json, retry } => throttled(json, retry),
+            InvalidRefreshToken { clear } => {
+                let mut r = error(status, "invalid_refresh_token", None);
+                if clear {
+                    append(&mut r, sessions.clear_cookies());
+                }
+                r
+            }
+            AdminOff => error(
+                status,
+                "not_found",
+                Some("the admin API is off (admin.token_env)"),
+            ),
+            AdminUnauthorized => {
+                let mut r = error(status, "unauthorized", None);
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"sessiongate-admin\""),
+                );
+                r
+            }
+            Upstream(e) => e.response(),
+        }
+    }
+}
+
+/// The one JSON error body: `{"error": code, "reason"?: why}`.
+pub fn error(status: StatusCode, code: &'static str, why: Option<&str>) -> Response<Body> {
+    let v = match why {
+        Some(why) => serde_json::json!({"error": code, "reason": why}),
+        None => serde_json::json!({"error": code}),
+    };
+    body::json(status, &v)
+}
+
+/// Append `Set-Cookie` values to a response.
+pub fn append(resp: &mut Response<Body>, cookies: Vec<HeaderValue>) {
+    for c in cookies {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+}
+
+fn unauthenticated(navigation: bool, return_to: &str, presented: bool) -> Response<Body> {
+    if navigation {
+        let enc: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+        return body::redirect(StatusCode::FOUND, &format!("/.auth/login?return_to={enc}"));
+    }
+    let mut r = error(StatusCode::UNAUTHORIZED, "unauthenticated", None);
+    let challenge = if presented {
+        "Bearer realm=\"sessiongate\", error=\"invalid_token\""
+    } else {
+        "Bearer realm=\"sessiongate\""
+    };
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    r
+}
+
+/// `503` while the store cannot be reached: the user keeps their cookies and retries.
+fn unavailable(navigation: bool) -> Response<Body> {
+    let mut r = if navigation {
+        body::html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::message_page(
+                "Temporarily unavailable",
+                "Sign-in is briefly unavailable. You are still signed in; please try again in a few seconds.",
+            ),
+        )
+    } else {
+        body::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": "session_store_unavailable", "retry_after": 5}),
+        )
+    };
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+fn throttled(json: bool, retry: Duration) -> Response<Body> {
+    let secs = retry.as_secs().max(1);
+    let mut r = if json {
+        body::json(
+            StatusCode::TOO_MANY_REQUESTS,
+            &serde_json::json!({"error": "too_many_attempts", "retry_after": secs}),
+        )
+    } else {
+        body::html(
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::message_page(
+                "Too many attempts",
+                &format!("Too many failed sign-ins. Try again in {secs} seconds."),
+            ),
+        )
+    };
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn navigations_are_redirected_and_api_calls_get_401() {
+        let nav = Refusal::Unauthenticated {
+            navigation: true,
+            return_to: "/a?b=1".into(),
+            presented: false,
+            clear: false,
+        };
+        assert_eq!(nav.status(), StatusCode::FOUND);
+        assert_eq!(nav.label(), Label::Unauthenticated);
+        let api = Refusal::Unauthenticated {
+            navigation: false,
+            return_to: "/".into(),
+            presented: true,
+            clear: false,
+        };
+        assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            Refusal::StoreUnavailable { navigation: false }.label(),
+            Label::Unavailable
+        );
+    }
+}

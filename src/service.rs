@@ -1,0 +1,75 @@
+//! One request from accept to answer: the pipeline decides, then the gateway answers itself
+//! (a refusal, or one of its `/.auth/` endpoints) or forwards to the upstream. Every response
+//! carries HSTS. This is the only place that knows all three (`pipeline`, `auth`, `proxy`),
+//! so none of them imports another's caller.
+
+use std::sync::Arc;
+
+use http::{Request, Response, header};
+use hyper::body::Incoming;
+
+use crate::body::Body;
+use crate::pipeline::{self, Decision, Forward, forwarding, upstream_login};
+use crate::refusal::{Label, Refusal};
+use crate::runtime::{ConnCtx, Runtime};
+
+pub async fn handle(
+    rt: Arc<Runtime>,
+    conn: Arc<ConnCtx>,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let mut resp = match pipeline::decide(&rt, &conn, &mut req).await {
+        Decision::Refuse(r) => refuse(&rt, r),
+        Decision::Gateway(ctx) => {
+            rt.metrics.req_gateway.inc();
+            crate::auth::handle(&rt, req, &ctx).await
+        }
+        Decision::Forward(f) => forward(&rt, f, req).await,
+    };
+    resp.headers_mut()
+        .insert(header::STRICT_TRANSPORT_SECURITY, rt.hsts.clone());
+    resp
+}
+
+/// Count a refusal by its label and answer it.
+pub fn refuse(rt: &Runtime, r: Refusal) -> Response<Body> {
+    let m = &rt.metrics;
+    match r.label() {
+        Label::Refused => m.req_refused.inc(),
+        Label::Unauthenticated => m.req_unauthenticated.inc(),
+        Label::Unavailable => m.req_unavailable.inc(),
+        Label::UpstreamError => m.req_upstream_error.inc(),
+    };
+    r.into_response(&rt.sessions)
+}
+
+async fn forward(rt: &Arc<Runtime>, f: Forward, mut req: Request<Incoming>) -> Response<Body> {
+    let Forward {
+        upstream,
+        ctx,
+        set_cookies,
+        identity,
+    } = f;
+    let Some(up) = rt.upstreams.get(upstream) else {
+        return refuse(rt, crate::proxy::ProxyError::NoUpstream(upstream).into());
+    };
+    if let Err(r) = forwarding::prepare(&up.cfg, &ctx, &mut req) {
+        return refuse(rt, r);
+    }
+    // An upgraded connection is closed when its session ends (logout, revocation anywhere).
+    let close_when = identity
+        .as_ref()
+        .filter(|_| ctx.websocket)
+        .map(|id| Box::pin(rt.sessions.ended(&id.sid)) as crate::proxy::CloseWhen);
+    let started = std::time::Instant::now();
+    let mut resp = match crate::proxy::forward(up, req, close_when).await {
+        Ok(r) => r,
+        Err(e) => return refuse(rt, e.into()),
+    };
+    rt.metrics.req_forwarded.inc();
+    rt.metrics
+        .upstream_seconds
+        .observe(started.elapsed().as_secs_f64());
+    upstream_login::on_response(rt, &ctx, &mut resp, set_cookies).await;
+    resp
+}

@@ -1,0 +1,217 @@
+//! A session's life: started at login with a new id, its tokens issued and set as cookies,
+//! ended alone or with every other session of its user.
+//!
+//! Ending always goes through [`Sessions::forget_locally`] first: this instance refuses the
+//! session's access tokens from the next request on (and drops its cached identity
+//! assertion) even when the store cannot be reached; then the store, with an audit event.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use super::{Identity, Sessions, StartError};
+use crate::audit::Event;
+use crate::cookies::set_cookie;
+use crate::store::{SessionRecord, StoreError, device};
+use crate::tokens::{Fingerprint, MintError};
+use crate::util::random_token;
+
+/// Tokens issued by a login or refresh.
+#[derive(Debug)]
+pub struct Issued {
+    pub identity: Arc<Identity>,
+    pub access: String,
+    pub refresh: String,
+    pub access_max_age: u64,
+    pub refresh_max_age: u64,
+}
+
+/// Why and where a session ends, for its audit event.
+#[derive(Debug, Clone, Copy)]
+pub struct Ending<'a> {
+    pub event: &'static str,
+    pub ip: IpAddr,
+    pub reason: Option<&'a str>,
+}
+
+/// User agents are kept to this many characters in a record.
+const MAX_UA: usize = 512;
+
+impl Sessions {
+    /// Start a new session (a new id at every login: nothing from before it is trusted after
+    /// it) and issue its tokens.
+    pub async fn start(
+        &self,
+        user: &str,
+        roles: &[String],
+        ip: IpAddr,
+        ua: &str,
+    ) -> Result<Issued, StartError> {
+        let now = self.clock.now();
+        let ua: String = ua.chars().take(MAX_UA).collect();
+        let rec = SessionRecord {
+            sid: random_token(24),
+            user: user.to_string(),
+            roles: roles.to_vec(),
+            created: now,
+            last_seen: now,
+            abs_end: now + self.cfg.refresh_ttl.as_secs(),
+            cur_jti: random_token(16),
+            prev_jti: None,
+            rotated_at: now,
+            ip: ip.to_string(),
+            device: device::label(&ua),
+            user_agent: ua.clone(),
+        };
+        let fp = self.fingerprints.bind(ip, &ua);
+        let issued = self.issue(&rec, now, &fp)?;
+        let started = std::time::Instant::now();
+        let r = self.store.create(rec.clone()).await;
+        self.metrics
+            .store_op("create", started.elapsed().as_secs_f64());
+        r?;
+        self.audit.emit(
+            Event::new("login_ok")
+                .user(&rec.user)
+                .session(&self.handle(&rec.sid))
+                .ip(&rec.ip),
+        );
+        Ok(issued)
+    }
+
+    /// Mint the token pair for a session record (its current refresh `jti`), bound to `fp`.
+    pub fn issue(
+        &self,
+        rec: &SessionRecord,
+        now: u64,
+        fp: &Fingerprint,
+    ) -> Result<Issued, MintError> {
+        let access_exp = (now + self.cfg.access_ttl.as_secs()).min(rec.abs_end);
+        let access = self
+            .keys
+            .mint_access(&rec.user, &rec.sid, &rec.roles, now, access_exp, fp)?;
+        let refresh =
+            self.keys
+                .mint_refresh(&rec.user, &rec.sid, &rec.cur_jti, now, rec.abs_end, fp)?;
+        Ok(Issued {
+            identity: Arc::new(Identity {
+                handle: self.handle(&rec.sid),
+                sub: rec.user.clone(),
+                roles: rec.roles.clone(),
+                sid: rec.sid.clone(),
+                exp: access_exp,
+                fp: fp.clone(),
+            }),
+            access,
+            refresh,
+            access_max_age: access_exp.saturating_sub(now),
+            refresh_max_age: rec.abs_end.saturating_sub(now),
+        })
+    }
+
+    /// `Set-Cookie` values carrying a token pair.
+    pub fn set_cookies(&self, t: &Issued) -> Vec<HeaderValue> {
+        let c = &self.cookies;
+        vec![
+            set_cookie(&c.access, &t.access, t.access_max_age, &self.cfg, true),
+            set_cookie(&c.refresh, &t.refresh, t.refresh_max_age, &self.cfg, true),
+        ]
+    }
+
+    /// `Set-Cookie` values that remove the gateway's session cookies.
+    pub fn clear_cookies(&self) -> Vec<HeaderValue> {
+        let c = &self.cookies;
+        vec![
+            set_cookie(&c.access, "", 0, &self.cfg, true),
+            set_cookie(&c.refresh, "", 0, &self.cfg, true),
+        ]
+    }
+
+    /// The one revoke-locally path: these sessions' access tokens are refused here from now
+    /// on, and their cached identity assertions are dropped.
+    pub(crate) fn forget_locally<'a>(&self, sids: impl IntoIterator<Item = &'a str>) {
+        let until = self.clock.now() + self.revocation_ttl();
+        for sid in sids {
+            self.revoked.insert(sid, until);
+            if let Some(s) = &self.signer {
+                s.forget(sid);
+            }
+        }
+    }
+
+    /// End one session: at once in this instance, then in the store, with an audit event.
+    /// `Err` when the store could not be reached: the caller answers `503`.
+    pub async fn end(&self, user: &str, sid: &str, why: Ending<'_>) -> Result<(), StoreError> {
+        self.forget_locally([sid]);
+        let mut e = Event::new(why.event)
+            .user(user)
+            .session(&self.handle(sid))
+            .ip(&why.ip.to_string());
+        if let Some(r) = why.reason {
+            e = e.reason(r);
+        }
+        self.audit.emit(e);
+        self.store
+            .revoke(user, sid, self.revocation_ttl())
+            .await
+            .map(|_| ())
+            .inspect_err(|e| tracing::warn!(error = %e, "could not end a session in the store"))
+    }
+
+    /// End a session because of what a request showed (anomaly under `revoke`).
+    pub async fn end_for_anomaly(
+        &self,
+        user: &str,
+        sid: &str,
+        ip: IpAddr,
+    ) -> Result<(), StoreError> {
+        let why = Ending {
+            event: "session_revoked",
+            ip,
+            reason: Some("anomaly"),
+        };
+        self.end(user, sid, why).await
+    }
+
+    /// End every session of the user, as at logout-all or after a password change.
+    pub async fn revoke_all(&self, user: &str, event: &'static str) -> Result<usize, StoreError> {
+        let sids = self.store.revoke_all(user, self.revocation_ttl()).await?;
+        self.forget_locally(sids.iter().map(String::as_str));
+        self.audit
+            .emit(Event::new(event).user(user).count(sids.len()));
+        Ok(sids.len())
+    }
+
+    /// The user's live sessions, newest first.
+    pub async fn list(&self, user: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        self.store.list(user).await
+    }
+}
+
+/// One session as its user (or an operator) sees it.
+#[derive(Debug, serde::Serialize)]
+pub struct SessionView<'a> {
+    pub handle: String,
+    pub device: &'a str,
+    pub ip: &'a str,
+    pub created: u64,
+    pub last_active: u64,
+    pub expires: u64,
+    pub current: bool,
+}
+
+impl Sessions {
+    /// The view of `r`; `current_sid` marks the session of the request (`""` for none).
+    pub fn view<'a>(&self, r: &'a SessionRecord, current_sid: &str) -> SessionView<'a> {
+        SessionView {
+            handle: self.handle(&r.sid),
+            device: &r.device,
+            ip: &r.ip,
+            created: r.created,
+            last_active: r.last_seen,
+            expires: r.abs_end,
+            current: r.sid == current_sid,
+        }
+    }
+}

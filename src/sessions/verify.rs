@@ -1,0 +1,161 @@
+//! Access tokens verified locally, and which session a request belongs to.
+//!
+//! The valid-access-token path does no store round trip and no blocking work: signature and
+//! claims (see `tokens`), then the local revocation set.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::{Identity, Sessions, Verdict, VerifyError};
+use crate::tokens::Fingerprint;
+
+/// Verified access tokens, per serving thread: a browser sends the same cookie with every
+/// request until it expires, so the signature and claims are checked once per token and
+/// thread, not once per request. Only successes are cached; expiry and the revocation set are
+/// checked on every hit. Keyed by the runtime too (tests run several in one process).
+struct Verified {
+    rt: u64,
+    id: Arc<Identity>,
+}
+
+/// Bound: when full, expired entries go first, then everything (a cache, never the truth).
+const VERIFIED_MAX: usize = 8192;
+
+thread_local! {
+    static VERIFIED: RefCell<HashMap<Box<str>, Verified>> = RefCell::new(HashMap::new());
+}
+
+/// A session a request presented a token for, not yet judged by its fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented {
+    pub user: String,
+    pub sid: String,
+    pub fp: Fingerprint,
+}
+
+impl Sessions {
+    /// Verify an access token, including the revocation set.
+    pub fn verify_access(&self, token: &str) -> Result<Arc<Identity>, VerifyError> {
+        let now = self.clock.now();
+        let hit = VERIFIED.with(|c| {
+            c.borrow()
+                .get(token)
+                .filter(|v| v.rt == self.id && v.id.exp >= now)
+                .map(|v| v.id.clone())
+        });
+        let id = match hit {
+            Some(id) => id,
+            None => {
+                let id = self.verify_uncached(token, now)?;
+                remember(token, self.id, &id, now);
+                id
+            }
+        };
+        if self.revoked.is_revoked(&id.sid) {
+            return Err(VerifyError::Revoked);
+        }
+        Ok(id)
+    }
+
+    fn verify_uncached(&self, token: &str, now: u64) -> Result<Arc<Identity>, VerifyError> {
+        let c = self.keys.verify_access(token, now)?;
+        Ok(Arc::new(Identity {
+            handle: self.keys.session_handle(&c.sid),
+            sub: c.sub,
+            roles: c.roles,
+            sid: c.sid,
+            exp: c.exp,
+            fp: Fingerprint {
+                ipn: c.ipn,
+                uah: c.uah,
+            },
+        }))
+    }
+
+    /// The session a request belongs to, from a valid access token or, failing that (an
+    /// expired access token must not stop a logout), a valid refresh token. The anomaly policy
+    /// applies as on any request: a stolen cookie used from elsewhere must not be able to sign
+    /// the user out (`reauth`: `None`, nothing is ended), and under `revoke` only that session
+    /// ends.
+    pub async fn presented(
+        &self,
+        access: Option<&str>,
+        refresh: Option<&str>,
+        ip: IpAddr,
+        ua: &str,
+    ) -> Option<Presented> {
+        let now = self.clock.now();
+        let found = access
+            .and_then(|t| self.keys.verify_access(t, now).ok())
+            .map(|c| Presented {
+                user: c.sub,
+                sid: c.sid,
+                fp: Fingerprint {
+                    ipn: c.ipn,
+                    uah: c.uah,
+                },
+            })
+            .or_else(|| {
+                refresh
+                    .and_then(|t| self.keys.verify_refresh(t, now).ok())
+                    .map(|c| Presented {
+                        user: c.sub,
+                        sid: c.sid,
+                        fp: Fingerprint {
+                            ipn: c.ipn,
+                            uah: c.uah,
+                        },
+                    })
+            })
+            .filter(|p| !self.revoked.is_revoked(&p.sid))?;
+        match self.anomaly(&found.fp, ip, ua, &found.user, &found.sid) {
+            Verdict::Pass => Some(found),
+            Verdict::Reauth => None,
+            Verdict::Revoke => {
+                // Revoked here at once; a store failure is logged by `end`.
+                let _ = self.end_for_anomaly(&found.user, &found.sid, ip).await;
+                None
+            }
+        }
+    }
+}
+
+fn remember(token: &str, rt: u64, id: &Arc<Identity>, now: u64) {
+    VERIFIED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= VERIFIED_MAX {
+            c.retain(|_, v| v.id.exp >= now);
+            if c.len() >= VERIFIED_MAX {
+                c.clear();
+            }
+        }
+        c.insert(token.into(), Verified { rt, id: id.clone() });
+    });
+}
+
+impl Sessions {
+    /// A future that completes when `sid` is revoked (here, or on any instance through the
+    /// store's feed): for long-lived connections of that session.
+    pub fn ended(&self, sid: &str) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let sid: Arc<str> = Arc::from(sid);
+        let mut watch = self.revoked.watch();
+        let revoked = self.revoked.clone();
+        async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match watch.recv().await {
+                    Ok(s) if s == sid => return,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {
+                        if revoked.is_revoked(&sid) {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        }
+    }
+}
