@@ -327,9 +327,8 @@ async fn cross_site_websocket_upgrade_with_session_cookie_is_refused() {
     // and no CORS check applies to it; `Origin` is the only evidence.
     let gw = Gateway::start_default().await;
     let s = gw.login_alice().await;
-    let port = gw.https.port();
-    let look_alike = format!("https://localhost:{port}.evil.example");
-    let http_scheme = format!("http://localhost:{port}");
+    let look_alike = format!("{}.evil.example", gw.origin());
+    let http_scheme = format!("http://{}", gw.host_header());
     let cases: [(&str, Vec<(&str, &str)>); 5] = [
         ("foreign Origin", vec![("Origin", "https://evil.example")]),
         ("Origin null", vec![("Origin", "null")]),

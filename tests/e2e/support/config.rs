@@ -3,11 +3,26 @@
 //! `sessiongate check-config` over a written file.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::util::bin;
+
+/// The host name of the gateway's public origin in tests: the test certificate's name, the SNI
+/// every client sends, and the name the clients resolve to the gateway's bound address.
+pub const PUBLIC_HOST: &str = "localhost";
+
+/// `server.public_origin` unless a test sets another: `https://` + [`PUBLIC_HOST`], on the
+/// default port. The gateway listens on a port the kernel chose (`127.0.0.1:0`), so this is a
+/// deployment behind a port mapping (public 443, internal ephemeral port): the origin is known
+/// before the gateway starts, and a gateway that took its own origin from its listen address
+/// would be caught.
+pub const DEFAULT_PUBLIC_ORIGIN: &str = "https://localhost";
+
+/// `127.0.0.1:0`: a listen address for which the kernel picks a free port at bind time, so no
+/// test races another process for a port it saw free.
+pub const LOOPBACK_ANY_PORT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
 #[derive(Clone, Debug)]
 pub struct Route {
@@ -49,7 +64,7 @@ pub struct GatewayConfig {
     pub routes: Vec<Route>,
     /// `(name, url)` upstreams after the `app` upstream.
     pub extra_upstreams: Vec<(String, String)>,
-    /// Overrides `server.public_origin` (default `https://localhost:<https port>`).
+    /// Overrides `server.public_origin` (default [`DEFAULT_PUBLIC_ORIGIN`]).
     pub public_origin: Option<String>,
     /// Appended verbatim at the end of the file.
     pub extra_toml: String,
@@ -141,7 +156,7 @@ impl GatewayConfig {
         let origin = self
             .public_origin
             .clone()
-            .unwrap_or_else(|| format!("https://localhost:{}", p.https.port()));
+            .unwrap_or_else(|| DEFAULT_PUBLIC_ORIGIN.to_string());
         let mut s = String::new();
         writeln!(s, "[server]").unwrap();
         writeln!(s, "listen = \"{}\"", p.https).unwrap();
@@ -189,9 +204,15 @@ impl GatewayConfig {
     }
 }
 
+/// What [`GatewayConfig::render`] fills in: paths of the files the harness wrote, the upstream,
+/// and the listen addresses (normally [`LOOPBACK_ANY_PORT`]; a fixed port only where a test
+/// needs one, such as a bind conflict).
 pub struct RenderParams {
+    /// `server.listen`
     pub https: SocketAddr,
+    /// `server.redirect_listen`
     pub http: SocketAddr,
+    /// `server.admin_listen`
     pub admin: SocketAddr,
     pub cert: PathBuf,
     pub key: PathBuf,

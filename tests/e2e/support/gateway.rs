@@ -8,20 +8,26 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::config::{GatewayConfig, RenderParams};
-use super::launch::{Launch, LaunchError};
+use super::config::{
+    DEFAULT_PUBLIC_ORIGIN, GatewayConfig, LOOPBACK_ANY_PORT, PUBLIC_HOST, RenderParams,
+};
+use super::launch::{Bound, Launch, Launched};
 use super::pki::Pki;
 use super::upstream::Upstream;
 use super::users::users_toml;
-use super::util::{free_port, install_crypto_provider, random_secret};
+use super::util::{install_crypto_provider, random_secret};
 
 pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub pki: Pki,
     pub config: GatewayConfig,
     pub config_path: PathBuf,
+    /// The address the HTTPS listener bound (`127.0.0.1:<port the kernel chose>`), from the
+    /// ready line. Clients reach it as [`Gateway::origin`]; raw connections go here.
     pub https: SocketAddr,
+    /// The plain-HTTP redirect listener's bound address.
     pub http: SocketAddr,
+    /// The admin listener's bound address.
     pub admin: SocketAddr,
     pub upstream: Upstream,
     pub access_secret: String,
@@ -67,48 +73,36 @@ impl Gateway {
         let stdout_log = dir.path().join("gateway.stdout.log");
         let stderr_log = dir.path().join("gateway.stderr.log");
 
-        // A port that `free_port` saw free can be taken by another process before the gateway
-        // binds it: on that (rare) race, try again with fresh ports.
-        let mut attempt = 0;
-        let (https, http, admin, child, stdout_thread) = loop {
-            attempt += 1;
-            let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let params = RenderParams {
-                https,
-                http,
-                admin,
-                cert: pki.cert_path.clone(),
-                key: pki.key_path.clone(),
-                upstream_url: upstream.url(),
-                users_file: users_file.clone(),
-                audit_file: audit_log.clone(),
-            };
-            std::fs::write(&config_path, config.render(&params)).unwrap();
-            let launch = Launch {
-                config_path: &config_path,
-                dir: dir.path(),
-                access_secret: &access_secret,
-                refresh_secret: &refresh_secret,
-                env: &config.env,
-                stdout_log: &stdout_log,
-                stderr_log: &stderr_log,
-                addrs: (https, http, admin),
-                append_logs: false,
-            };
-            match launch.run() {
-                Ok((child, thread)) => break (https, http, admin, child, thread),
-                Err(LaunchError::PortTaken(report)) if attempt < 3 => {
-                    eprintln!(
-                        "harness: the gateway lost a port race (attempt {attempt}); fresh ports\n{report}"
-                    );
-                }
-                Err(LaunchError::PortTaken(report) | LaunchError::Failed(report)) => {
-                    panic!("{report}")
-                }
-            }
+        // Every listener on `127.0.0.1:0`: the kernel picks the ports as the gateway binds
+        // them, and the ready line names them. No port is chosen before, so none can be lost.
+        let listen = (LOOPBACK_ANY_PORT, LOOPBACK_ANY_PORT, LOOPBACK_ANY_PORT);
+        let params = RenderParams {
+            https: listen.0,
+            http: listen.1,
+            admin: listen.2,
+            cert: pki.cert_path.clone(),
+            key: pki.key_path.clone(),
+            upstream_url: upstream.url(),
+            users_file: users_file.clone(),
+            audit_file: audit_log.clone(),
         };
+        std::fs::write(&config_path, config.render(&params)).unwrap();
+        let launch = Launch {
+            config_path: &config_path,
+            dir: dir.path(),
+            access_secret: &access_secret,
+            refresh_secret: &refresh_secret,
+            env: &config.env,
+            stdout_log: &stdout_log,
+            stderr_log: &stderr_log,
+            listen,
+            append_logs: false,
+        };
+        let Launched {
+            child,
+            stdout_thread,
+            bound: Bound { https, http, admin },
+        } = launch.run().unwrap_or_else(|e| e.panic("start"));
         let GatewayClients {
             client,
             client_h1,
@@ -143,16 +137,21 @@ impl Gateway {
         Gateway::start(GatewayConfig::default()).await
     }
 
+    /// The origin the test clients address, [`DEFAULT_PUBLIC_ORIGIN`] (no port: the clients
+    /// resolve [`PUBLIC_HOST`] to the bound address, port included). The gateway's configured
+    /// origin unless the test set another; see [`Gateway::public_origin`].
     pub fn origin(&self) -> String {
-        format!("https://localhost:{}", self.https.port())
+        DEFAULT_PUBLIC_ORIGIN.to_string()
     }
 
+    /// An absolute URL on [`Gateway::origin`], for the HTTPS clients.
     pub fn url(&self, path_and_query: &str) -> String {
         format!("{}{}", self.origin(), path_and_query)
     }
 
+    /// The `Host` the clients send (and a raw request must send): [`PUBLIC_HOST`].
     pub fn host_header(&self) -> String {
-        format!("localhost:{}", self.https.port())
+        PUBLIC_HOST.to_string()
     }
 
     /// Stop the gateway with SIGTERM (graceful: logs flushed), then SIGKILL after 10 s.
@@ -209,7 +208,7 @@ impl GatewayClients {
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(pki.client_config(&[b"h2", b"http/1.1"]))
             .redirect(reqwest::redirect::Policy::none())
-            .resolve("localhost", https)
+            .resolve(PUBLIC_HOST, https)
             .no_proxy()
             .timeout(Duration::from_secs(30))
             .build()
@@ -218,7 +217,7 @@ impl GatewayClients {
             .tls_backend_preconfigured(pki.client_config(&[b"http/1.1"]))
             .http1_only()
             .redirect(reqwest::redirect::Policy::none())
-            .resolve("localhost", https)
+            .resolve(PUBLIC_HOST, https)
             .no_proxy()
             .timeout(Duration::from_secs(30))
             .build()
@@ -253,8 +252,8 @@ impl Gateway {
             .unwrap_or_else(|| self.origin())
     }
 
-    /// Stop the gateway (graceful) and start it again with the same config file, ports,
-    /// secrets, directory and upstream; returns once the ready line is back.
+    /// Stop the gateway (graceful) and start it again with the same config file, secrets,
+    /// directory and upstream; returns once the ready line is back.
     pub async fn restart(&mut self) {
         self.stop().await;
         self.relaunch().await;
@@ -262,6 +261,10 @@ impl Gateway {
 
     /// Start the gateway again after [`Gateway::stop`], as [`Gateway::restart`] does. Logs
     /// are appended to, so they hold every run.
+    ///
+    /// The config still says port 0, so the new process binds fresh ports: [`Gateway::https`]
+    /// and the others change, and the clients are rebuilt to reach them. The public origin
+    /// does not change, so to a client (and to its tokens) it is the same deployment.
     pub async fn relaunch(&mut self) {
         assert!(
             self.child.is_none(),
@@ -272,9 +275,8 @@ impl Gateway {
         let secrets = (self.access_secret.clone(), self.refresh_secret.clone());
         let env = self.config.env.clone();
         let logs = (self.stdout_log.clone(), self.stderr_log.clone());
-        let addrs = (self.https, self.http, self.admin);
-        let (child, thread) = tokio::task::spawn_blocking(move || {
-            let launch = Launch {
+        let launched = tokio::task::spawn_blocking(move || {
+            Launch {
                 config_path: &config_path,
                 dir: &dir,
                 access_secret: &secrets.0,
@@ -282,28 +284,21 @@ impl Gateway {
                 env: &env,
                 stdout_log: &logs.0,
                 stderr_log: &logs.1,
-                addrs,
+                listen: (LOOPBACK_ANY_PORT, LOOPBACK_ANY_PORT, LOOPBACK_ANY_PORT),
                 append_logs: true,
-            };
-            // The ports are fixed now; one the old process just released may be held a moment.
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                match launch.run() {
-                    Ok(x) => return x,
-                    Err(LaunchError::PortTaken(_)) if attempt < 3 => {
-                        std::thread::sleep(Duration::from_millis(300));
-                    }
-                    Err(LaunchError::PortTaken(r) | LaunchError::Failed(r)) => {
-                        panic!("restart: {r}")
-                    }
-                }
             }
+            .run()
+            .unwrap_or_else(|e| e.panic("restart"))
         })
         .await
         .expect("gateway relaunch task");
-        self.child = Some(child);
-        self.stdout_thread = Some(thread);
+        self.child = Some(launched.child);
+        self.stdout_thread = Some(launched.stdout_thread);
+        Bound {
+            https: self.https,
+            http: self.http,
+            admin: self.admin,
+        } = launched.bound;
         let c = GatewayClients::build(&self.pki, self.https);
         self.client = c.client;
         self.client_h1 = c.client_h1;
