@@ -413,11 +413,8 @@ async fn gateway_unsafe_endpoints_refuse_cross_site_requests() {
     let gw = Gateway::start_default().await;
     let s = gw.login_alice().await;
     let me: serde_json::Value = gw
-        .get("/.auth/me")
-        .header("cookie", s.cookie_header())
-        .send()
+        .get_with("/.auth/me", &s.cookie_header())
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -466,12 +463,7 @@ const CSRF_COOKIE: &str = "__Host-sg-csrf";
 
 /// `GET /.auth/csrf`: the token from the JSON body, checked against the cookie it sets.
 async fn csrf_token(gw: &Gateway, s: &Session) -> String {
-    let resp = gw
-        .get("/.auth/csrf")
-        .header("cookie", s.cookie_header())
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.get_with("/.auth/csrf", &s.cookie_header()).await;
     assert_eq!(resp.status(), 200);
     let c = set_cookie_named(resp.headers(), CSRF_COOKIE).unwrap_or_else(|| {
         panic!(

@@ -294,12 +294,7 @@ async fn repeated_failed_logins_are_throttled() {
 async fn me_returns_the_verified_identity() {
     let gw = Gateway::start_default().await;
     let s = gw.login_alice().await;
-    let resp = gw
-        .get("/.auth/me")
-        .header("cookie", s.cookie_header())
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.get_with("/.auth/me", &s.cookie_header()).await;
     assert_eq!(resp.status(), 200);
     let me: Value = resp.json().await.unwrap();
     assert_eq!(me["sub"], "alice");
@@ -324,11 +319,8 @@ async fn me_without_session_is_401() {
     let resp = gw.get("/.auth/me").send().await.unwrap();
     assert_eq!(resp.status(), 401);
     let resp = gw
-        .get("/.auth/me")
-        .header("cookie", format!("{ACCESS_COOKIE}=garbage"))
-        .send()
-        .await
-        .unwrap();
+        .get_with("/.auth/me", &format!("{ACCESS_COOKIE}=garbage"))
+        .await;
     assert_eq!(resp.status(), 401);
 }
 
