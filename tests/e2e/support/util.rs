@@ -24,7 +24,10 @@ pub fn upstream_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/upstream.py")
 }
 
-/// A free loopback port: bind `127.0.0.1:0`, note the port, drop the listener.
+/// A free loopback port: bind `127.0.0.1:0`, note the port, drop the listener. Another process
+/// may take it before it is used, so only for what cannot bind port 0 and report the port
+/// (`redis-server`, whose start retries on a taken port) and for a port that nothing should
+/// listen on (an upstream that is down). The gateway and the upstream bind port 0 themselves.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().unwrap().port()
