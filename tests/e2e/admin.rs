@@ -71,22 +71,14 @@ async fn metrics_need_no_token_and_move_with_traffic(store: StoreUnderTest) {
     assert_eq!(resp.status(), 200);
     for i in 0..2 {
         let resp = gw
-            .post("/.auth/refresh")
-            .header("cookie", s.refresh_only())
-            .header("user-agent", FIREFOX)
-            .send()
-            .await
-            .unwrap();
+            .refresh_with(&s.refresh_only(), &[("user-agent", FIREFOX)])
+            .await;
         assert_eq!(resp.status(), 200, "rotation {i}");
         s.update(resp.headers());
     }
     let reuse = gw
-        .post("/.auth/refresh")
-        .header("cookie", r0.refresh_only())
-        .header("user-agent", FIREFOX)
-        .send()
-        .await
-        .unwrap();
+        .refresh_with(&r0.refresh_only(), &[("user-agent", FIREFOX)])
+        .await;
     assert_eq!(
         reuse.status(),
         401,
@@ -333,12 +325,8 @@ async fn admin_revoke_all_ends_every_session_of_the_user_at_once(store: StoreUnd
             "{what}: the access token outlived revoke-all"
         );
         let resp = gw
-            .post("/.auth/refresh")
-            .header("cookie", s.refresh_only())
-            .header("user-agent", ua)
-            .send()
-            .await
-            .unwrap();
+            .refresh_with(&s.refresh_only(), &[("user-agent", ua)])
+            .await;
         assert_eq!(
             resp.status(),
             401,

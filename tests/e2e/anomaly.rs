@@ -33,15 +33,6 @@ async fn get_from(
     req.send().await.expect("request")
 }
 
-/// `POST /.auth/refresh` with the refresh cookie and extra headers.
-async fn refresh_from(gw: &Gateway, s: &Session, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = gw.post("/.auth/refresh").header("cookie", s.refresh_only());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.expect("POST /.auth/refresh")
-}
-
 /// A `401` for an API client: JSON, `WWW-Authenticate`, the session cookies cleared.
 async fn assert_unauthenticated_and_cleared(resp: reqwest::Response, what: &str) {
     assert_eq!(resp.status(), 401, "{what}");
@@ -149,7 +140,9 @@ async fn user_agent_change_under_revoke_ends_the_session_everywhere(store: Store
         401,
         "the revoked session's access token still works from its own browser"
     );
-    let r = refresh_from(&gw, &s, &[("user-agent", FIREFOX)]).await;
+    let r = gw
+        .refresh_with(&s.refresh_only(), &[("user-agent", FIREFOX)])
+        .await;
     assert_eq!(
         r.status(),
         401,
@@ -213,7 +206,7 @@ async fn ip_move_within_the_prefix_passes_and_across_it_needs_reauth(store: Stor
         "sent to the login page: {location}"
     );
     // No refresh from there either (the refresh token is bound to the same network).
-    let r = refresh_from(&gw, &s, &elsewhere).await;
+    let r = gw.refresh_with(&s.refresh_only(), &elsewhere).await;
     assert_eq!(r.status(), 401, "refresh from another network");
     assert!(Session::from_response_headers(r.headers()).is_none());
     gw.assert_upstream_never_saw("/private/other-net").await;
@@ -235,12 +228,12 @@ async fn ip_move_within_the_prefix_passes_and_across_it_needs_reauth(store: Stor
     // The session still works from its own network, access and refresh alike.
     let back = get_from(&gw, "/private/home", &s.cookie_header(), &home).await;
     assert_eq!(Echo::from(back).await.header("x-auth-user"), Some("alice"));
-    let r = refresh_from(
-        &gw,
-        &s,
-        &[("user-agent", FIREFOX), ("x-forwarded-for", "203.0.113.50")],
-    )
-    .await;
+    let r = gw
+        .refresh_with(
+            &s.refresh_only(),
+            &[("user-agent", FIREFOX), ("x-forwarded-for", "203.0.113.50")],
+        )
+        .await;
     assert_eq!(r.status(), 200, "refresh from the session's own network");
     assert!(Session::from_response_headers(r.headers()).is_some());
 
@@ -415,12 +408,7 @@ async fn spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing() {
         "the session records the real peer: {list}"
     );
     // Audit lines are written in order: once the logout is there, any anomaly would be too.
-    let out = gw
-        .post("/.auth/logout")
-        .header("cookie", s.cookie_header())
-        .send()
-        .await
-        .unwrap();
+    let out = gw.logout_with(&s.cookie_header(), &[]).await;
     assert_eq!(out.status(), 204);
     gw.wait_for_audit("logout").await;
     assert!(

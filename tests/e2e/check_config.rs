@@ -25,9 +25,9 @@ fn write_config(cfg: &GatewayConfig, edit: impl Fn(String) -> String) -> Written
     let users = dir.path().join("users.toml");
     std::fs::write(&users, users_toml()).unwrap();
     let params = RenderParams {
-        https: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        http: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        admin: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        https: LOOPBACK_ANY_PORT,
+        http: LOOPBACK_ANY_PORT,
+        admin: LOOPBACK_ANY_PORT,
         cert: pki.cert_path.clone(),
         key: pki.key_path.clone(),
         upstream_url: format!("http://127.0.0.1:{}", free_port()),

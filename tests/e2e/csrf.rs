@@ -8,8 +8,9 @@
 //!   on some top-level navigations, and same-site subdomains are not same-origin);
 //! - a POST/DELETE with no origin evidence at all (DESIGN says "must prove"; see report);
 //! - `Sec-Fetch-Site: cross-site` from a modern browser, and `same-site` from a sibling;
-//! - look-alike origins and referers (`https://localhost:P.evil.example`, another port, `http:`,
-//!   the IP instead of the name, a sibling subdomain, `null`), for POST, PUT, PATCH, DELETE;
+//! - look-alike origins and referers (`https://localhost.evil.example`, another port, the
+//!   listener's own port behind the port mapping, `http:`, the IP instead of the name, a sibling
+//!   subdomain, `null`), for POST, PUT, PATCH, DELETE;
 //! - method overrides (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`,
 //!   `_method=`) that turn a "safe" GET into a DELETE in the app's framework;
 //! - look-alikes of a configured `csrf.allowed_origins` entry;
@@ -148,14 +149,19 @@ async fn assert_refused_403(resp: reqwest::Response, what: &str) {
 async fn look_alike_origins_and_referers_are_refused_with_403() {
     let gw = Gateway::start_default().await;
     let s = gw.login_alice().await;
-    let port = gw.https.port();
+    // The public origin is `https://<host>` on the default port; the gateway listens on
+    // another port (`gw.https`), as behind a port mapping.
+    let (origin, host, bound_port) = (gw.origin(), gw.host_header(), gw.https.port());
     let origins = [
-        format!("https://localhost:{port}.evil.example"),
-        format!("https://localhost:{}", port.wrapping_add(1).max(1)),
-        format!("http://localhost:{port}"),
-        format!("https://127.0.0.1:{port}"),
-        format!("https://evil.localhost:{port}"),
-        "https://localhost".to_string(),
+        format!("{origin}.evil.example"),
+        format!("{origin}:8443"),
+        format!("{origin}:{bound_port}"),
+        format!("http://{host}"),
+        "https://127.0.0.1".to_string(),
+        format!("https://127.0.0.1:{bound_port}"),
+        format!("https://evil.{host}"),
+        // A prefix of the origin (an origin check written as `public_origin.starts_with(o)`).
+        format!("https://{}", &host[..host.len() - 1]),
         "null".to_string(),
     ];
     for o in &origins {
@@ -170,9 +176,9 @@ async fn look_alike_origins_and_referers_are_refused_with_403() {
         assert_refused_403(resp, &format!("Origin {o}")).await;
     }
     let referers = [
-        format!("https://localhost:{port}.evil.example/form"),
-        format!("http://localhost:{port}/form"),
-        format!("https://evil.example/https://localhost:{port}/"),
+        format!("{origin}.evil.example/form"),
+        format!("http://{host}/form"),
+        format!("https://evil.example/{origin}/"),
         "not a url".to_string(),
     ];
     for r in &referers {
@@ -194,7 +200,7 @@ async fn look_alike_origins_and_referers_are_refused_with_403() {
         &s.cookie_header(),
         &[
             ("sec-fetch-site", "same-site"),
-            ("origin", &format!("https://evil.localhost:{port}")),
+            ("origin", &format!("https://evil.{host}")),
         ],
     )
     .await;
@@ -407,11 +413,8 @@ async fn gateway_unsafe_endpoints_refuse_cross_site_requests() {
     let gw = Gateway::start_default().await;
     let s = gw.login_alice().await;
     let me: serde_json::Value = gw
-        .get("/.auth/me")
-        .header("cookie", s.cookie_header())
-        .send()
+        .get_with("/.auth/me", &s.cookie_header())
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -460,12 +463,7 @@ const CSRF_COOKIE: &str = "__Host-sg-csrf";
 
 /// `GET /.auth/csrf`: the token from the JSON body, checked against the cookie it sets.
 async fn csrf_token(gw: &Gateway, s: &Session) -> String {
-    let resp = gw
-        .get("/.auth/csrf")
-        .header("cookie", s.cookie_header())
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.get_with("/.auth/csrf", &s.cookie_header()).await;
     assert_eq!(resp.status(), 200);
     let c = set_cookie_named(resp.headers(), CSRF_COOKIE).unwrap_or_else(|| {
         panic!(

@@ -32,12 +32,7 @@ async fn protected_route_forwards_verified_identity_from_cookie() {
         "theme=dark; {ACCESS_COOKIE}={}; lang=en; {REFRESH_COOKIE}={}",
         s.access, s.refresh
     );
-    let resp = gw
-        .get("/private/page?q=1")
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.get_with("/private/page?q=1", &cookie).await;
     let echo = Echo::from(resp).await;
     assert_eq!(echo.path, "/private/page");
     assert_eq!(echo.query, "q=1");

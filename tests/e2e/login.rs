@@ -165,14 +165,15 @@ async fn form_login_keeps_an_absolute_same_origin_return_to() {
 #[tokio::test]
 async fn form_login_ignores_foreign_return_to() {
     let gw = Gateway::start_default().await;
-    let port = gw.https.port();
+    let host = gw.host_header();
     let foreign = [
         "https://evil.example/".to_string(),
         "//evil.example/x".to_string(),
         "/\\evil.example/x".to_string(),
         "javascript:alert(1)".to_string(),
-        format!("http://localhost:{port}/private"),
-        format!("https://localhost:{port}@evil.example/"),
+        format!("http://{host}/private"),
+        format!("https://{host}@evil.example/"),
+        format!("https://{host}:8443@evil.example/"),
     ];
     for (i, rt) in foreign.iter().enumerate() {
         let (user, pass) = if i % 2 == 0 {
@@ -293,12 +294,7 @@ async fn repeated_failed_logins_are_throttled() {
 async fn me_returns_the_verified_identity() {
     let gw = Gateway::start_default().await;
     let s = gw.login_alice().await;
-    let resp = gw
-        .get("/.auth/me")
-        .header("cookie", s.cookie_header())
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.get_with("/.auth/me", &s.cookie_header()).await;
     assert_eq!(resp.status(), 200);
     let me: Value = resp.json().await.unwrap();
     assert_eq!(me["sub"], "alice");
@@ -323,11 +319,8 @@ async fn me_without_session_is_401() {
     let resp = gw.get("/.auth/me").send().await.unwrap();
     assert_eq!(resp.status(), 401);
     let resp = gw
-        .get("/.auth/me")
-        .header("cookie", format!("{ACCESS_COOKIE}=garbage"))
-        .send()
-        .await
-        .unwrap();
+        .get_with("/.auth/me", &format!("{ACCESS_COOKIE}=garbage"))
+        .await;
     assert_eq!(resp.status(), 401);
 }
 
@@ -615,8 +608,7 @@ fn lands_on_own_origin(origin: &str, location: &str) -> Result<(), String> {
 #[tokio::test]
 async fn hostile_return_to_values_all_land_on_the_gateway_origin() {
     let gw = Gateway::start_default().await;
-    let port = gw.https.port();
-    let origin = gw.origin();
+    let (origin, host, bound_port) = (gw.origin(), gw.host_header(), gw.https.port());
     let hostile: Vec<String> = [
         "//evil.example",
         "///evil.example",
@@ -651,11 +643,13 @@ async fn hostile_return_to_values_all_land_on_the_gateway_origin() {
     .iter()
     .map(|s| s.to_string())
     .chain([
-        format!("http://localhost:{port}/x"),
-        format!("https://localhost:{port}.evil.example/"),
-        format!("https://localhost:{port}@evil.example/"),
-        format!("https://evil.example@localhost:{port}/x"),
-        format!("https://localhost:{}/x", port.wrapping_add(1).max(1)),
+        format!("http://{host}/x"),
+        format!("{origin}.evil.example/"),
+        format!("https://{host}@evil.example/"),
+        format!("https://{host}:8443@evil.example/"),
+        format!("https://evil.example@{host}/x"),
+        format!("{origin}:8443/x"),
+        format!("{origin}:{bound_port}/x"),
         format!("{origin}//evil.example"),
         format!("{origin}/\\evil.example"),
         format!("{origin}/.auth/logout"),

@@ -70,16 +70,7 @@ async fn secrets_never_reach_logs(mut gw: Gateway) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let v: Value = gw
-        .client
-        .post(gw.url("/.auth/refresh"))
-        .json(&serde_json::json!({ "refresh_token": r2 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = gw.refresh_json(&r2).await.json().await.unwrap();
     let (a3, r3) = (
         v["access_token"].as_str().unwrap().to_string(),
         v["refresh_token"].as_str().unwrap().to_string(),
@@ -96,12 +87,7 @@ async fn secrets_never_reach_logs(mut gw: Gateway) {
     let resp = gw.get_with("/private/refreshed", &s1.cookie_header()).await;
     assert_eq!(resp.status(), 200);
     let s2 = Session::from_response_headers(resp.headers()).expect("transparent refresh");
-    let resp = gw
-        .post("/.auth/refresh")
-        .header("cookie", s2.cookie_header())
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.refresh_with(&s2.cookie_header(), &[]).await;
     assert_eq!(resp.status(), 200);
     let s3 = Session::from_response_headers(resp.headers()).expect("refresh cookies");
 
@@ -146,13 +132,7 @@ async fn secrets_never_reach_logs(mut gw: Gateway) {
     );
 
     // Logout.
-    let resp = gw
-        .post("/.auth/logout")
-        .header("cookie", s3.cookie_header())
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.logout(&s3).await;
     assert_eq!(resp.status(), 204);
     // Use the logged-out tokens once more (refused, possibly logged).
     assert_eq!(
@@ -208,13 +188,7 @@ async fn audit_records_login_failure_and_logout_with_the_user() {
         gw.login_form("bob", "definitely-wrong", "/").await.status(),
         401
     );
-    let resp = gw
-        .post("/.auth/logout")
-        .header("cookie", s.cookie_header())
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.logout(&s).await;
     assert_eq!(resp.status(), 204);
     let ok = gw.wait_for_audit("login_ok").await;
     let failed = gw.wait_for_audit("login_failed").await;

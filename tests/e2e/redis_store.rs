@@ -54,20 +54,19 @@ fn browser_post(gw: &Gateway, path: &str, cookie: &str) -> reqwest::RequestBuild
         .header("accept", "application/json")
 }
 
+/// `POST /.auth/logout` with both of `s`'s cookies, as a page on the public origin sends it.
+async fn logout_on(gw: &Gateway, s: &Session) -> reqwest::Response {
+    browser_post(gw, "/.auth/logout", &s.cookie_header())
+        .send()
+        .await
+        .expect("POST /.auth/logout")
+}
+
 async fn refresh_with_cookie(gw: &Gateway, refresh: &str) -> reqwest::Response {
     browser_post(gw, "/.auth/refresh", &format!("{REFRESH_COOKIE}={refresh}"))
         .send()
         .await
         .expect("POST /.auth/refresh (cookie)")
-}
-
-async fn refresh_with_json(gw: &Gateway, refresh: &str) -> reqwest::Response {
-    gw.client
-        .post(gw.url("/.auth/refresh"))
-        .json(&serde_json::json!({ "refresh_token": refresh }))
-        .send()
-        .await
-        .expect("POST /.auth/refresh (json)")
 }
 
 /// Refresh through the cookie; asserts `200` and returns the new pair.
@@ -271,10 +270,7 @@ async fn logout_on_one_instance_refuses_the_old_access_token_on_another_within_a
     let s = a.login_alice().await;
     identity_on(&b, &s.access, "control: before the logout").await;
 
-    let resp = browser_post(&a, "/.auth/logout", &s.cookie_header())
-        .send()
-        .await
-        .unwrap();
+    let resp = logout_on(&a, &s).await;
     assert_eq!(resp.status(), 204, "logout on A");
     let took = refused_within(&b, &s.access, PROPAGATION, "logged-out token on B").await;
     eprintln!("logout on A reached B in {took:?}");
@@ -301,7 +297,7 @@ async fn replayed_rotated_out_refresh_token_on_another_instance_revokes_the_sess
 
     // Within the grace, the previous token is a parallel tab, not a thief: B answers with the
     // token A already issued (same jti), and rotates nothing.
-    let resp = refresh_with_json(&b, &s0.refresh).await;
+    let resp = b.refresh_json(&s0.refresh).await;
     assert_eq!(
         resp.status(),
         200,
@@ -321,7 +317,7 @@ async fn replayed_rotated_out_refresh_token_on_another_instance_revokes_the_sess
     if let Ok(wait) = past_grace.duration_since(std::time::SystemTime::now()) {
         tokio::time::sleep(wait).await;
     }
-    let resp = refresh_with_json(&b, &s0.refresh).await;
+    let resp = b.refresh_json(&s0.refresh).await;
     assert_eq!(
         resp.status(),
         401,
@@ -452,7 +448,7 @@ async fn concurrent_refreshes_of_one_token_on_two_instances_rotate_it_once() {
                 let text = resp.text().await.unwrap_or_default();
                 (i, status, s.map(|s| s.refresh), text)
             } else {
-                let resp = refresh_with_json(gw, &r0).await;
+                let resp = gw.refresh_json(&r0).await;
                 let status = resp.status().as_u16();
                 let text = resp.text().await.unwrap_or_default();
                 let t = serde_json::from_str::<Value>(&text)
@@ -498,7 +494,7 @@ async fn concurrent_refreshes_of_one_token_on_two_instances_rotate_it_once() {
 
     // The winning token is live: it rotates once more, on either instance.
     let (_, _, token, _) = &results[0];
-    let resp = refresh_with_json(&b, token.as_deref().unwrap()).await;
+    let resp = b.refresh_json(token.as_deref().unwrap()).await;
     assert_eq!(resp.status(), 200, "the rotated token refreshes");
     let next: Value = resp.json().await.unwrap();
     assert_ne!(jti(next["refresh_token"].as_str().unwrap()), winner);
@@ -532,10 +528,7 @@ async fn instance_restarted_after_a_logout_elsewhere_refuses_the_revoked_token()
     let kept = a.login_alice().await;
 
     a.stop().await;
-    let resp = browser_post(&b, "/.auth/logout", &gone.cookie_header())
-        .send()
-        .await
-        .unwrap();
+    let resp = logout_on(&b, &gone).await;
     assert_eq!(resp.status(), 204, "logout on B while A is down");
     a.relaunch().await;
     // Ready means synchronised: from then on A must know what it missed.
@@ -571,7 +564,7 @@ async fn redis_holds_session_records_but_never_a_raw_token() {
         j["access_token"].as_str().unwrap().to_string(),
         j["refresh_token"].as_str().unwrap().to_string(),
     );
-    let resp = refresh_with_json(&gw, &r2).await;
+    let resp = gw.refresh_json(&r2).await;
     assert_eq!(resp.status(), 200);
     let j: Value = resp.json().await.unwrap();
     let (a2b, r2b) = (
@@ -704,7 +697,7 @@ async fn redis_outage_keeps_sessions_working_answers_503_and_recovers_without_re
     assert_eq!(resp.status(), 503, "cookie refresh while Redis is down");
     assert_retry_after(&resp, "cookie refresh");
     assert_no_session_cookie_touched(&resp, "cookie refresh");
-    let resp = refresh_with_json(&gw, &s.refresh).await;
+    let resp = gw.refresh_json(&s.refresh).await;
     assert_eq!(resp.status(), 503, "JSON refresh while Redis is down");
     assert_retry_after(&resp, "JSON refresh");
     // A transparent refresh (no access token left) must not log the user out either.
@@ -771,10 +764,7 @@ async fn core_flow_works_on_a_three_master_redis_cluster() {
     assert_eq!(alice_keys.len(), 2, "record and index: {alice_keys:?}");
     assert_eq!(alice_keys[0].0, alice_keys[1].0, "{alice_keys:?}");
 
-    let resp = browser_post(&a, "/.auth/logout", &s2.cookie_header())
-        .send()
-        .await
-        .unwrap();
+    let resp = logout_on(&a, &s2).await;
     assert_eq!(resp.status(), 204, "logout on A");
     refused_within(
         &b,

@@ -16,12 +16,11 @@ use serde_json::Value;
 use crate::harness::*;
 
 async fn post_refresh_cookie(gw: &Gateway, refresh: &str) -> reqwest::Response {
-    gw.post("/.auth/refresh")
-        .header("cookie", format!("{REFRESH_COOKIE}={refresh}"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
+    gw.refresh_with(
+        &format!("{REFRESH_COOKIE}={refresh}"),
+        &[("accept", "application/json")],
+    )
+    .await
 }
 
 fn assert_new_session_cookies(resp: &reqwest::Response, old: &Session, what: &str) -> Session {
@@ -120,12 +119,7 @@ async fn transparent_refresh_keeps_the_apps_own_cookies() {
 async fn refresh_endpoint_rotates_cookies() {
     let gw = Gateway::start_default().await;
     let s = gw.login_alice().await;
-    let resp = gw
-        .post("/.auth/refresh")
-        .header("cookie", s.cookie_header())
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.refresh_with(&s.cookie_header(), &[]).await;
     assert_eq!(resp.status(), 200);
     let new = assert_new_session_cookies(&resp, &s, "POST /.auth/refresh");
     for name in [ACCESS_COOKIE, REFRESH_COOKIE] {
@@ -157,13 +151,7 @@ async fn refresh_endpoint_accepts_a_json_body() {
         .await
         .unwrap();
     let r1 = v["refresh_token"].as_str().unwrap().to_string();
-    let resp = gw
-        .client
-        .post(gw.url("/.auth/refresh"))
-        .json(&serde_json::json!({ "refresh_token": r1 }))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.refresh_json(&r1).await;
     assert_eq!(resp.status(), 200);
     let n: Value = resp.json().await.unwrap();
     let access = n["access_token"].as_str().expect("access_token");
@@ -229,12 +217,7 @@ async fn parallel_refreshes_within_grace_all_succeed() {
             "access from response {i}"
         );
     }
-    let resp = gw
-        .post("/.auth/refresh")
-        .header("cookie", sessions[9].cookie_header())
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.refresh_with(&sessions[9].cookie_header(), &[]).await;
     assert_eq!(
         resp.status(),
         200,
@@ -323,13 +306,7 @@ async fn refresh_token_reuse_revokes_session() {
 async fn logout_clears_cookies_and_revokes_the_session() {
     let gw = Gateway::start_default().await;
     let s = gw.login_alice().await;
-    let resp = gw
-        .post("/.auth/logout")
-        .header("cookie", s.cookie_header())
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.logout(&s).await;
     assert_eq!(resp.status(), 204);
     assert_cookies_cleared(resp.headers());
 
@@ -375,12 +352,8 @@ async fn browser_logout_redirects_to_login_page() {
     let gw = Gateway::start_default().await;
     let s = gw.login_alice().await;
     let resp = gw
-        .post("/.auth/logout")
-        .header("cookie", s.cookie_header())
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+        .logout_with(&s.cookie_header(), &[("accept", "text/html")])
+        .await;
     assert_eq!(resp.status(), 303);
     let location = resp.headers().get("location").unwrap().to_str().unwrap();
     assert!(

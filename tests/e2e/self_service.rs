@@ -81,12 +81,8 @@ impl Device {
             .status()
             .as_u16();
         let refresh = gw
-            .post("/.auth/refresh")
-            .header("cookie", self.s.refresh_only())
-            .header("user-agent", self.ua)
-            .send()
+            .refresh_with(&self.s.refresh_only(), &[("user-agent", self.ua)])
             .await
-            .unwrap()
             .status()
             .as_u16();
         (access, refresh)

@@ -47,12 +47,7 @@ async fn idle_session_cannot_be_refreshed() {
         status, 401,
         "a refresh after 4.5 s idle with idle_timeout = 3s"
     );
-    let resp = gw
-        .post("/.auth/refresh")
-        .header("cookie", s.cookie_header())
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.refresh_with(&s.cookie_header(), &[]).await;
     assert_eq!(
         resp.status(),
         401,
@@ -125,12 +120,7 @@ async fn absolute_timeout_ends_the_session_despite_activity() {
         "refresh after the absolute end ({:?} after login, refresh_ttl = 4s)",
         login_at.elapsed()
     );
-    let resp = gw
-        .post("/.auth/refresh")
-        .header("cookie", s.refresh_only())
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.refresh(&s).await;
     assert_eq!(
         resp.status(),
         401,

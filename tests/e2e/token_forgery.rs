@@ -75,11 +75,8 @@ impl Ctx {
         assert_eq!(by_bearer.status(), 401, "{what} as bearer");
         let me = self
             .gw
-            .get("/.auth/me")
-            .header("cookie", format!("{ACCESS_COOKIE}={token}"))
-            .send()
-            .await
-            .unwrap();
+            .get_with("/.auth/me", &format!("{ACCESS_COOKIE}={token}"))
+            .await;
         assert_eq!(me.status(), 401, "{what} on /.auth/me");
         self.gw.assert_upstream_never_saw(path).await;
     }

@@ -181,11 +181,8 @@ async fn http2_client_is_served_and_forwarded_to_http1_upstream() {
     let gw = Gateway::start_default().await;
     let session = gw.login_alice().await;
     let resp = gw
-        .get("/private/h2?x=1")
-        .header("cookie", session.cookie_header())
-        .send()
-        .await
-        .unwrap();
+        .get_with("/private/h2?x=1", &session.cookie_header())
+        .await;
     assert_eq!(
         resp.version(),
         reqwest::Version::HTTP_2,

@@ -360,12 +360,7 @@ async fn app_logout_path_ends_the_gateway_session(store: StoreUnderTest) {
         401,
         "the access token outlived the app's logout"
     );
-    let resp = gw
-        .post("/.auth/refresh")
-        .header("cookie", s.refresh_only())
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.refresh(&s).await;
     assert_eq!(
         resp.status(),
         401,

@@ -213,13 +213,7 @@ async fn websocket_is_closed_when_its_session_logs_out() {
     let (_, payload) = read_frame(&mut stream).await.unwrap();
     assert_eq!(payload, b"before logout");
 
-    let out = gw
-        .post("/.auth/logout")
-        .header("cookie", s.cookie_header())
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let out = gw.logout(&s).await;
     assert_eq!(out.status(), 204);
 
     // The gateway must close the tunnel: a close frame or EOF, within a few seconds.
@@ -327,9 +321,8 @@ async fn cross_site_websocket_upgrade_with_session_cookie_is_refused() {
     // and no CORS check applies to it; `Origin` is the only evidence.
     let gw = Gateway::start_default().await;
     let s = gw.login_alice().await;
-    let port = gw.https.port();
-    let look_alike = format!("https://localhost:{port}.evil.example");
-    let http_scheme = format!("http://localhost:{port}");
+    let look_alike = format!("{}.evil.example", gw.origin());
+    let http_scheme = format!("http://{}", gw.host_header());
     let cases: [(&str, Vec<(&str, &str)>); 5] = [
         ("foreign Origin", vec![("Origin", "https://evil.example")]),
         ("Origin null", vec![("Origin", "null")]),
@@ -405,11 +398,8 @@ async fn websocket_is_closed_when_its_session_is_deleted_from_another_session(
     let mut bob_ws = open_ws(&gw, "/private/ws-bob", &bob.cookie_header(), &[]).await;
 
     let me: serde_json::Value = gw
-        .get("/.auth/me")
-        .header("cookie", phone.cookie_header())
-        .send()
+        .get_with("/.auth/me", &phone.cookie_header())
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -1,0 +1,373 @@
+//! The `gateway.toml` the harness writes: a builder for the overridable pieces ([`GatewayConfig`],
+//! [`Route`], [`StoreSpec`]), key overrides inside the harness's own tables, and
+//! `sessiongate check-config` over a written file.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::util::bin;
+
+/// The host name of the gateway's public origin in tests: the test certificate's name, the SNI
+/// every client sends, and the name the clients resolve to the gateway's bound address.
+pub const PUBLIC_HOST: &str = "localhost";
+
+/// `server.public_origin` unless a test sets another: `https://` + [`PUBLIC_HOST`], on the
+/// default port. The gateway listens on a port the kernel chose (`127.0.0.1:0`), so this is a
+/// deployment behind a port mapping (public 443, internal ephemeral port): the origin is known
+/// before the gateway starts, and a gateway that took its own origin from its listen address
+/// would be caught.
+pub const DEFAULT_PUBLIC_ORIGIN: &str = "https://localhost";
+
+/// `127.0.0.1:0`: a listen address for which the kernel picks a free port at bind time, so no
+/// test races another process for a port it saw free.
+pub const LOOPBACK_ANY_PORT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub path_prefix: String,
+    pub public: Option<bool>,
+    pub upstream: Option<String>,
+}
+
+impl Route {
+    pub fn public(prefix: &str) -> Route {
+        Route {
+            path_prefix: prefix.into(),
+            public: Some(true),
+            upstream: None,
+        }
+    }
+    pub fn protected(prefix: &str) -> Route {
+        Route {
+            path_prefix: prefix.into(),
+            public: None,
+            upstream: None,
+        }
+    }
+    pub fn to(mut self, upstream: &str) -> Route {
+        self.upstream = Some(upstream.into());
+        self
+    }
+}
+
+/// The overridable pieces of the `gateway.toml` the harness writes.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    pub access_ttl: String,
+    pub refresh_ttl: String,
+    pub idle_timeout: String,
+    pub refresh_grace: String,
+    pub same_site: String,
+    pub url_tokens_action: String,
+    pub routes: Vec<Route>,
+    /// `(name, url)` upstreams after the `app` upstream.
+    pub extra_upstreams: Vec<(String, String)>,
+    /// Overrides `server.public_origin` (default [`DEFAULT_PUBLIC_ORIGIN`]).
+    pub public_origin: Option<String>,
+    /// Appended verbatim at the end of the file.
+    pub extra_toml: String,
+    /// Extra environment for the gateway process.
+    pub env: Vec<(String, String)>,
+    /// `(table, key, raw TOML value)` set inside a table the harness writes (`server`,
+    /// `keys`, `login`, ...), replacing the harness's own value of that key; see
+    /// [`GatewayConfig::set`].
+    pub table_keys: Vec<(String, String, String)>,
+    /// The session store, rendered as `[store]` (default memory); see [`StoreSpec`].
+    pub store: StoreSpec,
+    /// `(access, refresh)` secrets instead of fresh random ones: instances that share them
+    /// (and `server.public_origin`) accept each other's tokens.
+    pub secrets: Option<(String, String)>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            access_ttl: "15m".into(),
+            refresh_ttl: "7d".into(),
+            idle_timeout: "30m".into(),
+            refresh_grace: "10s".into(),
+            same_site: "lax".into(),
+            url_tokens_action: "redirect".into(),
+            routes: vec![Route::public("/public/")],
+            extra_upstreams: vec![],
+            public_origin: None,
+            extra_toml: String::new(),
+            env: vec![],
+            table_keys: vec![],
+            store: StoreSpec::Memory,
+            secrets: None,
+        }
+    }
+}
+
+impl GatewayConfig {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn access_ttl(mut self, v: &str) -> Self {
+        self.access_ttl = v.into();
+        self
+    }
+    pub fn refresh_ttl(mut self, v: &str) -> Self {
+        self.refresh_ttl = v.into();
+        self
+    }
+    pub fn idle_timeout(mut self, v: &str) -> Self {
+        self.idle_timeout = v.into();
+        self
+    }
+    pub fn refresh_grace(mut self, v: &str) -> Self {
+        self.refresh_grace = v.into();
+        self
+    }
+    pub fn url_tokens(mut self, action: &str) -> Self {
+        self.url_tokens_action = action.into();
+        self
+    }
+    pub fn route(mut self, r: Route) -> Self {
+        self.routes.push(r);
+        self
+    }
+    pub fn routes(mut self, rs: Vec<Route>) -> Self {
+        self.routes = rs;
+        self
+    }
+    pub fn upstream(mut self, name: &str, url: &str) -> Self {
+        self.extra_upstreams.push((name.into(), url.into()));
+        self
+    }
+    pub fn public_origin(mut self, v: &str) -> Self {
+        self.public_origin = Some(v.into());
+        self
+    }
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra_toml.push_str(toml);
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Render `gateway.toml`.
+    pub fn render(&self, p: &RenderParams) -> String {
+        let origin = self
+            .public_origin
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PUBLIC_ORIGIN.to_string());
+        let mut s = String::new();
+        writeln!(s, "[server]").unwrap();
+        writeln!(s, "listen = \"{}\"", p.https).unwrap();
+        writeln!(s, "redirect_listen = \"{}\"", p.http).unwrap();
+        writeln!(s, "admin_listen = \"{}\"", p.admin).unwrap();
+        writeln!(s, "public_origin = \"{origin}\"").unwrap();
+        writeln!(s, "\n[tls]").unwrap();
+        writeln!(s, "cert = \"{}\"", p.cert.display()).unwrap();
+        writeln!(s, "key = \"{}\"", p.key.display()).unwrap();
+        writeln!(
+            s,
+            "\n[[upstream]]\nname = \"app\"\nurl = \"{}\"",
+            p.upstream_url
+        )
+        .unwrap();
+        for (name, url) in &self.extra_upstreams {
+            writeln!(s, "\n[[upstream]]\nname = \"{name}\"\nurl = \"{url}\"").unwrap();
+        }
+        for r in &self.routes {
+            writeln!(s, "\n[[route]]\npath_prefix = \"{}\"", r.path_prefix).unwrap();
+            if let Some(public) = r.public {
+                writeln!(s, "public = {public}").unwrap();
+            }
+            if let Some(u) = &r.upstream {
+                writeln!(s, "upstream = \"{u}\"").unwrap();
+            }
+        }
+        writeln!(s, "\n[session]").unwrap();
+        writeln!(s, "access_ttl = \"{}\"", self.access_ttl).unwrap();
+        writeln!(s, "refresh_ttl = \"{}\"", self.refresh_ttl).unwrap();
+        writeln!(s, "idle_timeout = \"{}\"", self.idle_timeout).unwrap();
+        writeln!(s, "refresh_grace = \"{}\"", self.refresh_grace).unwrap();
+        writeln!(s, "same_site = \"{}\"", self.same_site).unwrap();
+        writeln!(s, "\n[keys]\nalgorithm = \"HS256\"").unwrap();
+        writeln!(s, "access_secret_env = \"SG_TEST_ACCESS_SECRET\"").unwrap();
+        writeln!(s, "refresh_secret_env = \"SG_TEST_REFRESH_SECRET\"").unwrap();
+        write!(s, "\n{}", self.store.render()).unwrap();
+        writeln!(s, "\n[login]\nmode = \"users_file\"").unwrap();
+        writeln!(s, "users_file = \"{}\"", p.users_file.display()).unwrap();
+        writeln!(s, "\n[url_tokens]\naction = \"{}\"", self.url_tokens_action).unwrap();
+        writeln!(s, "\n[audit]\nfile = \"{}\"", p.audit_file.display()).unwrap();
+        s.push('\n');
+        s.push_str(&self.extra_toml);
+        set_table_keys(&s, &self.table_keys)
+    }
+}
+
+/// What [`GatewayConfig::render`] fills in: paths of the files the harness wrote, the upstream,
+/// and the listen addresses (normally [`LOOPBACK_ANY_PORT`]; a fixed port only where a test
+/// needs one, such as a bind conflict).
+pub struct RenderParams {
+    /// `server.listen`
+    pub https: SocketAddr,
+    /// `server.redirect_listen`
+    pub http: SocketAddr,
+    /// `server.admin_listen`
+    pub admin: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub upstream_url: String,
+    pub users_file: PathBuf,
+    pub audit_file: PathBuf,
+}
+
+/// The environment variable that carries the admin API token (`admin.token_env`).
+pub const ADMIN_TOKEN_ENV: &str = "SG_TEST_ADMIN_TOKEN";
+
+impl GatewayConfig {
+    /// Set `key = <raw TOML value>` inside `[table]`: replaces the harness's own line for that
+    /// key, or adds it to the table (appending the table when the file has none).
+    pub fn set(mut self, table: &str, key: &str, raw_value: &str) -> Self {
+        self.table_keys
+            .push((table.into(), key.into(), raw_value.into()));
+        self
+    }
+
+    /// `server.trusted_proxies = ["127.0.0.1/32"]`: the test client counts as a trusted proxy,
+    /// so the `X-Forwarded-For` it sends names the client (one per simulated network).
+    pub fn trust_loopback_proxy(self) -> Self {
+        self.set("server", "trusted_proxies", "[\"127.0.0.1/32\"]")
+    }
+
+    /// Turn the admin API on with this bearer token (`admin.token_env`).
+    pub fn admin_api_token(self, token: &str) -> Self {
+        self.set("admin", "token_env", &format!("\"{ADMIN_TOKEN_ENV}\""))
+            .env(ADMIN_TOKEN_ENV, token)
+    }
+}
+
+/// Apply [`GatewayConfig::set`] entries to a rendered `gateway.toml`.
+fn set_table_keys(rendered: &str, keys: &[(String, String, String)]) -> String {
+    let mut lines: Vec<String> = rendered.lines().map(str::to_string).collect();
+    for (table, key, value) in keys {
+        let line = format!("{key} = {value}");
+        let header = format!("[{table}]");
+        let Some(start) = lines.iter().position(|l| l.trim() == header) else {
+            lines.push(String::new());
+            lines.push(header);
+            lines.push(line);
+            continue;
+        };
+        let end = lines[start + 1..]
+            .iter()
+            .position(|l| l.trim_start().starts_with('['))
+            .map_or(lines.len(), |i| start + 1 + i);
+        let existing = (start + 1..end).find(|&i| {
+            lines[i]
+                .split_once('=')
+                .is_some_and(|(k, _)| k.trim() == key.as_str())
+        });
+        match existing {
+            Some(i) => lines[i] = line,
+            None => lines.insert(start + 1, line),
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// Which session store the gateway runs with, rendered as the `[store]` table.
+#[derive(Clone, Debug, Default)]
+pub enum StoreSpec {
+    #[default]
+    Memory,
+    /// One Redis node: `store.url`.
+    Redis { url: String },
+    /// Redis Cluster seed nodes: `store.cluster_nodes`.
+    Cluster { nodes: Vec<String> },
+}
+
+impl StoreSpec {
+    pub fn render(&self) -> String {
+        match self {
+            StoreSpec::Memory => "[store]\nkind = \"memory\"\n".into(),
+            StoreSpec::Redis { url } => format!("[store]\nkind = \"redis\"\nurl = \"{url}\"\n"),
+            StoreSpec::Cluster { nodes } => {
+                let list: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
+                format!(
+                    "[store]\nkind = \"redis\"\ncluster_nodes = [{}]\n",
+                    list.join(", ")
+                )
+            }
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The session store (default: memory).
+    pub fn store(mut self, store: StoreSpec) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Use these access and refresh secrets instead of fresh random ones.
+    pub fn secrets(mut self, access: &str, refresh: &str) -> Self {
+        self.secrets = Some((access.into(), refresh.into()));
+        self
+    }
+}
+
+/// Run `sessiongate check-config --config <file>` with these secrets.
+pub fn check_config(config_path: &Path, access: &str, refresh: &str) -> (bool, String) {
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg("--config")
+        .arg(config_path)
+        .env_remove("RUST_LOG")
+        .env("SG_TEST_ACCESS_SECRET", access)
+        .env("SG_TEST_REFRESH_SECRET", refresh)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sessiongate check-config");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_table_keys;
+
+    #[test]
+    fn set_table_keys_replaces_adds_and_appends() {
+        let toml =
+            "[server]\nlisten = \"a\"\n\n[login]\nmode = \"users_file\"\nusers_file = \"u\"\n";
+        let keys = [
+            (
+                "login".to_string(),
+                "mode".to_string(),
+                "\"upstream\"".to_string(),
+            ),
+            (
+                "server".to_string(),
+                "trusted_proxies".to_string(),
+                "[]".to_string(),
+            ),
+            (
+                "csrf".to_string(),
+                "mode".to_string(),
+                "\"token\"".to_string(),
+            ),
+        ];
+        let out = set_table_keys(toml, &keys);
+        assert_eq!(
+            out,
+            "[server]\ntrusted_proxies = []\nlisten = \"a\"\n\n[login]\nmode = \"upstream\"\n\
+             users_file = \"u\"\n\n[csrf]\nmode = \"token\"\n"
+        );
+    }
+}

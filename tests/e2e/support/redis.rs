@@ -1,0 +1,393 @@
+//! Real Redis for the Redis store: one `redis-server` (append-only, survives kill and restart on
+//! the same port) and a three-master Redis Cluster, each on free loopback ports, and
+//! `redis-cli` against them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::util::{free_port, wait_output_within};
+
+const REDIS_MISSING: &str = "redis-server is not installed: install redis-server \
+     (`apt-get install redis-server`, or run scripts/test, which installs it)";
+const REDIS_READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Run `redis-cli --raw` against a loopback port; its standard output. Quick, but blocking.
+pub fn redis_cli(port: u16, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--raw"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}): {REDIS_MISSING}"));
+    assert!(
+        out.status.success(),
+        "redis-cli -p {port} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// One inline command over a fresh connection, without redis-cli; the reply's text (a status,
+/// an error with its `-`, an integer, or a bulk string).
+fn redis_inline(port: u16, command: &str) -> Result<String, String> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(format!("{command}\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s);
+    let mut first = String::new();
+    r.read_line(&mut first).map_err(|e| e.to_string())?;
+    let first = first.trim_end();
+    match first.split_at_checked(1) {
+        Some(("$", n)) => {
+            let n: usize = n.parse().map_err(|_| format!("bad reply {first:?}"))?;
+            let mut body = vec![0u8; n];
+            r.read_exact(&mut body).map_err(|e| e.to_string())?;
+            Ok(String::from_utf8_lossy(&body).into_owned())
+        }
+        Some(("+" | ":", rest)) => Ok(rest.to_string()),
+        Some(("-", _)) => Ok(first.to_string()),
+        _ => Err(format!("unexpected reply {first:?}")),
+    }
+}
+
+enum RedisStartError {
+    PortTaken(String),
+    Failed(String),
+}
+
+/// Spawn `redis-server` with `args` and wait until *it* (not another process that may hold
+/// the port) answers `PING`: `INFO server` must name its pid.
+fn start_redis_process(args: &[String], port: u16, log: &Path) -> Result<Child, RedisStartError> {
+    let mut child = match Command::new("redis-server")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{REDIS_MISSING}"),
+        Err(e) => panic!("cannot start redis-server: {e}"),
+    };
+    let deadline = Instant::now() + REDIS_READY_TIMEOUT;
+    let pid = format!("process_id:{}", child.id());
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let report = format!("redis-server on port {port} exited ({status}); log:\n{text}");
+            return Err(if text.contains("Address already in use") {
+                RedisStartError::PortTaken(report)
+            } else {
+                RedisStartError::Failed(report)
+            });
+        }
+        if redis_inline(port, "PING").as_deref() == Ok("PONG")
+            && redis_inline(port, "INFO server").is_ok_and(|i| i.lines().any(|l| l == pid))
+        {
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(RedisStartError::Failed(format!(
+                "redis-server on port {port} did not answer PING within {REDIS_READY_TIMEOUT:?}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `redis-server` on a free loopback port, appending every write to its own directory
+/// (`appendfsync always`), so that a kill and restart on the same port keeps the data.
+/// Killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        tokio::task::spawn_blocking(RedisServer::start_blocking)
+            .await
+            .expect("redis start task")
+    }
+
+    pub fn start_blocking() -> RedisServer {
+        let dir = tempfile::Builder::new()
+            .prefix("sessiongate-redis-")
+            .tempdir()
+            .expect("tempdir");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port();
+            match Self::launch(port, dir.path()) {
+                Ok(child) => {
+                    return RedisServer {
+                        port,
+                        dir,
+                        child: Some(child),
+                    };
+                }
+                Err(RedisStartError::PortTaken(_)) if attempt < 3 => continue,
+                Err(RedisStartError::PortTaken(r) | RedisStartError::Failed(r)) => panic!("{r}"),
+            }
+        }
+    }
+
+    fn args(port: u16, dir: &Path) -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.push("--dir".into());
+        a.push(dir.display().to_string());
+        a.push("--logfile".into());
+        a.push(dir.join("redis.log").display().to_string());
+        a
+    }
+
+    fn launch(port: u16, dir: &Path) -> Result<Child, RedisStartError> {
+        start_redis_process(&Self::args(port, dir), port, &dir.join("redis.log"))
+    }
+
+    /// `redis://127.0.0.1:<port>/0`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// SIGKILL: no shutdown, no final save; what was appended stays on disk.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port and directory (after [`RedisServer::kill`]); returns once
+    /// the append-only file is loaded and `PING` answers.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let port = self.port;
+        let dir = self.dir.path().to_path_buf();
+        let child = tokio::task::spawn_blocking(move || {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match Self::launch(port, &dir) {
+                    Ok(c) => return c,
+                    Err(RedisStartError::PortTaken(_)) if attempt < 5 => {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(RedisStartError::PortTaken(r) | RedisStartError::Failed(r)) => {
+                        panic!("redis restart: {r}")
+                    }
+                }
+            }
+        })
+        .await
+        .expect("redis restart task");
+        self.child = Some(child);
+    }
+
+    /// `redis-cli --raw <args>` against this server.
+    pub fn cli(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&redis_cli(self.port, args)).into_owned()
+    }
+
+    /// Every key (`redis-cli --scan`).
+    pub fn keys(&self) -> Vec<String> {
+        let mut k: Vec<String> = self
+            .cli(&["--scan"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        k.sort();
+        k
+    }
+
+    /// Every file under the server's directory (append-only files, log), with its bytes.
+    pub fn files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(p: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if let Ok(b) = std::fs::read(&path) {
+                    out.push((path, b));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.dir.path(), &mut out);
+        out
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three `redis-server --cluster-enabled yes` masters (no replicas) on free loopback ports,
+/// each with its own directory, joined with `redis-cli --cluster create`. Killed on drop.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    dirs: Vec<tempfile::TempDir>,
+    children: Vec<Child>,
+}
+
+impl RedisCluster {
+    pub async fn start() -> RedisCluster {
+        tokio::task::spawn_blocking(RedisCluster::start_blocking)
+            .await
+            .expect("redis cluster start task")
+    }
+
+    pub fn start_blocking() -> RedisCluster {
+        let mut cluster = RedisCluster {
+            ports: Vec::new(),
+            dirs: Vec::new(),
+            children: Vec::new(),
+        };
+        for _ in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("sessiongate-redis-cluster-")
+                .tempdir()
+                .expect("tempdir");
+            let mut attempt = 0;
+            let (port, child) = loop {
+                attempt += 1;
+                // The cluster bus gets its own free port (`cluster-port`), so a data port near
+                // the top of the range is fine.
+                let (port, bus) = (free_port(), free_port());
+                let d = dir.path().display().to_string();
+                let args: Vec<String> = [
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus.to_string(),
+                    "--cluster-config-file",
+                    &format!("{d}/nodes.conf"),
+                    "--cluster-node-timeout",
+                    "5000",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    &d,
+                    "--logfile",
+                    &format!("{d}/redis.log"),
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                match start_redis_process(&args, port, &dir.path().join("redis.log")) {
+                    Ok(c) => break (port, c),
+                    Err(RedisStartError::PortTaken(_)) if attempt < 3 => continue,
+                    Err(RedisStartError::PortTaken(r) | RedisStartError::Failed(r)) => {
+                        panic!("redis cluster node: {r}")
+                    }
+                }
+            };
+            cluster.ports.push(port);
+            cluster.dirs.push(dir);
+            cluster.children.push(child);
+        }
+
+        let mut cmd = Command::new("redis-cli");
+        cmd.arg("--cluster").arg("create");
+        for p in &cluster.ports {
+            cmd.arg(format!("127.0.0.1:{p}"));
+        }
+        cmd.args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}): {REDIS_MISSING}"));
+        let out = wait_output_within(child, Duration::from_secs(60), "redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let states: Vec<String> = cluster
+                .ports
+                .iter()
+                .map(|p| redis_inline(*p, "CLUSTER INFO").unwrap_or_else(|e| e))
+                .collect();
+            if states.iter().all(|s| s.contains("cluster_state:ok")) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Redis Cluster never reported cluster_state:ok: {states:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// `["redis://127.0.0.1:P1", ...]`, for `store.cluster_nodes`.
+    pub fn nodes(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// Every key of every node, as `(port, key)`.
+    pub fn keys(&self) -> Vec<(u16, String)> {
+        let mut out = Vec::new();
+        for p in &self.ports {
+            let text = String::from_utf8_lossy(&redis_cli(*p, &["--scan"])).into_owned();
+            out.extend(
+                text.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(|k| (*p, k.to_string())),
+            );
+        }
+        out
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
