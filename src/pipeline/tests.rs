@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use http::{Request, StatusCode};
 
 use super::*;
+use crate::refusal::Refusal;
 use crate::store::SessionRecord;
 
 pub(crate) fn runtime() -> Runtime {
@@ -248,4 +249,107 @@ async fn expired_access_cookie_is_refreshed_transparently() {
         Some("alice")
     );
     assert!(r.headers().get("cookie").is_none());
+}
+
+// --- Session lifetime on a clock the test moves (no sleeping) ---------------------------------
+
+const SHORT_SESSIONS: &str = r#"
+[[upstream]]
+name = "app"
+url = "http://127.0.0.1:9"
+[session]
+access_ttl = "5m"
+idle_timeout = "30m"
+refresh_ttl = "1h"
+refresh_grace = "10s"
+"#;
+
+/// A runtime on a manual clock, and a signed-in session's cookie header.
+async fn signed_in_at(start: u64) -> (Runtime, crate::sessions::Clock, String, String) {
+    let clock = crate::sessions::Clock::manual(start);
+    let rt = crate::runtime::testing::runtime(SHORT_SESSIONS, clock.clone());
+    let ip = "127.0.0.1".parse().unwrap_or_else(|e| panic!("{e}"));
+    let t = rt
+        .sessions
+        .start("alice", &["dev".into()], ip, "")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let c = rt.sessions.cookies();
+    let header = format!("{}={}; {}={}", c.access, t.access, c.refresh, t.refresh);
+    (rt, clock, header, t.refresh)
+}
+
+async fn decide_at(rt: &Runtime, cookie: &str) -> Decision {
+    let mut r = req("/private", &[("cookie", cookie)]);
+    decide(rt, &conn(), &mut r).await
+}
+
+#[tokio::test]
+async fn access_token_expiry_refreshes_transparently_on_the_clock() {
+    let (rt, clock, cookie, _) = signed_in_at(1_000_000).await;
+    match decide_at(&rt, &cookie).await {
+        Decision::Forward(f) => assert!(f.set_cookies.is_empty(), "a fresh token needs nothing"),
+        other => panic!("{other:?}"),
+    }
+    clock.advance(5 * 60 + 1);
+    match decide_at(&rt, &cookie).await {
+        Decision::Forward(f) => assert_eq!(f.set_cookies.len(), 2, "rotated on expiry"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn idle_session_cannot_be_refreshed() {
+    let (rt, clock, cookie, _) = signed_in_at(2_000_000).await;
+    clock.advance(30 * 60 + 1);
+    match decide_at(&rt, &cookie).await {
+        Decision::Refuse(Refusal::Unauthenticated {
+            presented: true,
+            clear: true,
+            ..
+        }) => {}
+        other => panic!("an idle session must sign in again: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn refresh_grace_window_then_reuse_revokes() {
+    let (rt, clock, _, refresh) = signed_in_at(3_000_000).await;
+    let ip = "127.0.0.1".parse().unwrap_or_else(|e| panic!("{e}"));
+    clock.advance(60);
+    let next = rt.sessions.refresh(&refresh, ip, "").await;
+    assert!(next.is_ok(), "first use rotates: {next:?}");
+    clock.advance(9);
+    let again = rt.sessions.refresh(&refresh, ip, "").await;
+    assert!(again.is_ok(), "a parallel tab within the grace: {again:?}");
+    clock.advance(2);
+    let late = rt.sessions.refresh(&refresh, ip, "").await;
+    assert!(
+        matches!(late, Err(crate::sessions::RefreshError::Reused)),
+        "the old token after the grace is theft: {late:?}"
+    );
+    let newest = next.unwrap_or_else(|e| panic!("{e}")).refresh;
+    assert!(
+        rt.sessions.refresh(&newest, ip, "").await.is_err(),
+        "reuse ended the whole session"
+    );
+}
+
+#[tokio::test]
+async fn absolute_end_stops_refreshing_an_active_session() {
+    let (rt, clock, _, mut refresh) = signed_in_at(4_000_000).await;
+    let ip = "127.0.0.1".parse().unwrap_or_else(|e| panic!("{e}"));
+    // Active every 20 minutes: never idle, but the session ends one hour after login.
+    for _ in 0..2 {
+        clock.advance(20 * 60);
+        refresh = rt
+            .sessions
+            .refresh(&refresh, ip, "")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .refresh;
+    }
+    clock.advance(20 * 60 + 1);
+    let past = rt.sessions.refresh(&refresh, ip, "").await;
+    assert!(past.is_err(), "past refresh_ttl: {past:?}");
 }
