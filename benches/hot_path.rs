@@ -6,6 +6,8 @@
 //!
 //! Run: `cargo bench --bench hot_path`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a finding
+
 use std::net::SocketAddr;
 
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -14,6 +14,8 @@
 //!
 //! Run: `cargo bench --bench redis_load`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a finding
+
 #[path = "../tests/e2e/harness.rs"]
 mod harness;
 

@@ -433,7 +433,8 @@ fn to_record(sid: &str, m: &HashMap<String, String>) -> Option<SessionRecord> {
     Some(SessionRecord {
         sid: sid.to_string(),
         user: field(m, "user").to_string(),
-        roles: serde_json::from_str(field(m, "roles")).unwrap_or_default(),
+        // A record whose roles do not parse is not a record (never a user without roles).
+        roles: serde_json::from_str(field(m, "roles")).ok()?,
         created: num(m, "created"),
         last_seen: num(m, "last_seen"),
         abs_end: num(m, "abs_end"),

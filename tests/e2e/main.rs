@@ -3,6 +3,8 @@
 //!
 //! One integration-test binary (this file and its modules) to keep link time down.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a finding
+
 mod harness;
 mod harness_selftest;
 
