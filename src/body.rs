@@ -114,11 +114,3 @@ pub fn redirect(status: StatusCode, location: &str) -> Response<Body> {
     }
     r
 }
-
-/// `400`, with a short reason that names no client input.
-pub fn bad_request(why: &'static str) -> Response<Body> {
-    json(
-        StatusCode::BAD_REQUEST,
-        &serde_json::json!({ "error": "bad_request", "reason": why }),
-    )
-}
