@@ -1,27 +1,28 @@
 //! sessiongate: a TLS-terminating reverse proxy that owns the sessions of the web apps behind
-//! it. See `DESIGN.md`-level overview in the README; each module documents its stage.
+//! it. The README has the request diagram and the source layout; each module documents its
+//! stage. Modules are crate-private unless the binary, the benchmarks or the tests need them.
 
-pub mod admin;
-pub mod assertion;
-pub mod audit;
-pub mod auth;
-pub mod body;
+pub(crate) mod admin;
+pub(crate) mod assertion;
+pub(crate) mod audit;
+pub(crate) mod auth;
+pub(crate) mod body;
 pub mod config;
 pub mod cookies;
 pub mod dev;
-pub mod framing_guard;
+pub(crate) mod framing_guard;
 pub mod login;
-pub mod metrics;
-pub mod pages;
+pub(crate) mod metrics;
+pub(crate) mod pages;
 pub mod pipeline;
-pub mod proxy;
-pub mod refusal;
-pub mod routing;
+pub(crate) mod proxy;
+pub(crate) mod refusal;
+pub(crate) mod routing;
 pub mod runtime;
 pub mod server;
-pub mod service;
+pub(crate) mod service;
 pub mod sessions;
 pub mod store;
-pub mod tokens;
+pub(crate) mod tokens;
 pub mod util;
 pub mod web;

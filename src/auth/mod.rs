@@ -4,8 +4,8 @@
 //! victim into the attacker's account). Each endpoint answers `Ok(response)` or a `Refusal`;
 //! the session logic is `crate::sessions`'.
 
-pub mod return_to;
-pub mod sessions;
+pub(crate) mod return_to;
+pub(crate) mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;

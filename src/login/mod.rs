@@ -2,6 +2,6 @@
 //! an app sends in upstream-login mode. The endpoints that use them live in `auth` and
 //! `pipeline::upstream_login`.
 
-pub mod grant;
-pub mod throttle;
+pub(crate) mod grant;
+pub(crate) mod throttle;
 pub mod users;

@@ -10,16 +10,16 @@
 //! [`decide`] is generic over the body so tests and benchmarks drive it without sockets; the
 //! service (`crate::service`) answers its [`Decision`].
 
-pub mod anomaly;
-pub mod csrf;
-pub mod forwarding;
-pub mod framing;
-pub mod inject;
-pub mod route;
-pub mod session;
-pub mod strip;
-pub mod upstream_login;
-pub mod url_tokens;
+pub(crate) mod anomaly;
+pub(crate) mod csrf;
+pub(crate) mod forwarding;
+pub(crate) mod framing;
+pub(crate) mod inject;
+pub(crate) mod route;
+pub(crate) mod session;
+pub(crate) mod strip;
+pub(crate) mod upstream_login;
+pub(crate) mod url_tokens;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -5,8 +5,8 @@
 //! on an idle keep-alive connection) and the upstream's answer each have a timeout, header size
 //! is bounded, and the number of connections is capped.
 
-pub mod plain;
-pub mod tls;
+pub(crate) mod plain;
+pub(crate) mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -16,12 +16,12 @@
 //! RFC 9700 §4.14.2), session fixation (new id at login), hijacking (fingerprints), sessions
 //! outliving their user's attention (idle and absolute timeouts, enforced at refresh).
 
-pub mod activity;
-pub mod anomaly;
-pub mod clock;
-pub mod lifecycle;
-pub mod refresh;
-pub mod verify;
+pub(crate) mod activity;
+pub(crate) mod anomaly;
+pub(crate) mod clock;
+pub(crate) mod lifecycle;
+pub(crate) mod refresh;
+pub(crate) mod verify;
 
 use std::sync::Arc;
 

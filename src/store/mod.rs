@@ -6,8 +6,8 @@
 
 pub mod device;
 pub mod memory;
-pub mod redis;
-pub mod revocations;
+pub(crate) mod redis;
+pub(crate) mod revocations;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

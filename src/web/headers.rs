@@ -128,13 +128,6 @@ fn accepts(h: &HeaderMap, media: &str) -> bool {
         .is_some_and(|a| a.contains(media))
 }
 
-/// The `User-Agent`, or `""`.
-pub fn user_agent(h: &HeaderMap) -> &str {
-    h.get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-}
-
 /// Whether the request body is `want` (`Content-Type` without parameters, any case).
 pub fn content_type_is(h: &HeaderMap, want: &str) -> bool {
     h.get(header::CONTENT_TYPE)

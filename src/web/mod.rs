@@ -2,6 +2,6 @@
 //! one reading of a path, of a query, of the headers that matter. Pure functions over
 //! `http` types; nothing here knows about sessions.
 
-pub mod headers;
+pub(crate) mod headers;
 pub mod path;
-pub mod query;
+pub(crate) mod query;
