@@ -73,8 +73,12 @@ pub enum FeedEvent {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The store (or a connection to it) failed; the source says how.
     #[error("session store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// No answer within `store.connect_timeout` / `store.command_timeout`.
+    #[error("session store timed out")]
+    Timeout,
     /// The store answered something this version does not understand: treated as unavailable
     /// (`503`, the client keeps its cookies), never as "no such session" (a logout).
     #[error("unexpected answer from the session store: {0}")]

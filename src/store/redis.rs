@@ -11,7 +11,7 @@
 //! Create, rotate (grace, reuse detection), revoke and revoke-all are each one script, so two
 //! instances racing on one refresh token can never both rotate it. Refresh `jti`s are stored,
 //! never a token. Every call is bounded by `store.command_timeout`; a failure is
-//! `StoreError::Unavailable`, which the gateway answers with `503`, never a logout.
+//! a `StoreError`, which the gateway answers with `503`, never a logout.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -230,8 +230,8 @@ fn pool_builder<M: bb8::ManageConnection>(cfg: &RedisConfig) -> bb8::Builder<M> 
         .test_on_check_out(false)
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
 }
 
 impl RedisStore {
@@ -320,7 +320,7 @@ impl RedisStore {
             Ok(r) => r.map_err(unavailable),
             Err(_) => {
                 flag.store(true, Ordering::Relaxed);
-                Err(unavailable("timed out"))
+                Err(StoreError::Timeout)
             }
         }
     }
@@ -671,7 +671,7 @@ impl SessionStore for RedisStore {
         if pong == "PONG" {
             Ok(())
         } else {
-            Err(unavailable("unexpected PING answer"))
+            Err(StoreError::UnexpectedReply("unexpected PING answer".into()))
         }
     }
 }
@@ -697,7 +697,7 @@ async fn read_revocations(
         Ok(Err(e)) => Err(unavailable(e)),
         Err(_) => {
             c.flag().store(true, Ordering::Relaxed);
-            Err(unavailable("timed out"))
+            Err(StoreError::Timeout)
         }
     }
 }
