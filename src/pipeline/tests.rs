@@ -353,3 +353,55 @@ async fn absolute_end_stops_refreshing_an_active_session() {
     let past = rt.sessions.refresh(&refresh, ip, "").await;
     assert!(past.is_err(), "past refresh_ttl: {past:?}");
 }
+
+async fn refusal(rt: &Runtime, mut r: Request<()>) -> Refusal {
+    match decide(rt, &conn(), &mut r).await {
+        Decision::Refuse(r) => r,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn refusals_say_why() {
+    use crate::web::path::PathError;
+    let rt = runtime();
+    assert!(matches!(
+        refusal(&rt, req("/public/..%2Fprivate", &[])).await,
+        Refusal::Path(PathError::EncodedSeparator)
+    ));
+    assert!(matches!(
+        refusal(&rt, req("/public/..;/private", &[])).await,
+        Refusal::Path(PathError::DotSegmentParameter)
+    ));
+    assert!(matches!(
+        refusal(&rt, req("/x?token=a", &[])).await,
+        Refusal::CleanUrl(to) if to == "/x"
+    ));
+    let two = format!("{0}=a; {0}=b", rt.sessions.cookies().access);
+    assert!(matches!(
+        refusal(&rt, req("/x", &[("cookie", &two)])).await,
+        Refusal::Cookies(crate::cookies::CookieError::Duplicate("access"))
+    ));
+    assert!(matches!(
+        refusal(&rt, req("/x", &[("x_auth_user", "mallory")])).await,
+        Refusal::Ambiguous(_)
+    ));
+    let cookie = access_cookie(&rt, "sid-why");
+    let mut post = req(
+        "/private",
+        &[("cookie", &cookie), ("origin", "https://evil.example")],
+    );
+    *post.method_mut() = http::Method::POST;
+    assert!(matches!(
+        refusal(&rt, post).await,
+        Refusal::Csrf(crate::refusal::CsrfError::CrossOrigin)
+    ));
+    assert!(matches!(
+        refusal(&rt, req("/private", &[])).await,
+        Refusal::Unauthenticated {
+            presented: false,
+            clear: false,
+            ..
+        }
+    ));
+}
