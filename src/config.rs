@@ -779,12 +779,12 @@ fn validate_assertion(
         return None;
     }
     if opts.dev && !path.exists() {
-        match crate::assertion::write_new_key(path) {
+        match crate::dev::write_new_key(path) {
             Ok(()) => notes.push(format!(
                 "keys.assertion_key_file: created a new Ed25519 key at {}",
                 path.display()
             )),
-            Err(e) => errs.push(ConfigError::new("keys.assertion_key_file", e)),
+            Err(e) => errs.push(ConfigError::new("keys.assertion_key_file", e.to_string())),
         }
     }
     let key_pem = read_pem(path, "keys.assertion_key_file", errs)?;
