@@ -28,15 +28,8 @@ fn runtime() -> Runtime {
         "SESSIONGATE_REFRESH_SECRET" => Some(R.to_string()),
         _ => None,
     };
-    let cfg = config::validate(
-        raw,
-        LoadOptions {
-            dev: true,
-            create_missing: false,
-        },
-        &env,
-    )
-    .expect("bench config is valid");
+    let cfg =
+        config::validate(raw, LoadOptions { dev: true }, &env).expect("bench config is valid");
     Runtime::in_memory(cfg)
 }
 

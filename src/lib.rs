@@ -11,6 +11,7 @@ pub mod dev;
 pub mod metrics;
 pub mod pages;
 pub mod pipeline;
+pub mod preflight;
 pub mod proxy;
 pub mod routing;
 pub mod runtime;

@@ -18,7 +18,7 @@ use std::thread::LocalKey;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::audit::Event;
-use crate::config::{AnomalyAction, RawAnomaly};
+use crate::config::{AnomalyAction, AnomalyConfig};
 use crate::metrics::Anomaly;
 use crate::runtime::Runtime;
 pub use crate::tokens::Fingerprint;
@@ -28,7 +28,7 @@ pub struct Fingerprinter {
     key: [u8; 32],
     v4: u8,
     v6: u8,
-    cfg: RawAnomaly,
+    cfg: AnomalyConfig,
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -39,7 +39,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 impl Fingerprinter {
-    pub fn new(access_secret: &[u8], cfg: &RawAnomaly) -> Self {
+    pub fn new(access_secret: &[u8], cfg: &AnomalyConfig) -> Self {
         Self {
             key: hmac_sha256(access_secret, b"sessiongate anomaly fingerprint"),
             v4: cfg.ipv4_prefix,
@@ -187,7 +187,7 @@ mod tests {
     use super::*;
 
     fn fp() -> Fingerprinter {
-        Fingerprinter::new(b"k", &RawAnomaly::default())
+        Fingerprinter::new(b"k", &AnomalyConfig::default())
     }
 
     #[test]

@@ -33,15 +33,8 @@ public = true
         _ => None,
     };
     // dev: the test has no certificate or users file on disk.
-    let cfg = config::validate(
-        raw,
-        LoadOptions {
-            dev: true,
-            create_missing: false,
-        },
-        &env,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let cfg =
+        config::validate(raw, LoadOptions { dev: true }, &env).unwrap_or_else(|e| panic!("{e}"));
     Runtime::in_memory(cfg)
 }
 
