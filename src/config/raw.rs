@@ -159,8 +159,12 @@ pub enum Algorithm {
 pub struct RawKeys {
     /// Read only to refuse anything but `HS256`.
     pub algorithm: Algorithm,
+    /// As written; when neither it nor `access_secret_file` is, validation reads
+    /// [`DEFAULT_ACCESS_SECRET_ENV`].
     pub access_secret_env: Option<String>,
     pub access_secret_file: Option<PathBuf>,
+    /// As written; when neither it nor `refresh_secret_file` is, validation reads
+    /// [`DEFAULT_REFRESH_SECRET_ENV`].
     pub refresh_secret_env: Option<String>,
     pub refresh_secret_file: Option<PathBuf>,
     /// Ed25519 private key (PKCS#8 PEM) that signs `X-Auth-Assertion`.
@@ -172,13 +176,17 @@ pub struct RawKeys {
     pub assertion_ttl: Duration,
 }
 
+/// The variables that hold the secrets when `[keys]` names neither a variable nor a file.
+pub const DEFAULT_ACCESS_SECRET_ENV: &str = "SESSIONGATE_ACCESS_SECRET";
+pub const DEFAULT_REFRESH_SECRET_ENV: &str = "SESSIONGATE_REFRESH_SECRET";
+
 impl Default for RawKeys {
     fn default() -> Self {
         Self {
             algorithm: Algorithm::HS256,
-            access_secret_env: Some("SESSIONGATE_ACCESS_SECRET".into()),
+            access_secret_env: None,
             access_secret_file: None,
-            refresh_secret_env: Some("SESSIONGATE_REFRESH_SECRET".into()),
+            refresh_secret_env: None,
             refresh_secret_file: None,
             assertion_key_file: None,
             assertion_previous_key_file: None,

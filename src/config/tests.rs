@@ -204,9 +204,7 @@ fn the_algorithm_key_is_accepted_as_hs256_only() {
 
 /// `BASE` with the access secret from `file` instead of its variable.
 fn access_secret_from(file: &str) -> RawConfig {
-    let mut raw = parse(&format!("{BASE}\n[keys]\naccess_secret_file = {file:?}\n")).unwrap();
-    raw.keys.access_secret_env = None;
-    raw
+    parse(&format!("{BASE}\n[keys]\naccess_secret_file = {file:?}\n")).unwrap()
 }
 
 #[test]
@@ -299,4 +297,21 @@ fn errors_print_one_line_each() {
         e.to_string(),
         "config error: a.b: is wrong\nconfig error: c: too"
     );
+}
+
+#[test]
+fn a_secret_file_alone_replaces_the_default_variable() {
+    let mut src = Fake::default();
+    src.env.insert("SESSIONGATE_ACCESS_SECRET", A.into());
+    src.files.insert("/run/r".into(), R.as_bytes().to_vec());
+    let raw = parse(&format!("{BASE}[keys]\nrefresh_secret_file = \"/run/r\"\n")).unwrap();
+    let c = validate(raw, LoadOptions::default(), &src).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.keys.refresh_secret.expose(), R.as_bytes());
+    // Both written: refused.
+    let both = format!(
+        "{BASE}[keys]\nrefresh_secret_env = \"SESSIONGATE_REFRESH_SECRET\"\nrefresh_secret_file = \"/run/r\"\n"
+    );
+    let e = validate(parse(&both).unwrap(), LoadOptions::default(), &src).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.0[0].key, "keys.refresh_secret_file");
 }

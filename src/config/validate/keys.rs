@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::Errors;
-use crate::config::raw::RawKeys;
+use crate::config::raw::{DEFAULT_ACCESS_SECRET_ENV, DEFAULT_REFRESH_SECRET_ENV, RawKeys};
 use crate::config::{AssertionConfig, KeysConfig, Secret, Source};
 
 /// `None` when a secret is missing or refused (recorded).
@@ -20,13 +20,21 @@ pub(super) fn validate(
     let mut read = |keys: SecretKeys<'_>| read_secret(keys, dev, source, errs, notes);
     let access = read(SecretKeys {
         env_key: "keys.access_secret_env",
-        env_name: k.access_secret_env.as_deref(),
+        env_name: env_or_default(
+            &k.access_secret_env,
+            &k.access_secret_file,
+            DEFAULT_ACCESS_SECRET_ENV,
+        ),
         file_key: "keys.access_secret_file",
         file: k.access_secret_file.as_deref(),
     });
     let refresh = read(SecretKeys {
         env_key: "keys.refresh_secret_env",
-        env_name: k.refresh_secret_env.as_deref(),
+        env_name: env_or_default(
+            &k.refresh_secret_env,
+            &k.refresh_secret_file,
+            DEFAULT_REFRESH_SECRET_ENV,
+        ),
         file_key: "keys.refresh_secret_file",
         file: k.refresh_secret_file.as_deref(),
     });
@@ -41,6 +49,19 @@ pub(super) fn validate(
         access_secret: access?,
         refresh_secret: refresh?,
     })
+}
+
+/// The variable a secret comes from: the one written, else the default unless a file is named.
+fn env_or_default<'a>(
+    env: &'a Option<String>,
+    file: &Option<std::path::PathBuf>,
+    default: &'static str,
+) -> Option<&'a str> {
+    match (env, file) {
+        (Some(name), _) => Some(name),
+        (None, None) => Some(default),
+        (None, Some(_)) => None,
+    }
 }
 
 /// The two keys that may give one secret, and what they name.
