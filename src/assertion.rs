@@ -5,8 +5,6 @@
 //! Signing costs tens of microseconds, so an assertion is minted once per session and reused
 //! until half its lifetime has passed; the hot path usually does a map lookup.
 
-use std::path::Path;
-
 use dashmap::DashMap;
 use jsonwebtoken::{EncodingKey, Header};
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -48,17 +46,6 @@ fn public(pair: &Ed25519KeyPair) -> PublicKey {
         kid: b64(&digest.as_ref()[..12]),
         x: b64(raw),
     }
-}
-
-/// Write a new Ed25519 key (PKCS#8 PEM, mode 0600) for `--dev`.
-pub fn write_new_key(path: &Path) -> Result<(), String> {
-    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| e.to_string())?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    crate::dev::write_private(path, kp.serialize_pem().as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 pub struct Signer {
@@ -153,7 +140,7 @@ mod tests {
     fn assertion_verifies_against_the_published_key() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.pem");
-        write_new_key(&p).unwrap();
+        crate::dev::write_new_key(&p).unwrap();
         let pem = std::fs::read(&p).unwrap();
         let cfg = AssertionConfig {
             key_pem: crate::config::Secret::new(pem),

@@ -1,9 +1,9 @@
-//! `run --dev` and `dev-cert`: a localhost certificate, and the built-in "whoami" upstream that
-//! shows what the app behind the gateway receives.
+//! `run --dev` and `dev-cert`: the development files (a localhost certificate, an assertion
+//! key), and the built-in "whoami" upstream that shows what the app behind the gateway receives.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
@@ -12,31 +12,103 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
+use crate::config::{ConfigError, ConfigErrors};
 use crate::pages::escape;
 
+/// Why a development file could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("cannot generate a key: {0}")]
+    Generate(#[source] rcgen::Error),
+    #[error("cannot create {}: {source}", .path.display())]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `run --dev`: create the development files the configuration names and that do not exist
+/// yet — a self-signed localhost certificate (`tls.cert`, `tls.key`) and an Ed25519 assertion
+/// key (`keys.assertion_key_file`) — before the configuration is validated and checked, so
+/// they are checked like any other. Returns what it created, as notes for the operator.
+pub fn create_missing_files(
+    tls_cert: &Path,
+    tls_key: &Path,
+    assertion_key: Option<&Path>,
+) -> Result<Vec<String>, ConfigErrors> {
+    let mut notes = Vec::new();
+    let mut errs = Vec::new();
+    if !tls_cert.exists() || !tls_key.exists() {
+        match write_dev_cert(tls_cert, tls_key) {
+            Ok(()) => notes.push(format!(
+                "tls.cert: created a self-signed localhost certificate at {}",
+                tls_cert.display()
+            )),
+            Err(e) => errs.push(ConfigError::new(
+                "tls.cert",
+                format!("cannot create a development certificate: {e}"),
+            )),
+        }
+    }
+    if let Some(path) = assertion_key.filter(|p| !p.exists()) {
+        match write_new_key(path) {
+            Ok(()) => notes.push(format!(
+                "keys.assertion_key_file: created a new Ed25519 key at {}",
+                path.display()
+            )),
+            Err(e) => errs.push(ConfigError::new("keys.assertion_key_file", e.to_string())),
+        }
+    }
+    if errs.is_empty() {
+        Ok(notes)
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
+
 /// Write a self-signed certificate for `localhost`, `127.0.0.1` and `::1`.
-pub fn write_dev_cert(cert: &Path, key: &Path) -> Result<(), String> {
+pub fn write_dev_cert(cert: &Path, key: &Path) -> Result<(), CreateError> {
     let names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ];
-    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
-    for p in [cert, key] {
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-    }
-    std::fs::write(cert, ck.cert.pem())
-        .map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
+    let ck = rcgen::generate_simple_self_signed(names).map_err(CreateError::Generate)?;
+    create_parent(cert)?;
+    std::fs::write(cert, ck.cert.pem()).map_err(|source| CreateError::Write {
+        path: cert.into(),
+        source,
+    })?;
     write_private(key, ck.signing_key.serialize_pem().as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
-    Ok(())
 }
 
-pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// Write a new Ed25519 key (PKCS#8 PEM, mode 0600) for `keys.assertion_key_file`.
+pub fn write_new_key(path: &Path) -> Result<(), CreateError> {
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(CreateError::Generate)?;
+    write_private(path, kp.serialize_pem().as_bytes())
+}
+
+fn create_parent(path: &Path) -> Result<(), CreateError> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir).map_err(|source| CreateError::Dir {
+            path: dir.into(),
+            source,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Write a private file (mode 0600 on Unix), creating its directory.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<(), CreateError> {
     use std::io::Write;
+    create_parent(path)?;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -44,7 +116,12 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    opts.open(path)?.write_all(data)
+    opts.open(path)
+        .and_then(|mut f| f.write_all(data))
+        .map_err(|source| CreateError::Write {
+            path: path.into(),
+            source,
+        })
 }
 
 fn whoami_page(req: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -137,4 +214,49 @@ pub async fn spawn_whoami() -> std::io::Result<SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_development_files_are_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("certs/localhost.pem");
+        let key = dir.path().join("certs/localhost-key.pem");
+        let assertion = dir.path().join("keys/assertion.pem");
+        let notes = create_missing_files(&cert, &key, Some(&assertion)).unwrap();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(cert.exists() && key.exists() && assertion.exists());
+        #[cfg(unix)]
+        for p in [&key, &assertion] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", p.display());
+        }
+        let before = std::fs::read(&assertion).unwrap();
+        assert!(
+            create_missing_files(&cert, &key, Some(&assertion))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            std::fs::read(&assertion).unwrap(),
+            before,
+            "an existing key is kept"
+        );
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, "").unwrap();
+        let under = blocker.join("x.pem");
+        let e = create_missing_files(&under, &under, Some(&under)).unwrap_err();
+        let keys: Vec<&str> = e.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["tls.cert", "keys.assertion_key_file"]);
+        assert!(e.0[1].message.starts_with("cannot create"), "{e}");
+    }
 }

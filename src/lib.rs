@@ -15,6 +15,7 @@ pub mod login;
 pub(crate) mod metrics;
 pub(crate) mod pages;
 pub mod pipeline;
+pub mod preflight;
 pub(crate) mod proxy;
 pub(crate) mod refusal;
 pub(crate) mod routing;

@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand};
 /// malloc showed up at ~7% of the profile under load.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use sessiongate::config::{self, LoadOptions, LogFormat};
+use sessiongate::config::{self, Config, ConfigErrors, LoadOptions, LogFormat};
+use sessiongate::login::users::Users;
+use sessiongate::preflight::{self, Checked};
 
 #[derive(Parser)]
 #[command(
@@ -68,22 +70,21 @@ fn main() -> ExitCode {
         dev: false,
     })) {
         Cmd::Run(args) => run(args),
-        Cmd::CheckConfig { config, dev } => match config::load(
-            &config,
-            LoadOptions {
-                dev,
-                create_missing: false,
-            },
-        ) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
+        Cmd::CheckConfig { config, dev } => {
+            let opts = LoadOptions { dev };
+            match config::read(&config, opts)
+                .and_then(|raw| preflight::validate_and_check(raw, opts, &config::System))
+            {
+                Ok(_) => {
+                    println!("{}: ok", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(errs) => {
+                    eprintln!("{errs}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(errs) => {
-                eprintln!("{errs}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Cmd::HashPassword => {
             let mut input = String::new();
             if let Err(e) = std::io::stdin().read_to_string(&mut input) {
@@ -153,15 +154,29 @@ fn init_logging(level: &str, format: LogFormat) {
     }
 }
 
+/// `run`'s configuration: read; in `--dev`, create the development files it names that are
+/// missing; validate; check the files. Also returns what `--dev` did on its own.
+fn prepare(args: &RunArgs) -> Result<(Config, Users, Vec<String>), ConfigErrors> {
+    let opts = LoadOptions { dev: args.dev };
+    let raw = config::read(&args.config, opts)?;
+    let created = if args.dev {
+        sessiongate::dev::create_missing_files(
+            &raw.tls.cert,
+            &raw.tls.key,
+            raw.keys.assertion_key_file.as_deref(),
+        )?
+    } else {
+        Vec::new()
+    };
+    let (mut cfg, Checked { users, notes }) =
+        preflight::validate_and_check(raw, opts, &config::System)?;
+    let notes = [created, std::mem::take(&mut cfg.dev_notes), notes].concat();
+    Ok((cfg, users, notes))
+}
+
 fn run(args: RunArgs) -> ExitCode {
-    let mut cfg = match config::load(
-        &args.config,
-        LoadOptions {
-            dev: args.dev,
-            create_missing: args.dev,
-        },
-    ) {
-        Ok(c) => c,
+    let (cfg, mut users, notes) = match prepare(&args) {
+        Ok(prepared) => prepared,
         Err(errs) => {
             eprintln!("{errs}");
             eprintln!(
@@ -175,27 +190,10 @@ fn run(args: RunArgs) -> ExitCode {
     init_logging(&cfg.log_level, cfg.log_format);
     if args.dev {
         tracing::warn!("development mode (--dev): not for production");
-        if !cfg.tls_cert.exists() || !cfg.tls_key.exists() {
-            if let Err(e) = sessiongate::dev::write_dev_cert(&cfg.tls_cert, &cfg.tls_key) {
-                eprintln!("tls.cert: cannot create a development certificate: {e}");
-                return ExitCode::from(2);
-            }
-            tracing::warn!(cert = %cfg.tls_cert.display(), "created a self-signed localhost certificate");
-        }
-        for note in std::mem::take(&mut cfg.dev_notes) {
+        for note in &notes {
             tracing::warn!("{note}");
         }
     }
-    let mut users = match &cfg.login.users_file {
-        Some(p) => match sessiongate::login::users::Users::load(p) {
-            Ok(u) => u,
-            Err(e) => {
-                eprintln!("config error: login.users_file: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => sessiongate::login::users::Users::empty(),
-    };
     if args.dev {
         let password = sessiongate::util::random_token(12);
         if let Err(e) = users.add("demo", &password, vec!["demo".into()]) {

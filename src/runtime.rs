@@ -106,10 +106,7 @@ pub mod testing {
             _ => None,
         };
         // dev: a test has no certificate or users file on disk.
-        let opts = LoadOptions {
-            dev: true,
-            create_missing: false,
-        };
+        let opts = LoadOptions { dev: true };
         let cfg = config::validate(raw, opts, &env).unwrap_or_else(|e| panic!("{e}"));
         let store: Arc<dyn SessionStore> = Arc::new(crate::store::memory::MemoryStore::new());
         let rt = Runtime::build(cfg, store, Users::empty(), Audit::discard(), clock)

@@ -19,7 +19,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::Sessions;
 use crate::audit::Event;
-use crate::config::{AnomalyAction, RawAnomaly};
+use crate::config::{AnomalyAction, AnomalyConfig};
 use crate::metrics::Anomaly;
 pub use crate::tokens::Fingerprint;
 use crate::util::{b64, hmac_sha256};
@@ -28,7 +28,7 @@ pub struct Fingerprinter {
     key: [u8; 32],
     v4: u8,
     v6: u8,
-    cfg: RawAnomaly,
+    cfg: AnomalyConfig,
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -39,7 +39,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 impl Fingerprinter {
-    pub fn new(access_secret: &[u8], cfg: &RawAnomaly) -> Self {
+    pub fn new(access_secret: &[u8], cfg: &AnomalyConfig) -> Self {
         Self {
             key: hmac_sha256(access_secret, b"sessiongate anomaly fingerprint"),
             v4: cfg.ipv4_prefix,
@@ -188,7 +188,7 @@ mod tests {
     use super::*;
 
     fn fp() -> Fingerprinter {
-        Fingerprinter::new(b"k", &RawAnomaly::default())
+        Fingerprinter::new(b"k", &AnomalyConfig::default())
     }
 
     #[test]

@@ -1,0 +1,452 @@
+//! `gateway.toml` → an immutable, validated [`Config`].
+//!
+//! Loading is two steps: TOML → the raw schema ([`raw`]: serde, `deny_unknown_fields`, the
+//! defaults), then [`validate`] → [`Config`]. Every problem found is collected with the key path
+//! it belongs to (`session.access_ttl`, `route[2].upstream`) so an operator fixes them all at
+//! once.
+//!
+//! Validation is a function of the raw config and a [`Source`]: the environment variables and
+//! secret files named by `*_env`/`*_file` keys, injected so that tests stay pure. It writes
+//! nothing and looks at no other file: the checks that need the rest of the gateway (the TLS
+//! pair, the users file, the assertion key) are `preflight`'s, and `run --dev` creates the
+//! development files before it validates. Secret values are never printed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+pub mod raw;
+mod validate;
+
+pub use raw::RawConfig;
+pub use validate::{secret_weakness, validate};
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+/// One configuration problem, tied to the key that causes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// All problems of one configuration, one line each (`config error: <key>: <message>`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", lines(.0))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// A single problem.
+    pub fn one(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self(vec![ConfigError::new(key, message)])
+    }
+}
+
+fn lines(errs: &[ConfigError]) -> String {
+    errs.iter()
+        .map(|e| format!("config error: {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The vocabulary shared by `gateway.toml` and the validated configuration.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSite {
+    Lax,
+    Strict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginMode {
+    #[default]
+    UsersFile,
+    Upstream,
+}
+
+/// What to do when a session's request differs from the session's origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnomalyAction {
+    /// Nothing.
+    Ignore,
+    /// An audit event; the request goes on.
+    Log,
+    /// This request must sign in again (the session stays valid where it came from).
+    Reauth,
+    /// The session is ended everywhere.
+    Revoke,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UrlTokenAction {
+    #[default]
+    Redirect,
+    Strip,
+    Reject,
+}
+
+/// Query parameters that carry credentials and are never accepted in a URL.
+pub const DEFAULT_CREDENTIAL_PARAMS: &[&str] = &[
+    "access_token",
+    "refresh_token",
+    "token",
+    "id_token",
+    "jwt",
+    "session",
+    "sid",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CsrfMode {
+    #[default]
+    Origin,
+    /// Origin checks plus a double-submit token bound to the session.
+    Token,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated configuration.
+
+/// A secret byte string; never printed.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+    /// A fresh random secret (32 bytes, base64url-encoded as its textual form).
+    pub fn random() -> Self {
+        Self(crate::util::random_token(32).into_bytes())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// The gateway's public origin, e.g. `https://sso.example.com` or `https://localhost:8443`.
+#[derive(Debug, Clone)]
+pub struct PublicOrigin {
+    /// `https://host[:port]`, exactly as browsers send it in `Origin`.
+    pub origin: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub redirect_listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub public_origin: PublicOrigin,
+    pub trusted_proxies: Vec<IpNet>,
+    pub handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    /// Resolved: at least 1.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// `scheme://authority`, no path.
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// Path prefix of the upstream URL, without a trailing `/` (`""` for none).
+    pub base_path: String,
+    pub preserve_host: bool,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub path_prefix: String,
+    pub public: bool,
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub idle_timeout: Duration,
+    pub refresh_grace: Duration,
+    pub same_site: SameSite,
+    pub cookie_domain: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    pub assertion: Option<AssertionConfig>,
+    pub access_secret: Secret,
+    pub refresh_secret: Secret,
+}
+
+/// The identity assertion signing keys (PKCS#8 PEM, Ed25519), read from their files; that they
+/// are Ed25519 keys is checked by `preflight`.
+#[derive(Debug, Clone)]
+pub struct AssertionConfig {
+    pub key_pem: Secret,
+    pub previous_pem: Option<Secret>,
+    pub audience: String,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UrlTokensConfig {
+    pub action: UrlTokenAction,
+    /// Lower-case parameter names.
+    pub params: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CsrfConfig {
+    pub mode: CsrfMode,
+    /// Exact origins (`https://app.example.com`) besides the public origin.
+    pub allowed_origins: Vec<String>,
+}
+
+/// `[anomaly]`: what a change of network or user agent within a session does.
+#[derive(Debug, Clone)]
+pub struct AnomalyConfig {
+    pub ip_change: AnomalyAction,
+    pub user_agent_change: AnomalyAction,
+    /// IPv4 changes within this prefix length are not anomalies (1..=32).
+    pub ipv4_prefix: u8,
+    /// IPv6 changes within this prefix length are not anomalies (1..=128).
+    pub ipv6_prefix: u8,
+}
+
+impl Default for AnomalyConfig {
+    /// The defaults of `[anomaly]` (valid by construction).
+    fn default() -> Self {
+        Self::from_raw(&raw::RawAnomaly::default())
+    }
+}
+
+impl AnomalyConfig {
+    /// The values of `raw`, unchecked: validation checks the prefixes first.
+    fn from_raw(raw: &raw::RawAnomaly) -> Self {
+        Self {
+            ip_change: raw.ip_change,
+            user_agent_change: raw.user_agent_change,
+            ipv4_prefix: raw.ipv4_prefix,
+            ipv6_prefix: raw.ipv6_prefix,
+        }
+    }
+}
+
+/// The session store.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Memory,
+    Redis(RedisConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Single-node URL (password inserted from `password_env`); never logged.
+    pub url: Option<Secret>,
+    /// Cluster seed nodes.
+    pub cluster_nodes: Vec<String>,
+    pub password: Option<Secret>,
+    pub pool_size: u32,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub key_prefix: String,
+}
+
+/// Where the gateway's users come from.
+#[derive(Debug, Clone)]
+pub struct LoginConfig {
+    pub mode: LoginMode,
+    /// `login.users_file` in `users_file` mode, `None` in `upstream` mode. Whether the file
+    /// exists and parses is `preflight`'s question (in `--dev` a missing one leaves only the
+    /// demo user).
+    pub users_file: Option<PathBuf>,
+    /// `upstream` mode settings.
+    pub upstream: Option<UpstreamLogin>,
+    pub max_failures_per_user: u32,
+    pub max_failures_per_ip: u32,
+    pub failure_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamLogin {
+    pub path: String,
+    pub page_path: String,
+    pub grant_secret: Secret,
+    /// Lower-case cookie names.
+    pub drop_cookies: Vec<String>,
+    pub logout_paths: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub session: SessionConfig,
+    pub keys: KeysConfig,
+    pub store: StoreConfig,
+    pub login: LoginConfig,
+    pub url_tokens: UrlTokensConfig,
+    pub csrf: CsrfConfig,
+    pub anomaly: AnomalyConfig,
+    /// Bearer token of the admin API; `None` disables it.
+    pub admin_token: Option<Secret>,
+    pub audit_file: Option<PathBuf>,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    /// `run --dev`: no upstream configured, so the built-in whoami page is upstream 0.
+    pub builtin_whoami: bool,
+    /// What `--dev` filled in on its own, to tell the operator at start.
+    pub dev_notes: Vec<String>,
+}
+
+/// Name of the upstream that stands for the built-in whoami page in `--dev`.
+pub const WHOAMI_UPSTREAM: &str = "whoami";
+
+// ---------------------------------------------------------------------------------------------
+// Loading.
+
+/// How `load` may fill gaps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// `--dev`: a missing config file, secrets or upstream are filled in (random per-process
+    /// secrets, the built-in whoami page); a missing assertion key is left out.
+    pub dev: bool,
+}
+
+/// What validation may read besides `gateway.toml`: environment variables (`*_env` keys) and
+/// secret files (`*_file` keys). Injected, so that tests need no environment or files.
+pub trait Source {
+    /// The value of an environment variable, if set.
+    fn env(&self, name: &str) -> Option<String>;
+    /// The contents of a file named by a `*_file` key.
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>>;
+}
+
+/// The process environment and the file system (read only).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct System;
+
+impl Source for System {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+}
+
+/// An environment alone, e.g. `|name| map.get(name).cloned()` in tests: every file is missing.
+impl<F: Fn(&str) -> Option<String>> Source for F {
+    fn env(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+    fn read(&self, _: &Path) -> std::io::Result<Vec<u8>> {
+        Err(std::io::ErrorKind::NotFound.into())
+    }
+}
+
+/// Parse a TOML text into the raw schema; errors name the key.
+pub fn parse(text: &str) -> Result<RawConfig, ConfigErrors> {
+    let de = toml::de::Deserializer::parse(text)
+        .map_err(|e| ConfigErrors::one("gateway.toml", one_line(&e.to_string())))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let key = if path == "." || path.is_empty() {
+            "gateway.toml".to_string()
+        } else {
+            path
+        };
+        ConfigErrors::one(key, one_line(&e.inner().to_string()))
+    })
+}
+
+fn one_line(s: &str) -> String {
+    // toml's messages carry a source excerpt over several lines; keep the message itself.
+    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let msg = lines
+        .iter()
+        .rev()
+        .find(|l| !l.starts_with('|') && !l.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .copied()
+        .unwrap_or(s);
+    let at = lines
+        .first()
+        .filter(|l| l.starts_with("TOML parse error"))
+        .copied();
+    match at {
+        Some(at) if *at != *msg => {
+            format!("{msg} ({})", at.trim_start_matches("TOML parse error "))
+        }
+        _ => msg.to_string(),
+    }
+}
+
+/// Read and parse `path` (in `--dev` a missing file is an empty one: every default).
+pub fn read(path: &Path, opts: LoadOptions) -> Result<RawConfig, ConfigErrors> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if opts.dev && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(ConfigErrors::one(
+                "--config",
+                format!("cannot read {}: {e}", path.display()),
+            ));
+        }
+    };
+    parse(&text)
+}
+
+/// Read, parse and validate `path` against the process environment. Relative paths inside are
+/// resolved against the current directory, as operators expect from a file they run next to.
+/// The files the configuration names are not opened: `preflight::validate_and_check` does both.
+pub fn load(path: &Path, opts: LoadOptions) -> Result<Config, ConfigErrors> {
+    validate(read(path, opts)?, opts, &System)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,354 @@
+//! The schema of `gateway.toml` as written: serde structs with `deny_unknown_fields` (a typo in
+//! a security setting is an error, never a silently kept default) and the default of every key.
+//! Nothing here is checked; [`super::validate`] turns a [`RawConfig`] into a [`super::Config`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::{AnomalyAction, CsrfMode, LogFormat, LoginMode, SameSite, UrlTokenAction};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub tls: RawTls,
+    pub upstream: Vec<RawUpstream>,
+    pub route: Vec<RawRoute>,
+    pub session: RawSession,
+    pub keys: RawKeys,
+    pub store: RawStore,
+    pub login: RawLogin,
+    pub url_tokens: RawUrlTokens,
+    pub csrf: RawCsrf,
+    pub anomaly: RawAnomaly,
+    pub admin: RawAdmin,
+    pub audit: RawAudit,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    /// Plain-HTTP listener that only redirects to HTTPS; `""` turns it off.
+    pub redirect_listen: String,
+    /// Admin listener (health, readiness, metrics); `""` turns it off.
+    pub admin_listen: String,
+    pub public_origin: String,
+    pub trusted_proxies: Vec<IpNet>,
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    /// Serving threads, each with its own runtime and listener (`SO_REUSEPORT`); 0 = one per
+    /// CPU core.
+    pub workers: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8443".into(),
+            redirect_listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9090".into(),
+            public_origin: "https://localhost:8443".into(),
+            trusted_proxies: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_connections: 25_000,
+            workers: 0,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        Self {
+            cert: "certs/localhost.pem".into(),
+            key: "certs/localhost-key.pem".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: String,
+    pub url: String,
+    #[serde(default = "yes")]
+    pub preserve_host: bool,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn yes() -> bool {
+    true
+}
+pub(super) fn default_connect_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+pub(super) fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub path_prefix: String,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub upstream: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSession {
+    #[serde(with = "humantime_serde")]
+    pub access_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub refresh_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub refresh_grace: Duration,
+    pub same_site: SameSite,
+    pub cookie_domain: Option<String>,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        Self {
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(7 * 24 * 3600),
+            idle_timeout: Duration::from_secs(30 * 60),
+            refresh_grace: Duration::from_secs(10),
+            same_site: SameSite::Lax,
+            cookie_domain: None,
+        }
+    }
+}
+
+/// `keys.algorithm`: accepted so that a config may state it, but only `HS256` parses; the
+/// session tokens are HS256 (`tokens`), so the validated config has no such field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Algorithm {
+    HS256,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawKeys {
+    /// Read only to refuse anything but `HS256`.
+    pub algorithm: Algorithm,
+    /// As written; when neither it nor `access_secret_file` is, validation reads
+    /// [`DEFAULT_ACCESS_SECRET_ENV`].
+    pub access_secret_env: Option<String>,
+    pub access_secret_file: Option<PathBuf>,
+    /// As written; when neither it nor `refresh_secret_file` is, validation reads
+    /// [`DEFAULT_REFRESH_SECRET_ENV`].
+    pub refresh_secret_env: Option<String>,
+    pub refresh_secret_file: Option<PathBuf>,
+    /// Ed25519 private key (PKCS#8 PEM) that signs `X-Auth-Assertion`.
+    pub assertion_key_file: Option<PathBuf>,
+    /// The key it replaced, still published at `/.auth/jwks.json`.
+    pub assertion_previous_key_file: Option<PathBuf>,
+    pub assertion_audience: String,
+    #[serde(with = "humantime_serde")]
+    pub assertion_ttl: Duration,
+}
+
+/// The variables that hold the secrets when `[keys]` names neither a variable nor a file.
+pub const DEFAULT_ACCESS_SECRET_ENV: &str = "SESSIONGATE_ACCESS_SECRET";
+pub const DEFAULT_REFRESH_SECRET_ENV: &str = "SESSIONGATE_REFRESH_SECRET";
+
+impl Default for RawKeys {
+    fn default() -> Self {
+        Self {
+            algorithm: Algorithm::HS256,
+            access_secret_env: None,
+            access_secret_file: None,
+            refresh_secret_env: None,
+            refresh_secret_file: None,
+            assertion_key_file: None,
+            assertion_previous_key_file: None,
+            assertion_audience: "upstream".into(),
+            assertion_ttl: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    pub kind: StoreKind,
+    /// `redis://host:port/db` or `rediss://…` (TLS); no password in it.
+    pub url: Option<String>,
+    /// Redis Cluster seed nodes (`redis://host:port`), instead of `url`.
+    pub cluster_nodes: Vec<String>,
+    /// Environment variable holding the Redis password (AUTH).
+    pub password_env: Option<String>,
+    pub pool_size: u32,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Prefix of every key and of the revocation channel.
+    pub key_prefix: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Memory,
+            url: None,
+            cluster_nodes: Vec::new(),
+            password_env: None,
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(1),
+            key_prefix: "sg".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLogin {
+    pub mode: LoginMode,
+    pub users_file: PathBuf,
+    /// `upstream` mode: the app's login path whose response may carry a grant.
+    pub upstream_path: Option<String>,
+    /// `upstream` mode: where navigations without a session are sent (default `upstream_path`).
+    pub page_path: Option<String>,
+    /// `upstream` mode: environment variable with the grant's HMAC secret.
+    pub grant_secret_env: Option<String>,
+    /// `upstream` mode: the app's own session cookies, removed from its responses and requests.
+    pub drop_cookies: Vec<String>,
+    /// `upstream` mode: app paths that also end the gateway session.
+    pub logout_paths: Vec<String>,
+    /// Failed logins per account within `failure_window` before `429`.
+    pub max_failures_per_user: u32,
+    /// Failed logins per client IP within `failure_window` before `429`.
+    pub max_failures_per_ip: u32,
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+}
+
+impl Default for RawLogin {
+    fn default() -> Self {
+        Self {
+            mode: LoginMode::UsersFile,
+            users_file: "users.toml".into(),
+            upstream_path: None,
+            page_path: None,
+            grant_secret_env: None,
+            drop_cookies: Vec::new(),
+            logout_paths: Vec::new(),
+            max_failures_per_user: 5,
+            max_failures_per_ip: 20,
+            failure_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAnomaly {
+    pub ip_change: AnomalyAction,
+    pub user_agent_change: AnomalyAction,
+    /// IPv4 changes within this prefix length are not anomalies.
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+}
+
+impl Default for RawAnomaly {
+    fn default() -> Self {
+        Self {
+            ip_change: AnomalyAction::Log,
+            user_agent_change: AnomalyAction::Revoke,
+            ipv4_prefix: 24,
+            ipv6_prefix: 64,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// Environment variable holding the admin API bearer token.
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUrlTokens {
+    pub action: UrlTokenAction,
+    /// Extra parameter names, added to the built-in list.
+    pub params: Vec<String>,
+}
+
+impl Default for RawUrlTokens {
+    fn default() -> Self {
+        Self {
+            action: UrlTokenAction::Redirect,
+            params: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCsrf {
+    pub mode: CsrfMode,
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    /// JSON-lines file for audit events; standard output when unset.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! `parse` + `validate` over whole configurations: keys named, every problem at once, secrets
+//! from the injected source, and no file touched.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+const A: &str = "Q3ZqkJ8v0mX2rB7tL9wE4yN6uH1sD5cF0aG8pK3iM2o";
+const R: &str = "Zx9Lm2Nq4Rs6Tu8Vw0Yb1Cd3Ef5Gh7Jk9Pq2Sx4Vz6B";
+
+fn env_with(access: &'static str, refresh: &'static str) -> impl Fn(&str) -> Option<String> {
+    move |name| match name {
+        "SESSIONGATE_ACCESS_SECRET" => Some(access.to_string()),
+        "SESSIONGATE_REFRESH_SECRET" => Some(refresh.to_string()),
+        _ => None,
+    }
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// An environment and files held in memory.
+#[derive(Default)]
+struct Fake {
+    env: HashMap<&'static str, String>,
+    files: HashMap<PathBuf, Vec<u8>>,
+}
+
+impl Source for Fake {
+    fn env(&self, name: &str) -> Option<String> {
+        self.env.get(name).cloned()
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| std::io::ErrorKind::NotFound.into())
+    }
+}
+
+/// The real file system, without the process environment.
+struct Disk;
+
+impl Source for Disk {
+    fn env(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        System.read(path)
+    }
+}
+
+const BASE: &str = r#"
+[[upstream]]
+name = "app"
+url = "http://127.0.0.1:3000"
+[login]
+mode = "users_file"
+users_file = "/nonexistent/users.toml"
+"#;
+
+fn dev() -> LoadOptions {
+    LoadOptions { dev: true }
+}
+
+/// Problems of `extra` appended to a base config, as key names.
+fn problems(extra: &str, opts: LoadOptions, source: &dyn Source) -> Vec<ConfigError> {
+    let raw = match parse(&format!("{BASE}\n{extra}")) {
+        Ok(r) => r,
+        Err(e) => return e.0,
+    };
+    match validate(raw, opts, source) {
+        Ok(_) => vec![],
+        Err(e) => e.0,
+    }
+}
+
+fn keys_of(extra: &str, access: &'static str, refresh: &'static str) -> Vec<String> {
+    let env = env_with(access, refresh);
+    problems(extra, LoadOptions::default(), &env)
+        .into_iter()
+        .map(|e| e.key)
+        .collect()
+}
+
+#[test]
+fn a_good_config_has_no_problems_and_looks_at_no_file() {
+    // The certificate and the users file do not exist: that is preflight's to say.
+    assert_eq!(keys_of("", A, R), Vec::<String>::new());
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_table() {
+    let k = keys_of("[session]\nacess_ttl = \"1m\"\n", A, R);
+    assert_eq!(k.len(), 1);
+    assert!(k[0].starts_with("session"), "{k:?}");
+}
+
+#[test]
+fn weak_placeholder_and_equal_secrets_are_refused() {
+    assert_eq!(keys_of("", "short", R), vec!["keys.access_secret_env"]);
+    assert_eq!(
+        keys_of("", "changeme-changeme-changeme-changeme-00", R),
+        vec!["keys.access_secret_env"]
+    );
+    assert_eq!(
+        keys_of("", A, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        vec!["keys.refresh_secret_env"]
+    );
+    assert_eq!(keys_of("", A, A), vec!["keys.refresh_secret_env"]);
+}
+
+#[test]
+fn bad_values_name_their_keys() {
+    assert_eq!(
+        keys_of(
+            "[server]\npublic_origin = \"http://localhost:8443\"\n",
+            A,
+            R
+        ),
+        vec!["server.public_origin"]
+    );
+    assert_eq!(
+        keys_of("[session]\naccess_ttl = \"7d\"\n", A, R),
+        vec!["session.access_ttl"]
+    );
+    assert_eq!(
+        keys_of(
+            "[[route]]\npath_prefix = \"/x/\"\nupstream = \"nope\"\n",
+            A,
+            R
+        ),
+        vec!["route[0].upstream"]
+    );
+    assert_eq!(
+        keys_of("[[route]]\npath_prefix = \"x/../\"\n", A, R),
+        vec!["route[0].path_prefix"]
+    );
+    assert_eq!(
+        keys_of("[server]\nlisten = \"nowhere\"\n", A, R),
+        vec!["server.listen"]
+    );
+    let k = keys_of("[session]\naccess_ttl = \"soon\"\n", A, R);
+    assert_eq!(k, vec!["session.access_ttl"]);
+    assert_eq!(
+        keys_of("[[upstream]]\nname = \"b\"\nurl = \"https://x\"\n", A, R),
+        vec!["upstream[1].url"]
+    );
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let k = keys_of(
+        "[server]\npublic_origin = \"http://x\"\n[[route]]\npath_prefix = \"/a/\"\nupstream = \"b\"\n",
+        "short",
+        "short",
+    );
+    assert_eq!(k.len(), 4, "{k:?}");
+}
+
+#[test]
+fn missing_upstream_is_required_outside_dev_only() {
+    let raw = parse("").unwrap();
+    let e = validate(raw, LoadOptions::default(), &env_with(A, R)).unwrap_err();
+    assert!(e.0.iter().any(|e| e.key == "upstream"));
+    let raw = parse("").unwrap();
+    let c = validate(raw, dev(), &no_env).unwrap();
+    assert!(c.builtin_whoami);
+    assert_eq!(c.upstreams.len(), 1);
+    assert_eq!(c.upstreams[0].name, WHOAMI_UPSTREAM);
+}
+
+#[test]
+fn dev_fills_in_random_secrets_and_says_so() {
+    let c = validate(parse(BASE).unwrap(), dev(), &no_env).unwrap();
+    assert_ne!(
+        c.keys.access_secret.expose(),
+        c.keys.refresh_secret.expose()
+    );
+    assert_eq!(
+        c.dev_notes
+            .iter()
+            .filter(|n| n.contains("random per-process secret"))
+            .count(),
+        2,
+        "{:?}",
+        c.dev_notes
+    );
+}
+
+#[test]
+fn the_algorithm_key_is_accepted_as_hs256_only() {
+    assert_eq!(
+        keys_of("[keys]\nalgorithm = \"HS256\"\n", A, R),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        keys_of("[keys]\nalgorithm = \"none\"\n", A, R),
+        vec!["keys.algorithm"]
+    );
+}
+
+/// `BASE` with the access secret from `file` instead of its variable.
+fn access_secret_from(file: &str) -> RawConfig {
+    parse(&format!("{BASE}\n[keys]\naccess_secret_file = {file:?}\n")).unwrap()
+}
+
+#[test]
+fn secret_files_are_read_through_the_source_and_trimmed() {
+    let mut src = Fake::default();
+    src.env.insert("SESSIONGATE_REFRESH_SECRET", R.into());
+    src.files
+        .insert("/run/a".into(), format!("{A}\n").into_bytes());
+    let c = validate(access_secret_from("/run/a"), LoadOptions::default(), &src).unwrap();
+    assert_eq!(c.keys.access_secret.expose(), A.as_bytes());
+
+    let e = validate(access_secret_from("/run/b"), dev(), &src).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.0[0].key, "keys.access_secret_file");
+    assert!(e.0[0].message.starts_with("cannot read /run/b"), "{e}");
+}
+
+#[test]
+fn the_assertion_key_is_read_through_the_source() {
+    let mut src = Fake::default();
+    src.env.insert("SESSIONGATE_ACCESS_SECRET", A.into());
+    src.env.insert("SESSIONGATE_REFRESH_SECRET", R.into());
+    src.files.insert("/k/current.pem".into(), b"PEM".to_vec());
+    let extra = "[keys]\nassertion_key_file = \"/k/current.pem\"\n";
+    let c = validate(
+        parse(&format!("{BASE}{extra}")).unwrap(),
+        LoadOptions::default(),
+        &src,
+    )
+    .unwrap();
+    let a = c.keys.assertion.unwrap();
+    assert_eq!(a.key_pem.expose(), b"PEM");
+    assert!(a.previous_pem.is_none());
+
+    let missing = "[keys]\nassertion_key_file = \"/k/missing.pem\"\n";
+    let e = problems(missing, LoadOptions::default(), &src);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key, "keys.assertion_key_file");
+    assert!(
+        e[0].message.starts_with("cannot read /k/missing.pem"),
+        "{e:?}"
+    );
+    // `--dev` leaves a missing key out, for `run --dev` to create.
+    let c = validate(parse(&format!("{BASE}{missing}")).unwrap(), dev(), &src).unwrap();
+    assert!(c.keys.assertion.is_none());
+
+    let previous = format!("{extra}assertion_previous_key_file = \"/k/old.pem\"\n");
+    let e = problems(&previous, dev(), &src);
+    let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["keys.assertion_previous_key_file"]);
+}
+
+#[test]
+fn validation_in_dev_writes_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("keys/assertion.pem");
+    let cert = dir.path().join("certs/localhost.pem");
+    let text = format!(
+        "[tls]\ncert = {cert:?}\nkey = {:?}\n[keys]\nassertion_key_file = {key:?}\n[login]\nusers_file = {:?}\n",
+        dir.path().join("certs/localhost-key.pem"),
+        dir.path().join("users.toml"),
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let c = validate(read(&path, dev()).unwrap(), dev(), &Disk).unwrap();
+    assert!(c.keys.assertion.is_none());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["gateway.toml"], "validation created files");
+}
+
+#[test]
+fn a_missing_config_file_is_every_default_in_dev_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let e = read(&path, LoadOptions::default()).unwrap_err();
+    assert_eq!(e.0[0].key, "--config");
+    assert!(read(&path, dev()).is_ok());
+}
+
+#[test]
+fn errors_print_one_line_each() {
+    let e = ConfigErrors(vec![
+        ConfigError::new("a.b", "is wrong"),
+        ConfigError::new("c", "too"),
+    ]);
+    assert_eq!(
+        e.to_string(),
+        "config error: a.b: is wrong\nconfig error: c: too"
+    );
+}
+
+#[test]
+fn a_secret_file_alone_replaces_the_default_variable() {
+    let mut src = Fake::default();
+    src.env.insert("SESSIONGATE_ACCESS_SECRET", A.into());
+    src.files.insert("/run/r".into(), R.as_bytes().to_vec());
+    let raw = parse(&format!("{BASE}[keys]\nrefresh_secret_file = \"/run/r\"\n")).unwrap();
+    let c = validate(raw, LoadOptions::default(), &src).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.keys.refresh_secret.expose(), R.as_bytes());
+    // Both written: refused.
+    let both = format!(
+        "{BASE}[keys]\nrefresh_secret_env = \"SESSIONGATE_REFRESH_SECRET\"\nrefresh_secret_file = \"/run/r\"\n"
+    );
+    let e = validate(parse(&both).unwrap(), LoadOptions::default(), &src).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.0[0].key, "keys.refresh_secret_file");
+}

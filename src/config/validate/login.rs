@@ -1,0 +1,183 @@
+//! `[login]`: the users file (checked by `preflight`, not here) or the app's own login form
+//! with a signed grant, and the login throttles.
+
+use super::{Errors, check_duration, keys::secret_weakness};
+use crate::config::raw::RawLogin;
+use crate::config::{LoginConfig, LoginMode, Secret, Source, UpstreamLogin};
+
+pub(super) fn validate(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> LoginConfig {
+    if l.max_failures_per_user == 0 {
+        errs.add("login.max_failures_per_user", "must be at least 1");
+    }
+    if l.max_failures_per_ip == 0 {
+        errs.add("login.max_failures_per_ip", "must be at least 1");
+    }
+    check_duration(errs, "login.failure_window", l.failure_window);
+    let upstream = match l.mode {
+        LoginMode::Upstream => upstream(l, source, errs),
+        LoginMode::UsersFile => {
+            for (set, key) in [
+                (l.upstream_path.is_some(), "login.upstream_path"),
+                (l.page_path.is_some(), "login.page_path"),
+                (l.grant_secret_env.is_some(), "login.grant_secret_env"),
+                (!l.drop_cookies.is_empty(), "login.drop_cookies"),
+                (!l.logout_paths.is_empty(), "login.logout_paths"),
+            ] {
+                if set {
+                    errs.add(key, "only applies to login.mode = \"upstream\"");
+                }
+            }
+            None
+        }
+    };
+    LoginConfig {
+        mode: l.mode,
+        users_file: (l.mode == LoginMode::UsersFile).then(|| l.users_file.clone()),
+        upstream,
+        max_failures_per_user: l.max_failures_per_user,
+        max_failures_per_ip: l.max_failures_per_ip,
+        failure_window: l.failure_window,
+    }
+}
+
+/// `login.mode = "upstream"`: the app's login path, its login page, and the grant's secret.
+fn upstream(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> Option<UpstreamLogin> {
+    let path = match &l.upstream_path {
+        Some(p) => normal_path(errs, "login.upstream_path", p).then(|| p.clone()),
+        None => {
+            errs.add(
+                "login.upstream_path",
+                "login.mode = \"upstream\" needs the app's login path",
+            );
+            None
+        }
+    };
+    let page = match &l.page_path {
+        Some(p) => normal_path(errs, "login.page_path", p).then(|| p.clone()),
+        None => path.clone(),
+    };
+    for (i, p) in l.logout_paths.iter().enumerate() {
+        normal_path(errs, &format!("login.logout_paths[{i}]"), p);
+    }
+    let secret = grant_secret(l, source, errs);
+    Some(UpstreamLogin {
+        path: path?,
+        page_path: page?,
+        grant_secret: secret?,
+        drop_cookies: l
+            .drop_cookies
+            .iter()
+            .map(|c| c.to_ascii_lowercase())
+            .collect(),
+        logout_paths: l.logout_paths.clone(),
+    })
+}
+
+fn grant_secret(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> Option<Secret> {
+    let Some(name) = &l.grant_secret_env else {
+        errs.add(
+            "login.grant_secret_env",
+            "login.mode = \"upstream\" needs the grant's secret",
+        );
+        return None;
+    };
+    let Some(b) = source.env(name).map(String::into_bytes) else {
+        errs.add(
+            "login.grant_secret_env",
+            format!("names environment variable {name}, which is not set"),
+        );
+        return None;
+    };
+    match secret_weakness(&b) {
+        None => Some(Secret::new(b)),
+        Some(why) => {
+            errs.add("login.grant_secret_env", why);
+            None
+        }
+    }
+}
+
+/// Whether `p` is an absolute, normalised path outside `/.auth/` (a problem recorded if not).
+fn normal_path(errs: &mut Errors, key: &str, p: &str) -> bool {
+    let ok = p.starts_with('/')
+        && crate::web::path::normalise(p).is_ok_and(|n| n == p)
+        && !crate::web::path::is_gateway_path(p);
+    if !ok {
+        errs.add(
+            key,
+            format!("{p:?} must be a normalised path outside /.auth/"),
+        );
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRANT: &str = "Zx9Lm2Nq4Rs6Tu8Vw0Yb1Cd3Ef5Gh7Jk9Pq2Sx4Vz6B";
+
+    fn env(name: &str) -> Option<String> {
+        (name == "GRANT").then(|| GRANT.to_string())
+    }
+
+    fn upstream_mode() -> RawLogin {
+        RawLogin {
+            mode: LoginMode::Upstream,
+            upstream_path: Some("/login".into()),
+            grant_secret_env: Some("GRANT".into()),
+            drop_cookies: vec!["PHPSESSID".into()],
+            ..RawLogin::default()
+        }
+    }
+
+    #[test]
+    fn upstream_mode_defaults_its_page_and_keeps_no_users_file() {
+        let mut errs = Errors::default();
+        let c = validate(&upstream_mode(), &env, &mut errs);
+        assert!(errs.0.is_empty(), "{errs:?}");
+        assert_eq!(c.users_file, None);
+        let u = c.upstream.unwrap();
+        assert_eq!(u.page_path, "/login");
+        assert_eq!(u.drop_cookies, ["phpsessid"]);
+        assert_eq!(u.grant_secret.expose(), GRANT.as_bytes());
+    }
+
+    #[test]
+    fn upstream_mode_names_each_missing_or_bad_key() {
+        let raw = RawLogin {
+            upstream_path: Some("/.auth/login".into()),
+            grant_secret_env: Some("UNSET".into()),
+            logout_paths: vec!["/a/../b".into()],
+            ..upstream_mode()
+        };
+        let mut errs = Errors::default();
+        assert!(validate(&raw, &env, &mut errs).upstream.is_none());
+        let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "login.upstream_path",
+                "login.logout_paths[0]",
+                "login.grant_secret_env"
+            ]
+        );
+    }
+
+    #[test]
+    fn users_file_mode_refuses_upstream_keys_and_keeps_the_path_unchecked() {
+        let raw = RawLogin {
+            users_file: "/nonexistent/users.toml".into(),
+            page_path: Some("/login".into()),
+            ..RawLogin::default()
+        };
+        let mut errs = Errors::default();
+        let c = validate(&raw, &env, &mut errs);
+        let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["login.page_path"]);
+        assert_eq!(
+            c.users_file.as_deref(),
+            Some("/nonexistent/users.toml".as_ref())
+        );
+    }
+}

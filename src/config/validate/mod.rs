@@ -1,0 +1,135 @@
+//! Validation: one function per section of `gateway.toml`, each recording every problem it
+//! finds under its key; [`validate`] calls them in the file's order and fails with all of them
+//! at once.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{Config, ConfigError, ConfigErrors, LoadOptions, RawConfig, Source};
+
+mod keys;
+mod login;
+mod policy;
+mod routes;
+mod server;
+mod session;
+mod store;
+mod upstreams;
+
+pub use keys::secret_weakness;
+
+/// The problems found so far, in the order found.
+#[derive(Debug, Default)]
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError::new(key, message));
+    }
+}
+
+/// Validate a raw configuration. `source` supplies the environment variables and secret files
+/// that `*_env`/`*_file` keys name; nothing else is read and nothing is written.
+pub fn validate(
+    raw: RawConfig,
+    opts: LoadOptions,
+    source: &dyn Source,
+) -> Result<Config, ConfigErrors> {
+    let mut errs = Errors::default();
+    let mut notes = Vec::new();
+    let server = server::validate(&raw.server, &mut errs);
+    let (upstreams, builtin_whoami) =
+        upstreams::validate(&raw.upstream, opts.dev, &mut errs, &mut notes);
+    let routes = routes::validate(&raw.route, &raw.upstream, builtin_whoami, &mut errs);
+    let session = session::validate(&raw.session, &mut errs);
+    let keys = keys::validate(&raw.keys, opts.dev, source, &mut errs, &mut notes);
+    let store = store::validate(&raw.store, source, &mut errs);
+    let login = login::validate(&raw.login, source, &mut errs);
+    let anomaly = policy::anomaly(&raw.anomaly, &mut errs);
+    let admin_token = policy::admin_token(&raw.admin, source, &mut errs);
+    let url_tokens = policy::url_tokens(&raw.url_tokens, &mut errs);
+    let csrf = policy::csrf(&raw.csrf, &mut errs);
+    policy::log_level(&raw.log, &mut errs);
+
+    if !errs.0.is_empty() {
+        return Err(ConfigErrors(errs.0));
+    }
+    // Each section yields its part whenever it found no problem.
+    let (Some(server), Some(keys)) = (server, keys) else {
+        return Err(ConfigErrors::one("gateway.toml", "invalid"));
+    };
+    Ok(Config {
+        server,
+        tls_cert: raw.tls.cert,
+        tls_key: raw.tls.key,
+        upstreams,
+        routes,
+        session,
+        keys,
+        store,
+        login,
+        url_tokens,
+        csrf,
+        anomaly,
+        admin_token,
+        audit_file: raw.audit.file,
+        log_level: raw.log.level,
+        log_format: raw.log.format,
+        builtin_whoami,
+        dev_notes: notes,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks shared by several sections.
+
+fn check_duration(errs: &mut Errors, key: &str, d: Duration) {
+    if d < Duration::from_secs(1) {
+        errs.add(key, "must be at least 1s");
+    }
+}
+
+/// A listen address; `""` is "off" where `optional`.
+fn parse_addr(errs: &mut Errors, key: &str, value: &str, optional: bool) -> Option<SocketAddr> {
+    if optional && value.is_empty() {
+        return None;
+    }
+    match value.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.add(
+                key,
+                format!("{value:?} is not an address like \"127.0.0.1:8443\""),
+            );
+            None
+        }
+    }
+}
+
+/// An `https://` origin, serialised as browsers send it in `Origin`.
+fn parse_origin(errs: &mut Errors, key: &str, value: &str) -> Option<String> {
+    match url::Url::parse(value) {
+        Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {
+            if u.path() != "/"
+                || u.query().is_some()
+                || u.fragment().is_some()
+                || !u.username().is_empty()
+            {
+                errs.add(key, format!("{value:?} must be an origin only, like \"https://sso.example.com\" (no path, query or user)"));
+                return None;
+            }
+            Some(u.origin().ascii_serialization())
+        }
+        Ok(_) => {
+            errs.add(
+                key,
+                format!("{value:?} must be an https:// origin; sessiongate serves HTTPS only"),
+            );
+            None
+        }
+        Err(e) => {
+            errs.add(key, format!("{value:?} is not a URL: {e}"));
+            None
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Preflight: the checks of the files a configuration names, through the modules that will use
+//! them — the TLS certificate and key (`server::tls`), the users file (`login::users`), the
+//! identity assertion keys (`assertion`). `run` and `check-config` both run it beside
+//! `config::validate`, so a configuration that passes `check-config` starts, and the problems of
+//! both are reported at once. It writes nothing; each problem names its key, like validation's.
+
+use std::path::{Path, PathBuf};
+
+use crate::assertion::Signer;
+use crate::config::raw::RawConfig;
+use crate::config::{Config, ConfigError, ConfigErrors, LoadOptions, LoginMode, Source, validate};
+use crate::login::users::Users;
+
+/// The files a configuration names, as written: known before validation, so that their
+/// problems are found even when other keys are wrong.
+#[derive(Debug, Clone)]
+pub struct Files {
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// `login.users_file`, in `users_file` mode.
+    pub users_file: Option<PathBuf>,
+    /// `keys.assertion_key_file` and `keys.assertion_previous_key_file`, by key.
+    pub assertion_keys: Vec<(&'static str, PathBuf)>,
+}
+
+impl Files {
+    pub fn named_by(raw: &RawConfig) -> Self {
+        let k = &raw.keys;
+        let assertion_keys = [
+            ("keys.assertion_key_file", &k.assertion_key_file),
+            (
+                "keys.assertion_previous_key_file",
+                &k.assertion_previous_key_file,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, p)| Some((key, p.clone()?)))
+        .collect();
+        Self {
+            tls_cert: raw.tls.cert.clone(),
+            tls_key: raw.tls.key.clone(),
+            users_file: (raw.login.mode == LoginMode::UsersFile)
+                .then(|| raw.login.users_file.clone()),
+            assertion_keys,
+        }
+    }
+}
+
+/// What preflight read, for `run` to use as checked.
+#[derive(Debug)]
+pub struct Checked {
+    /// The users of `login.users_file` (none in `upstream` mode, or in `--dev` without a file).
+    pub users: Users,
+    /// What `--dev` left out, to tell the operator at start.
+    pub notes: Vec<String>,
+}
+
+/// Validate `raw` (see `config::validate`) and check the files it names: every problem of
+/// both, validation's first.
+pub fn validate_and_check(
+    raw: RawConfig,
+    opts: LoadOptions,
+    source: &dyn Source,
+) -> Result<(Config, Checked), ConfigErrors> {
+    let files = Files::named_by(&raw);
+    match (validate(raw, opts, source), check(&files, opts.dev)) {
+        (Ok(cfg), Ok(checked)) => Ok((cfg, checked)),
+        (cfg, checked) => {
+            let mut errs = cfg.err().map_or_else(Vec::new, |e| e.0);
+            errs.extend(checked.err().map_or_else(Vec::new, |e| e.0));
+            Err(ConfigErrors(errs))
+        }
+    }
+}
+
+/// Check the files. `dev`: as `run --dev` starts (a missing certificate, assertion key or users
+/// file is allowed: `run --dev` creates the first two and goes without the third).
+pub fn check(files: &Files, dev: bool) -> Result<Checked, ConfigErrors> {
+    let mut errs = Vec::new();
+    let mut notes = Vec::new();
+    tls_pair(&files.tls_cert, &files.tls_key, dev, &mut errs);
+    for (key, path) in &files.assertion_keys {
+        assertion_key(key, path, &mut errs);
+    }
+    let users = users(files.users_file.as_deref(), dev, &mut errs, &mut notes);
+    match users {
+        Some(users) if errs.is_empty() => Ok(Checked { users, notes }),
+        _ => Err(ConfigErrors(errs)),
+    }
+}
+
+/// `tls.cert` and `tls.key`: readable, and a certificate chain and key that form a pair.
+fn tls_pair(cert: &Path, key: &Path, dev: bool, errs: &mut Vec<ConfigError>) {
+    let mut readable = true;
+    for (name, p) in [("tls.cert", cert), ("tls.key", key)] {
+        if dev && !p.exists() {
+            continue; // `run --dev` creates a localhost certificate
+        }
+        if let Err(e) = std::fs::File::open(p) {
+            readable = false;
+            errs.push(ConfigError::new(
+                name,
+                format!("cannot read {}: {e}", p.display()),
+            ));
+        }
+    }
+    if readable && cert.exists() && key.exists() {
+        if let Err(e) = crate::server::tls::load_server_config(cert, key) {
+            errs.push(ConfigError::new(e.key(), e.to_string()));
+        }
+    }
+}
+
+/// An assertion key file holds an Ed25519 private key. A file that cannot be read is
+/// validation's to report (it reads the key into the config).
+fn assertion_key(key: &str, path: &Path, errs: &mut Vec<ConfigError>) {
+    let Ok(pem) = std::fs::read(path) else {
+        return;
+    };
+    if Signer::check_pem(&pem).is_err() {
+        errs.push(ConfigError::new(
+            key,
+            format!(
+                "{} is not an Ed25519 PKCS#8 PEM private key",
+                path.display()
+            ),
+        ));
+    }
+}
+
+/// The users of `login.users_file`; `None` when the file is refused (recorded).
+fn users(
+    file: Option<&Path>,
+    dev: bool,
+    errs: &mut Vec<ConfigError>,
+    notes: &mut Vec<String>,
+) -> Option<Users> {
+    let Some(p) = file else {
+        return Some(Users::empty());
+    };
+    if p.exists() {
+        return Users::load(p)
+            .map_err(|e| errs.push(ConfigError::new("login.users_file", e)))
+            .ok();
+    }
+    if dev {
+        notes.push(format!(
+            "login.users_file: {} not found, only the demo user can log in",
+            p.display()
+        ));
+        return Some(Users::empty());
+    }
+    errs.push(ConfigError::new(
+        "login.users_file",
+        format!(
+            "cannot read {}: not found (create users with `sessiongate hash-password`)",
+            p.display()
+        ),
+    ));
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    const A: &str = "Q3ZqkJ8v0mX2rB7tL9wE4yN6uH1sD5cF0aG8pK3iM2o";
+    const R: &str = "Zx9Lm2Nq4Rs6Tu8Vw0Yb1Cd3Ef5Gh7Jk9Pq2Sx4Vz6B";
+
+    /// Test secrets in the environment, the real file system.
+    struct Disk;
+
+    impl Source for Disk {
+        fn env(&self, name: &str) -> Option<String> {
+            match name {
+                "SESSIONGATE_ACCESS_SECRET" => Some(A.into()),
+                "SESSIONGATE_REFRESH_SECRET" => Some(R.into()),
+                _ => None,
+            }
+        }
+        fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+            config::System.read(path)
+        }
+    }
+
+    struct Dir {
+        dir: tempfile::TempDir,
+        cert: PathBuf,
+        key: PathBuf,
+        users: PathBuf,
+    }
+
+    /// A directory with a localhost certificate and an empty users file.
+    fn dir() -> Dir {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        crate::dev::write_dev_cert(&cert, &key).unwrap();
+        let users = dir.path().join("users.toml");
+        std::fs::write(&users, "").unwrap();
+        Dir {
+            dir,
+            cert,
+            key,
+            users,
+        }
+    }
+
+    /// A config naming these files, with `[keys]` lines and other text appended.
+    fn raw(cert: &Path, key: &Path, users: &Path, keys: &str) -> RawConfig {
+        let text = format!(
+            "[[upstream]]\nname = \"app\"\nurl = \"http://127.0.0.1:3000\"\n\
+             [tls]\ncert = {cert:?}\nkey = {key:?}\n[login]\nusers_file = {users:?}\n[keys]\n{keys}"
+        );
+        config::parse(&text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn problems(raw: &RawConfig, dev: bool) -> Vec<(String, String)> {
+        match check(&Files::named_by(raw), dev) {
+            Ok(_) => vec![],
+            Err(e) => e.0.into_iter().map(|e| (e.key, e.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn good_files_pass_and_their_users_are_returned() {
+        let d = dir();
+        let r = raw(&d.cert, &d.key, &d.users, "");
+        let (_, checked) =
+            validate_and_check(r, LoadOptions::default(), &Disk).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(checked.users.len(), 0);
+        assert!(checked.notes.is_empty());
+    }
+
+    #[test]
+    fn a_missing_certificate_is_refused_outside_dev_only() {
+        let d = dir();
+        let missing = d.dir.path().join("none.pem");
+        let r = raw(&missing, &d.key, &d.users, "");
+        let p = problems(&r, false);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "tls.cert");
+        assert!(
+            p[0].1
+                .starts_with(&format!("cannot read {}", missing.display()))
+        );
+        assert!(problems(&r, true).is_empty());
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused() {
+        let d = dir();
+        let other = d.dir.path().join("other");
+        crate::dev::write_dev_cert(&other.join("c.pem"), &other.join("k.pem")).unwrap();
+        let p = problems(&raw(&d.cert, &other.join("k.pem"), &d.users, ""), false);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "tls.cert");
+    }
+
+    #[test]
+    fn the_users_file_is_required_outside_dev_and_parsed() {
+        let d = dir();
+        let missing = d.dir.path().join("nobody.toml");
+        let r = raw(&d.cert, &d.key, &missing, "");
+        assert_eq!(
+            problems(&r, false),
+            [(
+                "login.users_file".to_string(),
+                format!(
+                    "cannot read {}: not found (create users with `sessiongate hash-password`)",
+                    missing.display()
+                )
+            )]
+        );
+        let checked = check(&Files::named_by(&r), true).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            checked.notes[0].contains("only the demo user"),
+            "{:?}",
+            checked.notes
+        );
+
+        std::fs::write(&d.users, "[[user]]\nname = \"a\"\npassword_hash = \"x\"\n").unwrap();
+        let p = problems(&raw(&d.cert, &d.key, &d.users, ""), false);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "login.users_file");
+        assert!(p[0].1.contains("password_hash"), "{p:?}");
+    }
+
+    #[test]
+    fn assertion_keys_must_be_ed25519() {
+        let d = dir();
+        let good = d.dir.path().join("a.pem");
+        crate::dev::write_new_key(&good).unwrap();
+        // The TLS key is a PKCS#8 PEM too, but ECDSA.
+        let keys = format!(
+            "assertion_key_file = {good:?}\nassertion_previous_key_file = {:?}\n",
+            d.key
+        );
+        assert_eq!(
+            problems(&raw(&d.cert, &d.key, &d.users, &keys), false),
+            [(
+                "keys.assertion_previous_key_file".to_string(),
+                format!(
+                    "{} is not an Ed25519 PKCS#8 PEM private key",
+                    d.key.display()
+                )
+            )]
+        );
+    }
+
+    #[test]
+    fn file_problems_come_with_the_other_problems() {
+        let d = dir();
+        let mut r = raw(&d.dir.path().join("none.pem"), &d.key, &d.users, "");
+        r.session.refresh_grace = std::time::Duration::from_secs(600);
+        let e = validate_and_check(r, LoadOptions::default(), &Disk).unwrap_err();
+        let keys: Vec<&str> = e.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["session.refresh_grace", "tls.cert"]);
+    }
+
+    #[test]
+    fn dev_checks_write_no_file() {
+        let d = dir();
+        let cert = d.dir.path().join("certs/localhost.pem");
+        let assertion = d.dir.path().join("keys/assertion.pem");
+        let keys = format!("assertion_key_file = {assertion:?}\n");
+        let r = raw(&cert, &d.key, &d.dir.path().join("u.toml"), &keys);
+        let before = std::fs::read_dir(d.dir.path()).unwrap().count();
+        let opts = LoadOptions { dev: true };
+        let (cfg, _) = validate_and_check(r, opts, &Disk).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.keys.assertion.is_none());
+        assert_eq!(std::fs::read_dir(d.dir.path()).unwrap().count(), before);
+    }
+}
