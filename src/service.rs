@@ -61,6 +61,7 @@ async fn forward(rt: &Arc<Runtime>, f: Forward, mut req: Request<Incoming>) -> R
         .as_ref()
         .filter(|_| ctx.websocket)
         .map(|id| Box::pin(rt.sessions.ended(&id.sid)) as crate::proxy::CloseWhen);
+    let ua = upstream_login::keep_for_response(rt, &ctx, &req);
     let started = std::time::Instant::now();
     let mut resp = match crate::proxy::forward(up, req, close_when).await {
         Ok(r) => r,
@@ -70,6 +71,6 @@ async fn forward(rt: &Arc<Runtime>, f: Forward, mut req: Request<Incoming>) -> R
     rt.metrics
         .upstream_seconds
         .observe(started.elapsed().as_secs_f64());
-    upstream_login::on_response(rt, &ctx, &mut resp, set_cookies).await;
+    upstream_login::on_response(rt, &ctx, ua.as_deref(), &mut resp, set_cookies).await;
     resp
 }

@@ -42,6 +42,9 @@ pub async fn handle(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx)
 
 async fn route(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) -> Answer {
     csrf::check_gateway(rt, ctx, &req)?;
+    // Copied: the body of a login or refresh consumes the request.
+    let ua = headers::user_agent(req.headers()).to_owned();
+    let ua = ua.as_str();
     let method = req.method().clone();
     let path = ctx.path.as_str();
     if let Some(rest) = path.strip_prefix("/.auth/sessions/") {
@@ -51,20 +54,22 @@ async fn route(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) -> A
         };
         return match (&method, form) {
             (&Method::DELETE, false) | (&Method::POST, true) => {
-                sessions::end_one(rt, &req, ctx, handle, form).await
+                sessions::end_one(rt, &req, ctx, ua, handle, form).await
             }
             _ => Err(Refusal::MethodNotAllowed),
         };
     }
     match (path, &method) {
         ("/.auth/login", &Method::GET | &Method::HEAD) => Ok(login_page(rt, ctx)),
-        ("/.auth/login", &Method::POST) => login(rt, req, ctx).await,
-        ("/.auth/refresh", &Method::POST) => refresh(rt, req, ctx).await,
-        ("/.auth/logout", &Method::POST) => logout(rt, &req, ctx).await,
-        ("/.auth/logout-all", &Method::POST) => sessions::logout_all(rt, &req, ctx).await,
-        ("/.auth/me", &Method::GET | &Method::HEAD) => me(rt, ctx).await,
-        ("/.auth/sessions", &Method::GET | &Method::HEAD) => sessions::list(rt, &req, ctx).await,
-        ("/.auth/csrf", &Method::GET) => csrf_token(rt, ctx).await,
+        ("/.auth/login", &Method::POST) => login(rt, req, ctx, ua).await,
+        ("/.auth/refresh", &Method::POST) => refresh(rt, req, ctx, ua).await,
+        ("/.auth/logout", &Method::POST) => logout(rt, &req, ctx, ua).await,
+        ("/.auth/logout-all", &Method::POST) => sessions::logout_all(rt, &req, ctx, ua).await,
+        ("/.auth/me", &Method::GET | &Method::HEAD) => me(rt, ctx, ua).await,
+        ("/.auth/sessions", &Method::GET | &Method::HEAD) => {
+            sessions::list(rt, &req, ctx, ua).await
+        }
+        ("/.auth/csrf", &Method::GET) => csrf_token(rt, ctx, ua).await,
         ("/.auth/jwks.json", &Method::GET | &Method::HEAD) => jwks(rt),
         (
             "/.auth/login" | "/.auth/refresh" | "/.auth/logout" | "/.auth/logout-all" | "/.auth/me"
@@ -136,7 +141,7 @@ struct LoginForm {
 }
 
 /// `POST /.auth/login`: the form or JSON body, throttled, then a new session.
-async fn login(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) -> Answer {
+async fn login(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx, ua: &str) -> Answer {
     if rt.cfg.login.mode == LoginMode::Upstream {
         return Err(Refusal::NotFound(Some(
             "sign-in is handled by the application",
@@ -154,7 +159,7 @@ async fn login(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) -> A
     };
     let form = form.ok_or(Refusal::BadRequest("expected username and password"))?;
     let target = valid_return_to(rt, form.return_to.as_deref());
-    let issued = check_credentials(rt, ctx, &form, json, &target).await?;
+    let issued = check_credentials(rt, ctx, ua, &form, json, &target).await?;
     Metrics::outcome(&rt.metrics.logins, "ok");
     if json {
         return Ok(body::json(
@@ -176,6 +181,7 @@ async fn login(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) -> A
 async fn check_credentials(
     rt: &Runtime,
     ctx: &RequestCtx,
+    ua: &str,
     form: &LoginForm,
     json: bool,
     target: &str,
@@ -203,10 +209,7 @@ async fn check_credentials(
         });
     };
     rt.throttle.success(&user.name);
-    let started = rt
-        .sessions
-        .start(&user.name, &user.roles, ip, ctx.user_agent())
-        .await;
+    let started = rt.sessions.start(&user.name, &user.roles, ip, ua).await;
     started.map_err(|e| {
         tracing::warn!(error = %e, "login: session store unavailable");
         Metrics::outcome(&rt.metrics.logins, "unavailable");
@@ -220,7 +223,7 @@ struct RefreshBody {
 }
 
 /// `POST /.auth/refresh`: from the cookie, or a JSON body (API clients).
-async fn refresh(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) -> Answer {
+async fn refresh(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx, ua: &str) -> Answer {
     let from_body = is_json(req.headers());
     let token = if from_body {
         let raw = read_body(req).await?;
@@ -234,11 +237,7 @@ async fn refresh(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) ->
             .clone()
             .ok_or(Refusal::InvalidRefreshToken { clear: false })?
     };
-    let t = match rt
-        .sessions
-        .refresh(&token, ctx.client_ip, ctx.user_agent())
-        .await
-    {
+    let t = match rt.sessions.refresh(&token, ctx.client_ip, ua).await {
         Ok(t) => t,
         Err(e) if e.is_unavailable() => {
             return Err(Refusal::StoreUnavailable { navigation: false });
@@ -263,16 +262,15 @@ async fn refresh(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) ->
 }
 
 /// The session the request's tokens name (anomaly policy applied), as `(user, sid)`.
-pub(crate) async fn presented(rt: &Runtime, ctx: &RequestCtx) -> Option<(String, String)> {
+pub(crate) async fn presented(
+    rt: &Runtime,
+    ctx: &RequestCtx,
+    ua: &str,
+) -> Option<(String, String)> {
     let g = &ctx.cookies.gateway;
     let access = ctx.bearer.as_deref().or(g.access.as_deref());
     rt.sessions
-        .presented(
-            access,
-            g.refresh.as_deref(),
-            ctx.client_ip,
-            ctx.user_agent(),
-        )
+        .presented(access, g.refresh.as_deref(), ctx.client_ip, ua)
         .await
         .map(|p| (p.user, p.sid))
 }
@@ -296,8 +294,8 @@ pub(crate) fn no_content() -> Response<Body> {
     r
 }
 
-async fn logout(rt: &Arc<Runtime>, req: &Request<Incoming>, ctx: &RequestCtx) -> Answer {
-    if let Some((user, sid)) = presented(rt, ctx).await {
+async fn logout(rt: &Arc<Runtime>, req: &Request<Incoming>, ctx: &RequestCtx, ua: &str) -> Answer {
+    if let Some((user, sid)) = presented(rt, ctx, ua).await {
         let why = Ending {
             event: "logout",
             ip: ctx.client_ip,
@@ -317,13 +315,14 @@ async fn logout(rt: &Arc<Runtime>, req: &Request<Incoming>, ctx: &RequestCtx) ->
 pub(crate) async fn require_session(
     rt: &Runtime,
     ctx: &RequestCtx,
+    ua: &str,
 ) -> Result<(Arc<Identity>, Vec<HeaderValue>), Refusal> {
-    let state: SessionState = session::authenticate(rt, ctx).await;
+    let state: SessionState = session::authenticate(rt, ctx, ua).await;
     session::required(ctx, state)
 }
 
-async fn me(rt: &Arc<Runtime>, ctx: &RequestCtx) -> Answer {
-    let (id, set) = require_session(rt, &ctx.as_api_call()).await?;
+async fn me(rt: &Arc<Runtime>, ctx: &RequestCtx, ua: &str) -> Answer {
+    let (id, set) = require_session(rt, &ctx.as_api_call(), ua).await?;
     let mut r = body::json(
         StatusCode::OK,
         &serde_json::json!({
@@ -337,8 +336,8 @@ async fn me(rt: &Arc<Runtime>, ctx: &RequestCtx) -> Answer {
     Ok(r)
 }
 
-async fn csrf_token(rt: &Arc<Runtime>, ctx: &RequestCtx) -> Answer {
-    let (id, set) = require_session(rt, &ctx.as_api_call()).await?;
+async fn csrf_token(rt: &Arc<Runtime>, ctx: &RequestCtx, ua: &str) -> Answer {
+    let (id, set) = require_session(rt, &ctx.as_api_call(), ua).await?;
     let token = csrf::mint_token(&rt.csrf_key, &id.sid);
     let mut r = body::json(StatusCode::OK, &serde_json::json!({ "csrf_token": token }));
     refusal::append(&mut r, set);

@@ -49,8 +49,13 @@ fn html_page(rt: &Runtime, list: &[SessionRecord], current_sid: &str) -> String 
 type SessionsOf = (Arc<Identity>, Vec<HeaderValue>, Vec<SessionRecord>);
 
 /// The request's identity (refreshed if needed) and all of its user's sessions.
-async fn sessions_of(rt: &Runtime, ctx: &RequestCtx, html: bool) -> Result<SessionsOf, Refusal> {
-    let (id, set) = require_session(rt, ctx).await?;
+async fn sessions_of(
+    rt: &Runtime,
+    ctx: &RequestCtx,
+    ua: &str,
+    html: bool,
+) -> Result<SessionsOf, Refusal> {
+    let (id, set) = require_session(rt, ctx, ua).await?;
     match rt.sessions.list(&id.sub).await {
         Ok(list) => Ok((id, set, list)),
         Err(e) => {
@@ -64,8 +69,9 @@ pub async fn list<B>(
     rt: &Arc<Runtime>,
     req: &Request<B>,
     ctx: &RequestCtx,
+    ua: &str,
 ) -> Result<Response<Body>, Refusal> {
-    let (id, set, list) = sessions_of(rt, ctx, ctx.navigation).await?;
+    let (id, set, list) = sessions_of(rt, ctx, ua, ctx.navigation).await?;
     let mut r = if wants_json(req.headers()) {
         let items: Vec<_> = list.iter().map(|r| rt.sessions.view(r, &id.sid)).collect();
         body::json(StatusCode::OK, &serde_json::json!({ "sessions": items }))
@@ -80,10 +86,11 @@ pub async fn end_one<B>(
     rt: &Arc<Runtime>,
     req: &Request<B>,
     ctx: &RequestCtx,
+    ua: &str,
     handle: &str,
     form: bool,
 ) -> Result<Response<Body>, Refusal> {
-    let (id, set, list) = sessions_of(rt, ctx, form).await?;
+    let (id, set, list) = sessions_of(rt, ctx, ua, form).await?;
     let target = list
         .iter()
         .find(|r| rt.sessions.handle(&r.sid) == handle)
@@ -113,8 +120,9 @@ pub async fn logout_all<B>(
     rt: &Arc<Runtime>,
     req: &Request<B>,
     ctx: &RequestCtx,
+    ua: &str,
 ) -> Result<Response<Body>, Refusal> {
-    let Some((user, _)) = presented(rt, ctx).await else {
+    let Some((user, _)) = presented(rt, ctx, ua).await else {
         return Ok(signed_out(rt, req.headers()));
     };
     if let Err(e) = rt.sessions.revoke_all(&user, "logout_all").await {

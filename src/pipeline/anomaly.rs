@@ -9,12 +9,12 @@ use super::session::SessionState;
 use crate::runtime::Runtime;
 use crate::sessions::Verdict;
 
-pub async fn check(rt: &Runtime, ctx: &RequestCtx, state: SessionState) -> SessionState {
+pub async fn check(rt: &Runtime, ctx: &RequestCtx, ua: &str, state: SessionState) -> SessionState {
     let SessionState::Verified(id) = state else {
         return state;
     };
     let s = &rt.sessions;
-    match s.anomaly(&id.fp, ctx.client_ip, ctx.user_agent(), &id.sub, &id.sid) {
+    match s.anomaly(&id.fp, ctx.client_ip, ua, &id.sub, &id.sid) {
         Verdict::Pass => {
             s.seen(&id.sub, &id.sid);
             SessionState::Verified(id)

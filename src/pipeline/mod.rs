@@ -47,8 +47,6 @@ pub struct RequestCtx {
     pub websocket: bool,
     /// The `Authorization: Bearer` token, read before `strip` removes it.
     pub bearer: Option<String>,
-    /// The `User-Agent` (a cheap clone of the header value).
-    user_agent: Option<HeaderValue>,
     /// The gateway's cookies, and the `Cookie` header to forward without them.
     pub cookies: CookieScan,
 }
@@ -69,18 +67,10 @@ impl RequestCtx {
             navigation: headers::is_navigation(req.method(), h),
             websocket: headers::is_websocket(req),
             bearer: headers::bearer_token(h).map(str::to_owned),
-            user_agent: h.get(http::header::USER_AGENT).cloned(),
             path,
             query,
             cookies,
         }
-    }
-
-    pub fn user_agent(&self) -> &str {
-        self.user_agent
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
     }
 
     /// The same request, answered as an API call (`401` JSON, never a login redirect).
@@ -152,9 +142,10 @@ async fn stages<B>(
     // before anything is added (so `Connection: x-auth-user` cannot remove what inject sets).
     strip::apply(rt, conn, &ctx, req);
     // Session: verify the access token locally, or refresh (protected routes only).
-    let state = session::check(rt, &ctx, !route.public).await;
+    let ua = headers::user_agent(req.headers());
+    let state = session::check(rt, &ctx, ua, !route.public).await;
     // Anomaly: a verified token used from another network or browser.
-    let state = anomaly::check(rt, &ctx, state).await;
+    let state = anomaly::check(rt, &ctx, ua, state).await;
     // A protected route needs a session from here on; a public one goes on without.
     let (identity, set_cookies) = session::require(&ctx, route, state)?;
     // CSRF: unsafe requests (and WebSocket upgrades) on protected routes prove their origin.

@@ -31,7 +31,7 @@ pub enum SessionState {
 
 /// Verify, or refresh when `allow_refresh` (false on public routes: identity is passed on when
 /// a valid access token is there, but nothing is rotated for a page that needs no session).
-pub async fn check(rt: &Runtime, ctx: &RequestCtx, allow_refresh: bool) -> SessionState {
+pub async fn check(rt: &Runtime, ctx: &RequestCtx, ua: &str, allow_refresh: bool) -> SessionState {
     let access = ctx
         .bearer
         .as_deref()
@@ -54,11 +54,7 @@ pub async fn check(rt: &Runtime, ctx: &RequestCtx, allow_refresh: bool) -> Sessi
             clear: false,
         };
     };
-    match rt
-        .sessions
-        .refresh(refresh, ctx.client_ip, ctx.user_agent())
-        .await
-    {
+    match rt.sessions.refresh(refresh, ctx.client_ip, ua).await {
         Ok(t) => {
             let cookies = rt.sessions.set_cookies(&t);
             SessionState::Refreshed(t.identity, cookies)
@@ -76,9 +72,9 @@ pub async fn check(rt: &Runtime, ctx: &RequestCtx, allow_refresh: bool) -> Sessi
 
 /// The session stage and the anomaly stage, as a gateway endpoint that needs a session runs
 /// them (refresh allowed).
-pub async fn authenticate(rt: &Runtime, ctx: &RequestCtx) -> SessionState {
-    let state = check(rt, ctx, true).await;
-    super::anomaly::check(rt, ctx, state).await
+pub async fn authenticate(rt: &Runtime, ctx: &RequestCtx, ua: &str) -> SessionState {
+    let state = check(rt, ctx, ua, true).await;
+    super::anomaly::check(rt, ctx, ua, state).await
 }
 
 /// The identity and `Set-Cookie`s to go on with; on a protected route, no session is a

@@ -58,11 +58,24 @@ pub async fn on_request(
     Ok(rt.sessions.clear_cookies())
 }
 
+/// What the response half needs from the request, taken before the request goes upstream:
+/// the user agent, only on the login path (where a grant may start a session).
+pub fn keep_for_response<B>(
+    rt: &Runtime,
+    ctx: &RequestCtx,
+    req: &http::Request<B>,
+) -> Option<String> {
+    let up = rt.cfg.login.upstream.as_ref()?;
+    (ctx.path == up.path).then(|| crate::web::headers::user_agent(req.headers()).to_owned())
+}
+
 /// The response half: strip the grant (and start a session when it came on the login path),
 /// drop cookies the client must not get from the app, add the gateway's own `Set-Cookie`s.
+/// `ua` is what [`keep_for_response`] kept.
 pub async fn on_response(
     rt: &Runtime,
     ctx: &RequestCtx,
+    ua: Option<&str>,
     resp: &mut Response<Body>,
     set_cookies: Vec<HeaderValue>,
 ) {
@@ -70,13 +83,18 @@ pub async fn on_response(
     drop_app_cookies(rt, resp.headers_mut());
     refusal::append(resp, set_cookies);
     if let Some(grant) = grant {
-        refusal::append(resp, honour_grant(rt, ctx, &grant).await);
+        refusal::append(resp, honour_grant(rt, ctx, ua.unwrap_or(""), &grant).await);
     }
 }
 
 /// Start a session when the grant came on the login path and verifies; otherwise ignore it
 /// (it was already stripped). Returns `Set-Cookie`s.
-async fn honour_grant(rt: &Runtime, ctx: &RequestCtx, grant: &HeaderValue) -> Vec<HeaderValue> {
+async fn honour_grant(
+    rt: &Runtime,
+    ctx: &RequestCtx,
+    ua: &str,
+    grant: &HeaderValue,
+) -> Vec<HeaderValue> {
     let ip = ctx.client_ip.to_string();
     let Some(up) = &rt.cfg.login.upstream else {
         rt.audit.emit(
@@ -109,7 +127,7 @@ async fn honour_grant(rt: &Runtime, ctx: &RequestCtx, grant: &HeaderValue) -> Ve
     };
     let started = rt
         .sessions
-        .start(&claims.sub, &claims.roles, ctx.client_ip, ctx.user_agent())
+        .start(&claims.sub, &claims.roles, ctx.client_ip, ua)
         .await;
     match started {
         Ok(issued) => {

@@ -89,25 +89,16 @@ impl Sessions {
         let now = self.clock.now();
         let found = access
             .and_then(|t| self.keys.verify_access(t, now).ok())
-            .map(|c| Presented {
-                user: c.sub,
-                sid: c.sid,
-                fp: Fingerprint {
-                    ipn: c.ipn,
-                    uah: c.uah,
-                },
-            })
+            .map(|c| (c.sub, c.sid, c.ipn, c.uah))
             .or_else(|| {
                 refresh
                     .and_then(|t| self.keys.verify_refresh(t, now).ok())
-                    .map(|c| Presented {
-                        user: c.sub,
-                        sid: c.sid,
-                        fp: Fingerprint {
-                            ipn: c.ipn,
-                            uah: c.uah,
-                        },
-                    })
+                    .map(|c| (c.sub, c.sid, c.ipn, c.uah))
+            })
+            .map(|(user, sid, ipn, uah)| Presented {
+                user,
+                sid,
+                fp: Fingerprint { ipn, uah },
             })
             .filter(|p| !self.revoked.is_revoked(&p.sid))?;
         match self.anomaly(&found.fp, ip, ua, &found.user, &found.sid) {

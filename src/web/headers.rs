@@ -51,6 +51,7 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
+#[inline]
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
     let listed: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
@@ -68,6 +69,7 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// Whether a request asks for a WebSocket upgrade (RFC 6455 §4.1).
+#[inline]
 pub fn is_websocket<B>(req: &Request<B>) -> bool {
     let h = req.headers();
     let upgrade = h
@@ -84,6 +86,7 @@ pub fn is_websocket<B>(req: &Request<B>) -> bool {
 }
 
 /// The host the client asked for: `Host`, else the HTTP/2 `:authority`.
+#[inline]
 pub fn client_host<B>(req: &Request<B>) -> Option<&str> {
     req.headers()
         .get(header::HOST)
@@ -92,6 +95,7 @@ pub fn client_host<B>(req: &Request<B>) -> Option<&str> {
 }
 
 /// The `Bearer` token of an `Authorization` header, if that is what it carries.
+#[inline]
 pub fn bearer_token(h: &HeaderMap) -> Option<&str> {
     let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
@@ -102,6 +106,7 @@ pub fn bearer_token(h: &HeaderMap) -> Option<&str> {
 }
 
 /// Whether a request is a top-level browser navigation (gets a login redirect, not a 401).
+#[inline]
 pub fn is_navigation(method: &Method, h: &HeaderMap) -> bool {
     if method != Method::GET {
         return false;
@@ -113,22 +118,35 @@ pub fn is_navigation(method: &Method, h: &HeaderMap) -> bool {
 }
 
 /// Whether `Accept` names HTML.
+#[inline]
 pub fn wants_html(h: &HeaderMap) -> bool {
     accepts(h, "text/html")
 }
 
 /// Whether `Accept` names JSON.
+#[inline]
 pub fn wants_json(h: &HeaderMap) -> bool {
     accepts(h, "application/json")
 }
 
+#[inline]
 fn accepts(h: &HeaderMap, media: &str) -> bool {
     h.get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains(media))
 }
 
+/// The `User-Agent`, or `""` (read where needed rather than copied into the request's
+/// context: cloning a header value can allocate).
+#[inline]
+pub fn user_agent(h: &HeaderMap) -> &str {
+    h.get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
 /// Whether the request body is `want` (`Content-Type` without parameters, any case).
+#[inline]
 pub fn content_type_is(h: &HeaderMap, want: &str) -> bool {
     h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
