@@ -70,6 +70,13 @@ pub enum Refusal {
     AdminUnauthorized,
     #[error(transparent)]
     Upstream(#[from] ProxyError),
+    /// A refusal after this request rotated the refresh token: its answer carries the new
+    /// cookies, or the client would keep a rotated-out token and later look like a thief.
+    #[error("{refusal}")]
+    Rotated {
+        refusal: Box<Refusal>,
+        set_cookies: Vec<HeaderValue>,
+    },
 }
 
 /// Why an unsafe request was not accepted as same-origin (see `pipeline::csrf`).
@@ -113,9 +120,21 @@ pub enum Label {
 }
 
 impl Refusal {
+    /// This refusal, carrying `set_cookies` (a committed rotation) when there are any.
+    pub fn keeping(self, set_cookies: &[HeaderValue]) -> Refusal {
+        if set_cookies.is_empty() {
+            return self;
+        }
+        Refusal::Rotated {
+            refusal: Box::new(self),
+            set_cookies: set_cookies.to_vec(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         use Refusal::*;
         match self {
+            Rotated { refusal, .. } => refusal.status(),
             Ambiguous(_) | Path(_) | Cookies(_) | UrlCredentials | BadRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -144,6 +163,7 @@ impl Refusal {
     pub fn label(&self) -> Label {
         use Refusal::*;
         match self {
+            Rotated { refusal, .. } => refusal.label(),
             Unauthenticated { .. } => Label::Unauthenticated,
             StoreUnavailable { .. } => Label::Unavailable,
             Upstream(_) => Label::UpstreamError,
@@ -245,6 +265,14 @@ impl Refusal {
                 r
             }
             Upstream(e) => e.response(),
+            Rotated {
+                refusal,
+                set_cookies,
+            } => {
+                let mut r = refusal.into_response(sessions);
+                append(&mut r, set_cookies);
+                r
+            }
         }
     }
 }

@@ -50,11 +50,13 @@ async fn forward(rt: &Arc<Runtime>, f: Forward, mut req: Request<Incoming>) -> R
         set_cookies,
         identity,
     } = f;
+    // A failure from here on still delivers a rotation this request committed.
     let Some(up) = rt.upstreams.get(upstream) else {
-        return refuse(rt, crate::proxy::ProxyError::NoUpstream(upstream).into());
+        let r = Refusal::from(crate::proxy::ProxyError::NoUpstream(upstream));
+        return refuse(rt, r.keeping(&set_cookies));
     };
     if let Err(r) = forwarding::prepare(&up.cfg, &ctx, &mut req) {
-        return refuse(rt, r);
+        return refuse(rt, r.keeping(&set_cookies));
     }
     // An upgraded connection is closed when its session ends (logout, revocation anywhere).
     let close_when = identity
@@ -65,7 +67,7 @@ async fn forward(rt: &Arc<Runtime>, f: Forward, mut req: Request<Incoming>) -> R
     let started = std::time::Instant::now();
     let mut resp = match crate::proxy::forward(up, req, close_when).await {
         Ok(r) => r,
-        Err(e) => return refuse(rt, e.into()),
+        Err(e) => return refuse(rt, Refusal::from(e).keeping(&set_cookies)),
     };
     rt.metrics.req_forwarded.inc();
     rt.metrics

@@ -266,13 +266,19 @@ pub(crate) async fn presented(
     rt: &Runtime,
     ctx: &RequestCtx,
     ua: &str,
-) -> Option<(String, String)> {
+) -> Result<Option<(String, String)>, Refusal> {
     let g = &ctx.cookies.gateway;
     let access = ctx.bearer.as_deref().or(g.access.as_deref());
     rt.sessions
         .presented(access, g.refresh.as_deref(), ctx.client_ip, ua)
         .await
-        .map(|p| (p.user, p.sid))
+        .map(|p| p.map(|p| (p.user, p.sid)))
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot confirm the session with the store");
+            Refusal::StoreUnavailable {
+                navigation: ctx.navigation,
+            }
+        })
 }
 
 /// `204`, or `303` to the login page for a browser form.
@@ -295,7 +301,7 @@ pub(crate) fn no_content() -> Response<Body> {
 }
 
 async fn logout(rt: &Arc<Runtime>, req: &Request<Incoming>, ctx: &RequestCtx, ua: &str) -> Answer {
-    if let Some((user, sid)) = presented(rt, ctx, ua).await {
+    if let Some((user, sid)) = presented(rt, ctx, ua).await? {
         let why = Ending {
             event: "logout",
             ip: ctx.client_ip,

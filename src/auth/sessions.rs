@@ -60,7 +60,7 @@ async fn sessions_of(
         Ok(list) => Ok((id, set, list)),
         Err(e) => {
             tracing::warn!(error = %e, "sessions: store unavailable");
-            Err(Refusal::StoreUnavailable { navigation: html })
+            Err(Refusal::StoreUnavailable { navigation: html }.keeping(&set))
         }
     }
 }
@@ -94,7 +94,7 @@ pub async fn end_one<B>(
     let target = list
         .iter()
         .find(|r| rt.sessions.handle(&r.sid) == handle)
-        .ok_or(Refusal::NoSuchSession)?;
+        .ok_or_else(|| Refusal::NoSuchSession.keeping(&set))?;
     let why = Ending {
         event: "session_revoked",
         ip: ctx.client_ip,
@@ -102,7 +102,7 @@ pub async fn end_one<B>(
     };
     if let Err(e) = rt.sessions.end(&id.sub, &target.sid, why).await {
         tracing::warn!(error = %e, "sessions: store unavailable");
-        return Err(Refusal::StoreUnavailable { navigation: form });
+        return Err(Refusal::StoreUnavailable { navigation: form }.keeping(&set));
     }
     if target.sid == id.sid {
         return Ok(signed_out(rt, req.headers()));
@@ -122,7 +122,7 @@ pub async fn logout_all<B>(
     ctx: &RequestCtx,
     ua: &str,
 ) -> Result<Response<Body>, Refusal> {
-    let Some((user, _)) = presented(rt, ctx, ua).await else {
+    let Some((user, _)) = presented(rt, ctx, ua).await? else {
         return Ok(signed_out(rt, req.headers()));
     };
     if let Err(e) = rt.sessions.revoke_all(&user, "logout_all").await {

@@ -18,11 +18,47 @@ use crate::routing::Route;
 use crate::runtime::Runtime;
 use crate::sessions::Identity;
 
-/// The CSRF stage: an unsafe request on a protected route must come from our own origin (and,
-/// in token mode, carry the session's token). A WebSocket upgrade is a GET that opens a
-/// two-way channel with the user's cookies: cross-site WebSocket hijacking is CSRF, checked
-/// the same way.
-pub fn check<B>(
+/// The CSRF origin stage, before the session stage (a refusal must never lose a refresh-token
+/// rotation: nothing rotates for a request that is refused). An unsafe request (or a WebSocket
+/// upgrade: cross-site WebSocket hijacking is CSRF) that presents the gateway's cookies must
+/// prove it comes from our own origin. On a protected route it is refused; on a public route
+/// it goes on without the identity ([`Origin::Anonymous`]): the app never sees a cross-site
+/// request as the user's.
+pub fn check_origin<B>(
+    rt: &Runtime,
+    ctx: &RequestCtx,
+    route: Route,
+    req: &Request<B>,
+) -> Result<Origin, Refusal> {
+    if !(ctx.websocket || is_unsafe(req.method(), req.headers(), ctx.query.as_deref())) {
+        return Ok(Origin::Proven);
+    }
+    // A bearer token is no ambient credential: only cookie sessions must prove their origin.
+    let g = &ctx.cookies.gateway;
+    let cookie_auth = ctx.bearer.is_none() && (g.access.is_some() || g.refresh.is_some());
+    match origin(rt, req.headers(), cookie_auth) {
+        Ok(()) => Ok(Origin::Proven),
+        Err(e) if route.public => {
+            tracing::info!(reason = e.reason(), path = %ctx.path, "csrf: identity withheld");
+            Ok(Origin::Anonymous)
+        }
+        Err(e) => Err(refused(ctx, e)),
+    }
+}
+
+/// What the origin stage decided for a request that goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Same-origin, or nothing to forge (a safe method, no cookie).
+    Proven,
+    /// A public route's cross-site unsafe request: forwarded without the identity.
+    Anonymous,
+}
+
+/// `token` mode, after the session stage: an unsafe cookie-session request must also carry the
+/// double-submit token bound to its session. Browsers cannot add headers to a WebSocket
+/// handshake: upgrades are judged by origin alone.
+pub fn check_token<B>(
     rt: &Runtime,
     ctx: &RequestCtx,
     route: Route,
@@ -30,26 +66,30 @@ pub fn check<B>(
     req: &Request<B>,
 ) -> Result<(), Refusal> {
     if route.public
-        || !(ctx.websocket || is_unsafe(req.method(), req.headers(), ctx.query.as_deref()))
+        || ctx.websocket
+        || ctx.bearer.is_some()
+        || rt.cfg.csrf.mode != CsrfMode::Token
+        || !is_unsafe(req.method(), req.headers(), ctx.query.as_deref())
     {
         return Ok(());
     }
-    let bearer = ctx.bearer.is_some();
-    // Browsers cannot add headers to a WebSocket handshake: upgrades are judged by origin.
-    let token_check = match (identity, rt.cfg.csrf.mode) {
-        (Some(id), CsrfMode::Token) if !ctx.websocket && !bearer => check_token(
-            &rt.csrf_key,
-            &id.sid,
-            req.headers(),
-            ctx.cookies.gateway.csrf.as_deref(),
-        ),
-        _ => Ok(()),
+    let Some(id) = identity else {
+        return Ok(());
     };
-    // A bearer token is no ambient credential: only cookie sessions must prove their origin.
-    let cookie_auth = !bearer && identity.is_some();
-    origin(rt, req.headers(), cookie_auth)
-        .and(token_check)
-        .map_err(|e| refused(ctx, e))
+    token_matches(
+        &rt.csrf_key,
+        &id.sid,
+        req.headers(),
+        ctx.cookies.gateway.csrf.as_deref(),
+    )
+    .map_err(|e| refused(ctx, e))
+}
+
+/// Evidence-only origin check for app paths whose mere request has an effect (the app's login
+/// form, its logout paths): cross-site evidence refuses, no evidence passes (a login form has no
+/// ambient credential to forge with).
+pub fn check_app_path<B>(rt: &Runtime, ctx: &RequestCtx, req: &Request<B>) -> Result<(), Refusal> {
+    origin(rt, req.headers(), false).map_err(|e| refused(ctx, e))
 }
 
 /// The gateway's own endpoints: cookie sessions must prove their origin; a login form or
@@ -116,7 +156,7 @@ pub fn token_is_for(key: &[u8], sid: &str, token: &str) -> bool {
 }
 
 /// `token` mode: the `X-CSRF-Token` header must equal the CSRF cookie and be bound to `sid`.
-pub fn check_token(
+pub fn token_matches(
     key: &[u8],
     sid: &str,
     h: &HeaderMap,
@@ -267,10 +307,10 @@ mod tests {
         assert!(!token_is_for(b"other", "sid-a", &t));
         let mut hm = HeaderMap::new();
         hm.insert("x-csrf-token", HeaderValue::from_str(&t).unwrap());
-        assert!(check_token(b"k", "sid-a", &hm, Some(&t)).is_ok());
-        assert!(check_token(b"k", "sid-b", &hm, Some(&t)).is_err());
-        assert!(check_token(b"k", "sid-a", &hm, Some("x.y")).is_err());
-        assert!(check_token(b"k", "sid-a", &HeaderMap::new(), Some(&t)).is_err());
+        assert!(token_matches(b"k", "sid-a", &hm, Some(&t)).is_ok());
+        assert!(token_matches(b"k", "sid-b", &hm, Some(&t)).is_err());
+        assert!(token_matches(b"k", "sid-a", &hm, Some("x.y")).is_err());
+        assert!(token_matches(b"k", "sid-a", &HeaderMap::new(), Some(&t)).is_err());
     }
 
     #[test]

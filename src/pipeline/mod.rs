@@ -138,18 +138,27 @@ async fn stages<B>(
     }
     // Longest prefix on the normalised path; the app's own login pages are public.
     let route = route::check(rt, &ctx);
+    // CSRF (origin), before anything rotates: unsafe requests with the gateway's cookies prove
+    // their origin (refused on protected routes, anonymous on public ones), and so do the
+    // app's own login form and logout paths.
+    let origin = csrf::check_origin(rt, &ctx, route, req)?;
+    upstream_login::check_origin(rt, &ctx, req)?;
     // Strip spoofed identity, hop-by-hop headers and gateway credentials on every route,
     // before anything is added (so `Connection: x-auth-user` cannot remove what inject sets).
     strip::apply(rt, conn, &ctx, req);
     // Session: verify the access token locally, or refresh (protected routes only).
     let ua = headers::user_agent(req.headers());
-    let state = session::check(rt, &ctx, ua, !route.public).await;
+    let refresh = !route.public && origin == csrf::Origin::Proven;
+    let state = session::check(rt, &ctx, ua, refresh).await;
     // Anomaly: a verified token used from another network or browser.
     let state = anomaly::check(rt, &ctx, ua, state).await;
     // A protected route needs a session from here on; a public one goes on without.
     let (identity, set_cookies) = session::require(&ctx, route, state)?;
-    // CSRF: unsafe requests (and WebSocket upgrades) on protected routes prove their origin.
-    csrf::check(rt, &ctx, route, identity.as_deref(), req)?;
+    let identity = identity.filter(|_| origin == csrf::Origin::Proven);
+    // From here on, a refusal carries any rotated cookies: a rotation is never lost.
+    let keep = |r: Refusal| r.keeping(&set_cookies);
+    // CSRF (token mode): the double-submit token bound to the session.
+    csrf::check_token(rt, &ctx, route, identity.as_deref(), req).map_err(keep)?;
     // Inject the verified identity (after strip, so these are the only identity headers).
     if let Some(id) = &identity {
         inject::apply(rt, req.headers_mut(), id);

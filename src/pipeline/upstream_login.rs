@@ -29,6 +29,25 @@ pub fn is_login_page(rt: &Runtime, path: &str) -> bool {
         .is_some_and(|up| path == up.path || path == up.page_path)
 }
 
+/// The app's login form (unsafe methods) and its logout paths (any method: a cross-site GET of
+/// a logout link must not end the session) must not be requested from another origin: login
+/// CSRF would sign the victim into the attacker's account.
+pub fn check_origin<B>(
+    rt: &Runtime,
+    ctx: &RequestCtx,
+    req: &http::Request<B>,
+) -> Result<(), Refusal> {
+    let Some(up) = &rt.cfg.login.upstream else {
+        return Ok(());
+    };
+    let login_form = ctx.path == up.path
+        && super::csrf::is_unsafe(req.method(), req.headers(), ctx.query.as_deref());
+    if login_form || up.logout_paths.contains(&ctx.path) {
+        super::csrf::check_app_path(rt, ctx, req)?;
+    }
+    Ok(())
+}
+
 /// The app's logout also ends the gateway session (the app still sees who it was).
 pub async fn on_request(
     rt: &Runtime,
@@ -50,9 +69,10 @@ pub async fn on_request(
         };
         if let Err(e) = rt.sessions.end(&id.sub, &id.sid, why).await {
             tracing::warn!(error = %e, "logout path: session store unavailable");
-            return Err(Refusal::StoreUnavailable {
+            let r = Refusal::StoreUnavailable {
                 navigation: ctx.navigation,
-            });
+            };
+            return Err(r.keeping(&set_cookies));
         }
     }
     Ok(rt.sessions.clear_cookies())

@@ -9,7 +9,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::{Identity, Sessions, Verdict, VerifyError};
-use crate::tokens::Fingerprint;
+use crate::store::StoreError;
+use crate::tokens::{Fingerprint, RefreshClaims};
+use crate::util::ct_eq;
 
 /// Verified access tokens, per serving thread: a browser sends the same cookie with every
 /// request until it expires, so the signature and claims are checked once per token and
@@ -75,41 +77,70 @@ impl Sessions {
     }
 
     /// The session a request belongs to, from a valid access token or, failing that (an
-    /// expired access token must not stop a logout), a valid refresh token. The anomaly policy
-    /// applies as on any request: a stolen cookie used from elsewhere must not be able to sign
-    /// the user out (`reauth`: `None`, nothing is ended), and under `revoke` only that session
-    /// ends.
+    /// expired access token must not stop a logout), a refresh token the store confirms is
+    /// current (a refresh token of a session that ended, or one rotated out, acts on nothing).
+    /// The anomaly policy applies as on any request: a stolen cookie used from elsewhere must
+    /// not be able to sign the user out (`reauth`: `None`, nothing is ended), and under
+    /// `revoke` only that session ends. `Err` when the store cannot confirm.
     pub async fn presented(
         &self,
         access: Option<&str>,
         refresh: Option<&str>,
         ip: IpAddr,
         ua: &str,
-    ) -> Option<Presented> {
+    ) -> Result<Option<Presented>, StoreError> {
         let now = self.clock.now();
-        let found = access
-            .and_then(|t| self.keys.verify_access(t, now).ok())
-            .map(|c| (c.sub, c.sid, c.ipn, c.uah))
-            .or_else(|| {
-                refresh
-                    .and_then(|t| self.keys.verify_refresh(t, now).ok())
-                    .map(|c| (c.sub, c.sid, c.ipn, c.uah))
-            })
-            .map(|(user, sid, ipn, uah)| Presented {
-                user,
-                sid,
-                fp: Fingerprint { ipn, uah },
-            })
-            .filter(|p| !self.revoked.is_revoked(&p.sid))?;
-        match self.anomaly(&found.fp, ip, ua, &found.user, &found.sid) {
-            Verdict::Pass => Some(found),
-            Verdict::Reauth => None,
-            Verdict::Revoke => {
-                // Revoked here at once; a store failure is logged by `end`.
-                let _ = self.end_for_anomaly(&found.user, &found.sid, ip).await;
-                None
-            }
-        }
+        let found = match access.and_then(|t| self.keys.verify_access(t, now).ok()) {
+            Some(c) => Some(Presented {
+                user: c.sub,
+                sid: c.sid,
+                fp: Fingerprint {
+                    ipn: c.ipn,
+                    uah: c.uah,
+                },
+            }),
+            None => match refresh.and_then(|t| self.keys.verify_refresh(t, now).ok()) {
+                Some(c) => self.confirmed(c, now).await?,
+                None => None,
+            },
+        };
+        let Some(found) = found.filter(|p| !self.revoked.is_revoked(&p.sid)) else {
+            return Ok(None);
+        };
+        Ok(
+            match self.anomaly(&found.fp, ip, ua, &found.user, &found.sid) {
+                Verdict::Pass => Some(found),
+                Verdict::Reauth => None,
+                Verdict::Revoke => {
+                    // Revoked here at once; a store failure is logged by `end`.
+                    let _ = self.end_for_anomaly(&found.user, &found.sid, ip).await;
+                    None
+                }
+            },
+        )
+    }
+
+    /// The refresh token's session, if the store has it and the token is its current one (or
+    /// the previous one, within the grace window).
+    async fn confirmed(&self, c: RefreshClaims, now: u64) -> Result<Option<Presented>, StoreError> {
+        let Some(rec) = self.store.get(&c.sub, &c.sid).await? else {
+            return Ok(None);
+        };
+        let jti = c.jti.as_bytes();
+        let current = ct_eq(rec.cur_jti.as_bytes(), jti)
+            || (rec
+                .prev_jti
+                .as_deref()
+                .is_some_and(|p| ct_eq(p.as_bytes(), jti))
+                && now.saturating_sub(rec.rotated_at) <= self.cfg.refresh_grace.as_secs());
+        Ok(current.then_some(Presented {
+            user: c.sub,
+            sid: c.sid,
+            fp: Fingerprint {
+                ipn: c.ipn,
+                uah: c.uah,
+            },
+        }))
     }
 }
 

@@ -20,6 +20,7 @@ mod logs;
 mod paths;
 mod redis_store;
 mod refresh;
+mod rotation_safety;
 mod self_service;
 mod session_lifetime;
 mod token_forgery;

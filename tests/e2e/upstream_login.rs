@@ -375,3 +375,54 @@ crate::for_both_stores!(
     app_grant_on_the_login_path_starts_a_session_and_is_stripped,
     app_logout_path_ends_the_gateway_session,
 );
+
+/// Login CSRF through the app's own form (a public path): a cross-site POST that makes the
+/// app issue a grant for the attacker's account must not sign the victim in; a cross-site GET
+/// of an app logout path must not end the victim's session.
+#[tokio::test]
+async fn cross_site_app_login_and_logout_are_refused() {
+    let store = StoreUnderTest::memory().await;
+    let app = start(&store).await;
+    let gw = &app.gw;
+    let grant = app.grant("mallory", &["ops"], now_unix() + 30);
+    for (what, k, v) in [
+        ("sec-fetch-site", "sec-fetch-site", "cross-site"),
+        ("sibling", "sec-fetch-site", "same-site"),
+        ("origin", "origin", "https://evil.example"),
+        ("referer", "referer", "https://evil.example/login"),
+    ] {
+        let resp = gw
+            .client
+            .post(gw.url("/app/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-test-grant", &grant)
+            .header(k, v)
+            .body("username=mallory&password=x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{what}: cross-site app login refused");
+        assert_no_session_no_grant(&resp, what);
+    }
+    assert_eq!(
+        gw.journal_len().await,
+        0,
+        "the app never saw the forged logins"
+    );
+    let s = app.sign_in_carol().await;
+    let resp = gw
+        .client
+        .get(gw.url("/app/logout"))
+        .header("cookie", s.cookie_header())
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403, "a cross-site logout link is refused");
+    let still = gw.get_with("/private/still", &s.cookie_header()).await;
+    assert_eq!(
+        still.status(),
+        200,
+        "the session survived the cross-site logout"
+    );
+}
