@@ -74,6 +74,27 @@ pub enum TokenError {
     WrongType,
     #[error("token not valid yet")]
     NotYetValid,
+    /// A header parameter the gateway does not set (`crit`, `jku`, `x5u`, `jwk`, …): refused
+    /// rather than ignored (RFC 7515 §4.1.11; RFC 8725 §3.10).
+    #[error("token header has a parameter the gateway does not set")]
+    UnexpectedHeader,
+}
+
+/// The only JWS header parameters the gateway's own tokens carry.
+const HEADER_PARAMETERS: &[&str] = &["alg", "typ", "kid"];
+
+/// Whether the token's protected header is a JSON object with only [`HEADER_PARAMETERS`].
+/// (jsonwebtoken ignores parameters it does not know, `crit` included.)
+pub(crate) fn plain_header(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(h) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
+        .is_ok_and(|m| m.keys().all(|k| HEADER_PARAMETERS.contains(&k.as_str())))
 }
 
 /// A token could not be signed (never expected with the gateway's own keys and claims; an
@@ -255,6 +276,9 @@ fn verify<T: serde::de::DeserializeOwned>(
     if token.len() > 4096 {
         return Err(TokenError::Invalid);
     }
+    if !plain_header(token) {
+        return Err(TokenError::UnexpectedHeader);
+    }
     let data =
         jsonwebtoken::decode::<T>(token, &key.decoding, v).map_err(|_| TokenError::Invalid)?;
     if data.header.kid.as_deref() != Some(key.kid.as_str()) {
@@ -266,6 +290,54 @@ fn verify<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unexpected_header_parameters_are_refused_even_when_signed() {
+        let k = ring();
+        let claims = AccessClaims {
+            iss: "https://gw.test".into(),
+            aud: AUDIENCE.into(),
+            sub: "alice".into(),
+            sid: "s".into(),
+            jti: "j".into(),
+            iat: now(),
+            nbf: now(),
+            exp: now() + 60,
+            typ: TYP_ACCESS.into(),
+            roles: vec![],
+            ipn: None,
+            uah: None,
+        };
+        let sign = |header: serde_json::Value| {
+            let h = b64(header.to_string().as_bytes());
+            let p = b64(serde_json::to_string(&claims).unwrap().as_bytes());
+            let mac = hmac_sha256(A, format!("{h}.{p}").as_bytes());
+            format!("{h}.{p}.{}", b64(&mac))
+        };
+        let kid = k.access.kid.clone();
+        let plain = sign(serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid}));
+        assert!(k.verify_access(&plain, now()).is_ok(), "control");
+        for extra in [
+            serde_json::json!({"crit": ["exp"], "exp": 1}),
+            serde_json::json!({"crit": ["b64"], "b64": false}),
+            serde_json::json!({"jku": "https://evil.example/jwks"}),
+            serde_json::json!({"x5u": "https://evil.example/cert"}),
+            serde_json::json!({"jwk": {"kty": "oct", "k": "AAAA"}}),
+            serde_json::json!({"zip": "DEF"}),
+        ] {
+            let mut h = serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid});
+            for (key, v) in extra.as_object().unwrap() {
+                h[key] = v.clone();
+            }
+            assert_eq!(
+                k.verify_access(&sign(h.clone()), now()),
+                Err(TokenError::UnexpectedHeader),
+                "{h}"
+            );
+        }
+        assert!(!plain_header("not base64!.x.y"));
+        assert!(!plain_header("W10.x.y"), "a header that is not an object");
+    }
 
     const A: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCD";
     const R: &[u8] = b"ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxw";

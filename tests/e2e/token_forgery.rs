@@ -10,6 +10,9 @@
 //! - token confusion: `typ = refresh` signed with the access secret, and a real refresh token
 //!   presented as an access token;
 //! - wrong issuer and wrong audience with a valid signature;
+//! - header parameters the gateway does not set, under a valid signature: `crit` naming an
+//!   extension (RFC 7515 §4.1.11), `b64: false`, key-location hints (`jku`, `x5u`, `jwk`),
+//!   `zip`;
 //! - garbage.
 //!
 //! Every test first proves that the genuine token is accepted on the same path, so a refusal
@@ -211,4 +214,52 @@ async fn garbage_token_is_refused() {
         "payload swapped under a genuine signature",
     )
     .await;
+}
+
+/// Sign `claims` under `key` (HS256) with exactly this protected header.
+fn sign_with_header(header: &Value, claims: &Value, key: &[u8]) -> String {
+    use base64::Engine as _;
+    use hmac::{KeyInit as _, Mac as _};
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(signing_input.as_bytes());
+    format!("{signing_input}.{}", b64(&mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn signed_tokens_with_unexpected_header_parameters_are_refused() {
+    let ctx = setup().await;
+    let real = jwt_header(&ctx.access);
+    let control = sign_with_header(&real, &ctx.claims(), &ctx.key);
+    let echo = Echo::from(
+        ctx.gw
+            .get_with("/private/c", &format!("{ACCESS_COOKIE}={control}"))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        echo.header("x-auth-user"),
+        Some("alice"),
+        "control: same header, re-signed"
+    );
+    for (what, extra) in [
+        ("crit exp", json!({"crit": ["exp"], "exp": 1})),
+        ("crit b64", json!({"crit": ["b64"], "b64": false})),
+        ("jku", json!({"jku": "https://evil.example/jwks.json"})),
+        ("x5u", json!({"x5u": "https://evil.example/cert.pem"})),
+        ("jwk", json!({"jwk": {"kty": "oct", "k": "AAAA"}})),
+        ("zip", json!({"zip": "DEF"})),
+    ] {
+        let mut header = real.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            header[k] = v.clone();
+        }
+        let token = sign_with_header(&header, &ctx.claims(), &ctx.key);
+        ctx.assert_refused(&token, what).await;
+    }
 }
