@@ -315,3 +315,31 @@ fn a_secret_file_alone_replaces_the_default_variable() {
     assert_eq!(e.0.len(), 1, "{e}");
     assert_eq!(e.0[0].key, "keys.refresh_secret_file");
 }
+
+#[test]
+fn the_account_wide_login_backstop_defaults_and_is_checked() {
+    let login = |extra: &str| {
+        let text = format!("{BASE}{extra}");
+        validate(
+            parse(&text).unwrap(),
+            LoadOptions::default(),
+            &env_with(A, R),
+        )
+        .map(|c| c.login)
+    };
+    let l = login("").unwrap();
+    assert_eq!(
+        (l.max_failures_per_user, l.max_failures_per_user_total),
+        (5, 50)
+    );
+    let l = login("max_failures_per_user = 80\n").unwrap();
+    assert_eq!(
+        l.max_failures_per_user_total, 80,
+        "never below the per-network limit"
+    );
+    let l = login("max_failures_per_user_total = 5\n").unwrap();
+    assert_eq!(l.max_failures_per_user_total, 5);
+    let errs = login("max_failures_per_user = 6\nmax_failures_per_user_total = 5\n").unwrap_err();
+    let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["login.max_failures_per_user_total"]);
+}

@@ -5,6 +5,10 @@ use super::{Errors, check_duration, keys::secret_weakness};
 use crate::config::raw::RawLogin;
 use crate::config::{LoginConfig, LoginMode, Secret, Source, UpstreamLogin};
 
+/// The account-wide backstop when `login.max_failures_per_user_total` is not written (and
+/// `max_failures_per_user` is not higher).
+const DEFAULT_FAILURES_PER_USER_TOTAL: u32 = 50;
+
 pub(super) fn validate(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> LoginConfig {
     if l.max_failures_per_user == 0 {
         errs.add("login.max_failures_per_user", "must be at least 1");
@@ -12,6 +16,23 @@ pub(super) fn validate(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> 
     if l.max_failures_per_ip == 0 {
         errs.add("login.max_failures_per_ip", "must be at least 1");
     }
+    let total = match l.max_failures_per_user_total {
+        None => DEFAULT_FAILURES_PER_USER_TOTAL.max(l.max_failures_per_user),
+        Some(t) => {
+            if t < l.max_failures_per_user {
+                errs.add(
+                    "login.max_failures_per_user_total",
+                    format!(
+                        "{t} is below login.max_failures_per_user ({}); the account-wide \
+                         backstop counts the failures of every network, so it must be at least \
+                         the limit of one",
+                        l.max_failures_per_user
+                    ),
+                );
+            }
+            t
+        }
+    };
     check_duration(errs, "login.failure_window", l.failure_window);
     let upstream = match l.mode {
         LoginMode::Upstream => upstream(l, source, errs),
@@ -35,6 +56,7 @@ pub(super) fn validate(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> 
         users_file: (l.mode == LoginMode::UsersFile).then(|| l.users_file.clone()),
         upstream,
         max_failures_per_user: l.max_failures_per_user,
+        max_failures_per_user_total: total,
         max_failures_per_ip: l.max_failures_per_ip,
         failure_window: l.failure_window,
     }
