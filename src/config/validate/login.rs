@@ -1,9 +1,11 @@
 //! `[login]`: the users file (checked by `preflight`, not here) or the app's own login form
-//! with a signed grant, and the login throttles.
+//! with a signed grant, and the login throttles. The grant's secret must differ from the token
+//! secrets ([`grant_secret_differs`]): an app that can mint grants must not be able to mint
+//! access or refresh tokens, nor a leaked token key forge grants.
 
 use super::{Errors, check_duration, keys::secret_weakness};
 use crate::config::raw::RawLogin;
-use crate::config::{LoginConfig, LoginMode, Secret, Source, UpstreamLogin};
+use crate::config::{KeysConfig, LoginConfig, LoginMode, Secret, Source, UpstreamLogin};
 
 /// The account-wide backstop when `login.max_failures_per_user_total` is not written (and
 /// `max_failures_per_user` is not higher).
@@ -115,6 +117,31 @@ fn grant_secret(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> Option<
         Some(why) => {
             errs.add("login.grant_secret_env", why);
             None
+        }
+    }
+}
+
+/// The grant's secret must be neither token secret: with one key for both, the app (or anyone
+/// holding the grant secret) could sign access or refresh tokens, and a token key could sign
+/// grants.
+pub(super) fn grant_secret_differs(login: &LoginConfig, keys: &KeysConfig, errs: &mut Errors) {
+    let Some(up) = &login.upstream else {
+        return;
+    };
+    let grant = up.grant_secret.expose();
+    for (secret, which) in [
+        (&keys.access_secret, "access"),
+        (&keys.refresh_secret, "refresh"),
+    ] {
+        if subtle::ConstantTimeEq::ct_eq(grant, secret.expose()).into() {
+            errs.add(
+                "login.grant_secret_env",
+                format!(
+                    "must differ from the {which} secret ([keys]): a grant secret that is also a \
+                     token key lets whoever mints grants mint tokens (make one with \
+                     `sessiongate gen-secret`)"
+                ),
+            );
         }
     }
 }
