@@ -48,6 +48,10 @@ fn public(pair: &Ed25519KeyPair) -> PublicKey {
     }
 }
 
+/// Cached assertions, at most (one per session with recent traffic, a few hundred bytes each):
+/// when full, expired ones are dropped, and if it is still full, all of them.
+const CACHE_MAX: usize = 50_000;
+
 pub struct Signer {
     encoding: EncodingKey,
     current: PublicKey,
@@ -55,6 +59,8 @@ pub struct Signer {
     issuer: String,
     audience: String,
     ttl: u64,
+    /// Per session id, the assertion and when it was minted; bounded by [`CACHE_MAX`]. Keys
+    /// are the ids of verified sessions, never client input.
     cache: DashMap<String, (String, u64)>,
 }
 
@@ -107,10 +113,7 @@ impl Signer {
         let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
         header.kid = Some(self.current.kid.clone());
         let token = jsonwebtoken::encode(&header, &claims, &self.encoding).ok()?;
-        if self.cache.len() > 50_000 {
-            let ttl = self.ttl;
-            self.cache.retain(|_, (_, at)| now < *at + ttl);
-        }
+        make_room(&self.cache, CACHE_MAX, now, self.ttl);
         self.cache.insert(sid.to_string(), (token.clone(), now));
         Some(token)
     }
@@ -131,10 +134,40 @@ impl Signer {
     }
 }
 
+/// Keep `cache` under `cap` entries before an insert: expired ones go first; if it is still
+/// full of live ones, it is a cache, so it starts over rather than grow.
+fn make_room(cache: &DashMap<String, (String, u64)>, cap: usize, now: u64, ttl: u64) {
+    if cache.len() >= cap {
+        cache.retain(|_, (_, at)| now < *at + ttl);
+        if cache.len() >= cap {
+            cache.clear();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn the_cache_stays_under_its_bound_with_live_and_with_expired_entries() {
+        let cache = DashMap::new();
+        for i in 0..1000 {
+            make_room(&cache, 100, 10, 60);
+            cache.insert(format!("sid-{i}"), (String::new(), 10));
+            assert!(cache.len() <= 100, "{} live entries", cache.len());
+        }
+        // Expired entries go before live ones.
+        cache.clear();
+        for i in 0..99 {
+            cache.insert(format!("old-{i}"), (String::new(), 0));
+        }
+        cache.insert("live".into(), (String::new(), 100));
+        make_room(&cache, 100, 100, 60);
+        assert_eq!(cache.len(), 1);
+        assert!(cache.contains_key("live"));
+    }
 
     #[test]
     fn assertion_verifies_against_the_published_key() {

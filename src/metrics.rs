@@ -154,6 +154,16 @@ impl Metrics {
             .observe(secs);
     }
 
+    /// Count the audit events dropped on a full queue (`audit::QUEUE`) as
+    /// `sessiongate_audit_events_dropped_total`.
+    pub fn register_audit_dropped(&mut self, dropped: &Counter) {
+        self.registry.register(
+            "audit_events_dropped",
+            "Audit events dropped because the writer fell behind (the trail notes each gap)",
+            dropped.clone(),
+        );
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -42,7 +42,9 @@ impl Runtime {
         audit: Audit,
         clock: Clock,
     ) -> Result<Self, sessions::BuildError> {
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        metrics.register_audit_dropped(audit.dropped());
+        let metrics = Arc::new(metrics);
         let sessions = Sessions::new(&cfg, store, audit.clone(), metrics.clone(), clock)?;
         Ok(Self {
             sessions,

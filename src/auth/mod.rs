@@ -188,18 +188,22 @@ async fn check_credentials(
 ) -> Result<crate::sessions::Issued, Refusal> {
     let ip = ctx.client_ip;
     let shown: String = form.username.chars().take(128).collect();
-    // Throttle before any password work: a guesser learns nothing and costs nothing.
-    if let Some(retry) = rt.throttle.check(&form.username, ip) {
-        Metrics::outcome(&rt.metrics.logins, "throttled");
-        rt.audit.emit(
-            Event::new("login_throttled")
-                .user(&shown)
-                .ip(&ip.to_string()),
-        );
-        return Err(Refusal::Throttled { json, retry });
-    }
+    // The attempt is counted before any password work, atomically: a guesser learns nothing
+    // and costs nothing past the limit, and parallel guesses cannot all pass one check.
+    let attempt = match rt.throttle.begin(&form.username, ip) {
+        Ok(a) => a,
+        Err(retry) => {
+            Metrics::outcome(&rt.metrics.logins, "throttled");
+            rt.audit.emit(
+                Event::new("login_throttled")
+                    .user(&shown)
+                    .ip(&ip.to_string()),
+            );
+            return Err(Refusal::Throttled { json, retry });
+        }
+    };
     let Some(user) = rt.users.verify(&form.username, &form.password).await else {
-        rt.throttle.failure(&form.username, ip);
+        attempt.failed();
         Metrics::outcome(&rt.metrics.logins, "failed");
         rt.audit
             .emit(Event::new("login_failed").user(&shown).ip(&ip.to_string()));
@@ -208,7 +212,7 @@ async fn check_credentials(
             return_to: target.to_string(),
         });
     };
-    rt.throttle.success(&user.name);
+    attempt.succeeded();
     let started = rt.sessions.start(&user.name, &user.roles, ip, ua).await;
     started.map_err(|e| {
         tracing::warn!(error = %e, "login: session store unavailable");

@@ -304,7 +304,10 @@ pub struct LoginConfig {
     pub users_file: Option<PathBuf>,
     /// `upstream` mode settings.
     pub upstream: Option<UpstreamLogin>,
+    /// Failures per account from one client network (/24, /64).
     pub max_failures_per_user: u32,
+    /// Failures per account from every network: the backstop, at least `max_failures_per_user`.
+    pub max_failures_per_user_total: u32,
     pub max_failures_per_ip: u32,
     pub failure_window: Duration,
 }

@@ -253,8 +253,13 @@ pub struct RawLogin {
     pub drop_cookies: Vec<String>,
     /// `upstream` mode: app paths that also end the gateway session.
     pub logout_paths: Vec<String>,
-    /// Failed logins per account within `failure_window` before `429`.
+    /// Failed logins per account from one client network (/24, /64) within `failure_window`
+    /// before `429` (for that account, from that network).
     pub max_failures_per_user: u32,
+    /// Failed logins per account from every network within `failure_window` before `429` (for
+    /// that account, from anywhere): the backstop. Unset: 50, and never below
+    /// `max_failures_per_user`.
+    pub max_failures_per_user_total: Option<u32>,
     /// Failed logins per client IP within `failure_window` before `429`.
     pub max_failures_per_ip: u32,
     #[serde(with = "humantime_serde")]
@@ -272,6 +277,7 @@ impl Default for RawLogin {
             drop_cookies: Vec::new(),
             logout_paths: Vec::new(),
             max_failures_per_user: 5,
+            max_failures_per_user_total: None,
             max_failures_per_ip: 20,
             failure_window: Duration::from_secs(15 * 60),
         }

@@ -315,3 +315,70 @@ fn a_secret_file_alone_replaces_the_default_variable() {
     assert_eq!(e.0.len(), 1, "{e}");
     assert_eq!(e.0[0].key, "keys.refresh_secret_file");
 }
+
+/// An upstream-login config whose grant secret is `grant`, validated against secrets A and R.
+fn upstream_login_problems(grant: &'static str) -> Vec<ConfigError> {
+    let text = r#"
+[[upstream]]
+name = "app"
+url = "http://127.0.0.1:3000"
+[login]
+mode = "upstream"
+upstream_path = "/login"
+grant_secret_env = "GRANT"
+"#;
+    let env = move |name: &str| match name {
+        "GRANT" => Some(grant.to_string()),
+        other => env_with(A, R)(other),
+    };
+    match validate(parse(text).unwrap(), LoadOptions::default(), &env) {
+        Ok(_) => vec![],
+        Err(e) => e.0,
+    }
+}
+
+#[test]
+fn a_grant_secret_equal_to_a_token_secret_is_refused_naming_its_key() {
+    const G: &str = "Gr4nt-k9Lm2Nq4Rs6Tu8Vw0Yb1Cd3Ef5Gh7Jk9Pq2Sx";
+    assert!(upstream_login_problems(G).is_empty());
+    for (same, which) in [(A, "access"), (R, "refresh")] {
+        let errs = upstream_login_problems(same);
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["login.grant_secret_env"],
+            "equal to the {which} secret"
+        );
+        let text = errs[0].to_string();
+        assert!(text.contains(which), "{text}");
+        assert!(!text.contains(same), "the secret is echoed: {text}");
+    }
+}
+
+#[test]
+fn the_account_wide_login_backstop_defaults_and_is_checked() {
+    let login = |extra: &str| {
+        let text = format!("{BASE}{extra}");
+        validate(
+            parse(&text).unwrap(),
+            LoadOptions::default(),
+            &env_with(A, R),
+        )
+        .map(|c| c.login)
+    };
+    let l = login("").unwrap();
+    assert_eq!(
+        (l.max_failures_per_user, l.max_failures_per_user_total),
+        (5, 50)
+    );
+    let l = login("max_failures_per_user = 80\n").unwrap();
+    assert_eq!(
+        l.max_failures_per_user_total, 80,
+        "never below the per-network limit"
+    );
+    let l = login("max_failures_per_user_total = 5\n").unwrap();
+    assert_eq!(l.max_failures_per_user_total, 5);
+    let errs = login("max_failures_per_user = 6\nmax_failures_per_user_total = 5\n").unwrap_err();
+    let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["login.max_failures_per_user_total"]);
+}

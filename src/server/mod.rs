@@ -282,6 +282,7 @@ fn spawn_background(rt: &Arc<Runtime>, memory: Option<Arc<MemoryStore>>) {
             tick.tick().await;
             let now = now_unix();
             r.sessions.revoked().sweep(now);
+            r.throttle.sweep();
             if let Some(m) = &memory {
                 m.sweep(now, r.cfg.session.idle_timeout.as_secs());
             }

@@ -13,7 +13,9 @@ use crate::store::SessionStore;
 /// Bound of the queue to the writer; a full queue drops an update (the next interval carries
 /// it).
 const QUEUE: usize = 4096;
-/// Above this many remembered sessions, those quiet for four intervals are forgotten.
+/// Above this many remembered sessions, those quiet for four intervals are forgotten. The
+/// table is thus bounded by the sessions active within four intervals (at most four minutes),
+/// which the store holds anyway; its keys are ids of verified sessions, never client input.
 const REMEMBERED: usize = 10_000;
 
 pub struct Activity {

@@ -80,7 +80,8 @@ thread_local! {
     // Fingerprints of recently seen addresses and user agents, per serving thread: a client
     // sends the same ones request after request, so the keyed hashes are computed once. The
     // runtime id is kept beside each (tests run several runtimes, with other keys, in one
-    // process).
+    // process). Bound: 4096 entries each, cleared when full (`memo_eq`); user agents over
+    // `MEMO_MAX_UA` bytes are never kept.
     static IPN_MEMO: RefCell<HashMap<IpAddr, (u64, String)>> = Default::default();
     static UAH_MEMO: RefCell<HashMap<String, (u64, String)>> = Default::default();
 }

@@ -110,8 +110,9 @@ impl Sessions {
 }
 
 /// Single-flight for refreshes: concurrent presentations of the same refresh token inside
-/// this instance share one store operation and its result. Bounded by the requests in flight:
-/// an entry lives only while its flight runs.
+/// this instance share one store operation and its result. Bounded by the requests in flight
+/// (themselves bounded by `server.max_connections` and the streams per connection): an entry
+/// lives only while its flight runs, and its key comes from a refresh token that verified.
 #[derive(Default)]
 pub struct RefreshFlights {
     map: DashMap<(String, String), Arc<OnceCell<FlightResult>>>,

@@ -55,6 +55,10 @@ impl Stored {
     }
 }
 
+/// Bounded by what succeeded logins create: a session lives until its idle timeout or
+/// absolute end and `MemoryStore::sweep` (every 15 s) removes it then, and `recent` holds the
+/// revocations of the last access-token lifetime, popped by the same sweep. Logins are paced by
+/// the argon2 verification slots (`login::users`), so a client cannot mint sessions faster.
 #[derive(Default)]
 struct Inner {
     sessions: HashMap<Arc<str>, Box<Stored>>,
@@ -100,6 +104,7 @@ impl Inner {
 
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// Bounded (1024 events): a subscriber that falls behind gets `Lagged` and resynchronises.
     feed: broadcast::Sender<FeedEvent>,
 }
 

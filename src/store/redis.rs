@@ -218,6 +218,7 @@ pub struct RedisStore {
     prefix: String,
     command_timeout: Duration,
     scripts: Scripts,
+    /// Bounded (4096 events): a subscriber that falls behind gets `Lagged` and resynchronises.
     feed: broadcast::Sender<FeedEvent>,
     feed_started: OnceLock<()>,
 }

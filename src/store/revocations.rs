@@ -7,12 +7,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use dashmap::DashMap;
 use tokio::sync::broadcast;
 
+/// Bounded by the revocations of the last access-token lifetime: an entry is a session that
+/// existed (a login succeeded) and ended, it lives until its last access token expires
+/// (`until`), and `sweep` (every 15 s, `server::spawn_background`) removes it then. No cap
+/// beyond that: forgetting a revocation early would let a revoked token through.
 #[derive(Debug)]
 pub struct RevocationSet {
     map: DashMap<String, u64>,
     len: AtomicUsize,
     synced: AtomicBool,
-    /// Newly revoked sids, for long-lived connections (WebSockets) of those sessions.
+    /// Newly revoked sids, for long-lived connections (WebSockets) of those sessions. Bounded
+    /// (1024): a watcher that falls behind gets `Lagged` and checks the set itself.
     notify: broadcast::Sender<std::sync::Arc<str>>,
 }
 

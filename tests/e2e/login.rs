@@ -10,6 +10,10 @@
 //! - online password guessing (the right password is refused too once an account is
 //!   throttled, `429` with `Retry-After`), password spraying from one address, and a sprayer
 //!   rotating `X-Forwarded-For` from an untrusted peer to dodge the per-address limit;
+//! - racing the throttle: guesses sent in parallel, for one account or spread over many, all
+//!   passing the check before the first failure is counted;
+//! - the throttle as a lockout switch: a guesser on one network keeping the account's owner out
+//!   from every other network (only the account-wide backstop may do that);
 //! - user enumeration: a different answer for an unknown user and for a wrong password;
 //! - session fixation: a login that reuses the session the client already carried;
 //! - tokens that carry more than identifiers, or are not bound to issuer and audience.
@@ -445,10 +449,14 @@ fn assert_retry_after(retry: Option<String>, window_secs: u64, what: &str) {
 
 #[tokio::test]
 async fn throttled_account_refuses_even_the_right_password() {
+    // The account-wide backstop at the per-network limit: 3 failures from one network throttle
+    // the account from every network (by default the backstop is higher; see
+    // `a_guesser_on_one_network_does_not_lock_the_owner_out_elsewhere`).
     let gw = Gateway::start(
         GatewayConfig::new()
             .trust_loopback_proxy()
             .set("login", "max_failures_per_user", "3")
+            .set("login", "max_failures_per_user_total", "3")
             .set("login", "failure_window", "\"10m\""),
     )
     .await;
@@ -569,6 +577,225 @@ async fn per_ip_throttle_follows_the_client_behind_a_trusted_proxy() {
         (status, session),
         (303, true),
         "a client behind the same trusted proxy must not share the sprayer's budget"
+    );
+}
+
+/// A form login through `client`: `(status, Retry-After, sets session cookies)`.
+async fn attempt_via(
+    client: &reqwest::Client,
+    gw: &Gateway,
+    user: &str,
+    password: &str,
+) -> (u16, Option<String>, bool) {
+    let resp = client
+        .post(gw.url("/.auth/login"))
+        .header("origin", gw.origin())
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "text/html")
+        .body(form_urlencode(&[
+            ("username", user),
+            ("password", password),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let session = Session::from_response_headers(resp.headers()).is_some();
+    (resp.status().as_u16(), retry, session)
+}
+
+/// `(user, password)` attempts through `client`, all in flight at once; when `then` is given,
+/// it is sent as soon as the first `429` comes back, while the others may still be verifying.
+/// Returns the statuses of `guesses` and, if sent, what `then` got.
+async fn in_parallel(
+    client: &reqwest::Client,
+    gw: &Gateway,
+    guesses: Vec<(String, String)>,
+    then: Option<(&str, &str)>,
+) -> (Vec<u16>, Option<(u16, bool)>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let n = guesses.len();
+    for (user, password) in guesses {
+        let (client, url, origin, tx) = (
+            client.clone(),
+            gw.url("/.auth/login"),
+            gw.origin(),
+            tx.clone(),
+        );
+        tokio::spawn(async move {
+            let resp = client
+                .post(url)
+                .header("origin", origin)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form_urlencode(&[
+                    ("username", &user),
+                    ("password", &password),
+                ]))
+                .send()
+                .await
+                .unwrap();
+            let _ = tx.send(resp.status().as_u16());
+        });
+    }
+    let mut statuses = Vec::new();
+    let mut then_got = None;
+    while statuses.len() < n {
+        let s = rx.recv().await.unwrap();
+        statuses.push(s);
+        if let (429, Some((user, password)), None) = (s, then, then_got) {
+            let (status, _, session) = attempt_via(client, gw, user, password).await;
+            then_got = Some((status, session));
+        }
+    }
+    if let (Some((user, password)), None) = (then, then_got) {
+        let (status, _, session) = attempt_via(client, gw, user, password).await;
+        then_got = Some((status, session));
+    }
+    (statuses, then_got)
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+#[tokio::test]
+async fn parallel_guesses_for_one_account_get_at_most_the_limit_of_verifications() {
+    // The attempt is counted before the password is checked: 30 guesses in flight at once
+    // cannot all pass a check that only counts finished failures.
+    let limit = 5;
+    let gw = Gateway::start(
+        GatewayConfig::new()
+            .set("login", "max_failures_per_user", &limit.to_string())
+            .set("login", "max_failures_per_ip", "100"),
+    )
+    .await;
+    let guesses = (0..30)
+        .map(|i| ("alice".to_string(), format!("guess-{i}")))
+        .collect();
+    let (statuses, right) =
+        in_parallel(&gw.client, &gw, guesses, Some(("alice", ALICE_PASSWORD))).await;
+    assert!(
+        count(&statuses, 401) <= limit,
+        "{} of 30 parallel guesses were verified (401) with max_failures_per_user = {limit}: \
+         {statuses:?}",
+        count(&statuses, 401)
+    );
+    assert_eq!(
+        count(&statuses, 401) + count(&statuses, 429),
+        30,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        right,
+        Some((429, false)),
+        "the right password, sent while the guesses were in flight, after the limit was reached"
+    );
+    // Another account from the same address is not affected.
+    let (status, _, session) = attempt_via(&gw.client, &gw, "bob", BOB_PASSWORD).await;
+    assert_eq!((status, session), (303, true));
+}
+
+#[tokio::test]
+async fn parallel_spraying_over_many_accounts_gets_at_most_the_per_ip_limit() {
+    // Password spraying in parallel: 30 user names, one guess each, from one address, over
+    // HTTP/1.1 (one connection per request in flight, spread over the serving threads).
+    let limit = 5;
+    let gw = Gateway::start(
+        GatewayConfig::new()
+            .set("login", "max_failures_per_ip", &limit.to_string())
+            .set("login", "max_failures_per_user", "100"),
+    )
+    .await;
+    let guesses = (0..30)
+        .map(|i| (format!("sprayed-{i}"), "Winter2024!".to_string()))
+        .collect();
+    let (statuses, right) =
+        in_parallel(&gw.client_h1, &gw, guesses, Some(("bob", BOB_PASSWORD))).await;
+    assert!(
+        count(&statuses, 401) <= limit,
+        "{} of 30 parallel sprayed guesses were verified with max_failures_per_ip = {limit}: \
+         {statuses:?}",
+        count(&statuses, 401)
+    );
+    assert_eq!(count(&statuses, 401) + count(&statuses, 429), 30);
+    assert_eq!(
+        right,
+        Some((429, false)),
+        "bob's right password from the sprayer's address"
+    );
+    // Another address is somebody else.
+    let elsewhere = gw.client_from("127.0.0.2".parse().unwrap());
+    let (status, _, session) = attempt_via(&elsewhere, &gw, "bob", BOB_PASSWORD).await;
+    assert_eq!((status, session), (303, true), "bob from another address");
+}
+
+#[tokio::test]
+async fn a_guesser_on_one_network_does_not_lock_the_owner_out_elsewhere() {
+    // Per account and client network (/24), with an account-wide backstop: 3 failures from the
+    // guesser's network throttle alice there only; 9 from anywhere throttle her everywhere.
+    let gw = Gateway::start(
+        GatewayConfig::new()
+            .set("login", "max_failures_per_user", "3")
+            .set("login", "max_failures_per_user_total", "9")
+            .set("login", "failure_window", "\"10m\""),
+    )
+    .await;
+    let from = |ip: &str| gw.client_from(ip.parse().unwrap());
+    let guesser = from("127.0.0.1");
+    let guessers_neighbour = from("127.0.0.9");
+    let owner = from("127.0.1.2");
+    for i in 0..3 {
+        let (status, _, _) = attempt_via(&guesser, &gw, "alice", &format!("guess-{i}")).await;
+        assert_eq!(status, 401, "guess {i} is below the limit");
+    }
+    for (what, client) in [
+        ("the guesser", &guesser),
+        ("the guesser's /24", &guessers_neighbour),
+    ] {
+        let (status, retry, session) = attempt_via(client, &gw, "alice", ALICE_PASSWORD).await;
+        assert_eq!(
+            (status, session),
+            (429, false),
+            "{what}: the right password while throttled"
+        );
+        assert_retry_after(retry, 600, what);
+    }
+    let (status, _, session) = attempt_via(&owner, &gw, "alice", ALICE_PASSWORD).await;
+    assert_eq!(
+        (status, session),
+        (303, true),
+        "alice from another network signs in while a guesser has throttled her account on his"
+    );
+    let (status, _, _) = attempt_via(&guesser, &gw, "alice", ALICE_PASSWORD).await;
+    assert_eq!(
+        status, 429,
+        "her login elsewhere does not reset the guesser's network"
+    );
+
+    // The backstop: guesses from two more networks make 9 failures for the account.
+    for net in ["127.0.2.1", "127.0.3.1"] {
+        let c = from(net);
+        for i in 0..3 {
+            let (status, _, _) = attempt_via(&c, &gw, "alice", &format!("{net}-{i}")).await;
+            assert_eq!(status, 401, "guess {i} from {net}");
+        }
+    }
+    let (status, retry, session) = attempt_via(&owner, &gw, "alice", ALICE_PASSWORD).await;
+    assert_eq!(
+        (status, session),
+        (429, false),
+        "past the account-wide backstop the account is throttled from every network"
+    );
+    assert_retry_after(retry, 600, "the account-wide backstop");
+    let (status, _, session) = attempt_via(&owner, &gw, "bob", BOB_PASSWORD).await;
+    assert_eq!(
+        (status, session),
+        (303, true),
+        "bob is not collateral damage"
     );
 }
 

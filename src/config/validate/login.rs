@@ -1,9 +1,15 @@
 //! `[login]`: the users file (checked by `preflight`, not here) or the app's own login form
-//! with a signed grant, and the login throttles.
+//! with a signed grant, and the login throttles. The grant's secret must differ from the token
+//! secrets ([`grant_secret_differs`]): an app that can mint grants must not be able to mint
+//! access or refresh tokens, nor a leaked token key forge grants.
 
 use super::{Errors, check_duration, keys::secret_weakness};
 use crate::config::raw::RawLogin;
-use crate::config::{LoginConfig, LoginMode, Secret, Source, UpstreamLogin};
+use crate::config::{KeysConfig, LoginConfig, LoginMode, Secret, Source, UpstreamLogin};
+
+/// The account-wide backstop when `login.max_failures_per_user_total` is not written (and
+/// `max_failures_per_user` is not higher).
+const DEFAULT_FAILURES_PER_USER_TOTAL: u32 = 50;
 
 pub(super) fn validate(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> LoginConfig {
     if l.max_failures_per_user == 0 {
@@ -12,6 +18,23 @@ pub(super) fn validate(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> 
     if l.max_failures_per_ip == 0 {
         errs.add("login.max_failures_per_ip", "must be at least 1");
     }
+    let total = match l.max_failures_per_user_total {
+        None => DEFAULT_FAILURES_PER_USER_TOTAL.max(l.max_failures_per_user),
+        Some(t) => {
+            if t < l.max_failures_per_user {
+                errs.add(
+                    "login.max_failures_per_user_total",
+                    format!(
+                        "{t} is below login.max_failures_per_user ({}); the account-wide \
+                         backstop counts the failures of every network, so it must be at least \
+                         the limit of one",
+                        l.max_failures_per_user
+                    ),
+                );
+            }
+            t
+        }
+    };
     check_duration(errs, "login.failure_window", l.failure_window);
     let upstream = match l.mode {
         LoginMode::Upstream => upstream(l, source, errs),
@@ -35,6 +58,7 @@ pub(super) fn validate(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> 
         users_file: (l.mode == LoginMode::UsersFile).then(|| l.users_file.clone()),
         upstream,
         max_failures_per_user: l.max_failures_per_user,
+        max_failures_per_user_total: total,
         max_failures_per_ip: l.max_failures_per_ip,
         failure_window: l.failure_window,
     }
@@ -93,6 +117,31 @@ fn grant_secret(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> Option<
         Some(why) => {
             errs.add("login.grant_secret_env", why);
             None
+        }
+    }
+}
+
+/// The grant's secret must be neither token secret: with one key for both, the app (or anyone
+/// holding the grant secret) could sign access or refresh tokens, and a token key could sign
+/// grants.
+pub(super) fn grant_secret_differs(login: &LoginConfig, keys: &KeysConfig, errs: &mut Errors) {
+    let Some(up) = &login.upstream else {
+        return;
+    };
+    let grant = up.grant_secret.expose();
+    for (secret, which) in [
+        (&keys.access_secret, "access"),
+        (&keys.refresh_secret, "refresh"),
+    ] {
+        if subtle::ConstantTimeEq::ct_eq(grant, secret.expose()).into() {
+            errs.add(
+                "login.grant_secret_env",
+                format!(
+                    "must differ from the {which} secret ([keys]): a grant secret that is also a \
+                     token key lets whoever mints grants mint tokens (make one with \
+                     `sessiongate gen-secret`)"
+                ),
+            );
         }
     }
 }

@@ -50,6 +50,9 @@ pub fn validate(
     let url_tokens = policy::url_tokens(&raw.url_tokens, &mut errs);
     let csrf = policy::csrf(&raw.csrf, &mut errs);
     policy::log_level(&raw.log, &mut errs);
+    if let Some(keys) = &keys {
+        login::grant_secret_differs(&login, keys, &mut errs);
+    }
 
     if !errs.0.is_empty() {
         return Err(ConfigErrors(errs.0));

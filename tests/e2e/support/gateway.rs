@@ -238,6 +238,21 @@ impl GatewayClients {
 }
 
 impl Gateway {
+    /// An HTTPS client like [`Gateway::client`] whose connections leave from `local`, a
+    /// loopback address such as `127.0.1.2` (Linux loopback answers all of 127/8): to the
+    /// gateway, a client on another address or network.
+    pub fn client_from(&self, local: std::net::IpAddr) -> reqwest::Client {
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(self.pki.client_config(&[b"h2", b"http/1.1"]))
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(PUBLIC_HOST, self.https)
+            .local_address(local)
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("reqwest client")
+    }
+
     /// A URL on the admin listener (plain HTTP).
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin, path)
