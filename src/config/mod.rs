@@ -237,6 +237,13 @@ pub struct UrlTokensConfig {
     pub params: Vec<String>,
 }
 
+/// `[identity]`.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityConfig {
+    /// Extra request headers to remove, lower-case; a trailing `*` makes a prefix.
+    pub strip_headers: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct CsrfConfig {
     pub mode: CsrfMode,
@@ -331,6 +338,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub login: LoginConfig,
     pub url_tokens: UrlTokensConfig,
+    pub identity: IdentityConfig,
     pub csrf: CsrfConfig,
     pub anomaly: AnomalyConfig,
     /// Bearer token of the admin API; `None` disables it.

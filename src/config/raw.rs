@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub store: RawStore,
     pub login: RawLogin,
     pub url_tokens: RawUrlTokens,
+    pub identity: RawIdentity,
     pub csrf: RawCsrf,
     pub anomaly: RawAnomaly,
     pub admin: RawAdmin,
@@ -321,6 +322,15 @@ impl Default for RawUrlTokens {
             params: Vec::new(),
         }
     }
+}
+
+/// `[identity]`: the identity the app receives.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIdentity {
+    /// Request headers removed beside the built-in families (any letter case; a trailing `*`
+    /// makes a prefix: `"X-Tenant-*"`).
+    pub strip_headers: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

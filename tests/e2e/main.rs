@@ -15,6 +15,7 @@ mod assertion;
 mod check_config;
 mod csrf;
 mod identity;
+mod identity_families;
 mod login;
 mod logs;
 mod paths;
