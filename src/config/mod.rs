@@ -244,6 +244,13 @@ pub struct IdentityConfig {
     pub strip_headers: Vec<String>,
 }
 
+/// `[paths]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PathsConfig {
+    /// Forward double-encoded paths literally instead of refusing them.
+    pub allow_double_encoding: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct CsrfConfig {
     pub mode: CsrfMode,
@@ -339,6 +346,7 @@ pub struct Config {
     pub login: LoginConfig,
     pub url_tokens: UrlTokensConfig,
     pub identity: IdentityConfig,
+    pub paths: PathsConfig,
     pub csrf: CsrfConfig,
     pub anomaly: AnomalyConfig,
     /// Bearer token of the admin API; `None` disables it.

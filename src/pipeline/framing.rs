@@ -1,7 +1,8 @@
 //! Ambiguous requests are refused, never guessed at.
 //!
 //! Threats: request smuggling and desync between the gateway and the app (RFC 9112 §6.3:
-//! `Content-Length` with `Transfer-Encoding`, repeated `Content-Length`), Host
+//! `Content-Length` with `Transfer-Encoding`, repeated `Content-Length`), a `#` in an HTTP/1
+//! request target (cut off by the parser, so the path served is not the path sent), Host
 //! confusion (no `Host`, two of them, an absolute-form target or `:authority` that disagrees
 //! with `Host` — RFC 9112 §3.2), header names that some stacks fold into identity or
 //! forwarding headers (`X_Auth_User` and `X.Auth.User` become `HTTP_X_AUTH_USER` under CGI, as
@@ -17,14 +18,13 @@ use crate::web::headers::{HeaderClass, SpoofableHeaders};
 /// parsed request. Either one's doubt refuses the request and closes the connection.
 pub fn check<B>(rt: &Runtime, conn: &ConnCtx, req: &Request<B>) -> Result<(), Refusal> {
     // The guard counts every request of the connection: ask it first, exactly once.
-    let guard_saw_conflict = conn
+    let guard_saw = conn
         .framing
         .as_ref()
-        .is_some_and(|f| f.next_request_is_ambiguous());
-    let verdict = if guard_saw_conflict {
-        Err("both Content-Length and Transfer-Encoding")
-    } else {
-        ambiguity(req, &rt.spoofable)
+        .and_then(|f| f.next_request_ambiguity());
+    let verdict = match guard_saw {
+        Some(why) => Err(why),
+        None => ambiguity(req, &rt.spoofable),
     };
     verdict.map_err(|why| {
         tracing::debug!(reason = why, "refused ambiguous request");

@@ -18,6 +18,7 @@ mod identity;
 mod identity_families;
 mod login;
 mod logs;
+mod path_encoding;
 mod paths;
 mod redis_store;
 mod refresh;

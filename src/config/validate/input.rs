@@ -1,9 +1,9 @@
 //! The sections about reading client input the way the app will: `[identity]` (request headers
-//! no client may set).
+//! no client may set) and `[paths]` (double encoding).
 
 use super::Errors;
-use crate::config::IdentityConfig;
-use crate::config::raw::RawIdentity;
+use crate::config::raw::{RawIdentity, RawPaths};
+use crate::config::{IdentityConfig, PathsConfig};
 
 /// Headers the gateway needs to frame and route a request: removing them would break it.
 const FRAMING_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding"];
@@ -39,6 +39,12 @@ pub(super) fn identity(raw: &RawIdentity, errs: &mut Errors) -> IdentityConfig {
         }
     }
     IdentityConfig { strip_headers }
+}
+
+pub(super) fn paths(raw: &RawPaths) -> PathsConfig {
+    PathsConfig {
+        allow_double_encoding: raw.allow_double_encoding,
+    }
 }
 
 /// RFC 9110 §5.6.2 `tchar`, without `*` (which marks a prefix here).

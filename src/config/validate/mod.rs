@@ -50,6 +50,7 @@ pub fn validate(
     let admin_token = policy::admin_token(&raw.admin, source, &mut errs);
     let url_tokens = policy::url_tokens(&raw.url_tokens, &mut errs);
     let identity = input::identity(&raw.identity, &mut errs);
+    let paths = input::paths(&raw.paths);
     let csrf = policy::csrf(&raw.csrf, &mut errs);
     policy::log_level(&raw.log, &mut errs);
 
@@ -72,6 +73,7 @@ pub fn validate(
         login,
         url_tokens,
         identity,
+        paths,
         csrf,
         anomaly,
         admin_token,
