@@ -28,5 +28,6 @@ mod token_forgery;
 mod transport;
 mod upstream_failure;
 mod upstream_login;
+mod url_token_spellings;
 mod url_tokens;
 mod websocket;
