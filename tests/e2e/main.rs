@@ -13,6 +13,7 @@ mod ambiguous_requests;
 mod anomaly;
 mod assertion;
 mod check_config;
+mod cookie_bytes;
 mod csrf;
 mod identity;
 mod identity_families;
