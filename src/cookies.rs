@@ -9,7 +9,10 @@
 //!
 //! Request cookies are split by hand rather than with `cookie::Cookie::split_parse`: the app's
 //! cookies must reach it byte for byte, and the crate's parser re-encodes and drops pairs it
-//! dislikes. Response cookies are built with the `cookie` crate.
+//! dislikes. They are split as bytes, not text: a cookie with a non-ASCII byte (one a sibling
+//! domain set, say) is the app's business and passes as opaque bytes, while the gateway's own
+//! cookies are still found, and refused when sent twice. Response cookies are built with the
+//! `cookie` crate.
 
 use http::HeaderMap;
 use http::header::{COOKIE, HeaderValue};
@@ -84,8 +87,15 @@ pub struct GatewayCookies {
 pub enum CookieError {
     #[error("gateway cookie {0} sent more than once")]
     Duplicate(&'static str),
-    #[error("Cookie header is not valid text")]
-    NotText,
+}
+
+impl CookieError {
+    /// The reason shown to the client (names no value).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CookieError::Duplicate(_) => "a gateway cookie was sent more than once",
+        }
+    }
 }
 
 /// What scanning a request's `Cookie` headers found.
@@ -97,10 +107,10 @@ pub struct CookieScan {
     pub forward: Option<Option<HeaderValue>>,
 }
 
-fn unquote(v: &str) -> &str {
-    let v = v.trim();
-    v.strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
+fn unquote(v: &[u8]) -> &[u8] {
+    let v = v.trim_ascii();
+    v.strip_prefix(b"\"")
+        .and_then(|s| s.strip_suffix(b"\""))
         .unwrap_or(v)
 }
 
@@ -110,17 +120,23 @@ pub fn scan(headers: &HeaderMap, names: &CookieNames) -> Result<CookieScan, Cook
     let mut out = CookieScan::default();
     let mut count = 0usize;
     let mut any_gateway = false;
-    let mut kept: Vec<&str> = Vec::new();
+    let mut kept: Vec<&[u8]> = Vec::new();
     for value in headers.get_all(COOKIE) {
         count += 1;
-        let text = value.to_str().map_err(|_| CookieError::NotText)?;
-        for pair in text.split(';') {
-            let pair_trim = pair.trim();
+        for pair in value.as_bytes().split(|b| *b == b';') {
+            let pair_trim = pair.trim_ascii();
             if pair_trim.is_empty() {
                 continue;
             }
-            let (name, val) = pair_trim.split_once('=').unwrap_or((pair_trim, ""));
-            let name = name.trim();
+            let (name, val) = match pair_trim.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair_trim[..i], &pair_trim[i + 1..]),
+                None => (pair_trim, &b""[..]),
+            };
+            // Gateway names are ASCII: a name that is not text is an app cookie.
+            let Ok(name) = std::str::from_utf8(name.trim_ascii()) else {
+                kept.push(pair_trim);
+                continue;
+            };
             if names.is_dropped(name) {
                 any_gateway = true;
                 continue;
@@ -143,7 +159,8 @@ pub fn scan(headers: &HeaderMap, names: &CookieNames) -> Result<CookieScan, Cook
                 if slot.is_some() {
                     return Err(CookieError::Duplicate(which));
                 }
-                *slot = Some(unquote(val).to_string());
+                // A value that is not text is no token of ours: verification refuses it.
+                *slot = Some(String::from_utf8_lossy(unquote(val)).into_owned());
             }
         }
     }
@@ -151,8 +168,8 @@ pub fn scan(headers: &HeaderMap, names: &CookieNames) -> Result<CookieScan, Cook
         out.forward = Some(if kept.is_empty() {
             None
         } else {
-            // Each pair came from a valid header value, so the joined text is valid too.
-            HeaderValue::from_str(&kept.join("; ")).ok()
+            // Each pair came from a valid header value, so the joined bytes are valid too.
+            HeaderValue::from_bytes(&kept.join(&b"; "[..])).ok()
         });
     }
     Ok(out)
@@ -274,6 +291,60 @@ mod tests {
         let n = CookieNames::new(&session());
         let s = scan(&headers(&["a=1", "b=2"]), &n).unwrap();
         assert_eq!(s.forward, Some(Some(HeaderValue::from_static("a=1; b=2"))));
+    }
+
+    fn raw_headers(values: &[&[u8]]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(COOKIE, HeaderValue::from_bytes(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn non_ascii_cookies_pass_as_opaque_bytes() {
+        let n = CookieNames::new(&session());
+        let s = scan(
+            &raw_headers(&[b"theme=caf\xc3\xa9; __Host-sg-access=aaa; lang=\xe9t\xe9; caf\xe9=1"]),
+            &n,
+        )
+        .unwrap();
+        assert_eq!(s.gateway.access.as_deref(), Some("aaa"));
+        assert_eq!(
+            s.forward,
+            Some(Some(
+                HeaderValue::from_bytes(b"theme=caf\xc3\xa9; lang=\xe9t\xe9; caf\xe9=1").unwrap()
+            ))
+        );
+        // Without a gateway cookie the header passes untouched.
+        let s = scan(&raw_headers(&[b"x=\xff\xfe"]), &n).unwrap();
+        assert_eq!(s.forward, None);
+        // Split across headers: joined, bytes kept.
+        let s = scan(&raw_headers(&[b"x=\xff", b"y=\x80"]), &n).unwrap();
+        assert_eq!(
+            s.forward,
+            Some(Some(HeaderValue::from_bytes(b"x=\xff; y=\x80").unwrap()))
+        );
+    }
+
+    #[test]
+    fn duplicates_are_still_refused_beside_non_ascii_cookies() {
+        let n = CookieNames::new(&session());
+        let err = scan(
+            &raw_headers(&[b"x=\xff; __Host-sg-access=a", b"__Host-sg-access=b; y=\xe9"]),
+            &n,
+        )
+        .unwrap_err();
+        assert_eq!(err, CookieError::Duplicate("access"));
+        assert_eq!(err.reason(), "a gateway cookie was sent more than once");
+    }
+
+    #[test]
+    fn a_gateway_cookie_with_a_non_ascii_value_is_found_and_never_forwarded() {
+        let n = CookieNames::new(&session());
+        let s = scan(&raw_headers(&[b"__Host-sg-access=a\xffb; ok=1"]), &n).unwrap();
+        assert_eq!(s.gateway.access.as_deref(), Some("a\u{fffd}b"));
+        assert_eq!(s.forward, Some(Some(HeaderValue::from_static("ok=1"))));
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! A byte-level guard beside hyper's HTTP/1 parser, for the one ambiguity hyper resolves
-//! silently: a request with both `Content-Length` and `Transfer-Encoding`. Hyper drops the
+//! A byte-level guard beside hyper's HTTP/1 parser, for the ambiguities hyper resolves
+//! silently: a request with both `Content-Length` and `Transfer-Encoding`, and a request
+//! target with a `#` (the `http` crate cuts the "fragment" off, so the gateway would serve a
+//! shorter path than the one a proxy in front of it may have judged; RFC 9112 §3.2 has no
+//! fragment in a request target). Hyper drops the
 //! `Content-Length` (RFC 9112 §6.1 allows that), which keeps *this* hop safe, but a proxy in
 //! front of the gateway may have framed the message by the other header — the classic CL.TE
 //! request-smuggling setup. RFC 9112 §6.3 lets a server reject such a message, and sessiongate
@@ -15,8 +18,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,6 +31,8 @@ pub struct FramingLog {
     first_conflict: AtomicU64,
     /// Requests the service has seen.
     served: AtomicU64,
+    /// Why the first ambiguous head is ambiguous.
+    reason: OnceLock<&'static str>,
 }
 
 impl Default for FramingLog {
@@ -35,17 +40,28 @@ impl Default for FramingLog {
         Self {
             first_conflict: AtomicU64::new(u64::MAX),
             served: AtomicU64::new(0),
+            reason: OnceLock::new(),
         }
     }
 }
 
 impl FramingLog {
     /// Call once per request, in order: whether that request's head was ambiguous.
+    #[cfg(test)]
     pub fn next_request_is_ambiguous(&self) -> bool {
+        self.next_request_ambiguity().is_some()
+    }
+
+    /// Call once per request, in order: why that request's head was ambiguous, if it was.
+    pub fn next_request_ambiguity(&self) -> Option<&'static str> {
         let i = self.served.fetch_add(1, Ordering::AcqRel);
-        i >= self.first_conflict.load(Ordering::Acquire)
+        (i >= self.first_conflict.load(Ordering::Acquire))
+            .then(|| self.reason.get().copied().unwrap_or(CL_TE))
     }
 }
+
+const CL_TE: &str = "both Content-Length and Transfer-Encoding";
+const FRAGMENT: &str = "fragment (#) in request target";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -80,8 +96,10 @@ impl<IO> FramingGuard<IO> {
         }
     }
 
-    fn head_done(&mut self, next: State, conflict: bool) {
-        if conflict {
+    fn head_done(&mut self, next: State, conflict: Option<&'static str>) {
+        if let Some(why) = conflict {
+            // The guard turns off at the first conflict: there is only ever one reason.
+            let _ = self.log.reason.set(why);
             self.log
                 .first_conflict
                 .fetch_min(self.heads, Ordering::AcqRel);
@@ -221,16 +239,19 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-/// Inspect a complete request head: the state for what follows it, and whether it carries
-/// both `Content-Length` and `Transfer-Encoding`.
-fn analyse(head: &[u8]) -> (State, bool) {
+/// Inspect a complete request head: the state for what follows it, and why it is ambiguous
+/// (a `#` in its target, or both `Content-Length` and `Transfer-Encoding`), if it is.
+fn analyse(head: &[u8]) -> (State, Option<&'static str>) {
     let mut headers = [httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut headers);
     let Ok(httparse::Status::Complete(_)) = req.parse(head) else {
-        return (State::Off, false);
+        return (State::Off, None);
     };
+    if req.path.is_some_and(|p| p.contains('#')) {
+        return (State::Off, Some(FRAGMENT));
+    }
     if req.method == Some("CONNECT") {
-        return (State::Off, false);
+        return (State::Off, None);
     }
     let mut cl_value: Option<u64> = None;
     let mut cl_seen = false;
@@ -258,10 +279,10 @@ fn analyse(head: &[u8]) -> (State, bool) {
         }
     }
     if te_last.is_some() && cl_seen {
-        return (State::Off, true);
+        return (State::Off, Some(CL_TE));
     }
     if upgrade || cl_bad {
-        return (State::Off, false);
+        return (State::Off, None);
     }
     let next = match (te_last, cl_value) {
         (Some(te), _) if te == b"chunked" => State::ChunkSize,
@@ -269,7 +290,7 @@ fn analyse(head: &[u8]) -> (State, bool) {
         (None, Some(0)) | (None, None) => State::Head,
         (None, Some(n)) => State::Fixed(n),
     };
-    (next, false)
+    (next, None)
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
@@ -355,6 +376,18 @@ mod tests {
         for i in 1..all.len() {
             assert_eq!(run(&[&all[..i], &all[i..]]).1, Some(1), "split at {i}");
         }
+    }
+
+    #[test]
+    fn a_fragment_in_the_target_is_recorded_with_its_reason() {
+        let input: &[u8] =
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /public/x#/../admin HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(run(&[input]).1, Some(1));
+        let log = Arc::new(FramingLog::default());
+        let mut g = FramingGuard::new((), 16 * 1024, log.clone());
+        g.scan(b"GET /a?b=1#c HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(log.next_request_ambiguity(), Some(FRAGMENT));
+        assert_eq!(run(&[b"GET /a%23b HTTP/1.1\r\nHost: x\r\n\r\n"]).1, None);
     }
 
     #[test]

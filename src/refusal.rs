@@ -200,11 +200,7 @@ impl Refusal {
                 r
             }
             Path(e) => error(status, "bad_request", Some(e.reason())),
-            Cookies(_) => error(
-                status,
-                "bad_request",
-                Some("a gateway cookie was sent more than once"),
-            ),
+            Cookies(e) => error(status, "bad_request", Some(e.reason())),
             UrlCredentials => error(
                 status,
                 "bad_request",

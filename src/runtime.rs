@@ -17,6 +17,7 @@ use crate::proxy::Upstreams;
 use crate::routing::Router;
 use crate::sessions::{self, Clock, Sessions};
 use crate::store::SessionStore;
+use crate::web::headers::{IDENTITY_HEADERS, SpoofableHeaders};
 
 pub struct Runtime {
     pub cfg: Config,
@@ -30,6 +31,8 @@ pub struct Runtime {
     pub hsts: HeaderValue,
     /// The identity header names, in the order user, roles, session, assertion.
     pub identity_names: Vec<HeaderName>,
+    /// Request headers no client may set (`strip` removes them, `framing` refuses look-alikes).
+    pub spoofable: SpoofableHeaders,
     /// Binds CSRF tokens to sessions (`csrf.mode = "token"`).
     pub csrf_key: [u8; 32],
 }
@@ -59,10 +62,14 @@ impl Runtime {
                 cfg.keys.access_secret.expose(),
                 b"sessiongate csrf",
             ),
-            identity_names: crate::web::headers::IDENTITY_HEADERS
+            identity_names: IDENTITY_HEADERS
                 .iter()
                 .map(|n| HeaderName::from_static(n))
                 .collect(),
+            spoofable: SpoofableHeaders::new(
+                IDENTITY_HEADERS.iter().copied(),
+                &cfg.identity.strip_headers,
+            ),
             cfg,
         })
     }

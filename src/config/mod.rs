@@ -237,6 +237,20 @@ pub struct UrlTokensConfig {
     pub params: Vec<String>,
 }
 
+/// `[identity]`.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityConfig {
+    /// Extra request headers to remove, lower-case; a trailing `*` makes a prefix.
+    pub strip_headers: Vec<String>,
+}
+
+/// `[paths]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PathsConfig {
+    /// Forward double-encoded paths literally instead of refusing them.
+    pub allow_double_encoding: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct CsrfConfig {
     pub mode: CsrfMode,
@@ -334,6 +348,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub login: LoginConfig,
     pub url_tokens: UrlTokensConfig,
+    pub identity: IdentityConfig,
+    pub paths: PathsConfig,
     pub csrf: CsrfConfig,
     pub anomaly: AnomalyConfig,
     /// Bearer token of the admin API; `None` disables it.

@@ -22,6 +22,8 @@ pub struct RawConfig {
     pub store: RawStore,
     pub login: RawLogin,
     pub url_tokens: RawUrlTokens,
+    pub identity: RawIdentity,
+    pub paths: RawPaths,
     pub csrf: RawCsrf,
     pub anomaly: RawAnomaly,
     pub admin: RawAdmin,
@@ -327,6 +329,24 @@ impl Default for RawUrlTokens {
             params: Vec::new(),
         }
     }
+}
+
+/// `[identity]`: the identity the app receives.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIdentity {
+    /// Request headers removed beside the built-in families (any letter case; a trailing `*`
+    /// makes a prefix: `"X-Tenant-*"`).
+    pub strip_headers: Vec<String>,
+}
+
+/// `[paths]`: how request paths are read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPaths {
+    /// Forward a path whose escapes survive one decoding (`%252F`) as it came, instead of
+    /// refusing it.
+    pub allow_double_encoding: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,30 +1,30 @@
 //! Ambiguous requests are refused, never guessed at.
 //!
 //! Threats: request smuggling and desync between the gateway and the app (RFC 9112 §6.3:
-//! `Content-Length` with `Transfer-Encoding`, repeated `Content-Length`), Host confusion (no
-//! `Host`, two of them, an absolute-form target or `:authority` that disagrees with `Host` —
-//! RFC 9112 §3.2), header names that some stacks fold into identity headers (`X_Auth_User`
-//! becomes `HTTP_X_AUTH_USER` under CGI, as `X-Auth-User` does), and two `Authorization`
-//! headers.
+//! `Content-Length` with `Transfer-Encoding`, repeated `Content-Length`), a `#` in an HTTP/1
+//! request target (cut off by the parser, so the path served is not the path sent), Host
+//! confusion (no `Host`, two of them, an absolute-form target or `:authority` that disagrees
+//! with `Host` — RFC 9112 §3.2), header names that some stacks fold into identity or
+//! forwarding headers (`X_Auth_User` and `X.Auth.User` become `HTTP_X_AUTH_USER` under CGI, as
+//! `X-Auth-User` does; see `web::headers::SpoofableHeaders`), and two `Authorization` headers.
 
 use http::{HeaderMap, Request, Version, header};
 
 use crate::refusal::Refusal;
 use crate::runtime::{ConnCtx, Runtime};
-use crate::web::headers::FORWARDED_HEADERS;
+use crate::web::headers::{HeaderClass, SpoofableHeaders};
 
 /// The framing stage: what the connection's guard saw in the byte stream (HTTP/1), then the
 /// parsed request. Either one's doubt refuses the request and closes the connection.
 pub fn check<B>(rt: &Runtime, conn: &ConnCtx, req: &Request<B>) -> Result<(), Refusal> {
     // The guard counts every request of the connection: ask it first, exactly once.
-    let guard_saw_conflict = conn
+    let guard_saw = conn
         .framing
         .as_ref()
-        .is_some_and(|f| f.next_request_is_ambiguous());
-    let verdict = if guard_saw_conflict {
-        Err("both Content-Length and Transfer-Encoding")
-    } else {
-        ambiguity(req, &rt.identity_names)
+        .and_then(|f| f.next_request_ambiguity());
+    let verdict = match guard_saw {
+        Some(why) => Err(why),
+        None => ambiguity(req, &rt.spoofable),
     };
     verdict.map_err(|why| {
         tracing::debug!(reason = why, "refused ambiguous request");
@@ -33,7 +33,7 @@ pub fn check<B>(rt: &Runtime, conn: &ConnCtx, req: &Request<B>) -> Result<(), Re
 }
 
 /// Why a request is ambiguous, if it is.
-pub fn ambiguity<B>(req: &Request<B>, identity: &[http::HeaderName]) -> Result<(), &'static str> {
+pub fn ambiguity<B>(req: &Request<B>, spoofable: &SpoofableHeaders) -> Result<(), &'static str> {
     let h = req.headers();
     // Both headers as received (HTTP/2, or a parser that kept them); for HTTP/1, where hyper
     // drops the Content-Length, the connection's framing guard reports them (see `decide`).
@@ -64,16 +64,10 @@ pub fn ambiguity<B>(req: &Request<B>, identity: &[http::HeaderName]) -> Result<(
     if req.version() < Version::HTTP_2 && req.uri().scheme().is_some_and(|s| s != "https") {
         return Err("absolute-form target must be https");
     }
-    for name in h.keys() {
-        let n = name.as_str();
-        if n.contains('_') {
-            let dashed = n.replace('_', "-");
-            if identity.iter().any(|i| i.as_str() == dashed)
-                || FORWARDED_HEADERS.contains(&dashed.as_str())
-            {
-                return Err("header name imitates an identity or forwarding header");
-            }
-        }
+    if h.keys()
+        .any(|n| spoofable.classify(n.as_str()) == HeaderClass::LookAlike)
+    {
+        return Err("header name imitates an identity or forwarding header");
     }
     Ok(())
 }
@@ -95,11 +89,8 @@ mod tests {
         b.body(()).unwrap()
     }
 
-    fn ids() -> Vec<http::HeaderName> {
-        IDENTITY_HEADERS
-            .iter()
-            .map(|s| http::HeaderName::from_static(s))
-            .collect()
+    fn ids() -> SpoofableHeaders {
+        SpoofableHeaders::new(IDENTITY_HEADERS.iter().copied(), &[])
     }
 
     #[test]

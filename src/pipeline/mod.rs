@@ -126,7 +126,8 @@ async fn stages<B>(
     // differently.
     framing::check(rt, conn, req)?;
     // One normalised path, used by the policy and sent upstream.
-    let path = path::normalise(req.uri().path())?.into_owned();
+    let path =
+        path::normalise_with(req.uri().path(), rt.cfg.paths.allow_double_encoding)?.into_owned();
     // Credentials in the URL: dealt with before anything routes, logs or forwards the query.
     let query = url_tokens::check(rt, req, &path)?;
     // The gateway's cookies, read once; a duplicate is ambiguous.

@@ -1,7 +1,17 @@
 //! Header names the gateway owns and small readers of request headers.
 //!
-//! The identity and forwarding header names live here, once: the strip stage removes every
-//! one of them, the framing stage refuses look-alikes, the inject stage sets them.
+//! The names a client must never set live here, once ([`SpoofableHeaders`]): the strip stage
+//! removes every one of them, the framing stage refuses look-alikes, the inject stage sets the
+//! identity headers.
+//!
+//! Threat: an app behind the gateway trusts a header to name the user (`X-Auth-User`, or the
+//! `X-Forwarded-User` / `Remote-User` it was given by oauth2-proxy, Apache or an ingress before
+//! the gateway), so a client that sets one is whoever it says. Matching is by family
+//! (`X-Auth-*`, `X-Forwarded-*`, …) rather than by the handful of names the gateway sets, and
+//! in every spelling a server may fold into the same name: CGI-style stacks (PHP, WSGI, Rack,
+//! Apache's `HTTP_*` variables) turn `-`, `_` and `.` alike into `_` and ignore case.
+
+use std::borrow::Cow;
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Version};
@@ -15,27 +25,143 @@ pub const IDENTITY_HEADERS: &[&str] = &[
     "x-auth-assertion",
 ];
 
-/// Headers that describe the client's connection; set by the gateway, or passed on only from
-/// trusted proxies.
-pub const FORWARDED_HEADERS: &[&str] = &[
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
+/// Families of request headers that carry identity or connection facts to an app, by folded
+/// prefix. Removed from every request; the gateway states its own.
+pub const SPOOFABLE_PREFIXES: &[&str] = &[
+    // The gateway's identity headers; oauth2-proxy's X-Auth-Request-*; Keycloak Gatekeeper's
+    // X-Auth-Email, X-Auth-Userid, X-Auth-Token, ...
+    "x-auth-",
+    // X-Forwarded-For (kept from trusted proxies only), -Proto, -Host, -Port, -Prefix; and
+    // oauth2-proxy's X-Forwarded-User, -Email, -Groups, -Preferred-Username, -Access-Token.
+    "x-forwarded-",
+    // X-Remote-User, X-Remote-Group, X-Remote-Extra-* (Kubernetes authenticating proxy).
+    "x-remote-",
+    // Envoy's X-Envoy-Original-Path, -External-Address, -Internal, ...
+    "x-envoy-",
+    // Identity-aware proxies: Pomerium, authentik, Google IAP, AWS ALB, Azure App Service,
+    // Cloudflare Access; Grafana/Gitea auth proxy (X-WEBAUTH-USER).
+    "x-pomerium-",
+    "x-authentik-",
+    "x-goog-authenticated-",
+    "x-goog-iap-",
+    "x-amzn-oidc-",
+    "x-ms-client-principal",
+    "x-ms-token-",
+    "cf-access-",
+    "x-webauth-",
+    // The gateway's own namespace (X-Sessiongate-Grant).
+    "x-sessiongate-",
+];
+
+/// Single names in the same role, folded.
+pub const SPOOFABLE_NAMES: &[&str] = &[
+    // Client address and request target, stated by the gateway.
     "forwarded",
     "x-real-ip",
     "x-client-ip",
     "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
     "x-original-url",
+    "x-original-uri",
     "x-rewrite-url",
+    // REMOTE_USER as a header (Apache, Caddy, Authelia's Remote-User/-Groups/-Name/-Email),
+    // and the X-User of nginx auth_request examples.
+    "remote-user",
+    "remote-groups",
+    "remote-name",
+    "remote-email",
+    "x-user",
 ];
 
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// Header carrying an upstream login grant; never accepted from a client.
 pub const GRANT_HEADER: &str = "x-sessiongate-grant";
+
+/// How a request header's name relates to the names a client must never set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderClass {
+    /// Not one of them.
+    Other,
+    /// One of them, spelled as the gateway spells it (in any letter case): removed.
+    Spoofable,
+    /// `X-Forwarded-For`: removed unless the peer is a trusted proxy, which may extend it.
+    ForwardedFor,
+    /// One of them once a server folds `_`, `.` or another separator into `-`
+    /// (`X_Auth_User`, `x.forwarded.user`): there is no telling whether the app reads it as the
+    /// real header, so the request is refused.
+    LookAlike,
+}
+
+/// The request header names a client must never set: the built-in families above, the
+/// gateway's identity header names and `identity.strip_headers`, all folded ([`fold`]).
+#[derive(Debug, Clone)]
+pub struct SpoofableHeaders {
+    names: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+impl SpoofableHeaders {
+    /// `identity`: the names the gateway injects; `extra`: names as configured, a trailing `*`
+    /// making one a prefix.
+    pub fn new<'a>(identity: impl IntoIterator<Item = &'a str>, extra: &[String]) -> Self {
+        let mut names: Vec<String> = SPOOFABLE_NAMES.iter().map(|n| n.to_string()).collect();
+        let mut prefixes: Vec<String> = SPOOFABLE_PREFIXES.iter().map(|p| p.to_string()).collect();
+        names.extend(identity.into_iter().map(|n| fold(n).into_owned()));
+        for e in extra {
+            match e.strip_suffix('*') {
+                Some(p) => prefixes.push(fold(p).into_owned()),
+                None => names.push(fold(e).into_owned()),
+            }
+        }
+        names.sort();
+        names.dedup();
+        Self { names, prefixes }
+    }
+
+    /// What to do with a request header of this name (as `HeaderName::as_str` gives it).
+    pub fn classify(&self, name: &str) -> HeaderClass {
+        let folded = fold(name);
+        let listed = self.names.iter().any(|n| *n == folded)
+            || self.prefixes.iter().any(|p| folded.starts_with(p.as_str()));
+        if !listed {
+            HeaderClass::Other
+        } else if name
+            .bytes()
+            .any(|b| !b.is_ascii_alphanumeric() && b != b'-')
+        {
+            HeaderClass::LookAlike
+        } else if folded == X_FORWARDED_FOR {
+            HeaderClass::ForwardedFor
+        } else {
+            HeaderClass::Spoofable
+        }
+    }
+}
+
+/// A header name as a server that folds case and separators reads it: ASCII lower case, and
+/// every byte that is not a letter or digit as `-` (CGI's `HTTP_X_AUTH_USER` is what
+/// `X-Auth-User`, `x_auth_user` and `X.Auth.User` all become).
+pub fn fold(name: &str) -> Cow<'_, str> {
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Cow::Borrowed(name);
+    }
+    Cow::Owned(
+        name.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    char::from(b.to_ascii_lowercase())
+                } else {
+                    '-'
+                }
+            })
+            .collect(),
+    )
+}
 
 /// Headers meaningful for one connection only (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -163,6 +289,106 @@ pub fn content_type_is(h: &HeaderMap, want: &str) -> bool {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    fn spoofable(extra: &[&str]) -> SpoofableHeaders {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        SpoofableHeaders::new(IDENTITY_HEADERS.iter().copied(), &extra)
+    }
+
+    #[test]
+    fn header_families_are_spoofable_by_prefix() {
+        let s = spoofable(&[]);
+        for name in [
+            "x-auth-user",
+            "x-auth-roles",
+            "x-auth-request-user",
+            "x-auth-request-email",
+            "x-auth-request-preferred-username",
+            "x-auth-email",
+            "x-forwarded-user",
+            "x-forwarded-email",
+            "x-forwarded-groups",
+            "x-forwarded-preferred-username",
+            "x-forwarded-access-token",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-remote-user",
+            "x-remote-group",
+            "remote-user",
+            "remote-groups",
+            "x-envoy-original-path",
+            "x-envoy-external-address",
+            "x-webauth-user",
+            "x-ms-client-principal-name",
+            "x-goog-authenticated-user-email",
+            "x-amzn-oidc-identity",
+            "cf-access-authenticated-user-email",
+            "x-sessiongate-grant",
+            "forwarded",
+            "x-real-ip",
+        ] {
+            assert_eq!(s.classify(name), HeaderClass::Spoofable, "{name}");
+        }
+        assert_eq!(s.classify(GRANT_HEADER), HeaderClass::Spoofable);
+        assert_eq!(s.classify("x-forwarded-for"), HeaderClass::ForwardedFor);
+    }
+
+    #[test]
+    fn folded_spellings_are_look_alikes() {
+        let s = spoofable(&[]);
+        for name in [
+            "x_auth_user",
+            "x.auth.user",
+            "x-auth_user",
+            "x_auth.request~user",
+            "x_forwarded_for",
+            "x.forwarded.for",
+            "x_forwarded_user",
+            "remote_user",
+            "remote.user",
+            "x_envoy_original_path",
+            "x_sessiongate_grant",
+        ] {
+            assert_eq!(s.classify(name), HeaderClass::LookAlike, "{name}");
+        }
+    }
+
+    #[test]
+    fn unrelated_headers_are_left_alone() {
+        let s = spoofable(&[]);
+        for name in [
+            "x_app_thing",
+            "x-app.thing",
+            "accept",
+            "x-authorization-hint",
+            "x-auth",
+            "x-forwarded",
+            "x-user-agent",
+            "remote-addr-hint",
+            "authorization",
+            "cookie",
+        ] {
+            assert_eq!(s.classify(name), HeaderClass::Other, "{name}");
+        }
+    }
+
+    #[test]
+    fn configured_names_and_prefixes_are_folded() {
+        let s = spoofable(&["X-Employee-Id", "x_tenant_*"]);
+        assert_eq!(s.classify("x-employee-id"), HeaderClass::Spoofable);
+        assert_eq!(s.classify("x_employee.id"), HeaderClass::LookAlike);
+        assert_eq!(s.classify("x-tenant-name"), HeaderClass::Spoofable);
+        assert_eq!(s.classify("x.tenant.role"), HeaderClass::LookAlike);
+        assert_eq!(s.classify("x-employee"), HeaderClass::Other);
+        assert_eq!(s.classify("x-tenant"), HeaderClass::Other);
+    }
+
+    #[test]
+    fn fold_reads_names_as_cgi_does() {
+        assert_eq!(fold("x-auth-user"), "x-auth-user");
+        assert_eq!(fold("X_Auth.User"), "x-auth-user");
+        assert_eq!(fold("x~auth+user"), "x-auth-user");
+    }
 
     #[test]
     fn navigation_detection() {

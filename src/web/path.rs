@@ -7,6 +7,15 @@
 //! and sent upstream (re-encoded). Encoded separators (`%2F`, `%5C`), NUL and other control
 //! characters, raw backslashes, bad percent-encoding and invalid UTF-8 are refused: there is no
 //! safe guess for them.
+//!
+//! A decoded character never gains a meaning it did not have: `%25` (`%`) and `%3B` (`;`, the
+//! start of a path parameter to Tomcat, Jetty and Spring) stay escaped in the normalised path
+//! and on the wire; every other escape is decoded, and what the path syntax would read
+//! (`?`, `#`, space, ...) is escaped again by [`encode`]. An escape that survives one decoding
+//! (`%252F`, `%252E`, `%2500`, `%25%32%46`, ...) is refused by default, as Spring's
+//! `StrictHttpFirewall` does: an app or framework that decodes twice would read a different
+//! path than the policy judged (`paths.allow_double_encoding` forwards it literally instead).
+//! A `#` is refused: the request target has no fragment (RFC 9112 §3.2).
 
 use std::borrow::Cow;
 
@@ -28,6 +37,10 @@ pub enum PathError {
     NotUtf8,
     #[error("dot segment with path parameters")]
     DotSegmentParameter,
+    #[error("double-encoded character in path")]
+    DoubleEncoding,
+    #[error("fragment in path")]
+    Fragment,
 }
 
 impl PathError {
@@ -40,6 +53,8 @@ impl PathError {
             PathError::BadEncoding => "bad percent-encoding in path",
             PathError::NotUtf8 => "path is not UTF-8",
             PathError::DotSegmentParameter => "dot segment with path parameters (..;)",
+            PathError::DoubleEncoding => "double-encoded character in path (%25 before an escape)",
+            PathError::Fragment => "fragment (#) in request target",
         }
     }
 }
@@ -53,8 +68,15 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Normalise a request path (no query). Borrowed when it is already normal.
+/// Normalise a request path (no query), refusing double encoding. Borrowed when it is already
+/// normal.
 pub fn normalise(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    normalise_with(raw, false)
+}
+
+/// Normalise a request path (no query); `allow_double_encoding` keeps an escape that survives
+/// one decoding as literal text instead of refusing it.
+pub fn normalise_with(raw: &str, allow_double_encoding: bool) -> Result<Cow<'_, str>, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
@@ -63,6 +85,7 @@ pub fn normalise(raw: &str) -> Result<Cow<'_, str>, PathError> {
     for (i, &b) in bytes.iter().enumerate() {
         match b {
             b'\\' => return Err(PathError::Backslash),
+            b'#' => return Err(PathError::Fragment),
             0..=0x1f | 0x7f => return Err(PathError::Control),
             b'%' => needs_work = true,
             b'/' if matches!(bytes.get(i + 1), Some(b'/') | Some(b'.')) => needs_work = true,
@@ -72,7 +95,16 @@ pub fn normalise(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if !needs_work {
         return Ok(Cow::Borrowed(raw));
     }
-    // Decode once.
+    let decoded = decode_once(bytes)?;
+    if !allow_double_encoding && has_double_escape(decoded.as_bytes()) {
+        return Err(PathError::DoubleEncoding);
+    }
+    Ok(Cow::Owned(resolve_segments(&decoded)?))
+}
+
+/// Decode every escape once, except `%25` and `%3B`, which stay escaped (upper-case): decoded,
+/// they would mean something else to the app.
+fn decode_once(bytes: &[u8]) -> Result<String, PathError> {
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -88,6 +120,8 @@ pub fn normalise(raw: &str) -> Result<Cow<'_, str>, PathError> {
             match d {
                 b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                 0..=0x1f | 0x7f => return Err(PathError::Control),
+                b'%' => decoded.extend_from_slice(b"%25"),
+                b';' => decoded.extend_from_slice(b"%3B"),
                 _ => decoded.push(d),
             }
             i += 3;
@@ -96,8 +130,19 @@ pub fn normalise(raw: &str) -> Result<Cow<'_, str>, PathError> {
             i += 1;
         }
     }
-    let decoded = String::from_utf8(decoded).map_err(|_| PathError::NotUtf8)?;
-    // Resolve dot and empty segments.
+    String::from_utf8(decoded).map_err(|_| PathError::NotUtf8)
+}
+
+/// Whether a once-decoded path still holds an escape: a kept `%25` followed by two hex digits
+/// (`%252F`, and `%25%32%46` once its digits are decoded).
+fn has_double_escape(decoded: &[u8]) -> bool {
+    decoded
+        .windows(5)
+        .any(|w| w.starts_with(b"%25") && hex(w[3]).is_some() && hex(w[4]).is_some())
+}
+
+/// Resolve dot and empty segments (RFC 3986 §5.2.4, and `//` as `/`).
+fn resolve_segments(decoded: &str) -> Result<String, PathError> {
     let mut out: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
     for seg in decoded.split('/').skip(1) {
@@ -108,9 +153,9 @@ pub fn normalise(raw: &str) -> Result<Cow<'_, str>, PathError> {
                 out.pop();
                 trailing_slash = true;
             }
-            // `..;x` is an ordinary name here but `..` to servers that strip path
-            // parameters (Tomcat, Jetty, Spring): no safe reading, so refused.
-            s if matches!(s.split(';').next(), Some(".") | Some("..")) => {
+            // `..;x` (or `..%3Bx`) is an ordinary name here but `..` to servers that strip
+            // path parameters (Tomcat, Jetty, Spring): no safe reading, so refused.
+            s if is_dot_segment(s.split(';').next().unwrap_or(s)) => {
                 return Err(PathError::DotSegmentParameter);
             }
             s => out.push(s),
@@ -124,7 +169,11 @@ pub fn normalise(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if out.is_empty() || trailing_slash {
         path.push('/');
     }
-    Ok(Cow::Owned(path))
+    Ok(path)
+}
+
+fn is_dot_segment(s: &str) -> bool {
+    matches!(s.split("%3B").next(), Some(".") | Some(".."))
 }
 
 /// Characters that must be percent-encoded in a path sent upstream.
@@ -140,9 +189,23 @@ const PATH_ENCODE: &AsciiSet = &CONTROLS
     .add(b'}')
     .add(b'%');
 
-/// The normalised path as it goes on the wire.
+/// The normalised path as it goes on the wire: what the path syntax would read is escaped; an
+/// escape the normalised path kept (`%25`, `%3B`) passes as it is, a lone `%` becomes `%25`.
 pub fn encode(path: &str) -> Cow<'_, str> {
-    utf8_percent_encode(path, PATH_ENCODE).into()
+    if !path.contains('%') {
+        return utf8_percent_encode(path, PATH_ENCODE).into();
+    }
+    let mut out = String::with_capacity(path.len() + 8);
+    let mut rest = path;
+    while let Some(i) = rest.find('%') {
+        out.extend(utf8_percent_encode(&rest[..i], PATH_ENCODE));
+        let after = &rest.as_bytes()[i + 1..];
+        let escape = after.len() >= 2 && hex(after[0]).is_some() && hex(after[1]).is_some();
+        out.push_str(if escape { "%" } else { "%25" });
+        rest = &rest[i + 1..];
+    }
+    out.extend(utf8_percent_encode(rest, PATH_ENCODE));
+    Cow::Owned(out)
 }
 
 /// Whether `path` falls under the gateway's own endpoints.
@@ -212,11 +275,84 @@ mod tests {
     }
 
     #[test]
-    fn double_encoding_stays_literal_for_policy_and_upstream() {
-        // %252F decodes once to the literal text "%2F", which is re-encoded on the way out.
-        let p = normalise("/a%252Fb").unwrap();
-        assert_eq!(p, "/a%2Fb");
+    fn double_encoding_is_refused_unless_allowed_and_then_stays_literal() {
+        // Replaces `double_encoding_stays_literal_for_policy_and_upstream`: by default an
+        // escape that survives one decoding is refused; the escape hatch keeps it literal.
+        for raw in [
+            "/a%252Fb",
+            "/a%252fb",
+            "/a%255Cb",
+            "/a/%252E%252E/b",
+            "/a/%252e%252e/b",
+            "/a%253Bb",
+            "/a%2500",
+            "/a%2525",
+            "/a%25252F",
+            "/a%25%32%46",
+            "/a%2541",
+        ] {
+            assert_eq!(
+                normalise(raw).unwrap_err(),
+                PathError::DoubleEncoding,
+                "{raw}"
+            );
+        }
+        let p = normalise_with("/a%252Fb", true).unwrap();
+        assert_eq!(p, "/a%252Fb");
         assert_eq!(encode(&p), "/a%252Fb");
+        let p = normalise_with("/a/%252e%252e/b", true).unwrap();
+        assert_eq!(p, "/a/%252e%252e/b");
+        assert_eq!(encode(&p), "/a/%252e%252e/b");
+    }
+
+    #[test]
+    fn a_literal_percent_that_is_no_escape_passes() {
+        for (raw, want) in [
+            ("/50%25off", "/50%25off"),
+            ("/a%25", "/a%25"),
+            ("/a%25/b", "/a%25/b"),
+            ("/a%25zz", "/a%25zz"),
+            ("/a%25%3B", "/a%25%3B"),
+        ] {
+            let p = normalise(raw).unwrap();
+            assert_eq!(p, want, "{raw}");
+            assert_eq!(encode(&p), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn decoded_characters_gain_no_meaning() {
+        // `;` stays escaped (a path parameter to Java servers); `?` and `#` are escaped again.
+        for (raw, policy, wire) in [
+            (
+                "/a%3Bjsessionid=x",
+                "/a%3Bjsessionid=x",
+                "/a%3Bjsessionid=x",
+            ),
+            ("/a%3bb", "/a%3Bb", "/a%3Bb"),
+            ("/a;b=1", "/a;b=1", "/a;b=1"),
+            ("/a%3Fb", "/a?b", "/a%3Fb"),
+            ("/a%23b", "/a#b", "/a%23b"),
+            ("/a%20b", "/a b", "/a%20b"),
+        ] {
+            let p = normalise(raw).unwrap();
+            assert_eq!(p, policy, "{raw}");
+            assert_eq!(encode(&p), wire, "{raw}");
+        }
+        assert_eq!(
+            normalise("/static/..%3B/admin").unwrap_err(),
+            PathError::DotSegmentParameter
+        );
+        assert_eq!(
+            normalise("/a/.%3bx/b").unwrap_err(),
+            PathError::DotSegmentParameter
+        );
+    }
+
+    #[test]
+    fn a_fragment_is_refused() {
+        assert_eq!(normalise("/a#b").unwrap_err(), PathError::Fragment);
+        assert_eq!(normalise("/a/#").unwrap_err(), PathError::Fragment);
     }
 
     #[test]

@@ -8,6 +8,18 @@
 //! credential from a query parameter, never forwards one upstream and never logs one; the
 //! configured action decides whether the client is redirected to the clean URL, the request is
 //! forwarded without them, or refused.
+//!
+//! A parameter is a credential parameter when *some* common framework would read it as one, so
+//! the scan reads the query as the most lenient of them does:
+//! - `&` and `;` both separate parameters (PHP's `arg_separator.input = "&;"`, Rack, Python's
+//!   `parse_qs` before 3.9.2, Go before 1.17);
+//! - the name is percent-decoded (with `+` as a space), more than once if it still holds
+//!   escapes (an app that decodes twice), cut at a NUL (PHP's C strings) and trimmed;
+//! - letter case is ignored, Unicode case too (Java's `equalsIgnoreCase` reads `ſid` as `sid`);
+//! - `.` and space read as `_` (PHP's `access.token` is `$_GET['access_token']`), and so does
+//!   an unmatched `[` (PHP);
+//! - an array or nested form is the parameter (`token[]`, `token[x]`, `token[a][b]`: PHP,
+//!   Rails/Rack).
 
 use std::borrow::Cow;
 
@@ -19,19 +31,77 @@ pub struct QueryScan<'a> {
     pub clean: Option<Cow<'a, str>>,
 }
 
-fn param_name(pair: &str) -> Cow<'_, str> {
-    let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-    let decoded: Cow<'_, str> = if name.contains(['%', '+']) {
-        let plus = name.replace('+', " ");
-        Cow::Owned(
-            percent_encoding::percent_decode_str(&plus)
-                .decode_utf8_lossy()
-                .into_owned(),
-        )
-    } else {
-        Cow::Borrowed(name)
+/// How many times a parameter name is decoded at most (once, and again while escapes remain).
+const MAX_DECODINGS: usize = 3;
+
+/// The name of one `name=value` piece as a lenient framework reads it, case-folded.
+fn param_name(piece: &str) -> String {
+    let mut name = piece
+        .split_once('=')
+        .map_or(piece, |(n, _)| n)
+        .replace('+', " ");
+    for _ in 0..MAX_DECODINGS {
+        if !has_escape(&name) {
+            break;
+        }
+        name = percent_encoding::percent_decode_str(&name)
+            .decode_utf8_lossy()
+            .into_owned();
+    }
+    let name = name.split('\0').next().unwrap_or("").trim();
+    fold_case(name)
+}
+
+fn has_escape(s: &str) -> bool {
+    s.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+}
+
+/// Lower case, the way a case-insensitive comparison on either case would match (`ſ` is `s`,
+/// the Kelvin sign is `k`).
+fn fold_case(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_ascii_lowercase();
+    }
+    s.chars()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Whether a (case-folded) name read from a query is the credential parameter `param`: the
+/// name itself, the name before an array or nested form (`token[]`), or with an unmatched `[`
+/// read as `_` (PHP), with `.` and space read as `_`.
+fn names_param(name: &str, param: &str) -> bool {
+    let same = |n: &str| {
+        n.len() == param.len()
+            && n.bytes()
+                .zip(param.bytes())
+                .all(|(a, b)| php_char(a) == php_char(b))
     };
-    Cow::Owned(decoded.trim().to_ascii_lowercase())
+    if same(name) {
+        return true;
+    }
+    match name.split_once('[') {
+        Some((base, rest)) if rest.contains(']') => same(base),
+        Some((base, rest)) => same(&format!("{base}_{rest}")),
+        None => false,
+    }
+}
+
+/// A name byte as PHP registers it: `.` and space become `_`.
+fn php_char(b: u8) -> u8 {
+    match b {
+        b'.' | b' ' => b'_',
+        b => b,
+    }
+}
+
+/// The pieces of a query and the separator before each (`None` for the first).
+fn pieces(q: &str) -> impl Iterator<Item = (Option<char>, &str)> {
+    let mut seps = std::iter::once(None).chain(q.matches(['&', ';']).map(|s| s.chars().next()));
+    q.split(['&', ';']).map(move |p| (seps.next().flatten(), p))
 }
 
 /// Split `query` against the lower-case credential parameter names.
@@ -42,23 +112,29 @@ pub fn scan<'a>(query: Option<&'a str>, params: &[String]) -> QueryScan<'a> {
             clean: None,
         };
     };
-    let is_cred = |pair: &str| {
-        let n = param_name(pair);
-        params.iter().any(|p| *p == n)
+    let is_cred = |piece: &str| {
+        let n = param_name(piece);
+        params.iter().any(|p| names_param(&n, p))
     };
-    if !q.split('&').any(is_cred) {
+    if !pieces(q).any(|(_, p)| is_cred(p)) {
         return QueryScan {
             found: false,
             clean: Some(Cow::Borrowed(q)),
         };
     }
-    let kept: Vec<&str> = q
-        .split('&')
-        .filter(|p| !p.is_empty() && !is_cred(p))
-        .collect();
+    let mut kept = String::with_capacity(q.len());
+    for (sep, piece) in pieces(q) {
+        if piece.is_empty() || is_cred(piece) {
+            continue;
+        }
+        if !kept.is_empty() {
+            kept.push(sep.unwrap_or('&'));
+        }
+        kept.push_str(piece);
+    }
     QueryScan {
         found: true,
-        clean: (!kept.is_empty()).then(|| Cow::Owned(kept.join("&"))),
+        clean: (!kept.is_empty()).then_some(Cow::Owned(kept)),
     }
 }
 
@@ -93,6 +169,64 @@ mod tests {
         ] {
             assert!(scan(Some(q), &params()).found, "{q}");
         }
+    }
+
+    #[test]
+    fn credential_params_are_found_in_every_spelling_a_framework_reads() {
+        for q in [
+            "a=1;token=x",
+            "a=1;ACCESS_TOKEN=x;b=2",
+            "access_token[]=x",
+            "access_token[x]=y",
+            "refresh_token[a][b]=y",
+            "access%5B%5D=1&access_token%5B%5D=x",
+            "access.token=x",
+            "access+token=x",
+            "access%20token=x",
+            "access%2Etoken=x",
+            "ACCESS.Token=x",
+            "access[token=x",
+            "%61ccess_token=x",
+            "%2561ccess_token=x",
+            "+access_token=x",
+            "access_token%00junk=x",
+            "\u{17f}id=x",
+            "to\u{212a}en=x",
+            "id.token=x",
+        ] {
+            assert!(scan(Some(q), &params()).found, "{q}");
+        }
+        let extra = vec!["api.key".to_string()];
+        assert!(scan(Some("api_key=x"), &extra).found);
+        assert!(scan(Some("API.KEY[]=x"), &extra).found);
+    }
+
+    #[test]
+    fn lookalikes_that_are_no_credential_param_stay() {
+        for q in [
+            "tokenizer=1",
+            "my_token=1",
+            "token_type=bearer",
+            "x[token]=1",
+            "access-token=1",
+            "a=token",
+            "a=1%26token%3Dx",
+            "sessions=2",
+        ] {
+            let s = scan(Some(q), &params());
+            assert!(!s.found, "{q}");
+            assert_eq!(s.clean.as_deref(), Some(q));
+        }
+    }
+
+    #[test]
+    fn clean_query_keeps_the_separators_it_had() {
+        let s = scan(Some("a=1;token=x;b=2&sid[]=y&c=3"), &params());
+        assert_eq!(s.clean.as_deref(), Some("a=1;b=2&c=3"));
+        let s = scan(Some("jwt=x;a=1"), &params());
+        assert_eq!(s.clean.as_deref(), Some("a=1"));
+        let s = scan(Some("token=x;&;id_token=y"), &params());
+        assert_eq!(s.clean, None);
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! - a plain-HTTP public origin (cookies with `Secure` would not work, tokens over cleartext);
 //! - durations under the 1 s minimum;
 //! - a typo in a key (`deny_unknown_fields`), which would otherwise leave a default in place;
-//! - a missing certificate.
+//! - a missing certificate;
+//! - an `identity.strip_headers` entry that is no header name, or that would remove a header
+//!   every request needs (`Host`, `Content-*`), and a `[paths]` typo.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -197,4 +199,30 @@ async fn check_config_reports_every_problem_at_once() {
     for key in ["keys.access_secret_env", "server.public_origin"] {
         assert!(out.contains(key), "missing {key} in:\n{out}");
     }
+}
+
+#[tokio::test]
+async fn check_config_names_bad_strip_headers_and_accepts_good_ones() {
+    let good = GatewayConfig::new().extra(
+        "[identity]\nstrip_headers = [\"X-Employee-Id\", \"X-Tenant-*\"]\n\n[paths]\nallow_double_encoding = true\n",
+    );
+    let w = write_config(&good, |s| s);
+    let (ok, out) = check_config(&w.path, &random_secret(), &random_secret());
+    assert!(ok, "good [identity] and [paths]; output:\n{out}");
+
+    for (entry, key) in [
+        ("\"X Employee\"", "identity.strip_headers[0]"),
+        ("\"*\"", "identity.strip_headers[0]"),
+        ("\"Content-*\"", "identity.strip_headers[0]"),
+        ("\"Host\"", "identity.strip_headers[0]"),
+    ] {
+        let cfg = GatewayConfig::new().extra(&format!("[identity]\nstrip_headers = [{entry}]\n"));
+        let w = write_config(&cfg, |s| s);
+        let (ok, out) = check_config(&w.path, &random_secret(), &random_secret());
+        assert_refused_naming(ok, &out, key, entry);
+    }
+    let cfg = GatewayConfig::new().extra("[paths]\nallow_double_encodings = true\n");
+    let w = write_config(&cfg, |s| s);
+    let (ok, out) = check_config(&w.path, &random_secret(), &random_secret());
+    assert_refused_naming(ok, &out, "allow_double_encodings", "a [paths] typo");
 }

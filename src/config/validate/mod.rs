@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{Config, ConfigError, ConfigErrors, LoadOptions, RawConfig, Source};
 
+mod input;
 mod keys;
 mod login;
 mod policy;
@@ -48,6 +49,8 @@ pub fn validate(
     let anomaly = policy::anomaly(&raw.anomaly, &mut errs);
     let admin_token = policy::admin_token(&raw.admin, source, &mut errs);
     let url_tokens = policy::url_tokens(&raw.url_tokens, &mut errs);
+    let identity = input::identity(&raw.identity, &mut errs);
+    let paths = input::paths(&raw.paths);
     let csrf = policy::csrf(&raw.csrf, &mut errs);
     policy::log_level(&raw.log, &mut errs);
     if let Some(keys) = &keys {
@@ -72,6 +75,8 @@ pub fn validate(
         store,
         login,
         url_tokens,
+        identity,
+        paths,
         csrf,
         anomaly,
         admin_token,
