@@ -15,6 +15,7 @@ mod assertion;
 mod check_config;
 mod csrf;
 mod identity;
+mod idle_connections;
 mod login;
 mod logs;
 mod paths;
