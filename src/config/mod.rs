@@ -174,10 +174,18 @@ pub struct ServerConfig {
     pub public_origin: PublicOrigin,
     pub trusted_proxies: Vec<IpNet>,
     pub handshake_timeout: Duration,
+    /// Also the deadline of the first request on a connection (HTTP/1.1 and HTTP/2), and the
+    /// idle close of an HTTP/1.1 keep-alive connection.
     pub header_read_timeout: Duration,
+    /// An HTTP/2 connection with no open stream for this long is closed (GOAWAY).
+    pub http2_idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
+    /// Per client address (IPv6: per /64); trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
+    /// On each plain-HTTP listener.
+    pub max_plain_connections: usize,
     /// Resolved: at least 1.
     pub workers: usize,
 }

@@ -45,10 +45,17 @@ pub struct RawServer {
     pub handshake_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// An HTTP/2 connection with no open stream is closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub http2_idle_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
+    /// Open HTTPS connections per client address (IPv6: per /64); trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
+    /// Open connections on each plain-HTTP listener (redirect, admin).
+    pub max_plain_connections: usize,
     /// Serving threads, each with its own runtime and listener (`SO_REUSEPORT`); 0 = one per
     /// CPU core.
     pub workers: usize,
@@ -64,9 +71,12 @@ impl Default for RawServer {
             trusted_proxies: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            http2_idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             max_connections: 25_000,
+            max_connections_per_ip: 256,
+            max_plain_connections: 1024,
             workers: 0,
         }
     }

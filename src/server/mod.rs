@@ -1,31 +1,34 @@
 //! Listeners and their lifecycle: the HTTPS listener, the plain-HTTP redirector, the admin
 //! listener, background tasks, and graceful shutdown with a bounded drain.
 //!
-//! Slow clients cannot hold resources forever: the TLS handshake, reading request headers (also
-//! on an idle keep-alive connection) and the upstream's answer each have a timeout, header size
-//! is bounded, and the number of connections is capped.
+//! Slow clients cannot hold resources forever: the TLS handshake, the first request (and each
+//! request head, also on an idle keep-alive connection), an idle HTTP/2 connection and the
+//! upstream's answer each have a timeout ([`conn`]), header size is bounded, and the number of
+//! connections is capped — overall, per client address ([`limits`]) and on each plain-HTTP
+//! listener.
 
+pub(crate) mod conn;
+pub(crate) mod drain;
+pub(crate) mod limits;
 pub(crate) mod plain;
 pub(crate) mod tls;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+
+use self::drain::Drain;
+use self::limits::Admission;
 
 use crate::audit::Audit;
 use crate::config::{Config, StoreConfig};
 use crate::login::users::Users;
-use crate::runtime::{ConnCtx, Runtime};
+use crate::runtime::Runtime;
 use crate::sessions::Clock;
 use crate::store::memory::MemoryStore;
 use crate::store::{FeedEvent, SessionStore};
@@ -223,10 +226,18 @@ fn spawn_https(
     bound: Bound,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, ServerError> {
     let mut tasks = Vec::new();
-    let slots = Arc::new(Semaphore::new(rt.cfg.server.max_connections));
+    // Shared by every serving thread: the limits are the gateway's, not a thread's.
+    let admission = Admission::new(
+        rt.cfg.server.max_connections,
+        rt.cfg.server.max_connections_per_ip,
+    );
     for (i, listener) in https.into_iter().enumerate() {
-        let (acceptor, rt, stop, slots) =
-            (acceptor.clone(), rt.clone(), stop_rx.clone(), slots.clone());
+        let (acceptor, rt, stop, admission) = (
+            acceptor.clone(),
+            rt.clone(),
+            stop_rx.clone(),
+            admission.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name(format!("sessiongate-{}", i + 1))
             .spawn(move || {
@@ -243,7 +254,7 @@ fn spawn_https(
                 };
                 local.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(l) => serve_https(l, acceptor, rt, stop, slots).await,
+                        Ok(l) => serve_https(l, acceptor, rt, stop, admission).await,
                         Err(e) => tracing::error!(error = %e, "cannot register a listener"),
                     }
                 });
@@ -258,19 +269,6 @@ fn spawn_https(
         }));
     }
     Ok(tasks)
-}
-
-/// After `stop`, let open connections finish their requests, for at most `grace`.
-pub(crate) async fn drain(graceful: GracefulShutdown, grace: Duration, what: &str) {
-    let open = graceful.count();
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
-        Ok(()) => tracing::debug!(listener = what, open, "drained"),
-        Err(_) => tracing::warn!(
-            listener = what,
-            open,
-            "drain timed out; closing the remaining connections"
-        ),
-    }
 }
 
 /// Sweepers, the revocation feed and the activity batcher.
@@ -330,31 +328,14 @@ async fn sync_revocations(rt: &Runtime) {
     }
 }
 
-fn https_builder(rt: &Runtime) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(rt.cfg.server.header_read_timeout)
-        .max_buf_size(rt.cfg.server.max_header_bytes)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(rt.cfg.server.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    b
-}
-
 async fn serve_https(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     rt: Arc<Runtime>,
     mut stop: watch::Receiver<bool>,
-    slots: Arc<Semaphore>,
+    admission: Arc<Admission>,
 ) {
-    let builder = Arc::new(https_builder(&rt));
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::new();
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -368,18 +349,15 @@ async fn serve_https(
             },
             _ = stop.changed() => break,
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(
-                "connection limit reached (server.max_connections); refusing a connection"
-            );
+        // Before any TLS work: a refused connection costs an accept and a close.
+        let Some(admitted) = admission.admit(peer.ip(), rt.is_trusted_proxy(peer.ip())) else {
             drop(tcp);
             continue;
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let rt = rt.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let watch = drain.watcher();
         tokio::spawn(async move {
             let tls =
                 match tokio::time::timeout(rt.cfg.server.handshake_timeout, acceptor.accept(tcp))
@@ -395,34 +373,9 @@ async fn serve_https(
                         return;
                     }
                 };
-            let max_head = rt.cfg.server.max_header_bytes;
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let framing = Arc::new(crate::framing_guard::FramingLog::default());
-            let conn = Arc::new(ConnCtx {
-                peer,
-                peer_trusted: rt.is_trusted_proxy(peer.ip()),
-                framing: (!h2).then(|| framing.clone()),
-            });
-            let svc = service_fn(move |req| {
-                let rt = rt.clone();
-                let conn = conn.clone();
-                async move { Ok::<_, Infallible>(crate::service::handle(rt, conn, req).await) }
-            });
-            if h2 {
-                // HTTP/2 frames every message itself: nothing for the guard to do.
-                let c = builder
-                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-                    .into_owned();
-                let _ = watcher.watch(c).await;
-            } else {
-                let io = crate::framing_guard::FramingGuard::new(tls, max_head, framing);
-                let c = builder
-                    .serve_connection_with_upgrades(TokioIo::new(io), svc)
-                    .into_owned();
-                let _ = watcher.watch(c).await;
-            }
-            drop(permit);
+            conn::serve(tls, peer, rt, watch).await;
+            drop(admitted);
         });
     }
-    drain(graceful, rt.cfg.server.shutdown_grace, "https").await;
+    drain.run(rt.cfg.server.shutdown_grace, "https").await;
 }

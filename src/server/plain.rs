@@ -8,6 +8,10 @@
 //! - **Admin** (loopback by default): `/healthz` (the process answers), `/readyz` (the store
 //!   answers and the revocation set is synchronised), `/metrics`, and the admin API
 //!   (`crate::admin`).
+//!
+//! Each listener has its own connection cap (`server.max_plain_connections`), so a flood of
+//! idle connections to the public redirect listener cannot take the admin listener's health
+//! checks with it; a request head must arrive within `server.header_read_timeout`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,9 +21,11 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+
+use super::drain::Drain;
+use super::limits::RefusalLog;
 
 use crate::body::{self, Body};
 use crate::runtime::Runtime;
@@ -37,7 +43,16 @@ pub async fn serve(
     rt: Arc<Runtime>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let (name, key) = match kind {
+        Kind::Redirect => (
+            "redirect",
+            "server.max_plain_connections (redirect listener)",
+        ),
+        Kind::Admin => ("admin", "server.max_plain_connections (admin listener)"),
+    };
+    let slots = Arc::new(Semaphore::new(rt.cfg.server.max_plain_connections));
+    let refusals = RefusalLog::new(key);
+    let drain = Drain::new();
     loop {
         let (tcp, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -50,8 +65,13 @@ pub async fn serve(
             },
             _ = stop.changed() => break,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refusals.refused();
+            drop(tcp);
+            continue;
+        };
         let rt = rt.clone();
-        let watcher = graceful.watcher();
+        let watch = drain.watcher();
         tokio::spawn(async move {
             let timeout = rt.cfg.server.header_read_timeout;
             let svc = service_fn(move |req| {
@@ -68,19 +88,11 @@ pub async fn serve(
                 .header_read_timeout(timeout)
                 .max_buf_size(16 * 1024)
                 .serve_connection(TokioIo::new(tcp), svc);
-            let _ = watcher.watch(conn).await;
+            super::conn::drive(conn, watch, None).await;
+            drop(slot);
         });
     }
-    super::drain(
-        graceful,
-        rt.cfg.server.shutdown_grace,
-        if kind == Kind::Redirect {
-            "redirect"
-        } else {
-            "admin"
-        },
-    )
-    .await;
+    drain.run(rt.cfg.server.shutdown_grace, name).await;
 }
 
 /// `308` to the HTTPS URL, credential parameters removed.

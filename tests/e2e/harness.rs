@@ -17,6 +17,7 @@ pub mod support;
 
 pub use support::assertions::*;
 pub use support::config::*;
+pub use support::conn::*;
 pub use support::echo::*;
 pub use support::gateway::*;
 pub use support::jwt::*;

@@ -17,6 +17,7 @@ mod cookie_bytes;
 mod csrf;
 mod identity;
 mod identity_families;
+mod idle_connections;
 mod login;
 mod logs;
 mod path_encoding;

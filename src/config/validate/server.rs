@@ -4,6 +4,10 @@ use super::{Errors, check_duration, parse_addr, parse_origin};
 use crate::config::raw::RawServer;
 use crate::config::{PublicOrigin, ServerConfig};
 
+/// Upper bound of the connection limits: far above what file descriptors allow, and within
+/// what a semaphore holds.
+const MAX_CONNECTIONS: usize = 10_000_000;
+
 /// `None` when `server.listen` or `server.public_origin` is unusable (both recorded).
 pub(super) fn validate(s: &RawServer, errs: &mut Errors) -> Option<ServerConfig> {
     let listen = parse_addr(errs, "server.listen", &s.listen, false);
@@ -13,6 +17,7 @@ pub(super) fn validate(s: &RawServer, errs: &mut Errors) -> Option<ServerConfig>
     for (key, d) in [
         ("server.handshake_timeout", s.handshake_timeout),
         ("server.header_read_timeout", s.header_read_timeout),
+        ("server.http2_idle_timeout", s.http2_idle_timeout),
     ] {
         check_duration(errs, key, d);
     }
@@ -28,8 +33,14 @@ pub(super) fn validate(s: &RawServer, errs: &mut Errors) -> Option<ServerConfig>
             "must be at most 1024 (0: one per CPU core)",
         );
     }
-    if s.max_connections == 0 {
-        errs.add("server.max_connections", "must be at least 1");
+    for (key, n) in [
+        ("server.max_connections", s.max_connections),
+        ("server.max_connections_per_ip", s.max_connections_per_ip),
+        ("server.max_plain_connections", s.max_plain_connections),
+    ] {
+        if !(1..=MAX_CONNECTIONS).contains(&n) {
+            errs.add(key, format!("must be between 1 and {MAX_CONNECTIONS}"));
+        }
     }
     Some(ServerConfig {
         listen: listen?,
@@ -39,9 +50,12 @@ pub(super) fn validate(s: &RawServer, errs: &mut Errors) -> Option<ServerConfig>
         trusted_proxies: s.trusted_proxies.clone(),
         handshake_timeout: s.handshake_timeout,
         header_read_timeout: s.header_read_timeout,
+        http2_idle_timeout: s.http2_idle_timeout,
         shutdown_grace: s.shutdown_grace,
         max_header_bytes: s.max_header_bytes,
         max_connections: s.max_connections,
+        max_connections_per_ip: s.max_connections_per_ip,
+        max_plain_connections: s.max_plain_connections,
         workers: if s.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -79,7 +93,10 @@ mod tests {
             max_header_bytes: 100,
             workers: 5000,
             max_connections: 0,
+            max_connections_per_ip: 0,
+            max_plain_connections: MAX_CONNECTIONS + 1,
             handshake_timeout: std::time::Duration::ZERO,
+            http2_idle_timeout: std::time::Duration::from_millis(500),
             ..RawServer::default()
         };
         let mut errs = Errors::default();
@@ -91,9 +108,12 @@ mod tests {
                 "server.listen",
                 "server.public_origin",
                 "server.handshake_timeout",
+                "server.http2_idle_timeout",
                 "server.max_header_bytes",
                 "server.workers",
-                "server.max_connections"
+                "server.max_connections",
+                "server.max_connections_per_ip",
+                "server.max_plain_connections"
             ]
         );
     }

@@ -3,6 +3,7 @@
 
 pub mod assertions;
 pub mod config;
+pub mod conn;
 pub mod echo;
 pub mod gateway;
 pub mod jwt;

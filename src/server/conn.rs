@@ -1,0 +1,356 @@
+//! One HTTPS connection after its TLS handshake, and the deadlines that keep a connection from
+//! holding its slot without asking for anything.
+//!
+//! The protocol is the one ALPN negotiated: `h2` is HTTP/2, anything else (`http/1.1`, no ALPN)
+//! HTTP/1.1. Nothing sniffs the first bytes (hyper-util's `auto` builder did, and waited for
+//! them with no deadline: a silent client or a partial HTTP/2 preface held its connection for
+//! ever).
+//!
+//! - **HTTP/1.1**: hyper's `header_read_timeout` runs from the moment the connection waits for
+//!   a request head — the first one, and each one after a keep-alive response — to the end of
+//!   that head. A silent, partial or trickled head, and an idle keep-alive connection, are
+//!   closed after `server.header_read_timeout`.
+//! - **HTTP/2**: hyper has keep-alive PINGs but no such deadline (a client that answers PINGs
+//!   keeps its connection), so the connection counts its open streams ([`Streams`]). With none
+//!   open, it is closed `server.header_read_timeout` after the handshake if no request has
+//!   arrived (preface, SETTINGS and a whole first header block must arrive by then), and
+//!   `server.http2_idle_timeout` after its last stream ended otherwise (GOAWAY, then close).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
+
+use super::drain::{DrainWatch, GracefulConn};
+use crate::body::Body;
+use crate::framing_guard::{FramingGuard, FramingLog};
+use crate::runtime::{ConnCtx, Runtime};
+
+/// How long a connection closed gracefully (GOAWAY sent) and with no stream open may take to
+/// go away before it is dropped: a client that answers neither GOAWAY nor the PING after it
+/// does not keep its slot.
+const CLOSE_GRACE: Duration = Duration::from_secs(3);
+
+/// Serve one connection whose TLS handshake is done, until it ends.
+pub(crate) async fn serve(
+    tls: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    rt: Arc<Runtime>,
+    drain: DrainWatch,
+) {
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let ended = if h2 {
+        serve_h2(tls, peer, rt, drain).await
+    } else {
+        serve_h1(tls, peer, rt, drain).await
+    };
+    match ended {
+        Ended::Closed => {}
+        Ended::NoRequest => tracing::debug!(
+            %peer,
+            "no HTTP/2 request within server.header_read_timeout; connection closed"
+        ),
+        Ended::Unresponsive => tracing::debug!(
+            %peer,
+            "HTTP/2 connection did not close after GOAWAY; dropped"
+        ),
+    }
+}
+
+fn conn_ctx(rt: &Runtime, peer: SocketAddr, framing: Option<Arc<FramingLog>>) -> Arc<ConnCtx> {
+    Arc::new(ConnCtx {
+        peer,
+        peer_trusted: rt.is_trusted_proxy(peer.ip()),
+        framing,
+    })
+}
+
+async fn serve_h1(
+    tls: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    rt: Arc<Runtime>,
+    drain: DrainWatch,
+) -> Ended {
+    let s = &rt.cfg.server;
+    let framing = Arc::new(FramingLog::default());
+    let ctx = conn_ctx(&rt, peer, Some(framing.clone()));
+    let io = FramingGuard::new(tls, s.max_header_bytes, framing);
+    let svc_rt = rt.clone();
+    let svc = service_fn(move |req| {
+        let (rt, ctx) = (svc_rt.clone(), ctx.clone());
+        async move { Ok::<_, Infallible>(crate::service::handle(rt, ctx, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.header_read_timeout)
+        .max_buf_size(s.max_header_bytes)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    drive(conn, drain, None).await
+}
+
+async fn serve_h2(
+    tls: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    rt: Arc<Runtime>,
+    drain: DrainWatch,
+) -> Ended {
+    let s = &rt.cfg.server;
+    let streams = Arc::new(Streams::default());
+    // HTTP/2 frames every message itself: nothing for the framing guard to do.
+    let ctx = conn_ctx(&rt, peer, None);
+    let (svc_rt, svc_streams) = (rt.clone(), streams.clone());
+    let svc = service_fn(move |req| {
+        let open = StreamOpen::new(&svc_streams);
+        let (rt, ctx) = (svc_rt.clone(), ctx.clone());
+        async move {
+            let resp = crate::service::handle(rt, ctx, req).await;
+            Ok::<_, Infallible>(resp.map(|body| Counted { body, _open: open }))
+        }
+    });
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let conn = b.serve_connection(TokioIo::new(tls), svc);
+    let idle = Idle {
+        streams,
+        started: Instant::now(),
+        first_request: s.header_read_timeout,
+        idle: s.http2_idle_timeout,
+    };
+    drive(conn, drain, Some(idle)).await
+}
+
+/// How a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Served to its end: by the client, by hyper (an error, a timeout), or a graceful close.
+    Closed,
+    /// No request before the first request's deadline: dropped.
+    NoRequest,
+    /// Closed gracefully, no stream open, and still there [`CLOSE_GRACE`] later: dropped.
+    Unresponsive,
+}
+
+/// Serve `conn` to its end. A graceful close starts when the listener drains, or when `idle`
+/// (HTTP/2) says the connection has been idle too long; the connection is dropped when it sent
+/// no request in time, or did not go away after a graceful close.
+pub(crate) async fn drive<C: GracefulConn>(
+    conn: C,
+    mut drain: DrainWatch,
+    idle: Option<Idle>,
+) -> Ended {
+    let mut conn = std::pin::pin!(conn);
+    let mut draining = false;
+    // Set once a graceful close has started (HTTP/2 only: HTTP/1 closes by itself).
+    let mut close_by: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let wake = match &idle {
+            None => None,
+            Some(idle) => match (idle.verdict(now), close_by) {
+                (Verdict::Busy, _) => None,
+                (Verdict::Unused, _) => return Ended::NoRequest,
+                (_, Some(by)) => {
+                    // A stream that ended after the close started gets its grace too (its last
+                    // frames may still be on their way out).
+                    let by = idle.last_end().map_or(by, |t| by.max(t + CLOSE_GRACE));
+                    if now >= by {
+                        return Ended::Unresponsive;
+                    }
+                    Some(by)
+                }
+                (Verdict::Until(t), None) => Some(t),
+                (Verdict::Idle, None) => {
+                    conn.as_mut().graceful_shutdown();
+                    close_by = Some(now + CLOSE_GRACE);
+                    continue;
+                }
+            },
+        };
+        let changed = async {
+            match &idle {
+                Some(idle) => idle.streams.changed.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let sleep = async {
+            match wake {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = conn.as_mut() => return Ended::Closed,
+            _ = drain.draining(), if !draining => {
+                draining = true;
+                if close_by.is_none() {
+                    conn.as_mut().graceful_shutdown();
+                    if idle.is_some() {
+                        close_by = Some(Instant::now() + CLOSE_GRACE);
+                    }
+                }
+            }
+            _ = sleep => {}
+            _ = changed => {}
+        }
+    }
+}
+
+/// The open streams of an HTTP/2 connection. A stream is open from the moment its request
+/// reaches the service until hyper drops its response body (sent, or reset by the client).
+#[derive(Default)]
+pub(crate) struct Streams {
+    open: AtomicUsize,
+    /// When the last open stream ended; `None` before the first request.
+    idle_since: Mutex<Option<Instant>>,
+    /// Woken when the last open stream ends, so the idle clock is armed at once.
+    changed: Notify,
+}
+
+/// One open stream, counted until dropped.
+struct StreamOpen(Arc<Streams>);
+
+impl StreamOpen {
+    fn new(streams: &Arc<Streams>) -> Self {
+        streams.open.fetch_add(1, Ordering::SeqCst);
+        StreamOpen(streams.clone())
+    }
+}
+
+impl Drop for StreamOpen {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *self.0.idle_since.lock() = Some(Instant::now());
+            self.0.changed.notify_one();
+        }
+    }
+}
+
+/// A response body that keeps its stream counted as open for as long as hyper holds it.
+struct Counted {
+    body: Body,
+    _open: StreamOpen,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.body)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        http_body::Body::size_hint(&self.body)
+    }
+}
+
+/// When an HTTP/2 connection with no open stream is closed.
+pub(crate) struct Idle {
+    streams: Arc<Streams>,
+    started: Instant,
+    /// Before the first request (`server.header_read_timeout`).
+    first_request: Duration,
+    /// After the last stream ended (`server.http2_idle_timeout`).
+    idle: Duration,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// A stream is open: nothing to do until it ends.
+    Busy,
+    /// No stream open; look again at this instant.
+    Until(Instant),
+    /// No request arrived before the first request's deadline.
+    Unused,
+    /// No stream has been open for the idle timeout.
+    Idle,
+}
+
+impl Idle {
+    /// When the last open stream ended; `None` before the first request.
+    fn last_end(&self) -> Option<Instant> {
+        *self.streams.idle_since.lock()
+    }
+
+    fn verdict(&self, now: Instant) -> Verdict {
+        if self.streams.open.load(Ordering::SeqCst) > 0 {
+            return Verdict::Busy;
+        }
+        let (deadline, expired) = match self.last_end() {
+            Some(t) => (t + self.idle, Verdict::Idle),
+            None => (self.started + self.first_request, Verdict::Unused),
+        };
+        if now >= deadline {
+            expired
+        } else {
+            Verdict::Until(deadline)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle() -> Idle {
+        Idle {
+            streams: Arc::new(Streams::default()),
+            started: Instant::now(),
+            first_request: Duration::from_secs(2),
+            idle: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn unused_connection_expires_at_the_first_request_deadline() {
+        let i = idle();
+        let t0 = i.started;
+        assert_eq!(i.verdict(t0), Verdict::Until(t0 + Duration::from_secs(2)));
+        assert_eq!(i.verdict(t0 + Duration::from_secs(2)), Verdict::Unused);
+    }
+
+    #[tokio::test]
+    async fn an_open_stream_keeps_the_connection_and_its_end_starts_the_idle_clock() {
+        let i = idle();
+        let t0 = i.started;
+        let open = StreamOpen::new(&i.streams);
+        assert_eq!(i.verdict(t0 + Duration::from_secs(60)), Verdict::Busy);
+        let second = StreamOpen::new(&i.streams);
+        drop(open);
+        assert_eq!(i.verdict(t0 + Duration::from_secs(60)), Verdict::Busy);
+        drop(second);
+        let ended = i.streams.idle_since.lock().unwrap();
+        assert_eq!(
+            i.verdict(ended),
+            Verdict::Until(ended + Duration::from_secs(5))
+        );
+        assert_eq!(i.verdict(ended + Duration::from_secs(5)), Verdict::Idle);
+    }
+}
