@@ -1,8 +1,8 @@
 //! The request pipeline: small named stages, called in one place, in order.
 //!
 //! ```text
-//! client ─TLS─▶ framing ─▶ path ─▶ url tokens ─▶ cookies ─▶ /.auth/? ─▶ route ─▶ strip
-//!        ─▶ session (verify | refresh) ─▶ anomaly ─▶ require ─▶ csrf ─▶ inject
+//! client ─TLS─▶ framing ─▶ path ─▶ url tokens ─▶ cookies ─▶ /.auth/? ─▶ route ─▶ csrf (origin)
+//!        ─▶ strip ─▶ session (verify | refresh) ─▶ anomaly ─▶ require ─▶ csrf (token) ─▶ inject
 //!        ─▶ upstream login ─▶ forward (forwarding headers, proxy) ─▶ upstream login (grant)
 //! ```
 //!
