@@ -79,7 +79,8 @@ pub enum Refusal {
     },
 }
 
-/// Why an unsafe request was not accepted as same-origin (see `pipeline::csrf`).
+/// Why an unsafe request was not accepted as same-origin (see `pipeline::csrf`); the message
+/// is the reason shown to the client (it names no input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CsrfError {
     #[error("cross-site request")]
@@ -94,20 +95,6 @@ pub enum CsrfError {
     MissingToken,
     #[error("CSRF token does not match this session")]
     TokenMismatch,
-}
-
-impl CsrfError {
-    /// The reason shown to the client (names no input).
-    pub fn reason(self) -> &'static str {
-        match self {
-            CsrfError::CrossSite => "cross-site request",
-            CsrfError::CrossOrigin => "cross-origin request",
-            CsrfError::CrossOriginReferer => "cross-origin referer",
-            CsrfError::NoEvidence => "no same-origin evidence (Origin, Referer or Sec-Fetch-Site)",
-            CsrfError::MissingToken => "missing CSRF token",
-            CsrfError::TokenMismatch => "CSRF token does not match this session",
-        }
-    }
 }
 
 /// How a refusal is counted in `sessiongate_requests_total{outcome}`.
@@ -221,7 +208,7 @@ impl Refusal {
                 r
             }
             StoreUnavailable { navigation } => unavailable(navigation),
-            Csrf(e) => error(status, "forbidden", Some(e.reason())),
+            Csrf(e) => error(status, "forbidden", Some(&e.to_string())),
             NotFound(why) => error(status, "not_found", why),
             NoSuchSession => error(status, "no_such_session", None),
             MethodNotAllowed => error(status, "method_not_allowed", None),

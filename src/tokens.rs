@@ -291,10 +291,9 @@ fn verify<T: serde::de::DeserializeOwned>(
 mod tests {
     use super::*;
 
-    #[test]
-    fn unexpected_header_parameters_are_refused_even_when_signed() {
-        let k = ring();
-        let claims = AccessClaims {
+    /// Valid access claims for `ring()`'s issuer, of type `typ`.
+    fn claims_of_type(typ: &str) -> AccessClaims {
+        AccessClaims {
             iss: "https://gw.test".into(),
             aud: AUDIENCE.into(),
             sub: "alice".into(),
@@ -303,11 +302,17 @@ mod tests {
             iat: now(),
             nbf: now(),
             exp: now() + 60,
-            typ: TYP_ACCESS.into(),
+            typ: typ.into(),
             roles: vec![],
             ipn: None,
             uah: None,
-        };
+        }
+    }
+
+    #[test]
+    fn unexpected_header_parameters_are_refused_even_when_signed() {
+        let k = ring();
+        let claims = claims_of_type(TYP_ACCESS);
         let sign = |header: serde_json::Value| {
             let h = b64(header.to_string().as_bytes());
             let p = b64(serde_json::to_string(&claims).unwrap().as_bytes());
@@ -410,20 +415,7 @@ mod tests {
         let k = ring();
         let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
         header.kid = Some(k.access.kid.clone());
-        let claims = AccessClaims {
-            iss: "https://gw.test".into(),
-            aud: AUDIENCE.into(),
-            sub: "alice".into(),
-            sid: "s".into(),
-            jti: "j".into(),
-            iat: now(),
-            nbf: now(),
-            exp: now() + 60,
-            typ: "refresh".into(),
-            roles: vec![],
-            ipn: None,
-            uah: None,
-        };
+        let claims = claims_of_type("refresh");
         let t = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(A)).unwrap();
         assert_eq!(k.verify_access(&t, now()), Err(TokenError::WrongType));
     }

@@ -33,13 +33,10 @@ pub fn check_origin<B>(
     if !(ctx.websocket || is_unsafe(req.method(), req.headers(), ctx.query.as_deref())) {
         return Ok(Origin::Proven);
     }
-    // A bearer token is no ambient credential: only cookie sessions must prove their origin.
-    let g = &ctx.cookies.gateway;
-    let cookie_auth = ctx.bearer.is_none() && (g.access.is_some() || g.refresh.is_some());
-    match origin(rt, req.headers(), cookie_auth) {
+    match origin(rt, req.headers(), cookie_session(ctx)) {
         Ok(()) => Ok(Origin::Proven),
         Err(e) if route.public => {
-            tracing::info!(reason = e.reason(), path = %ctx.path, "csrf: identity withheld");
+            tracing::info!(reason = e.to_string().as_str(), path = %ctx.path, "csrf: identity withheld");
             Ok(Origin::Anonymous)
         }
         Err(e) => Err(refused(ctx, e)),
@@ -99,9 +96,14 @@ pub fn check_gateway<B>(rt: &Runtime, ctx: &RequestCtx, req: &Request<B>) -> Res
     if !is_unsafe(req.method(), req.headers(), ctx.query.as_deref()) {
         return Ok(());
     }
+    origin(rt, req.headers(), cookie_session(ctx)).map_err(|e| refused(ctx, e))
+}
+
+/// Whether the request presents the gateway's session cookies as its credential. A bearer
+/// token is no ambient credential: only cookie sessions must prove their origin.
+fn cookie_session(ctx: &RequestCtx) -> bool {
     let g = &ctx.cookies.gateway;
-    let cookie_auth = ctx.bearer.is_none() && (g.access.is_some() || g.refresh.is_some());
-    origin(rt, req.headers(), cookie_auth).map_err(|e| refused(ctx, e))
+    ctx.bearer.is_none() && (g.access.is_some() || g.refresh.is_some())
 }
 
 fn origin(rt: &Runtime, h: &HeaderMap, cookie_auth: bool) -> Result<(), CsrfError> {
@@ -114,7 +116,7 @@ fn origin(rt: &Runtime, h: &HeaderMap, cookie_auth: bool) -> Result<(), CsrfErro
 }
 
 fn refused(ctx: &RequestCtx, e: CsrfError) -> Refusal {
-    tracing::info!(reason = e.reason(), path = %ctx.path, "csrf: refused");
+    tracing::info!(reason = e.to_string().as_str(), path = %ctx.path, "csrf: refused");
     Refusal::Csrf(e)
 }
 

@@ -397,13 +397,7 @@ async fn attempt(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = req.send().await.unwrap();
-    let retry = resp
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
-    let session = Session::from_response_headers(resp.headers()).is_some();
-    (resp.status().as_u16(), retry, session)
+    outcome(&req.send().await.unwrap())
 }
 
 /// Like [`attempt`], over a fresh TLS connection each time (`Connection: close`), as a
@@ -600,6 +594,11 @@ async fn attempt_via(
         .send()
         .await
         .unwrap();
+    outcome(&resp)
+}
+
+/// `(status, Retry-After, whether a session was started)` of a login response.
+fn outcome(resp: &reqwest::Response) -> (u16, Option<String>, bool) {
     let retry = resp
         .headers()
         .get("retry-after")
