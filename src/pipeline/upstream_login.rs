@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderValue, Response, header};
 use super::RequestCtx;
 use crate::audit::Event;
 use crate::body::Body;
+use crate::config::UpstreamLogin;
 use crate::login::grant;
 use crate::metrics::Metrics;
 use crate::refusal::{self, Refusal};
@@ -40,12 +41,17 @@ pub fn check_origin<B>(
     let Some(up) = &rt.cfg.login.upstream else {
         return Ok(());
     };
-    let login_form = ctx.path == up.path
+    let login_form = ctx.is_for(&up.path)
         && super::csrf::is_unsafe(req.method(), req.headers(), ctx.query.as_deref());
-    if login_form || up.logout_paths.contains(&ctx.path) {
+    if login_form || is_logout_path(up, ctx) {
         super::csrf::check_app_path(rt, ctx, req)?;
     }
     Ok(())
+}
+
+/// A request for one of the app's logout paths, in either reading of its path.
+fn is_logout_path(up: &UpstreamLogin, ctx: &RequestCtx) -> bool {
+    up.logout_paths.iter().any(|p| ctx.is_for(p))
 }
 
 /// The app's logout also ends the gateway session (the app still sees who it was).
@@ -58,7 +64,7 @@ pub async fn on_request(
     let Some(up) = &rt.cfg.login.upstream else {
         return Ok(set_cookies);
     };
-    if !up.logout_paths.contains(&ctx.path) {
+    if !is_logout_path(up, ctx) {
         return Ok(set_cookies);
     }
     if let Some(id) = identity {

@@ -21,6 +21,7 @@ mod idle_connections;
 mod login;
 mod logs;
 mod path_encoding;
+mod path_parameters;
 mod paths;
 mod redis_store;
 mod refresh;
