@@ -173,6 +173,8 @@ pub struct ServerConfig {
     pub admin_listen: Option<SocketAddr>,
     pub public_origin: PublicOrigin,
     pub trusted_proxies: Vec<IpNet>,
+    /// HTTPS connections from `trusted_proxies` start with a PROXY protocol header.
+    pub proxy_protocol: bool,
     pub handshake_timeout: Duration,
     /// Also the deadline of the first request on a connection (HTTP/1.1 and HTTP/2), and the
     /// idle close of an HTTP/1.1 keep-alive connection.

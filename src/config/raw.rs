@@ -41,6 +41,9 @@ pub struct RawServer {
     pub admin_listen: String,
     pub public_origin: String,
     pub trusted_proxies: Vec<IpNet>,
+    /// Read a PROXY protocol (v1 or v2) header first on HTTPS connections from
+    /// `trusted_proxies` (L4 load balancers); its source address is the client's.
+    pub proxy_protocol: bool,
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -69,6 +72,7 @@ impl Default for RawServer {
             admin_listen: "127.0.0.1:9090".into(),
             public_origin: "https://localhost:8443".into(),
             trusted_proxies: Vec::new(),
+            proxy_protocol: false,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             http2_idle_timeout: Duration::from_secs(60),

@@ -382,3 +382,13 @@ fn the_account_wide_login_backstop_defaults_and_is_checked() {
     let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["login.max_failures_per_user_total"]);
 }
+
+#[test]
+fn proxy_protocol_needs_the_balancers_named() {
+    assert_eq!(
+        keys_of("[server]\nproxy_protocol = true\n", A, R),
+        vec!["server.proxy_protocol"]
+    );
+    let behind = "[server]\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]\n";
+    assert_eq!(keys_of(behind, A, R), Vec::<String>::new());
+}

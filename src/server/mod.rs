@@ -11,6 +11,7 @@ pub(crate) mod conn;
 pub(crate) mod drain;
 pub(crate) mod limits;
 pub(crate) mod plain;
+pub(crate) mod proxy_protocol;
 pub(crate) mod tls;
 
 use std::future::Future;
@@ -328,6 +329,51 @@ async fn sync_revocations(rt: &Runtime) {
     }
 }
 
+/// The PROXY header (from a trusted balancer, when `server.proxy_protocol` is on) and the TLS
+/// handshake, within `server.handshake_timeout`: the TLS stream, the client's address, and the
+/// client's share of the per-address limit when a balancer carried it (the balancer itself is
+/// exempt).
+async fn accept(
+    mut tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: &TlsAcceptor,
+    rt: &Runtime,
+    admission: &Admission,
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    SocketAddr,
+    Option<limits::IpSlot>,
+)> {
+    let proxied = rt.cfg.server.proxy_protocol && rt.is_trusted_proxy(peer.ip());
+    let handshake = async {
+        let mut client = peer;
+        let mut slot = None;
+        if proxied {
+            client = proxy_protocol::read_header(&mut tcp, peer)
+                .await
+                .map_err(|e| tracing::warn!(%peer, error = %e, "PROXY protocol header refused"))
+                .ok()?;
+            if !rt.is_trusted_proxy(client.ip()) {
+                slot = Some(admission.admit_client(client.ip())?);
+            }
+        }
+        match acceptor.accept(tcp).await {
+            Ok(tls) => Some((tls, client, slot)),
+            Err(e) => {
+                tracing::debug!(peer = %client, error = %e, "TLS handshake failed");
+                None
+            }
+        }
+    };
+    match tokio::time::timeout(rt.cfg.server.handshake_timeout, handshake).await {
+        Ok(accepted) => accepted,
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
 async fn serve_https(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -355,25 +401,15 @@ async fn serve_https(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let rt = rt.clone();
+        let (acceptor, rt, admission) = (acceptor.clone(), rt.clone(), admission.clone());
         let watch = drain.watcher();
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(rt.cfg.server.handshake_timeout, acceptor.accept(tcp))
-                    .await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            conn::serve(tls, peer, rt, watch).await;
+            let Some((tls, client, _client_slot)) =
+                accept(tcp, peer, &acceptor, &rt, &admission).await
+            else {
+                return;
+            };
+            conn::serve(tls, client, rt, watch).await;
             drop(admitted);
         });
     }

@@ -20,6 +20,7 @@ pub use support::config::*;
 pub use support::conn::*;
 pub use support::echo::*;
 pub use support::gateway::*;
+pub use support::haproxy::*;
 pub use support::jwt::*;
 pub use support::logs::*;
 pub use support::pki::*;

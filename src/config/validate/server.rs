@@ -42,12 +42,20 @@ pub(super) fn validate(s: &RawServer, errs: &mut Errors) -> Option<ServerConfig>
             errs.add(key, format!("must be between 1 and {MAX_CONNECTIONS}"));
         }
     }
+    if s.proxy_protocol && s.trusted_proxies.is_empty() {
+        errs.add(
+            "server.proxy_protocol",
+            "needs server.trusted_proxies: the load balancers' addresses (e.g. [\"10.0.0.0/8\"]); \
+             a PROXY header is read only from them",
+        );
+    }
     Some(ServerConfig {
         listen: listen?,
         redirect_listen,
         admin_listen,
         public_origin: PublicOrigin { origin: origin? },
         trusted_proxies: s.trusted_proxies.clone(),
+        proxy_protocol: s.proxy_protocol,
         handshake_timeout: s.handshake_timeout,
         header_read_timeout: s.header_read_timeout,
         http2_idle_timeout: s.http2_idle_timeout,

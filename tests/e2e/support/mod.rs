@@ -6,6 +6,7 @@ pub mod config;
 pub mod conn;
 pub mod echo;
 pub mod gateway;
+pub mod haproxy;
 pub mod jwt;
 pub mod launch;
 pub mod logs;
