@@ -61,7 +61,7 @@ pub(crate) async fn read_header(
             tokio::time::sleep(PARTIAL_RETRY).await;
             continue;
         }
-        let (len, client) = parsed(header, peer)?;
+        let (len, client) = parsed(header, peer).map_err(|e| missing_or(e, &buf[..n]))?;
         tcp.read_exact(&mut buf[..len]).await?;
         return Ok(client);
     }
@@ -93,12 +93,19 @@ fn parsed(
             };
             Ok((h.len(), client))
         }
-        // Neither signature: the peer went straight to TLS (or spoke something else).
-        HeaderResult::V1(Err(v1::BinaryParseError::Parse(v1::ParseError::InvalidPrefix))) => {
-            Err(ProxyHeaderError::Missing)
-        }
         HeaderResult::V1(Err(e)) => Err(ProxyHeaderError::Malformed(e.to_string())),
         HeaderResult::V2(Err(e)) => Err(ProxyHeaderError::Malformed(e.to_string())),
+    }
+}
+
+/// A parse error for bytes that start with neither signature is a missing header: the peer
+/// went straight to TLS (or spoke something else).
+fn missing_or(e: ProxyHeaderError, bytes: &[u8]) -> ProxyHeaderError {
+    const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+    if bytes.starts_with(b"PROXY") || bytes.starts_with(V2_SIGNATURE) {
+        e
+    } else {
+        ProxyHeaderError::Missing
     }
 }
 
@@ -109,7 +116,7 @@ mod tests {
     const PEER: &str = "10.0.0.1:40000";
 
     fn parse(bytes: &[u8]) -> Result<(usize, SocketAddr), ProxyHeaderError> {
-        parsed(HeaderResult::parse(bytes), PEER.parse().unwrap())
+        parsed(HeaderResult::parse(bytes), PEER.parse().unwrap()).map_err(|e| missing_or(e, bytes))
     }
 
     #[test]
