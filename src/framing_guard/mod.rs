@@ -193,7 +193,8 @@ impl<IO> FramingGuard<IO> {
             }
         }
         if self.acc.len() > self.max_head {
-            // hyper answers 431 before a head this long is complete.
+            // hyper answers 431 to a head this long; one it would still serve (its buffer may
+            // pass `max_buf_size` by one read) is refused, as `server.max_header_bytes` says.
             self.stop(self.heads, HEAD_TOO_LARGE);
         }
         take
