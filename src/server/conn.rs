@@ -4,7 +4,9 @@
 //! The protocol is the one ALPN negotiated: `h2` is HTTP/2, anything else (`http/1.1`, no ALPN)
 //! HTTP/1.1. Nothing sniffs the first bytes (hyper-util's `auto` builder did, and waited for
 //! them with no deadline: a silent client or a partial HTTP/2 preface held its connection for
-//! ever).
+//! ever). An `h2` connection is HTTP/2 only: HTTP/1 bytes on it fail the connection preface and
+//! hyper closes it, so they never reach the service (nor need the framing guard). Every
+//! HTTP/1.1 connection goes through the framing guard (`crate::framing_guard`).
 //!
 //! - **HTTP/1.1**: hyper's `header_read_timeout` runs from the moment the connection waits for
 //!   a request head — the first one, and each one after a keep-alive response — to the end of
@@ -88,11 +90,17 @@ async fn serve_h1(
     let s = &rt.cfg.server;
     let framing = Arc::new(FramingLog::default());
     let ctx = conn_ctx(&rt, peer, Some(framing.clone()));
-    let io = FramingGuard::new(tls, s.max_header_bytes, framing);
+    let io = FramingGuard::new(tls, s.max_header_bytes, framing.clone());
     let svc_rt = rt.clone();
-    let svc = service_fn(move |req| {
-        let (rt, ctx) = (svc_rt.clone(), ctx.clone());
-        async move { Ok::<_, Infallible>(crate::service::handle(rt, ctx, req).await) }
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (rt, ctx, framing) = (svc_rt.clone(), ctx.clone(), framing.clone());
+        let method = req.method().clone();
+        async move {
+            let resp = crate::service::handle(rt, ctx, req).await;
+            // The guard stays on until hyper really stops reading HTTP (a `101`).
+            framing.on_response(&method, resp.status());
+            Ok::<_, Infallible>(resp)
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
