@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::pem::PemObject;
+
+use crate::util::pem_reason;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 #[derive(Debug, thiserror::Error)]
@@ -84,19 +86,6 @@ pub fn covers_host(cert: &Path, host: &str) -> Option<bool> {
     let parsed = rustls::server::ParsedCertificate::try_from(&leaf).ok()?;
     let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']')).ok()?;
     Some(rustls::client::verify_server_name(&parsed, &name).is_ok())
-}
-
-/// What a PEM reader's error means for a file that should hold `what`.
-fn pem_reason(e: &pem::Error, what: &str) -> String {
-    match e {
-        pem::Error::Io(io) => io.to_string(),
-        pem::Error::NoItemsFound => format!("no BEGIN {what} block"),
-        pem::Error::MissingSectionEnd { .. } => "a PEM block has no END line".into(),
-        pem::Error::IllegalSectionStart { .. } => "a PEM BEGIN line is malformed".into(),
-        pem::Error::Base64Decode(_) => "a PEM block is not valid base64".into(),
-        pem::Error::SectionTooLarge => "a PEM block is too large".into(),
-        _ => "not a PEM file".into(),
-    }
 }
 
 /// What rustls's refusal of a certificate and key means.
