@@ -1,7 +1,7 @@
 //! The `sessiongate` command line. Everything else lives in the library.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +21,16 @@ use sessiongate::preflight::{self, Checked};
     about = "A TLS-terminating reverse proxy that owns the sessions of the apps behind it"
 )]
 struct Cli {
+    /// The configuration file, before or after the command. Relative paths inside it are read
+    /// from its directory.
+    #[arg(
+        short = 'c',
+        long,
+        global = true,
+        env = "SESSIONGATE_CONFIG",
+        default_value = "gateway.toml"
+    )]
+    config: PathBuf,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -31,8 +41,6 @@ enum Cmd {
     Run(RunArgs),
     /// Check a configuration: exit 0, or one line per problem naming its key.
     CheckConfig {
-        #[arg(long, default_value = "gateway.toml")]
-        config: PathBuf,
         /// Check as `run --dev` would start (missing certificate, secrets, upstream allowed).
         #[arg(long)]
         dev: bool,
@@ -41,6 +49,13 @@ enum Cmd {
     HashPassword,
     /// Print a random secret (32 bytes, base64url) for keys.*_secret_env.
     GenSecret,
+    /// Make an Ed25519 private key (PKCS#8 PEM) for keys.assertion_key_file.
+    GenKey {
+        /// Write it to this new file (mode 0600; an existing file is never overwritten)
+        /// instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Write a self-signed localhost certificate for development.
     DevCert {
         #[arg(long, default_value = "certs/localhost.pem")]
@@ -55,8 +70,6 @@ enum Cmd {
 
 #[derive(clap::Args, Default)]
 struct RunArgs {
-    #[arg(long, default_value = "gateway.toml")]
-    config: PathBuf,
     /// Laptop mode: create what is missing (certificate, secrets, demo user, whoami upstream).
     #[arg(long)]
     dev: bool,
@@ -65,78 +78,114 @@ struct RunArgs {
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    match cli.cmd.unwrap_or(Cmd::Run(RunArgs {
-        config: "gateway.toml".into(),
-        dev: false,
-    })) {
-        Cmd::Run(args) => run(args),
-        Cmd::CheckConfig { config, dev } => {
-            let opts = LoadOptions { dev };
-            match config::read(&config, opts)
-                .and_then(|raw| preflight::validate_and_check(raw, opts, &config::System))
-            {
-                Ok(_) => {
-                    println!("{}: ok", config.display());
-                    ExitCode::SUCCESS
-                }
-                Err(errs) => {
-                    eprintln!("{errs}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Cmd::HashPassword => {
-            let mut input = String::new();
-            if let Err(e) = std::io::stdin().read_to_string(&mut input) {
-                eprintln!("cannot read the password from standard input: {e}");
-                return ExitCode::FAILURE;
-            }
-            let pw = input
-                .strip_suffix('\n')
-                .map(|s| s.strip_suffix('\r').unwrap_or(s))
-                .unwrap_or(&input);
-            if pw.is_empty() {
-                eprintln!("empty password on standard input");
-                return ExitCode::FAILURE;
-            }
-            match sessiongate::login::users::hash_password(pw) {
-                Ok(h) => {
-                    println!("{h}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("hashing failed: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+    let config = cli.config;
+    match cli.cmd.unwrap_or(Cmd::Run(RunArgs { dev: false })) {
+        Cmd::Run(args) => run(&config, args),
+        Cmd::CheckConfig { dev } => check_config(&config, dev),
+        Cmd::HashPassword => hash_password(),
         Cmd::GenSecret => {
             println!("{}", sessiongate::util::random_token(32));
             ExitCode::SUCCESS
         }
-        Cmd::DevCert { cert, key, force } => {
-            if !force && (cert.exists() || key.exists()) {
-                eprintln!(
-                    "{} or {} exists; pass --force to overwrite",
-                    cert.display(),
-                    key.display()
-                );
-                return ExitCode::FAILURE;
-            }
-            match sessiongate::dev::write_dev_cert(&cert, &key) {
-                Ok(()) => {
-                    println!(
-                        "wrote {} and {} (self-signed, for localhost only)",
-                        cert.display(),
-                        key.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
+        Cmd::GenKey { out } => gen_key(out.as_deref()),
+        Cmd::DevCert { cert, key, force } => dev_cert(&cert, &key, force),
+    }
+}
+
+fn check_config(config: &Path, dev: bool) -> ExitCode {
+    let opts = LoadOptions { dev };
+    let checked = config::read(config, opts)
+        .and_then(|parsed| preflight::validate_and_check(parsed, opts, &config::System));
+    match checked {
+        Ok((cfg, checked)) => {
+            print_warnings(&cfg, &checked);
+            println!("{}: ok", config.display());
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            eprintln!("{errs}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the configuration allows but an operator should know, on standard error whatever the
+/// log level: `config warning: <key>: <message>`.
+fn print_warnings(cfg: &Config, checked: &Checked) {
+    for w in cfg.warnings.iter().chain(&checked.warnings) {
+        eprintln!("config warning: {w}");
+    }
+    if std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty()) {
+        eprintln!("config warning: log.level: RUST_LOG is set and replaces it");
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("cannot read the password from standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    let pw = input
+        .strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(&input);
+    if pw.is_empty() {
+        eprintln!("empty password on standard input");
+        return ExitCode::FAILURE;
+    }
+    match sessiongate::login::users::hash_password(pw) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hashing failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn gen_key(out: Option<&Path>) -> ExitCode {
+    let written = match out {
+        None => sessiongate::dev::new_key_pem().map(|pem| print!("{pem}")),
+        Some(path) => sessiongate::dev::write_key_file(path).map(|()| {
+            println!(
+                "wrote a new Ed25519 key to {} (mode 0600): set keys.assertion_key_file to it",
+                path.display()
+            )
+        }),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dev_cert(cert: &Path, key: &Path, force: bool) -> ExitCode {
+    if !force && (cert.exists() || key.exists()) {
+        eprintln!(
+            "{} or {} exists; pass --force to overwrite",
+            cert.display(),
+            key.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    match sessiongate::dev::write_dev_cert(cert, key) {
+        Ok(()) => {
+            println!(
+                "wrote {} and {} (self-signed, for localhost only)",
+                cert.display(),
+                key.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -156,33 +205,34 @@ fn init_logging(level: &str, format: LogFormat) {
 
 /// `run`'s configuration: read; in `--dev`, create the development files it names that are
 /// missing; validate; check the files. Also returns what `--dev` did on its own.
-fn prepare(args: &RunArgs) -> Result<(Config, Users, Vec<String>), ConfigErrors> {
+fn prepare(config: &Path, args: &RunArgs) -> Result<(Config, Users, Vec<String>), ConfigErrors> {
     let opts = LoadOptions { dev: args.dev };
-    let raw = config::read(&args.config, opts)?;
-    let created = if args.dev {
+    let parsed = config::read(config, opts)?;
+    // Only from keys that were read as written: a refused key holds its default.
+    let created = if args.dev && parsed.problems.is_empty() {
         sessiongate::dev::create_missing_files(
-            &raw.tls.cert,
-            &raw.tls.key,
-            raw.keys.assertion_key_file.as_deref(),
+            &parsed.raw.tls.cert,
+            &parsed.raw.tls.key,
+            parsed.raw.keys.assertion_key_file.as_deref(),
         )?
     } else {
         Vec::new()
     };
-    let (mut cfg, Checked { users, notes }) =
-        preflight::validate_and_check(raw, opts, &config::System)?;
-    let notes = [created, std::mem::take(&mut cfg.dev_notes), notes].concat();
-    Ok((cfg, users, notes))
+    let (mut cfg, checked) = preflight::validate_and_check(parsed, opts, &config::System)?;
+    print_warnings(&cfg, &checked);
+    let notes = [created, std::mem::take(&mut cfg.dev_notes), checked.notes].concat();
+    Ok((cfg, checked.users, notes))
 }
 
-fn run(args: RunArgs) -> ExitCode {
-    let (cfg, mut users, notes) = match prepare(&args) {
+fn run(config: &Path, args: RunArgs) -> ExitCode {
+    let (cfg, mut users, notes) = match prepare(config, &args) {
         Ok(prepared) => prepared,
         Err(errs) => {
             eprintln!("{errs}");
             eprintln!(
                 "sessiongate: not started ({} problem(s) in {})",
                 errs.0.len(),
-                args.config.display()
+                config.display()
             );
             return ExitCode::from(2);
         }

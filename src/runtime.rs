@@ -57,7 +57,9 @@ impl Runtime {
             audit,
             metrics,
             throttle: Throttle::new(&cfg.login),
-            hsts: HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+            // Digits and fixed words: always a valid header value.
+            hsts: HeaderValue::try_from(cfg.server.hsts.header_value())
+                .unwrap_or_else(|_| HeaderValue::from_static("max-age=31536000")),
             csrf_key: crate::util::hmac_sha256(
                 cfg.keys.access_secret.expose(),
                 b"sessiongate csrf",

@@ -16,6 +16,7 @@
 pub mod support;
 
 pub use support::assertions::*;
+pub use support::cli::*;
 pub use support::config::*;
 pub use support::conn::*;
 pub use support::echo::*;
@@ -27,6 +28,7 @@ pub use support::pki::*;
 pub use support::raw::*;
 pub use support::redis::*;
 pub use support::session::*;
+pub use support::site::*;
 pub use support::store::*;
 pub use support::upstream::*;
 pub use support::users::*;

@@ -13,6 +13,8 @@ mod ambiguous_requests;
 mod anomaly;
 mod assertion;
 mod check_config;
+mod cli;
+mod config_mistakes;
 mod cookie_bytes;
 mod csrf;
 mod identity;

@@ -2,6 +2,7 @@
 //! [`harness`](super) facade.
 
 pub mod assertions;
+pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod echo;
@@ -15,6 +16,7 @@ pub mod raw;
 pub mod redis;
 pub mod requests;
 pub mod session;
+pub mod site;
 pub mod store;
 pub mod upstream;
 pub mod users;
