@@ -22,6 +22,7 @@ pub use support::echo::*;
 pub use support::gateway::*;
 pub use support::jwt::*;
 pub use support::logs::*;
+pub use support::metrics::*;
 pub use support::pki::*;
 pub use support::raw::*;
 pub use support::redis::*;

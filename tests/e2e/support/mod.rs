@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod jwt;
 pub mod launch;
 pub mod logs;
+pub mod metrics;
 pub mod pki;
 pub mod raw;
 pub mod redis;
