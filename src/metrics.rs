@@ -28,6 +28,8 @@ pub struct Metrics {
     pub requests: Family<Outcome, Counter>,
     pub refreshes: Family<Outcome, Counter>,
     pub reuse_detections: Counter,
+    /// Rotations whose answer never reached the client, reopened in the store.
+    pub refreshes_undelivered: Counter,
     pub anomalies: Family<Anomaly, Counter>,
     pub logins: Family<Outcome, Counter>,
     pub store_seconds: Family<Op, Histogram>,
@@ -57,6 +59,7 @@ impl Metrics {
         let requests = Family::<Outcome, Counter>::default();
         let refreshes = Family::<Outcome, Counter>::default();
         let reuse_detections = Counter::default();
+        let refreshes_undelivered = Counter::default();
         let anomalies = Family::<Anomaly, Counter>::default();
         let logins = Family::<Outcome, Counter>::default();
         let store_seconds =
@@ -72,6 +75,11 @@ impl Metrics {
             "refresh_reuse_detections",
             "Rotated-out refresh tokens presented (sessions revoked)",
             reuse_detections.clone(),
+        );
+        registry.register(
+            "refreshes_undelivered",
+            "Rotations whose new cookies never reached the client (its previous refresh token stays valid until the new one is used)",
+            refreshes_undelivered.clone(),
         );
         registry.register(
             "anomalies",
@@ -137,6 +145,7 @@ impl Metrics {
             requests,
             refreshes,
             reuse_detections,
+            refreshes_undelivered,
             anomalies,
             logins,
             store_seconds,

@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderValue, Response, header};
 use super::RequestCtx;
 use crate::audit::Event;
 use crate::body::Body;
+use crate::cookies::Outgoing;
 use crate::login::grant;
 use crate::metrics::Metrics;
 use crate::refusal::{self, Refusal};
@@ -53,8 +54,8 @@ pub async fn on_request(
     rt: &Runtime,
     ctx: &RequestCtx,
     identity: Option<&Identity>,
-    set_cookies: Vec<HeaderValue>,
-) -> Result<Vec<HeaderValue>, Refusal> {
+    set_cookies: Outgoing,
+) -> Result<Outgoing, Refusal> {
     let Some(up) = &rt.cfg.login.upstream else {
         return Ok(set_cookies);
     };
@@ -75,7 +76,8 @@ pub async fn on_request(
             return Err(r.keeping(&set_cookies));
         }
     }
-    Ok(rt.sessions.clear_cookies())
+    // The session ended: a rotation this request made is moot (nothing to deliver).
+    Ok(rt.sessions.clear_cookies().into())
 }
 
 /// What the response half needs from the request, taken before the request goes upstream:
@@ -97,7 +99,7 @@ pub async fn on_response(
     ctx: &RequestCtx,
     ua: Option<&str>,
     resp: &mut Response<Body>,
-    set_cookies: Vec<HeaderValue>,
+    set_cookies: Outgoing,
 ) {
     let grant = resp.headers_mut().remove(GRANT_HEADER);
     drop_app_cookies(rt, resp.headers_mut());
@@ -152,7 +154,7 @@ async fn honour_grant(
     match started {
         Ok(issued) => {
             Metrics::outcome(&rt.metrics.logins, "ok");
-            rt.sessions.set_cookies(&issued)
+            rt.sessions.set_cookies(&issued).values
         }
         Err(e) => {
             tracing::warn!(error = %e, "upstream login: session store unavailable");

@@ -6,7 +6,8 @@
 //!   serving thread; which session a request belongs to.
 //! - [`lifecycle`]: start (a new id at every login), issue tokens and their cookies, end one
 //!   session or all of a user's — through ONE revoke-locally path.
-//! - [`refresh`]: rotation of the refresh token, single-flight per token inside an instance.
+//! - [`refresh`]: rotation of the refresh token, single-flight per token inside an instance; a
+//!   rotation whose answer never reached the client is reopened.
 //! - [`anomaly`]: the session's network and browser fingerprints against the request's.
 //! - [`activity`]: batched `last_seen` updates, never awaited by a request.
 //! - [`clock`]: the time all of the above is decided at.
