@@ -1,10 +1,12 @@
-//! Pipeline tests of refresh rotation on a clock the test moves (no sockets, no sleeping): the
-//! grace window to the millisecond, and rotations whose answer is lost.
+//! Pipeline tests of refresh rotation and revocations on a clock the test moves (no sockets,
+//! no sleeping): the grace window to the millisecond, rotations whose answer is lost, and
+//! requests while the revocation feed is out of sync.
 //!
 //! Attacks and failures covered: a rotated-out refresh token replayed just after the grace
 //! window (whole seconds let it through up to a second late); a lost answer logging the user
 //! out later (and the undo of a lost answer resurrecting an ended session, undoing a later
-//! rotation, or breaking a parallel answer that did arrive).
+//! rotation, or breaking a parallel answer that did arrive); a revocation made on another
+//! instance while this one's feed is away; a store outage signing users out.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -417,4 +419,132 @@ async fn a_lost_answer_never_undoes_a_later_rotation() {
     s.clock.advance(2);
     assert!(matches!(refresh(&s, &p0).await, Err(RefreshError::Reused)));
     assert!(refresh(&s, &p2).await.is_err());
+}
+
+// --- Revocations while the feed is out of sync -------------------------------------------------
+
+#[tokio::test]
+async fn out_of_sync_a_session_ended_elsewhere_is_refused() {
+    let s = setup();
+    let gone = login(&s).await;
+    let kept = login(&s).await;
+    s.rt.sessions.revoked().set_synced(false);
+    // Another instance ends it: the store knows, this instance's set does not.
+    let revoked = s.store.inner.revoke("alice", &gone.sid(&s.rt), 301).await;
+    assert!(revoked.is_ok_and(|r| r));
+    assert!(matches!(
+        decide_with(&s.rt, &gone.access_only(&s.rt)).await,
+        Decision::Refuse(Refusal::Unauthenticated { .. })
+    ));
+    assert!(matches!(
+        decide_with(&s.rt, &kept.access_only(&s.rt)).await,
+        Decision::Forward(_)
+    ));
+    // Remembered here: refused without asking again, in sync or not.
+    s.rt.sessions.revoked().set_synced(true);
+    assert!(s.rt.sessions.revoked().is_revoked(&gone.sid(&s.rt)));
+}
+
+#[tokio::test]
+async fn out_of_sync_a_confirmation_holds_for_one_second() {
+    let s = setup();
+    let p = login(&s).await;
+    s.rt.sessions.revoked().set_synced(false);
+    let cookie = p.access_only(&s.rt);
+    assert!(matches!(
+        decide_with(&s.rt, &cookie).await,
+        Decision::Forward(_)
+    ));
+    let calls = s.store.calls.load(Ordering::SeqCst);
+    assert!(
+        s.store
+            .inner
+            .revoke("alice", &p.sid(&s.rt), 301)
+            .await
+            .is_ok()
+    );
+    s.clock.advance_ms(999);
+    assert!(matches!(
+        decide_with(&s.rt, &cookie).await,
+        Decision::Forward(_)
+    ));
+    assert_eq!(
+        s.store.calls.load(Ordering::SeqCst),
+        calls,
+        "confirmed a moment ago"
+    );
+    s.clock.advance_ms(1);
+    assert!(matches!(
+        decide_with(&s.rt, &cookie).await,
+        Decision::Refuse(Refusal::Unauthenticated { .. })
+    ));
+}
+
+#[tokio::test]
+async fn in_sync_requests_never_ask_the_store() {
+    let s = setup();
+    let p = login(&s).await;
+    let calls = s.store.calls.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        assert!(matches!(
+            decide_with(&s.rt, &p.access_only(&s.rt)).await,
+            Decision::Forward(_)
+        ));
+    }
+    assert_eq!(s.store.calls.load(Ordering::SeqCst), calls);
+}
+
+#[tokio::test]
+async fn out_of_sync_with_the_store_down_access_tokens_are_honoured_and_nobody_is_signed_out() {
+    let s = setup();
+    let p = login(&s).await;
+    s.rt.sessions.revoked().set_synced(false);
+    s.store.down.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        decide_with(&s.rt, &p.access_only(&s.rt)).await,
+        Decision::Forward(_)
+    ));
+    // One failure is enough: for a second nobody waits on the store.
+    let calls = s.store.calls.load(Ordering::SeqCst);
+    s.clock.advance_ms(500);
+    assert!(matches!(
+        decide_with(&s.rt, &p.access_only(&s.rt)).await,
+        Decision::Forward(_)
+    ));
+    assert_eq!(s.store.calls.load(Ordering::SeqCst), calls);
+    // An expired access token cannot refresh: 503, the cookies stay.
+    expire_access(&s);
+    match decide_with(&s.rt, &p.header(&s.rt)).await {
+        Decision::Refuse(r @ Refusal::StoreUnavailable { .. }) => {
+            assert_eq!(r.status(), http::StatusCode::SERVICE_UNAVAILABLE)
+        }
+        other => panic!("refresh with the store down: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_feed_sync_state_is_a_metric() {
+    let s = setup();
+    let line = |rt: &Runtime| {
+        rt.metrics
+            .render()
+            .lines()
+            .find(|l| l.starts_with("sessiongate_revocation_feed_synced "))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        line(&s.rt).as_deref(),
+        Some("sessiongate_revocation_feed_synced 1")
+    );
+    s.rt.sessions.revoked().set_synced(false);
+    assert_eq!(
+        line(&s.rt).as_deref(),
+        Some("sessiongate_revocation_feed_synced 0")
+    );
+}
+
+impl Pair {
+    fn access_only(&self, rt: &Runtime) -> String {
+        format!("{}={}", rt.sessions.cookies().access, self.access)
+    }
 }

@@ -36,7 +36,12 @@ pub async fn check(rt: &Runtime, ctx: &RequestCtx, ua: &str, allow_refresh: bool
         .as_deref()
         .or(ctx.cookies.gateway.access.as_deref());
     if let Some(token) = access {
-        match rt.sessions.verify_access(token) {
+        // Verified locally; confirmed with the store only while revocations are out of sync.
+        let verified = match rt.sessions.verify_access(token) {
+            Ok(id) => rt.sessions.confirm(&id).await.map(|()| id),
+            Err(e) => Err(e),
+        };
+        match verified {
             Ok(id) => return SessionState::Verified(id),
             Err(e) => tracing::trace!(reason = %e, "access token not accepted"),
         }

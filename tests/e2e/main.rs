@@ -24,6 +24,7 @@ mod path_encoding;
 mod paths;
 mod redis_store;
 mod refresh;
+mod revocation_sync;
 mod rotation_safety;
 mod self_service;
 mod session_lifetime;
