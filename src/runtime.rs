@@ -108,8 +108,14 @@ pub mod testing {
     pub const REFRESH_SECRET: &str = "Zx9Lm2Nq4Rs6Tu8Vw0Yb1Cd3Ef5Gh7Jk9Pq2Sx4Vz6B";
 
     /// A runtime for `toml`, on `clock`. Panics on a bad config: it is a test's own text.
-    #[allow(clippy::panic)]
     pub fn runtime(toml: &str, clock: Clock) -> Runtime {
+        let store: Arc<dyn SessionStore> = Arc::new(crate::store::memory::MemoryStore::new());
+        runtime_on(toml, clock, store)
+    }
+
+    /// [`runtime`] on a store of the test's choosing.
+    #[allow(clippy::panic)]
+    pub fn runtime_on(toml: &str, clock: Clock, store: Arc<dyn SessionStore>) -> Runtime {
         let raw = config::parse(toml).unwrap_or_else(|e| panic!("{e}"));
         let env = |n: &str| match n {
             "SESSIONGATE_ACCESS_SECRET" => Some(ACCESS_SECRET.to_string()),
@@ -119,7 +125,6 @@ pub mod testing {
         // dev: a test has no certificate or users file on disk.
         let opts = LoadOptions { dev: true };
         let cfg = config::validate(raw, opts, &env).unwrap_or_else(|e| panic!("{e}"));
-        let store: Arc<dyn SessionStore> = Arc::new(crate::store::memory::MemoryStore::new());
         let rt = Runtime::build(cfg, store, Users::empty(), Audit::discard(), clock)
             .unwrap_or_else(|e| panic!("{e}"));
         rt.sessions.revoked().set_synced(true);

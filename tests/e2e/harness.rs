@@ -24,6 +24,7 @@ pub use support::gateway::*;
 pub use support::haproxy::*;
 pub use support::jwt::*;
 pub use support::logs::*;
+pub use support::metrics::*;
 pub use support::pki::*;
 pub use support::raw::*;
 pub use support::redis::*;

@@ -29,6 +29,7 @@ mod paths;
 mod redis_store;
 mod refresh;
 mod request_framing;
+mod revocation_sync;
 mod rotation_safety;
 mod self_service;
 mod session_lifetime;

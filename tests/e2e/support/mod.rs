@@ -11,6 +11,7 @@ pub mod haproxy;
 pub mod jwt;
 pub mod launch;
 pub mod logs;
+pub mod metrics;
 pub mod pki;
 pub mod raw;
 pub mod redis;
