@@ -30,6 +30,8 @@ pub struct Metrics {
     pub reuse_detections: Counter,
     pub anomalies: Family<Anomaly, Counter>,
     pub logins: Family<Outcome, Counter>,
+    /// Configuration reloads by outcome (`ok`, `failed`).
+    pub reloads: Family<Outcome, Counter>,
     pub store_seconds: Family<Op, Histogram>,
     pub upstream_seconds: Histogram,
     /// Pre-resolved request outcomes for the hot path.
@@ -59,6 +61,7 @@ impl Metrics {
         let reuse_detections = Counter::default();
         let anomalies = Family::<Anomaly, Counter>::default();
         let logins = Family::<Outcome, Counter>::default();
+        let reloads = Family::<Outcome, Counter>::default();
         let store_seconds =
             Family::<Op, Histogram>::new_with_constructor(latency as fn() -> Histogram);
         let upstream_seconds = latency();
@@ -79,6 +82,14 @@ impl Metrics {
             anomalies.clone(),
         );
         registry.register("logins", "Login attempts by result", logins.clone());
+        registry.register(
+            "reloads",
+            "Configuration reloads (SIGHUP) by outcome; a failed one keeps the running configuration",
+            reloads.clone(),
+        );
+        for l in ["ok", "failed"] {
+            drop(reloads.get_or_create(&Outcome { outcome: l.into() }));
+        }
         registry.register(
             "store_duration_seconds",
             "Session store operation latency",
@@ -139,6 +150,7 @@ impl Metrics {
             reuse_detections,
             anomalies,
             logins,
+            reloads,
             store_seconds,
             upstream_seconds,
         }

@@ -26,6 +26,7 @@ mod path_parameters;
 mod paths;
 mod redis_store;
 mod refresh;
+mod reload;
 mod rotation_safety;
 mod self_service;
 mod session_lifetime;

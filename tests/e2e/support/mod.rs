@@ -13,6 +13,7 @@ pub mod logs;
 pub mod pki;
 pub mod raw;
 pub mod redis;
+pub mod reload;
 pub mod requests;
 pub mod session;
 pub mod store;
