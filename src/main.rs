@@ -56,6 +56,9 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Tell the running gateway to reload its configuration: SIGHUP to the pid in
+    /// `server.pid_file`.
+    Reload,
     /// Write a self-signed localhost certificate for development.
     DevCert {
         #[arg(long, default_value = "certs/localhost.pem")]
@@ -68,7 +71,7 @@ enum Cmd {
     },
 }
 
-#[derive(clap::Args, Default)]
+#[derive(clap::Args, Default, Clone)]
 struct RunArgs {
     /// Laptop mode: create what is missing (certificate, secrets, demo user, whoami upstream).
     #[arg(long)]
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::GenKey { out } => gen_key(out.as_deref()),
+        Cmd::Reload => signal_reload(&config),
         Cmd::DevCert { cert, key, force } => dev_cert(&cert, &key, force),
     }
 }
@@ -190,16 +194,99 @@ fn dev_cert(cert: &Path, key: &Path, force: bool) -> ExitCode {
     }
 }
 
-fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        LogFormat::Json => b.json().init(),
-        LogFormat::Text => b.init(),
+type LogFilter =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Logging to standard error at `level` (or `RUST_LOG`, which then wins over reloads too).
+/// The handle changes the level on reload; `None` when `RUST_LOG` fixed it.
+fn init_logging(level: &str, format: LogFormat) -> Option<LogFilter> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt, reload};
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let fixed = from_env.is_some();
+    let (filter, handle) = reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new(level)));
+    let layer = fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let layer = match format {
+        LogFormat::Json => layer.json().boxed(),
+        LogFormat::Text => layer.boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .init();
+    (!fixed).then_some(handle)
+}
+
+/// How `run` reads its configuration again on SIGHUP: as at start, keeping what `--dev` made
+/// up for this process (random secrets, the demo user), so a reload logs nobody out.
+struct FromFiles {
+    config: PathBuf,
+    args: RunArgs,
+    log: Option<LogFilter>,
+    /// `--dev`: the random secrets of this process, and the demo user.
+    dev_secrets: (config::Secret, config::Secret),
+    demo: Option<(String, String)>,
+}
+
+impl sessiongate::server::reload::Reload for FromFiles {
+    fn load(&self) -> Result<(Config, Users), ConfigErrors> {
+        let (mut cfg, mut users, notes) = prepare(&self.config, &self.args)?;
+        if self.args.dev {
+            let random = |key: &str| {
+                notes
+                    .iter()
+                    .any(|n| n.starts_with(key) && n.contains("random"))
+            };
+            if random("keys.access_secret_env") {
+                cfg.keys.access_secret = self.dev_secrets.0.clone();
+            }
+            if random("keys.refresh_secret_env") {
+                cfg.keys.refresh_secret = self.dev_secrets.1.clone();
+            }
+        }
+        if let Some((user, password)) = &self.demo {
+            users
+                .add(user, password, vec!["demo".into()])
+                .map_err(|e| ConfigErrors::one("login.users_file", e))?;
+        }
+        Ok((cfg, users))
+    }
+
+    fn applied(&self, cfg: &Config) {
+        if let Some(handle) = &self.log {
+            let level = tracing_subscriber::EnvFilter::new(&cfg.log_level);
+            if let Err(e) = handle.reload(level) {
+                tracing::warn!(error = %e, "log.level: cannot apply the new level");
+            }
+        }
+    }
+}
+
+/// `sessiongate reload`: SIGHUP to the pid written in `server.pid_file`.
+fn signal_reload(config_path: &std::path::Path) -> ExitCode {
+    let cfg = match config::load(config_path, LoadOptions::default()) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprintln!("{errs}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(pid_file) = cfg.server.pid_file else {
+        eprintln!("server.pid_file is not set: send SIGHUP to the gateway's process yourself");
+        return ExitCode::FAILURE;
+    };
+    match sessiongate::server::pid_file::signal_reload(&pid_file) {
+        Ok(pid) => {
+            println!(
+                "sent SIGHUP to {pid} (server.pid_file {})",
+                pid_file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("server.pid_file {}: {e}", pid_file.display());
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -237,13 +324,14 @@ fn run(config: &Path, args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&cfg.log_level, cfg.log_format);
+    let log = init_logging(&cfg.log_level, cfg.log_format);
     if args.dev {
         tracing::warn!("development mode (--dev): not for production");
         for note in &notes {
             tracing::warn!("{note}");
         }
     }
+    let mut demo = None;
     if args.dev {
         let password = sessiongate::util::random_token(12);
         if let Err(e) = users.add("demo", &password, vec!["demo".into()]) {
@@ -251,7 +339,18 @@ fn run(config: &Path, args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
         println!("demo login: user=demo password={password}");
+        demo = Some(("demo".to_string(), password));
     }
+    let reloader = std::sync::Arc::new(FromFiles {
+        config: config.to_path_buf(),
+        args: args.clone(),
+        log,
+        dev_secrets: (
+            cfg.keys.access_secret.clone(),
+            cfg.keys.refresh_secret.clone(),
+        ),
+        demo,
+    });
     let tokio_rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -267,6 +366,7 @@ fn run(config: &Path, args: RunArgs) -> ExitCode {
     let result = tokio_rt.block_on(sessiongate::server::run(
         cfg,
         users,
+        reloader,
         shutdown_signal(),
         move |b| {
             let http = b.http.map_or_else(|| "off".to_string(), |a| a.to_string());

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub revocation_feed_synced: Gauge,
     pub anomalies: Family<Anomaly, Counter>,
     pub logins: Family<Outcome, Counter>,
+    /// Configuration reloads by outcome (`ok`, `failed`).
+    pub reloads: Family<Outcome, Counter>,
     pub store_seconds: Family<Op, Histogram>,
     pub upstream_seconds: Histogram,
     /// Pre-resolved request outcomes for the hot path.
@@ -66,6 +68,7 @@ impl Metrics {
         let revocation_feed_synced = Gauge::default();
         let anomalies = Family::<Anomaly, Counter>::default();
         let logins = Family::<Outcome, Counter>::default();
+        let reloads = Family::<Outcome, Counter>::default();
         let store_seconds =
             Family::<Op, Histogram>::new_with_constructor(latency as fn() -> Histogram);
         let upstream_seconds = latency();
@@ -96,6 +99,14 @@ impl Metrics {
             anomalies.clone(),
         );
         registry.register("logins", "Login attempts by result", logins.clone());
+        registry.register(
+            "reloads",
+            "Configuration reloads (SIGHUP) by outcome; a failed one keeps the running configuration",
+            reloads.clone(),
+        );
+        for l in ["ok", "failed"] {
+            drop(reloads.get_or_create(&Outcome { outcome: l.into() }));
+        }
         registry.register(
             "store_duration_seconds",
             "Session store operation latency",
@@ -158,6 +169,7 @@ impl Metrics {
             revocation_feed_synced,
             anomalies,
             logins,
+            reloads,
             store_seconds,
             upstream_seconds,
         }

@@ -199,6 +199,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// HTTPS connections from `trusted_proxies` start with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// `server.pid_file`: the running process's id, for `sessiongate reload`.
+    pub pid_file: Option<std::path::PathBuf>,
     pub handshake_timeout: Duration,
     /// Also the deadline of the first request on a connection (HTTP/1.1 and HTTP/2), and the
     /// idle close of an HTTP/1.1 keep-alive connection.

@@ -44,6 +44,9 @@ pub struct RawServer {
     /// Read a PROXY protocol (v1 or v2) header first on HTTPS connections from
     /// `trusted_proxies` (L4 load balancers); its source address is the client's.
     pub proxy_protocol: bool,
+    /// Where the running gateway writes its process id (`sessiongate reload` signals it);
+    /// `""`: none.
+    pub pid_file: String,
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -104,6 +107,7 @@ impl Default for RawServer {
             public_origin: "https://localhost:8443".into(),
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            pid_file: String::new(),
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             http2_idle_timeout: Duration::from_secs(60),

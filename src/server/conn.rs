@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use super::drain::{DrainWatch, GracefulConn};
+use super::reload::Live;
 use crate::body::Body;
 use crate::framing_guard::{FramingGuard, FramingLog};
 use crate::runtime::{ConnCtx, Runtime};
@@ -51,14 +52,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(3);
 pub(crate) async fn serve(
     tls: TlsStream<TcpStream>,
     peer: SocketAddr,
-    rt: Arc<Runtime>,
+    live: Arc<Live>,
     drain: DrainWatch,
 ) {
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let ended = if h2 {
-        serve_h2(tls, peer, rt, drain).await
+        serve_h2(tls, peer, live, drain).await
     } else {
-        serve_h1(tls, peer, rt, drain).await
+        serve_h1(tls, peer, live, drain).await
     };
     match ended {
         Ended::Closed => {}
@@ -84,16 +85,18 @@ fn conn_ctx(rt: &Runtime, peer: SocketAddr, framing: Option<Arc<FramingLog>>) ->
 async fn serve_h1(
     tls: TlsStream<TcpStream>,
     peer: SocketAddr,
-    rt: Arc<Runtime>,
+    live: Arc<Live>,
     drain: DrainWatch,
 ) -> Ended {
+    // The connection's limits are the runtime's at accept; each request runs on the runtime
+    // live when it arrives (a reload applies to kept-alive connections too).
+    let rt = live.runtime();
     let s = &rt.cfg.server;
     let framing = Arc::new(FramingLog::default());
     let ctx = conn_ctx(&rt, peer, Some(framing.clone()));
     let io = FramingGuard::new(tls, s.max_header_bytes, framing.clone());
-    let svc_rt = rt.clone();
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let (rt, ctx, framing) = (svc_rt.clone(), ctx.clone(), framing.clone());
+        let (rt, ctx, framing) = (live.runtime(), ctx.clone(), framing.clone());
         let method = req.method().clone();
         async move {
             let resp = crate::service::handle(rt, ctx, req).await;
@@ -115,17 +118,18 @@ async fn serve_h1(
 async fn serve_h2(
     tls: TlsStream<TcpStream>,
     peer: SocketAddr,
-    rt: Arc<Runtime>,
+    live: Arc<Live>,
     drain: DrainWatch,
 ) -> Ended {
+    let rt = live.runtime();
     let s = &rt.cfg.server;
     let streams = Arc::new(Streams::default());
     // HTTP/2 frames every message itself: nothing for the framing guard to do.
     let ctx = conn_ctx(&rt, peer, None);
-    let (svc_rt, svc_streams) = (rt.clone(), streams.clone());
+    let svc_streams = streams.clone();
     let svc = service_fn(move |req| {
         let open = StreamOpen::new(&svc_streams);
-        let (rt, ctx) = (svc_rt.clone(), ctx.clone());
+        let (rt, ctx) = (live.runtime(), ctx.clone());
         async move {
             let resp = crate::service::handle(rt, ctx, req).await;
             Ok::<_, Infallible>(resp.map(|body| Counted { body, _open: open }))

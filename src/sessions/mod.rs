@@ -134,8 +134,8 @@ pub struct Sessions {
     pub(crate) audit: Audit,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) clock: Clock,
-    flights: RefreshFlights,
-    activity: Activity,
+    flights: Arc<RefreshFlights>,
+    activity: Arc<Activity>,
     /// Sessions the store confirmed while the revocation feed was out of sync.
     confirmations: Confirmations,
 }
@@ -174,10 +174,28 @@ impl Sessions {
             signer,
             audit,
             metrics,
-            activity: Activity::new(&cfg.session),
-            flights: RefreshFlights::default(),
+            activity: Arc::new(Activity::new(&cfg.session)),
+            flights: Arc::default(),
             clock,
         })
+    }
+
+    /// The session domain for a reloaded configuration: new settings, keys and fingerprint
+    /// keys; the same store, revocation set, refreshes in flight, activity batcher, audit,
+    /// metrics and clock — a reload ends no session and forgets no revocation. A new `id`: the
+    /// per-thread verification caches never serve the old runtime's answers to the new one.
+    pub fn reconfigured(&self, cfg: &Config) -> Result<Self, BuildError> {
+        let mut next = Self::new(
+            cfg,
+            self.store.clone(),
+            self.audit.clone(),
+            self.metrics.clone(),
+            self.clock.clone(),
+        )?;
+        next.revoked = self.revoked.clone();
+        next.flights = self.flights.clone();
+        next.activity = self.activity.clone();
+        Ok(next)
     }
 
     /// Seconds a revocation must be remembered: as long as an access token can live.

@@ -28,6 +28,7 @@ mod path_parameters;
 mod paths;
 mod redis_store;
 mod refresh;
+mod reload;
 mod request_framing;
 mod revocation_sync;
 mod rotation_safety;

@@ -75,6 +75,7 @@ pub(super) fn validate(s: &RawServer, errs: &mut Errors) -> Option<ServerConfig>
         public_origin: PublicOrigin { origin: origin? },
         trusted_proxies,
         proxy_protocol: s.proxy_protocol,
+        pid_file: (!s.pid_file.is_empty()).then(|| std::path::PathBuf::from(&s.pid_file)),
         handshake_timeout: s.handshake_timeout,
         header_read_timeout: s.header_read_timeout,
         http2_idle_timeout: s.http2_idle_timeout,

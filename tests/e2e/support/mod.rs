@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pki;
 pub mod raw;
 pub mod redis;
+pub mod reload;
 pub mod requests;
 pub mod session;
 pub mod site;
