@@ -17,6 +17,11 @@ Special cases:
                           the test chooses the grant the app "issues").
   X-Test-Set-Cookie: <v>  the echo also carries `Set-Cookie: <v>` (once per request header).
   Upgrade: websocket      RFC 6455 handshake (101), then echoes text/binary frames until close.
+                          Two text messages are commands instead: `push N MS` sends N text
+                          frames `push 1`..`push N`, one every MS milliseconds, and `mute` /
+                          `unmute` stop and restart the echo (traffic in one direction only).
+                          When the connection ends, the journal gets {"method": "WS-CLOSED",
+                          "path", "query": "close-frame" | "eof" | "error"}.
 
 With --journal-stdout every journal entry is also printed on stdout as `journal <json>`.
 """
@@ -29,6 +34,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -183,9 +189,23 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         self.close_connection = True
+        self.ws_lock = threading.Lock()
+        self.ws_muted = False
+        how = "error"
         try:
-            self.ws_loop()
-        except (ConnectionError, OSError, ValueError):
+            how = self.ws_loop()
+        except ConnectionError:
+            how = "eof"
+        except (OSError, ValueError):
+            how = "error"
+        record("WS-CLOSED", path, how)
+
+    def ws_push(self, count, interval_ms):
+        try:
+            for i in range(1, count + 1):
+                time.sleep(interval_ms / 1000.0)
+                self.ws_send(0x1, f"push {i}".encode())
+        except (OSError, ValueError):
             pass
 
     def ws_send(self, opcode, payload):
@@ -197,8 +217,9 @@ class Handler(BaseHTTPRequestHandler):
             header += bytes([126]) + struct.pack("!H", n)
         else:
             header += bytes([127]) + struct.pack("!Q", n)
-        self.wfile.write(header + payload)
-        self.wfile.flush()
+        with self.ws_lock:
+            self.wfile.write(header + payload)
+            self.wfile.flush()
 
     def ws_loop(self):
         while True:
@@ -215,13 +236,20 @@ class Handler(BaseHTTPRequestHandler):
             for i in range(len(data)):
                 data[i] ^= mask[i % 4]
             data = bytes(data)
-            if opcode in (0x1, 0x2, 0x0):
-                self.ws_send(opcode if opcode else 0x1, data)
+            words = data.split() if opcode == 0x1 else []
+            if words[:1] == [b"push"] and len(words) == 3:
+                args = (int(words[1]), int(words[2]))
+                threading.Thread(target=self.ws_push, args=args, daemon=True).start()
+            elif words == [b"mute"] or words == [b"unmute"]:
+                self.ws_muted = words == [b"mute"]
+            elif opcode in (0x1, 0x2, 0x0):
+                if not self.ws_muted:
+                    self.ws_send(opcode if opcode else 0x1, data)
             elif opcode == 0x9:  # ping
                 self.ws_send(0xA, data)
             elif opcode == 0x8:  # close
                 self.ws_send(0x8, data[:2])
-                return
+                return "close-frame"
 
 
 class Server(ThreadingHTTPServer):

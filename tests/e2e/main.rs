@@ -34,3 +34,4 @@ mod upstream_login;
 mod url_token_spellings;
 mod url_tokens;
 mod websocket;
+mod websocket_lifetime;

@@ -18,3 +18,4 @@ pub mod store;
 pub mod upstream;
 pub mod users;
 pub mod util;
+pub mod ws;

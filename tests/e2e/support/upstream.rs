@@ -89,6 +89,27 @@ impl Gateway {
         );
     }
 
+    /// Wait until the upstream's end of the WebSocket at `path` has closed; how it saw the
+    /// close (`"eof"`, `"close-frame"`, `"error"`), or `None` if it still had not after
+    /// `within`.
+    pub async fn upstream_ws_closed(&self, path: &str, within: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let closed = self
+                .journal()
+                .await
+                .into_iter()
+                .find(|e| e.method == "WS-CLOSED" && e.path == path);
+            if let Some(e) = closed {
+                return Some(e.query);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn journal_len(&self) -> usize {
         self.journal().await.len()
     }

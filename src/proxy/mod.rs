@@ -2,24 +2,27 @@
 //!
 //! The request arrives here prepared: stripped, authenticated, identity injected, its target
 //! and forwarding headers set (`pipeline::forwarding`). This module sends it, passes WebSocket
-//! upgrades through (closing the tunnel when the caller's `close_when` completes), and reports
-//! upstream failures as a typed [`ProxyError`] whose `502`/`504` page says nothing about the
-//! upstream (its address stays in the log). It knows nothing of sessions or tokens.
+//! upgrades through ([`tunnel`]: closed when idle or when the caller's `close_when`
+//! completes), and reports upstream failures as a typed [`ProxyError`] whose `502`/`504` page
+//! says nothing about the upstream (its address stays in the log). It knows nothing of
+//! sessions or tokens.
+
+mod tunnel;
 
 use std::cell::Cell;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::web::headers;
+
+pub use tunnel::Limits;
 
 pub struct Upstream {
     pub cfg: UpstreamConfig,
@@ -121,15 +124,12 @@ impl ProxyError {
     }
 }
 
-/// A future that completes when an upgraded connection must be closed (its session ended).
-pub type CloseWhen = Pin<Box<dyn Future<Output = ()> + Send>>;
-
 /// Send a prepared request to `up` and stream its answer back. A WebSocket upgrade (the
-/// request says so) is relayed both ways until either side closes or `close_when` completes.
+/// request says so) is relayed both ways until either side closes or `limits` end it.
 pub async fn forward(
     up: &Upstream,
     mut req: Request<Incoming>,
-    close_when: Option<CloseWhen>,
+    limits: Limits,
 ) -> Result<Response<Body>, ProxyError> {
     let client_upgrade = headers::is_websocket(&req).then(|| hyper::upgrade::on(&mut req));
     let res = tokio::time::timeout(up.cfg.timeout, up.client().request(req)).await;
@@ -162,20 +162,11 @@ pub async fn forward(
         });
     };
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let name = up.cfg.name.clone();
     tokio::spawn(async move {
-        let (c, u) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!(error = %e, "websocket upgrade failed");
-                return;
-            }
-        };
-        let mut c = TokioIo::new(c);
-        let mut u = TokioIo::new(u);
-        let close_when = close_when.unwrap_or_else(|| Box::pin(std::future::pending()));
-        tokio::select! {
-            _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
-            () = close_when => tracing::info!("websocket closed: its session ended"),
+        match tokio::try_join!(client_upgrade, upstream_upgrade) {
+            Ok((c, u)) => tunnel::relay(c, u, limits, &name).await,
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });
     Ok(resp.map(|_| Body::Empty))
