@@ -19,6 +19,15 @@ use crate::sessions::{self, Clock, Sessions};
 use crate::store::SessionStore;
 use crate::web::headers::{IDENTITY_HEADERS, SpoofableHeaders};
 
+/// Why a runtime could not be built from a valid configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Sessions(#[from] sessions::BuildError),
+    #[error(transparent)]
+    Upstream(#[from] crate::proxy::UpstreamError),
+}
+
 pub struct Runtime {
     pub cfg: Config,
     pub sessions: Sessions,
@@ -44,7 +53,7 @@ impl Runtime {
         users: Users,
         audit: Audit,
         clock: Clock,
-    ) -> Result<Self, sessions::BuildError> {
+    ) -> Result<Self, BuildError> {
         let mut metrics = Metrics::new();
         metrics.register_audit_dropped(audit.dropped());
         let metrics = Arc::new(metrics);
@@ -53,7 +62,7 @@ impl Runtime {
             sessions,
             router: Router::new(&cfg.routes),
             users,
-            upstreams: Upstreams::new(&cfg.upstreams, cfg.server.workers),
+            upstreams: Upstreams::new(&cfg.upstreams, cfg.server.workers)?,
             audit,
             metrics,
             throttle: Throttle::new(&cfg.login),

@@ -2,6 +2,7 @@
 """A real upstream for sessiongate's end-to-end tests (Python 3.11 stdlib only).
 
 Usage: python3 tests/upstream.py --port 0 [--journal-stdout]
+                                 [--tls-cert CERT --tls-key KEY [--tls-client-ca CA]]
 
 Binds 127.0.0.1:PORT (0 = a free port), prints `upstream listening 127.0.0.1:PORT` on stdout
 once ready, and answers every request (any method, any path) with `200` and a JSON echo:
@@ -24,6 +25,11 @@ Special cases:
                           "path", "query": "close-frame" | "eof" | "error"}.
 
 With --journal-stdout every journal entry is also printed on stdout as `journal <json>`.
+
+With --tls-cert and --tls-key it serves HTTPS (TLS 1.2+) instead, and every echo carries
+"tls": {"sni": <server name the client sent, or null>, "client_cert": <subject CN of the
+client's certificate, or null>}. With --tls-client-ca it also requires a client certificate
+signed by that CA (mutual TLS): a handshake without one fails.
 """
 
 import argparse
@@ -31,6 +37,7 @@ import base64
 import hashlib
 import json
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -114,6 +121,18 @@ class Handler(BaseHTTPRequestHandler):
             return self.read_exact(int(length))
         return b""
 
+    def tls_json(self):
+        conn = self.connection
+        if not isinstance(conn, ssl.SSLSocket):
+            return None
+        cert = conn.getpeercert()
+        cn = None
+        for rdn in (cert or {}).get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    cn = value
+        return {"sni": getattr(conn, "sg_sni", None), "client_cert": cn}
+
     def headers_json(self):
         out = {}
         for name, value in self.headers.items():
@@ -159,6 +178,9 @@ class Handler(BaseHTTPRequestHandler):
             "headers": self.headers_json(),
             "body": body.decode("utf-8", errors="replace"),
         }
+        tls = self.tls_json()
+        if tls is not None:
+            echo["tls"] = tls
         extra = []
         if path.endswith("/set-cookie"):
             extra.append(("Set-Cookie", "appcookie=v1; Path=/"))
@@ -257,16 +279,49 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
+    def handle_error(self, request, client_address):
+        # A refused TLS handshake (no client certificate, an unknown CA) is expected in tests:
+        # one line, not a traceback.
+        err = sys.exc_info()[1]
+        with STDOUT_LOCK:
+            sys.stderr.write(f"upstream: connection error: {err!r}\n")
+
+
+def tls_context(cert, key, client_ca):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    if client_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(client_ca)
+
+    def remember_sni(sock, server_name, _ctx):
+        sock.sg_sni = server_name
+
+    ctx.sni_callback = remember_sni
+    return ctx
+
 
 def main():
     global JOURNAL_STDOUT
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--journal-stdout", action="store_true")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--tls-client-ca")
     args = parser.parse_args()
     JOURNAL_STDOUT = args.journal_stdout
 
     server = Server(("127.0.0.1", args.port), Handler)
+    if args.tls_cert:
+        ctx = tls_context(args.tls_cert, args.tls_key, args.tls_client_ca)
+        # The handshake runs in the handler's thread, on its first read: a client that never
+        # finishes one cannot stall the accept loop.
+        server.socket = ctx.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
     host, port = server.server_address[:2]
     with STDOUT_LOCK:
         sys.stdout.write(f"upstream listening {host}:{port}\n")

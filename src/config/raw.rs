@@ -109,6 +109,20 @@ pub struct RawUpstream {
     pub connect_timeout: Duration,
     #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// `https://` only: PEM file of the CA certificates the app's certificate must chain to
+    /// (instead of the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `https://` only: PEM certificate chain the gateway presents to the app (mTLS).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// `https://` only: PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// `https://` only: the name sent as SNI and verified in the app's certificate, instead of
+    /// the URL's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 fn yes() -> bool {

@@ -1,38 +1,58 @@
 //! Forwarding to upstreams over pooled keep-alive connections, bodies streamed both ways.
 //!
 //! The request arrives here prepared: stripped, authenticated, identity injected, its target
-//! and forwarding headers set (`pipeline::forwarding`). This module sends it, passes WebSocket
-//! upgrades through ([`tunnel`]: closed when idle or when the caller's `close_when`
-//! completes), and reports upstream failures as a typed [`ProxyError`] whose `502`/`504` page
-//! says nothing about the upstream (its address stays in the log). It knows nothing of
-//! sessions or tokens.
+//! and forwarding headers set (`pipeline::forwarding`). This module sends it — over TLS to an
+//! `https://` upstream ([`tls`]) — passes WebSocket upgrades through ([`tunnel`]: closed when
+//! idle or when the caller's `close_when` completes), and reports upstream failures as a typed
+//! [`ProxyError`] whose `502`/`504` page says nothing about the upstream (its name and the
+//! cause stay in the log). It knows nothing of sessions or tokens.
 
+mod tls;
 mod tunnel;
 
 use std::cell::Cell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::web::headers;
 
+pub use tls::system_roots;
 pub use tunnel::Limits;
+
+/// A pooled client to one upstream: plain HTTP, or TLS for an `https://` upstream (whose
+/// connector refuses to connect without TLS).
+enum UpstreamClient {
+    Plain(Client<HttpConnector, Incoming>),
+    Tls(Client<HttpsConnector<HttpConnector>, Incoming>),
+}
+
+impl UpstreamClient {
+    fn request(&self, req: Request<Incoming>) -> ResponseFuture {
+        match self {
+            UpstreamClient::Plain(c) => c.request(req),
+            UpstreamClient::Tls(c) => c.request(req),
+        }
+    }
+}
 
 pub struct Upstream {
     pub cfg: UpstreamConfig,
     /// One pooled client per serving thread (index 0: the control runtime), so a request
     /// reuses connections owned by its own thread and never wakes another.
-    clients: Vec<Client<HttpConnector, Incoming>>,
+    clients: Vec<UpstreamClient>,
 }
 
 impl Upstream {
-    fn client(&self) -> &Client<HttpConnector, Incoming> {
+    fn client(&self) -> &UpstreamClient {
         let i = WORKER.with(Cell::get);
         &self.clients[i.min(self.clients.len() - 1)]
     }
@@ -51,11 +71,28 @@ pub struct Upstreams {
     list: Vec<Upstream>,
 }
 
-fn client(cfg: &UpstreamConfig) -> Client<HttpConnector, Incoming> {
+/// An upstream's TLS settings could not be turned into a client (at start).
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct UpstreamError {
+    /// The configuration key to fix (`upstream[0].ca_file`).
+    pub key: String,
+    pub message: String,
+}
+
+fn connector(cfg: &UpstreamConfig) -> HttpConnector {
     let mut conn = HttpConnector::new();
     conn.set_connect_timeout(Some(cfg.connect_timeout));
     conn.set_nodelay(true);
-    conn.enforce_http(true);
+    // Plain: only http:// targets. TLS: the https connector below decides the scheme.
+    conn.enforce_http(cfg.tls.is_none());
+    conn
+}
+
+fn pooled<C>(conn: C) -> Client<C, Incoming>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(1024)
@@ -64,17 +101,52 @@ fn client(cfg: &UpstreamConfig) -> Client<HttpConnector, Incoming> {
         .build(conn)
 }
 
+fn client(cfg: &UpstreamConfig, tls: Option<&Arc<rustls::ClientConfig>>) -> UpstreamClient {
+    let Some(tls) = tls else {
+        return UpstreamClient::Plain(pooled(connector(cfg)));
+    };
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config((**tls).clone())
+        .https_only();
+    let builder = match cfg.tls.as_ref().and_then(|t| t.server_name.clone()) {
+        Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+        None => builder,
+    };
+    UpstreamClient::Tls(pooled(
+        builder.enable_http1().wrap_connector(connector(cfg)),
+    ))
+}
+
 impl Upstreams {
-    /// Clients for `workers` serving threads plus the control runtime.
-    pub fn new(cfgs: &[UpstreamConfig], workers: usize) -> Self {
-        let list = cfgs
-            .iter()
-            .map(|cfg| Upstream {
+    /// Clients for `workers` serving threads plus the control runtime. Fails when an `https://`
+    /// upstream relies on the system's CA certificates and none can be loaded.
+    pub fn new(cfgs: &[UpstreamConfig], workers: usize) -> Result<Self, UpstreamError> {
+        let mut system = None;
+        let mut roots = || match &system {
+            Some(r) => Ok(Arc::clone(r)),
+            None => {
+                let r = tls::system_roots()?;
+                system = Some(r.clone());
+                Ok(r)
+            }
+        };
+        let mut list = Vec::with_capacity(cfgs.len());
+        for (i, cfg) in cfgs.iter().enumerate() {
+            let tls = match &cfg.tls {
+                None => None,
+                Some(t) => Some(Arc::new(tls::client_config(t, &mut roots).map_err(
+                    |message| UpstreamError {
+                        key: format!("upstream[{i}].ca_file"),
+                        message,
+                    },
+                )?)),
+            };
+            list.push(Upstream {
                 cfg: cfg.clone(),
-                clients: (0..=workers).map(|_| client(cfg)).collect(),
-            })
-            .collect();
-        Self { list }
+                clients: (0..=workers).map(|_| client(cfg, tls.as_ref())).collect(),
+            });
+        }
+        Ok(Self { list })
     }
 
     pub fn get(&self, i: usize) -> Option<&Upstream> {
@@ -143,7 +215,7 @@ pub async fn forward(
             return Err(e);
         }
         Ok(Err(source)) => {
-            tracing::warn!(upstream = %up.cfg.name, error = %source, source = ?std::error::Error::source(&source), "upstream request failed");
+            log_failure(&up.cfg.name, &source);
             return Err(ProxyError::Request {
                 upstream: up.cfg.name.clone(),
                 source,
@@ -170,4 +242,16 @@ pub async fn forward(
         }
     });
     Ok(resp.map(|_| Body::Empty))
+}
+
+/// The log line of a failed upstream request: the upstream, and the cause in full — a TLS
+/// failure (verification, a refused client certificate) named as such. Never sent to clients.
+fn log_failure(upstream: &str, e: &hyper_util::client::legacy::Error) {
+    let error = tls::chain(e);
+    match tls::tls_cause(e) {
+        Some(t) => {
+            tracing::warn!(upstream = %upstream, tls_error = %t, error, "upstream TLS failed")
+        }
+        None => tracing::warn!(upstream = %upstream, error, "upstream request failed"),
+    }
 }

@@ -31,6 +31,7 @@ mod token_forgery;
 mod transport;
 mod upstream_failure;
 mod upstream_login;
+mod upstream_tls;
 mod url_token_spellings;
 mod url_tokens;
 mod websocket;
