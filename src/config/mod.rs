@@ -325,6 +325,10 @@ pub struct RedisConfig {
     /// Cluster seed nodes.
     pub cluster_nodes: Vec<String>,
     pub password: Option<Secret>,
+    /// ACL user name (`store.username`), in `url` already for one node.
+    pub username: Option<String>,
+    /// `store.ca_file`'s PEM text (checked to hold CA certificates), for `rediss://`.
+    pub ca_pem: Option<Vec<u8>>,
     pub pool_size: u32,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,

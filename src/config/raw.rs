@@ -240,6 +240,11 @@ pub struct RawStore {
     pub cluster_nodes: Vec<String>,
     /// Environment variable holding the Redis password (AUTH).
     pub password_env: Option<String>,
+    /// Redis ACL user to authenticate as (with `password_env`'s password).
+    pub username: Option<String>,
+    /// `rediss://` only: PEM file of the CA certificates Redis's certificate must chain to
+    /// (instead of the roots built into the binary).
+    pub ca_file: Option<PathBuf>,
     pub pool_size: u32,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -256,6 +261,8 @@ impl Default for RawStore {
             url: None,
             cluster_nodes: Vec::new(),
             password_env: None,
+            username: None,
+            ca_file: None,
             pool_size: 16,
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(1),

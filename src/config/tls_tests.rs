@@ -1,5 +1,5 @@
-//! Validation of the TLS client settings of `https://` upstreams (`ca_file`, `client_cert`,
-//! `client_key`, `server_name`).
+//! Validation of the TLS client settings: `https://` upstreams (`ca_file`, `client_cert`,
+//! `client_key`, `server_name`) and `rediss://` Redis (`store.ca_file`, `store.username`).
 //! Every bad file or name stops the gateway under its own key; the files are read through the
 //! source only.
 
@@ -11,7 +11,7 @@ use super::*;
 const A: &str = "Q3ZqkJ8v0mX2rB7tL9wE4yN6uH1sD5cF0aG8pK3iM2o";
 const R: &str = "Zx9Lm2Nq4Rs6Tu8Vw0Yb1Cd3Ef5Gh7Jk9Pq2Sx4Vz6B";
 
-/// The secrets and PEM files held in memory.
+/// The secrets, `REDIS_PW`, and PEM files held in memory.
 struct Files(HashMap<PathBuf, Vec<u8>>);
 
 impl Source for Files {
@@ -19,6 +19,7 @@ impl Source for Files {
         match name {
             "SESSIONGATE_ACCESS_SECRET" => Some(A.into()),
             "SESSIONGATE_REFRESH_SECRET" => Some(R.into()),
+            "REDIS_PW" => Some("pw".into()),
             _ => None,
         }
     }
@@ -211,5 +212,105 @@ fn tls_keys_on_an_http_upstream_are_refused() {
     ] {
         let p = check(&config(url, "", ""), &files()).unwrap_err();
         assert_eq!(keys(&p), ["upstream[0].url"], "{url}: {p:?}");
+    }
+}
+
+fn store_problems(store: &str) -> Vec<(String, String)> {
+    check(
+        &config("http://127.0.0.1:3000", "", &format!("[store]\n{store}")),
+        &files(),
+    )
+    .err()
+    .unwrap_or_default()
+}
+
+#[test]
+fn rediss_takes_a_ca_file_and_an_acl_user() {
+    let text = config(
+        "http://127.0.0.1:3000",
+        "",
+        "[store]\nkind = \"redis\"\nurl = \"rediss://127.0.0.1:6380/0\"\nusername = \"gateway\"\n\
+         password_env = \"REDIS_PW\"\nca_file = \"/pki/ca.pem\"\n",
+    );
+    let src = files();
+    let c = check(&text, &src).unwrap();
+    let StoreConfig::Redis(r) = c.store else {
+        panic!("redis")
+    };
+    let url = String::from_utf8(r.url.unwrap().expose().to_vec()).unwrap();
+    assert_eq!(url, "rediss://gateway:pw@127.0.0.1:6380/0");
+    assert_eq!(r.username.as_deref(), Some("gateway"));
+    assert_eq!(r.ca_pem, src.read(Path::new("/pki/ca.pem")).ok());
+
+    let cluster = "kind = \"redis\"\ncluster_nodes = [\"rediss://a:7001\", \"rediss://b:7002\"]\n\
+                   username = \"gateway\"\npassword_env = \"REDIS_PW\"\nca_file = \"/pki/ca.pem\"\n";
+    assert!(store_problems(cluster).is_empty());
+}
+
+#[test]
+fn redis_tls_and_user_problems_name_their_keys() {
+    let redis = "kind = \"redis\"\npassword_env = \"REDIS_PW\"\n";
+    for (store, key, says) in [
+        (
+            format!("{redis}url = \"redis://h:6379\"\nca_file = \"/pki/ca.pem\"\n"),
+            "store.ca_file",
+            "only applies to rediss://",
+        ),
+        (
+            format!(
+                "{redis}cluster_nodes = [\"rediss://a:7001\", \"redis://b:7002\"]\nca_file = \"/pki/ca.pem\"\n"
+            ),
+            "store.ca_file",
+            "only applies to rediss://",
+        ),
+        (
+            format!("{redis}url = \"rediss://h:6380\"\nca_file = \"/pki/missing.pem\"\n"),
+            "store.ca_file",
+            "cannot read /pki/missing.pem",
+        ),
+        (
+            format!("{redis}url = \"rediss://h:6380\"\nca_file = \"/pki/empty.pem\"\n"),
+            "store.ca_file",
+            "holds no PEM CERTIFICATE block",
+        ),
+        (
+            format!("{redis}url = \"rediss://h:6380\"\nca_file = \"/pki/garbage-cert.pem\"\n"),
+            "store.ca_file",
+            "is not a usable CA certificate",
+        ),
+        (
+            "kind = \"redis\"\nurl = \"rediss://h:6380\"\nusername = \"gateway\"\n".to_string(),
+            "store.username",
+            "needs store.password_env",
+        ),
+        (
+            format!("{redis}url = \"rediss://h:6380\"\nusername = \"gate way\"\n"),
+            "store.username",
+            "letters, digits",
+        ),
+        (
+            format!("{redis}url = \"rediss://h:6380\"\nusername = \"\"\n"),
+            "store.username",
+            "letters, digits",
+        ),
+        (
+            format!("{redis}url = \"rediss://other@h:6380\"\nusername = \"gateway\"\n"),
+            "store.username",
+            "names a user too",
+        ),
+        (
+            format!("{redis}url = \"rediss://h:6380/#insecure\"\n"),
+            "store.url",
+            "#insecure",
+        ),
+        (
+            "kind = \"memory\"\nusername = \"gateway\"\nca_file = \"/pki/ca.pem\"\n".to_string(),
+            "store.username",
+            "only applies to store.kind",
+        ),
+    ] {
+        let p = store_problems(&store);
+        assert_eq!(keys(&p).first(), Some(&key), "{store}: {p:?}");
+        assert!(p[0].1.contains(says), "{store}: {p:?}");
     }
 }

@@ -23,6 +23,7 @@ mod logs;
 mod path_encoding;
 mod paths;
 mod redis_store;
+mod redis_tls;
 mod refresh;
 mod rotation_safety;
 mod self_service;

@@ -1,5 +1,5 @@
-//! PEM files that the gateway's TLS client to `https://` upstreams uses: CA certificates, a
-//! client certificate and its key. Each is read through the
+//! PEM files that TLS clients of the gateway use — to `https://` upstreams and to `rediss://`
+//! Redis: CA certificates, a client certificate and its key. Each is read through the
 //! [`Source`] and parsed here, so that a file that cannot be read, holds no PEM block of its
 //! kind, or pairs a certificate with another certificate's key stops the gateway at start under
 //! its own key, never at the first connection. Nothing of a key file is ever printed.
@@ -73,6 +73,17 @@ pub(super) fn ca_roots(
         }
     }
     Some(roots)
+}
+
+/// The PEM text of a CA file, once checked like [`ca_roots`] (for clients that parse it again).
+pub(super) fn ca_pem(
+    source: &dyn Source,
+    errs: &mut Errors,
+    key: &str,
+    path: &Path,
+) -> Option<Vec<u8>> {
+    ca_roots(source, errs, key, path)?;
+    read(source, errs, key, path)
 }
 
 /// A client certificate chain and its private key, checked to be a pair. `keys` names the two
