@@ -34,10 +34,12 @@ async fn busy_until_closed<S: AsyncRead + AsyncWrite + Unpin>(
     while Instant::now() < deadline {
         n += 1;
         let msg = format!("busy {n}");
+        // Closed: the write fails, or the read ends (EOF, error, a close frame). A slow echo on
+        // a loaded machine is not a close.
         let echoed = match try_send_text(ws, &msg).await {
             Err(_) => false,
             Ok(()) => matches!(
-                tokio::time::timeout(Duration::from_secs(2), read_frame(ws)).await,
+                tokio::time::timeout(Duration::from_secs(10), read_frame(ws)).await,
                 Ok(Ok((1, p))) if p == msg.as_bytes()
             ),
         };
@@ -139,12 +141,12 @@ async fn an_idle_tunnel_is_closed_after_the_idle_timeout() {
     assert_echoes(&mut ws, "then nothing").await;
     let silent_from = Instant::now();
     assert!(
-        closed_within(&mut ws, Duration::from_secs(6)).await,
-        "a tunnel silent for 6 s stayed open with idle_timeout = 2s"
+        closed_within(&mut ws, Duration::from_secs(8)).await,
+        "a tunnel silent for 8 s stayed open with idle_timeout = 2s"
     );
     let after = silent_from.elapsed();
     assert!(
-        after >= Duration::from_millis(1800) && after <= Duration::from_secs(4),
+        after >= Duration::from_millis(1800) && after <= Duration::from_secs(5),
         "closed after {after:?} of silence (idle_timeout = 2s)"
     );
     assert_eq!(
