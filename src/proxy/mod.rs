@@ -105,6 +105,7 @@ fn client(cfg: &UpstreamConfig, tls: Option<&Arc<rustls::ClientConfig>>) -> Upst
     let Some(tls) = tls else {
         return UpstreamClient::Plain(pooled(connector(cfg)));
     };
+    // `tls::client_config` sets no ALPN list, which `with_tls_config` requires (it asserts).
     let builder = HttpsConnectorBuilder::new()
         .with_tls_config((**tls).clone())
         .https_only();
