@@ -1,6 +1,7 @@
 //! Preflight: the checks of the files a configuration names, through the modules that will use
 //! them — the TLS certificate and key (`server::tls`), the users file (`login::users`), the
-//! identity assertion keys (`assertion`). `run` and `check-config` both run it beside
+//! identity assertion keys (`assertion`), the system's CA certificates when an `https://`
+//! upstream names no `ca_file` (`proxy`). `run` and `check-config` both run it beside
 //! `config::validate`, so a configuration that passes `check-config` starts, and the problems of
 //! both are reported at once. It writes nothing; each problem names its key, like validation's.
 
@@ -26,6 +27,9 @@ pub struct Files {
     /// The host of `server.public_origin`, which the certificate must be valid for (`None`
     /// when the origin is not a URL: validation's to report).
     pub public_host: Option<String>,
+    /// `upstream[i].ca_file` of each `https://` upstream that names none: it trusts the
+    /// system's CA certificates, which must then be there.
+    pub system_roots_for: Vec<String>,
 }
 
 impl Files {
@@ -41,7 +45,21 @@ impl Files {
         .into_iter()
         .filter_map(|(key, p)| Some((key, p.clone()?)))
         .collect();
+        let system_roots_for = raw
+            .upstream
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| {
+                let https = u
+                    .url
+                    .get(..8)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+                https && u.ca_file.is_none()
+            })
+            .map(|(i, _)| format!("upstream[{i}].ca_file"))
+            .collect();
         Self {
+            system_roots_for,
             tls_cert: raw.tls.cert.clone(),
             tls_key: raw.tls.key.clone(),
             users_file: (raw.login.mode == LoginMode::UsersFile)
@@ -128,6 +146,13 @@ pub fn check(files: &Files, dev: bool) -> Result<Checked, ConfigErrors> {
     }
     for (key, path) in &files.assertion_keys {
         assertion_key(key, path, &mut errs);
+    }
+    if !files.system_roots_for.is_empty() {
+        if let Err(e) = crate::proxy::system_roots() {
+            for key in &files.system_roots_for {
+                errs.push(ConfigError::new(key.clone(), e.clone()));
+            }
+        }
     }
     let users = users(files.users_file.as_deref(), dev, &mut errs, &mut notes);
     match users {

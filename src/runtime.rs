@@ -19,6 +19,15 @@ use crate::sessions::{self, Clock, Sessions};
 use crate::store::SessionStore;
 use crate::web::headers::{IDENTITY_HEADERS, SpoofableHeaders};
 
+/// Why a runtime could not be built from a valid configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Sessions(#[from] sessions::BuildError),
+    #[error(transparent)]
+    Upstream(#[from] crate::proxy::UpstreamError),
+}
+
 pub struct Runtime {
     pub cfg: Config,
     pub sessions: Sessions,
@@ -46,22 +55,20 @@ impl Runtime {
         users: Users,
         audit: Audit,
         clock: Clock,
-    ) -> Result<Self, sessions::BuildError> {
+    ) -> Result<Self, BuildError> {
         let mut metrics = Metrics::new();
         metrics.register_audit_dropped(audit.dropped());
         let metrics = Arc::new(metrics);
         let sessions = Sessions::new(&cfg, store, audit.clone(), metrics.clone(), clock)?;
         let throttle = Arc::new(Throttle::new(&cfg.login));
-        Ok(Self::assemble(
-            cfg, sessions, users, audit, metrics, throttle,
-        ))
+        Self::assemble(cfg, sessions, users, audit, metrics, throttle)
     }
 
     /// The runtime for a reloaded configuration (`server::reload`): what the configuration
     /// decides is new (routes, upstreams, settings, keys, users); what must outlive a reload is
     /// shared with `self` (see [`Sessions::reconfigured`]; audit, metrics, and the login
     /// throttle's counts unless its limits changed).
-    pub fn rebuild(&self, cfg: Config, users: Users) -> Result<Self, sessions::BuildError> {
+    pub fn rebuild(&self, cfg: Config, users: Users) -> Result<Self, BuildError> {
         let sessions = self.sessions.reconfigured(&cfg)?;
         let (old, new) = (&self.cfg.login, &cfg.login);
         let same_limits = (
@@ -80,14 +87,14 @@ impl Runtime {
         } else {
             Arc::new(Throttle::new(&cfg.login))
         };
-        Ok(Self::assemble(
+        Self::assemble(
             cfg,
             sessions,
             users,
             self.audit.clone(),
             self.metrics.clone(),
             throttle,
-        ))
+        )
     }
 
     fn assemble(
@@ -97,12 +104,12 @@ impl Runtime {
         audit: Audit,
         metrics: Arc<Metrics>,
         throttle: Arc<Throttle>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, BuildError> {
+        Ok(Self {
             sessions,
             router: Router::new(&cfg.routes),
             users,
-            upstreams: Upstreams::new(&cfg.upstreams, cfg.server.workers),
+            upstreams: Upstreams::new(&cfg.upstreams, cfg.server.workers)?,
             audit,
             metrics,
             throttle,
@@ -122,7 +129,7 @@ impl Runtime {
                 &cfg.identity.strip_headers,
             ),
             cfg,
-        }
+        })
     }
 
     /// Whether `ip` may tell us the client's address through `X-Forwarded-For`.

@@ -69,14 +69,19 @@ async fn forward(rt: &Arc<Runtime>, f: Forward, mut req: Request<Incoming>) -> R
     if let Err(r) = forwarding::prepare(&up.cfg, &ctx, &mut req) {
         return refuse(rt, r.keeping(&set_cookies));
     }
-    // An upgraded connection is closed when its session ends (logout, revocation anywhere).
-    let close_when = identity
-        .as_ref()
-        .filter(|_| ctx.websocket)
-        .map(|id| Box::pin(rt.sessions.ended(&id.sid)) as crate::proxy::CloseWhen);
+    // A tunnel of a session is closed when the session ends (logout, revocation anywhere) or
+    // reaches its absolute end, and when nothing has moved through it for the idle timeout.
+    // Traffic in it is not activity of the session: a tunnel cannot keep a session alive.
+    let limits = match identity.as_ref().filter(|_| ctx.websocket) {
+        Some(id) => crate::proxy::Limits {
+            idle: Some(rt.cfg.session.idle_timeout),
+            close_when: Some(Box::pin(rt.sessions.tunnel_end(id))),
+        },
+        None => crate::proxy::Limits::default(),
+    };
     let ua = upstream_login::keep_for_response(rt, &ctx, &req);
     let started = std::time::Instant::now();
-    let mut resp = match crate::proxy::forward(up, req, close_when).await {
+    let mut resp = match crate::proxy::forward(up, req, limits).await {
         Ok(r) => r,
         Err(e) => return refuse(rt, Refusal::from(e).keeping(&set_cookies)),
     };

@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -230,6 +231,20 @@ pub struct UpstreamConfig {
     pub preserve_host: bool,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// `https://` upstreams: how the gateway's TLS client trusts and authenticates to it.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to an `https://` upstream, its files read and checked by validation. Verification is
+/// always on; SNI is sent whenever the name is a DNS name.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The certificates of `ca_file`; `None`: the system's store, loaded at start.
+    pub roots: Option<Arc<rustls::RootCertStore>>,
+    /// `client_cert` with `client_key`, checked to be a pair.
+    pub client_auth: Option<Arc<rustls::sign::CertifiedKey>>,
+    /// `server_name`: sent as SNI and verified, instead of the URL's host.
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
 }
 
 #[derive(Debug, Clone)]
@@ -339,6 +354,10 @@ pub struct RedisConfig {
     /// Cluster seed nodes.
     pub cluster_nodes: Vec<String>,
     pub password: Option<Secret>,
+    /// ACL user name (`store.username`), in `url` already for one node.
+    pub username: Option<String>,
+    /// `store.ca_file`'s PEM text (checked to hold CA certificates), for `rediss://`.
+    pub ca_pem: Option<Vec<u8>>,
     pub pool_size: u32,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
@@ -495,3 +514,5 @@ pub fn load(path: &Path, opts: LoadOptions) -> Result<Config, ConfigErrors> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

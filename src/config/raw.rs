@@ -151,6 +151,20 @@ pub struct RawUpstream {
     pub connect_timeout: Duration,
     #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// `https://` only: PEM file of the CA certificates the app's certificate must chain to
+    /// (instead of the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `https://` only: PEM certificate chain the gateway presents to the app (mTLS).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// `https://` only: PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// `https://` only: the name sent as SNI and verified in the app's certificate, instead of
+    /// the URL's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 fn yes() -> bool {
@@ -268,6 +282,11 @@ pub struct RawStore {
     pub cluster_nodes: Vec<String>,
     /// Environment variable holding the Redis password (AUTH).
     pub password_env: Option<String>,
+    /// Redis ACL user to authenticate as (with `password_env`'s password).
+    pub username: Option<String>,
+    /// `rediss://` only: PEM file of the CA certificates Redis's certificate must chain to
+    /// (instead of the roots built into the binary).
+    pub ca_file: Option<PathBuf>,
     pub pool_size: u32,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -284,6 +303,8 @@ impl Default for RawStore {
             url: None,
             cluster_nodes: Vec::new(),
             password_env: None,
+            username: None,
+            ca_file: None,
             pool_size: 16,
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(1),

@@ -145,7 +145,7 @@ fn bad_values_name_their_keys() {
     let k = keys_of("[session]\naccess_ttl = \"soon\"\n", A, R);
     assert_eq!(k, vec!["session.access_ttl"]);
     assert_eq!(
-        keys_of("[[upstream]]\nname = \"b\"\nurl = \"https://x\"\n", A, R),
+        keys_of("[[upstream]]\nname = \"b\"\nurl = \"ftp://x\"\n", A, R),
         vec!["upstream[1].url"]
     );
 }

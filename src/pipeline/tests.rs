@@ -11,6 +11,7 @@ use http::{Request, StatusCode};
 use super::*;
 use crate::refusal::Refusal;
 use crate::store::SessionRecord;
+use crate::tokens::AccessLifetime;
 
 pub(crate) fn runtime() -> Runtime {
     crate::runtime::testing::runtime(
@@ -43,8 +44,11 @@ fn access_cookie(rt: &Runtime, sid: &str) -> String {
             "alice",
             sid,
             &["admin".into(), "dev".into()],
-            now,
-            now + 60,
+            AccessLifetime {
+                now,
+                exp: now + 60,
+                session_end: now + 60 + 3600,
+            },
             &Default::default(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -228,8 +232,11 @@ async fn expired_access_cookie_is_refreshed_transparently() {
             "alice",
             "sid-4",
             &[],
-            now - 100,
-            now - 1,
+            AccessLifetime {
+                now: now - 100,
+                exp: now - 1,
+                session_end: now - 1 + 3600,
+            },
             &Default::default(),
         )
         .unwrap_or_else(|e| panic!("{e}"));

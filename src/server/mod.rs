@@ -66,7 +66,7 @@ pub enum ServerError {
     #[error("cannot start the built-in whoami page: {0}")]
     Whoami(#[source] std::io::Error),
     #[error(transparent)]
-    Runtime(#[from] crate::sessions::BuildError),
+    Runtime(#[from] crate::runtime::BuildError),
 }
 
 /// Addresses actually bound (ports may have been chosen by the OS).

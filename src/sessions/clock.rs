@@ -42,6 +42,17 @@ impl Clock {
         }
     }
 
+    /// How long until the Unix second `at` begins (zero once it has): to the instant on the
+    /// system clock, in whole seconds on a manual one.
+    pub fn until(&self, at: u64) -> std::time::Duration {
+        match &self.manual {
+            Some(t) => std::time::Duration::from_secs(at.saturating_sub(t.load(Ordering::Relaxed))),
+            None => (std::time::UNIX_EPOCH + std::time::Duration::from_secs(at))
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default(),
+        }
+    }
+
     /// Move a manual clock forward by whole seconds (the system clock cannot be moved:
     /// nothing happens).
     pub fn advance(&self, secs: u64) {
@@ -74,5 +85,20 @@ mod tests {
         assert!(Clock::system().now() > 1_700_000_000);
         let ms = Clock::system().now_ms();
         assert!(ms > 1_700_000_000_000 && ms / 1000 <= Clock::system().now());
+    }
+
+    #[test]
+    fn until_counts_down_to_the_start_of_a_second() {
+        let c = Clock::manual(1_000);
+        assert_eq!(c.until(1_030), std::time::Duration::from_secs(30));
+        assert_eq!(c.until(1_000), std::time::Duration::ZERO);
+        assert_eq!(c.until(900), std::time::Duration::ZERO);
+        let sys = Clock::system();
+        let now = sys.now();
+        let left = sys.until(now + 2);
+        assert!(
+            left > std::time::Duration::from_secs(1) && left <= std::time::Duration::from_secs(2)
+        );
+        assert_eq!(sys.until(now - 1), std::time::Duration::ZERO);
     }
 }

@@ -15,7 +15,7 @@ use crate::audit::Event;
 use crate::cookies::{Outgoing, set_cookie};
 use crate::delivery::Delivery;
 use crate::store::{SessionRecord, StoreError, device};
-use crate::tokens::{Fingerprint, MintError};
+use crate::tokens::{AccessLifetime, Fingerprint, MintError};
 use crate::util::random_token;
 
 /// Tokens issued by a login or refresh.
@@ -94,9 +94,14 @@ impl Sessions {
         fp: &Fingerprint,
     ) -> Result<Issued, MintError> {
         let access_exp = (now + self.cfg.access_ttl.as_secs()).min(rec.abs_end);
+        let life = AccessLifetime {
+            now,
+            exp: access_exp,
+            session_end: rec.abs_end,
+        };
         let access = self
             .keys
-            .mint_access(&rec.user, &rec.sid, &rec.roles, now, access_exp, fp)?;
+            .mint_access(&rec.user, &rec.sid, &rec.roles, life, fp)?;
         let refresh =
             self.keys
                 .mint_refresh(&rec.user, &rec.sid, &rec.cur_jti, now, rec.abs_end, fp)?;
@@ -107,6 +112,7 @@ impl Sessions {
                 roles: rec.roles.clone(),
                 sid: rec.sid.clone(),
                 exp: access_exp,
+                session_end: rec.abs_end,
                 fp: fp.clone(),
             }),
             access,

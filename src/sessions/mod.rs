@@ -37,6 +37,8 @@ use crate::metrics::Metrics;
 use crate::store::{RevocationSet, SessionStore, StoreError};
 use crate::tokens::{Fingerprint, KeyRing, MintError, TokenError};
 
+/// For callers outside the crate that mint access tokens (benchmarks).
+pub use crate::tokens::AccessLifetime;
 pub use activity::Activity;
 pub use anomaly::{Fingerprinter, Verdict};
 pub use clock::Clock;
@@ -52,6 +54,9 @@ pub struct Identity {
     pub sid: String,
     /// When the access token that proved it expires (Unix seconds).
     pub exp: u64,
+    /// The session's absolute end (Unix seconds): no refresh after it, and no WebSocket
+    /// tunnel of the session stays open past it.
+    pub session_end: u64,
     /// What the session was bound to at login.
     pub fp: Fingerprint,
     /// The session's non-secret handle (derived from `sid`, computed once per token).

@@ -69,6 +69,9 @@ impl Sessions {
             roles: c.roles,
             sid: c.sid,
             exp: c.exp,
+            // A token minted before `sxp` existed: its own expiry is the only end known, so
+            // a tunnel opened with it lasts no longer (fail closed; the client reconnects).
+            session_end: c.sxp.unwrap_or(c.exp),
             fp: Fingerprint {
                 ipn: c.ipn,
                 uah: c.uah,
@@ -168,6 +171,10 @@ impl Sessions {
         let revoked = self.revoked.clone();
         async move {
             use tokio::sync::broadcast::error::RecvError;
+            // Revoked before the watch began (between the request's check and now).
+            if revoked.is_revoked(&sid) {
+                return;
+            }
             loop {
                 match watch.recv().await {
                     Ok(s) if s == sid => return,
@@ -179,6 +186,25 @@ impl Sessions {
                     }
                     Err(RecvError::Closed) => std::future::pending::<()>().await,
                 }
+            }
+        }
+    }
+}
+
+impl Sessions {
+    /// A future that completes when a long-lived connection opened with `id` (a WebSocket
+    /// tunnel) must close: its session is revoked (here, or anywhere through the store's feed),
+    /// or reaches its absolute end. Its output says which, for the log.
+    pub fn tunnel_end(
+        &self,
+        id: &Identity,
+    ) -> impl std::future::Future<Output = &'static str> + Send + 'static {
+        let ended = self.ended(&id.sid);
+        let left = self.clock.until(id.session_end);
+        async move {
+            tokio::select! {
+                () = ended => "its session ended",
+                () = tokio::time::sleep(left) => "its session reached its absolute end",
             }
         }
     }

@@ -64,13 +64,13 @@ impl<M: bb8::ManageConnection> bb8::ManageConnection for Managed<M> {
 
 #[derive(Clone)]
 enum Pool {
-    Single(bb8::Pool<Managed<bb8_redis::RedisConnectionManager>>),
+    Single(bb8::Pool<Managed<redis::Client>>),
     Cluster(bb8::Pool<Managed<ClusterClient>>),
 }
 
 /// A pooled connection of either kind, usable wherever redis wants a connection.
 enum Conn<'a> {
-    Single(bb8::PooledConnection<'a, Managed<bb8_redis::RedisConnectionManager>>),
+    Single(bb8::PooledConnection<'a, Managed<redis::Client>>),
     Cluster(bb8::PooledConnection<'a, Managed<ClusterClient>>),
 }
 
@@ -258,6 +258,24 @@ fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError 
     StoreError::Unavailable(Box::new(e))
 }
 
+/// `store.ca_file` as the redis crate takes it: the only roots a `rediss://` node is verified
+/// against (without it, the roots built into the binary).
+fn certificates(cfg: &RedisConfig) -> Option<redis::TlsCertificates> {
+    cfg.ca_pem.as_ref().map(|pem| redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.clone()),
+    })
+}
+
+/// A client of one node (`url` carries the user and password).
+fn node_client(url: &str, cfg: &RedisConfig) -> Result<redis::Client, StoreError> {
+    match certificates(cfg) {
+        Some(certs) => redis::Client::build_with_tls(url, certs),
+        None => redis::Client::open(url),
+    }
+    .map_err(unavailable)
+}
+
 impl RedisStore {
     /// Build the pool (no connection is made until first use, so the gateway starts while Redis
     /// is down and reports it on `/readyz`).
@@ -265,10 +283,9 @@ impl RedisStore {
         let (pool, pubsub_url) = match &cfg.url {
             Some(url) => {
                 let url = String::from_utf8_lossy(url.expose()).into_owned();
-                let mgr =
-                    bb8_redis::RedisConnectionManager::new(url.as_str()).map_err(unavailable)?;
+                let client = node_client(&url, cfg)?;
                 (
-                    Pool::Single(pool_builder(cfg).build_unchecked(Managed(mgr))),
+                    Pool::Single(pool_builder(cfg).build_unchecked(Managed(client))),
                     url,
                 )
             }
@@ -276,13 +293,22 @@ impl RedisStore {
                 let mut b = ClusterClient::builder(cfg.cluster_nodes.clone())
                     .connection_timeout(cfg.connect_timeout)
                     .response_timeout(cfg.command_timeout);
+                if let Some(user) = &cfg.username {
+                    b = b.username(user);
+                }
                 if let Some(pw) = &cfg.password {
                     b = b.password(String::from_utf8_lossy(pw.expose()));
+                }
+                if let Some(certs) = certificates(cfg) {
+                    b = b.certs(certs);
                 }
                 let client = b.build().map_err(unavailable)?;
                 let mut nodes = Vec::new();
                 for n in &cfg.cluster_nodes {
                     let mut u = url::Url::parse(n).map_err(unavailable)?;
+                    if let Some(user) = &cfg.username {
+                        let _ = u.set_username(user);
+                    }
                     if let Some(pw) = &cfg.password {
                         let _ = u.set_password(Some(&String::from_utf8_lossy(pw.expose())));
                     }
@@ -296,7 +322,7 @@ impl RedisStore {
         };
         let pubsub = pubsub_url
             .split(' ')
-            .map(|u| redis::Client::open(u).map_err(unavailable))
+            .map(|u| node_client(u, cfg))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             pool,

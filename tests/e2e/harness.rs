@@ -34,3 +34,4 @@ pub use support::store::*;
 pub use support::upstream::*;
 pub use support::users::*;
 pub use support::util::*;
+pub use support::ws::*;

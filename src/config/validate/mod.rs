@@ -15,6 +15,7 @@ mod routes;
 mod server;
 mod session;
 mod store;
+mod tls_files;
 mod upstreams;
 
 pub use keys::secret_weakness;
@@ -44,7 +45,7 @@ pub fn validate(
     let mut notes = Vec::new();
     let server = server::validate(&raw.server, &mut errs);
     let (upstreams, builtin_whoami) =
-        upstreams::validate(&raw.upstream, opts.dev, &mut errs, &mut notes);
+        upstreams::validate(&raw.upstream, opts.dev, source, &mut errs, &mut notes);
     let routes = routes::validate(&raw.route, &raw.upstream, builtin_whoami, &mut errs);
     let session = session::validate(&raw.session, &mut errs);
     let keys = keys::validate(&raw.keys, opts.dev, source, &mut errs, &mut notes);

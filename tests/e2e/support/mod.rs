@@ -23,3 +23,4 @@ pub mod store;
 pub mod upstream;
 pub mod users;
 pub mod util;
+pub mod ws;
