@@ -62,7 +62,9 @@ fn main() {
                 prev_jti: Some(sessiongate::util::random_token(16)),
                 rotated_at: now,
                 ip: format!("203.0.113.{}", i % 250),
-                device: sessiongate::store::device::label(&ua),
+                device: sessiongate::web::user_agent::UserAgent::from_bytes(ua.as_bytes())
+                    .device()
+                    .label(),
                 user_agent: ua,
             };
             store.create(rec).await.expect("memory store never fails");

@@ -32,9 +32,13 @@ pub struct AccessClaims {
     /// Keyed fingerprint of the login network (anomaly detection).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipn: Option<String>,
-    /// Keyed fingerprint of the login user agent.
+    /// Keyed fingerprint of the user agent's exact text: what earlier releases compare (still
+    /// minted for them, during a rolling upgrade); ignored where `uad` is present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uah: Option<String>,
+    /// Keyed fingerprint of the login user agent's device: browser family, system and class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uad: Option<String>,
 }
 
 /// Claims of a refresh token. `jti` is the rotation counter the store checks.
@@ -52,13 +56,39 @@ pub struct RefreshClaims {
     pub ipn: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uah: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uad: Option<String>,
 }
 
-/// The fingerprints a session was bound to at login (see `pipeline::anomaly`).
+/// The fingerprints a session was bound to at login (see `sessions::anomaly`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fingerprint {
     pub ipn: Option<String>,
+    /// The first version of the user-agent binding, the exact text: compared only in tokens of
+    /// earlier releases, which carry no `uad`.
     pub uah: Option<String>,
+    /// The user agent's device (`web::user_agent::Device`).
+    pub uad: Option<String>,
+}
+
+impl AccessClaims {
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            ipn: self.ipn.clone(),
+            uah: self.uah.clone(),
+            uad: self.uad.clone(),
+        }
+    }
+}
+
+impl RefreshClaims {
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            ipn: self.ipn.clone(),
+            uah: self.uah.clone(),
+            uad: self.uad.clone(),
+        }
+    }
 }
 
 /// Why a token was refused. Never shown to clients in detail.
@@ -202,6 +232,7 @@ impl KeyRing {
             roles: roles.to_vec(),
             ipn: fp.ipn.clone(),
             uah: fp.uah.clone(),
+            uad: fp.uad.clone(),
         };
         self.sign(&self.access, &claims)
     }
@@ -226,6 +257,7 @@ impl KeyRing {
             typ: TYP_REFRESH.into(),
             ipn: fp.ipn.clone(),
             uah: fp.uah.clone(),
+            uad: fp.uad.clone(),
         };
         self.sign(&self.refresh, &claims)
     }
@@ -306,6 +338,7 @@ mod tests {
             roles: vec![],
             ipn: None,
             uah: None,
+            uad: None,
         }
     }
 

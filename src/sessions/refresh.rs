@@ -17,14 +17,19 @@ use super::{Issued, RefreshError, Sessions, Verdict};
 use crate::audit::Event;
 use crate::metrics::Metrics;
 use crate::store::{RotateOutcome, RotatePolicy, StoreError};
-use crate::tokens::Fingerprint;
 use crate::util::random_token;
+use crate::web::user_agent::UserAgent;
 
 type FlightResult = Result<RotateOutcome, Arc<StoreError>>;
 
 impl Sessions {
     /// Rotate a refresh token and issue the new pair.
-    pub async fn refresh(&self, token: &str, ip: IpAddr, ua: &str) -> Result<Issued, RefreshError> {
+    pub async fn refresh(
+        &self,
+        token: &str,
+        ip: IpAddr,
+        ua: &UserAgent<'_>,
+    ) -> Result<Issued, RefreshError> {
         let now = self.clock.now();
         let claims = self.keys.verify_refresh(token, now)?;
         if self.revoked.is_revoked(&claims.sid) {
@@ -32,10 +37,7 @@ impl Sessions {
         }
         // A refresh from somewhere else is checked before anything rotates: under `reauth` the
         // session must stay usable where it came from.
-        let fp = Fingerprint {
-            ipn: claims.ipn.clone(),
-            uah: claims.uah.clone(),
-        };
+        let fp = claims.fingerprint();
         match self.anomaly(&fp, ip, ua, &claims.sub, &claims.sid) {
             Verdict::Pass => {}
             Verdict::Reauth => return Err(RefreshError::Anomaly),
@@ -46,6 +48,9 @@ impl Sessions {
                 return Err(RefreshError::Anomaly);
             }
         }
+        // The new tokens are bound to this user agent (which just passed): a token of an
+        // earlier release gains the device binding.
+        let fp = self.fingerprints.rebind(fp, ua);
         let policy = RotatePolicy {
             now,
             grace_secs: self.cfg.refresh_grace.as_secs(),
