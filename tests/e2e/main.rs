@@ -33,4 +33,5 @@ mod upstream_failure;
 mod upstream_login;
 mod url_token_spellings;
 mod url_tokens;
+mod user_agent;
 mod websocket;
