@@ -43,6 +43,11 @@ impl<'a> UserAgent<'a> {
     /// be repaired (not UTF-8).
     pub fn from_bytes(raw: &'a [u8]) -> Self {
         let raw = trim_blanks(raw);
+        if raw.len() <= MAX_BYTES {
+            if let Ok(s) = std::str::from_utf8(raw) {
+                return Self(Cow::Borrowed(s));
+            }
+        }
         // Decoding a few bytes past the limit is enough: every decoded character takes at
         // least as many bytes as it came from, so nothing past this changes what is kept.
         let head = &raw[..raw.len().min(MAX_BYTES + 3)];
@@ -126,54 +131,51 @@ pub enum Device<'a> {
     Client(&'a str),
 }
 
-/// Browser families by product token, in order of precedence: a browser built on another names
+/// The family a product token names, with its precedence: a browser built on another names
 /// that one too (Edge and Opera say `Chrome/`, Chrome says `Safari/`), so the most specific
-/// token present wins.
-const FAMILIES: &[(&str, &str)] = &[
-    ("Edg", "Edge"),
-    ("Edge", "Edge"),
-    ("EdgA", "Edge"),
-    ("EdgiOS", "Edge"),
-    ("OPR", "Opera"),
-    ("OPT", "Opera"),
-    ("OPiOS", "Opera"),
-    ("Opera", "Opera"),
-    ("SamsungBrowser", "Samsung Internet"),
-    ("YaBrowser", "Yandex Browser"),
-    ("Vivaldi", "Vivaldi"),
-    ("UCBrowser", "UC Browser"),
-    ("Firefox", "Firefox"),
-    ("FxiOS", "Firefox"),
-    ("CriOS", "Chrome"),
-    ("Chrome", "Chrome"),
-    ("Chromium", "Chrome"),
-    ("MSIE", "Internet Explorer"),
-    ("Trident", "Internet Explorer"),
-    ("Safari", "Safari"),
-    ("AppleWebKit", "WebKit"),
-];
+/// token present (the lowest number) wins.
+fn family(token: &str) -> Option<(u8, &'static str)> {
+    Some(match token {
+        "Edg" | "Edge" | "EdgA" | "EdgiOS" => (0, "Edge"),
+        "OPR" | "OPT" | "OPiOS" | "Opera" => (1, "Opera"),
+        "SamsungBrowser" => (2, "Samsung Internet"),
+        "YaBrowser" => (3, "Yandex Browser"),
+        "Vivaldi" => (4, "Vivaldi"),
+        "UCBrowser" => (5, "UC Browser"),
+        "Firefox" | "FxiOS" => (6, "Firefox"),
+        "CriOS" | "Chrome" | "Chromium" => (7, "Chrome"),
+        "MSIE" | "Trident" => (8, "Internet Explorer"),
+        "Safari" => (9, "Safari"),
+        "AppleWebKit" => (10, "WebKit"),
+        _ => return None,
+    })
+}
 
-/// Operating systems by token, in order of precedence (Android says `Linux`, iOS says
+/// The operating system a word names, with its precedence (Android says `Linux`, iOS says
 /// `Mac OS X`).
-const SYSTEMS: &[(&str, &str)] = &[
-    ("iPhone", "iOS"),
-    ("iPad", "iOS"),
-    ("iPod", "iOS"),
-    ("Android", "Android"),
-    ("CrOS", "ChromeOS"),
-    ("KAIOS", "KaiOS"),
-    ("Windows", "Windows"),
-    ("Macintosh", "macOS"),
-    ("FreeBSD", "BSD"),
-    ("OpenBSD", "BSD"),
-    ("NetBSD", "BSD"),
-    ("Linux", "Linux"),
-    ("X11", "Linux"),
-];
+fn system(word: &str) -> Option<(u8, &'static str)> {
+    Some(match word {
+        "iPhone" | "iPad" | "iPod" => (0, "iOS"),
+        "Android" => (1, "Android"),
+        "CrOS" => (2, "ChromeOS"),
+        "KAIOS" => (3, "KaiOS"),
+        "Windows" => (4, "Windows"),
+        "Macintosh" => (5, "macOS"),
+        "FreeBSD" | "OpenBSD" | "NetBSD" => (6, "BSD"),
+        "Linux" | "X11" => (7, "Linux"),
+        _ => return None,
+    })
+}
 
-/// The best (lowest) rank of `word` in `table`, if it is there.
-fn rank(table: &[(&str, &'static str)], word: &str) -> Option<usize> {
-    table.iter().position(|(token, _)| *token == word)
+/// The more specific of two matches.
+fn first(
+    a: Option<(u8, &'static str)>,
+    b: Option<(u8, &'static str)>,
+) -> Option<(u8, &'static str)> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+        (a, b) => a.or(b),
+    }
 }
 
 impl<'a> Device<'a> {
@@ -183,24 +185,24 @@ impl<'a> Device<'a> {
         if ua.is_empty() {
             return Device::Unnamed;
         }
-        let (mut family, mut os) = (None::<usize>, None::<usize>);
+        let (mut browser, mut os) = (None, None);
         let (mut mobile, mut tablet, mut iphone, mut ipad) = (false, false, false, false);
         for word in ua.split([' ', ';', '(', ')', ',']) {
-            let name = word.split('/').next().unwrap_or("");
+            let name = word.split_once('/').map_or(word, |(name, _)| name);
             if name.is_empty() {
                 continue;
             }
-            family = min_some(family, rank(FAMILIES, name));
-            os = min_some(os, rank(SYSTEMS, name));
+            browser = first(browser, family(name));
+            os = first(os, system(name));
             mobile |= name.starts_with("Mobi");
             tablet |= name == "Tablet";
             iphone |= name == "iPhone" || name == "iPod";
             ipad |= name == "iPad";
         }
-        let Some(family) = family.map(|i| FAMILIES[i].1) else {
+        let Some((_, family)) = browser else {
             return Device::Client(ua);
         };
-        let os = os.map_or("", |i| SYSTEMS[i].1);
+        let os = os.map_or("", |(_, os)| os);
         let class = if ipad || tablet {
             Class::Tablet
         } else if iphone || mobile {
@@ -246,13 +248,6 @@ impl<'a> Device<'a> {
                 }
             }
         }
-    }
-}
-
-fn min_some(a: Option<usize>, b: Option<usize>) -> Option<usize> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 
