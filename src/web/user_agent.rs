@@ -9,11 +9,14 @@
 //! here, and the session is bound to the device class derived from that value.
 //!
 //! The classifier is written by hand rather than taken from a UA-parser crate: it only has to
-//! tell families, systems and classes apart (no versions, no device models), one pass over the
-//! tokens does that in well under a microsecond, and its rules are short enough to state in the
-//! README — which is what "a change of user agent" means to an operator. A misread browser
-//! weakens detection for that browser; it never ends a session, because nothing it reads
-//! depends on a version.
+//! tell families, systems and classes apart (no versions, no device models); its rules are
+//! short enough to state in the README, which is what "a change of user agent" means to an
+//! operator; and one pass over the words is cheap — about 3,600 instructions for a desktop
+//! Firefox user agent and 6,500 for Edge on Android (callgrind, `benches/hot_path.rs`), where
+//! woothee's parser takes 12,600 and 14,300 and would still need this mapping on top. A request
+//! pays it only when its thread meets that user agent for the first time (`sessions::anomaly`
+//! memoises the fingerprint). A misread browser weakens detection for that browser; it never
+//! ends a session, because nothing it reads depends on a version.
 
 use std::borrow::Cow;
 
