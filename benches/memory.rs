@@ -60,7 +60,8 @@ fn main() {
                 abs_end: now + 7 * 86_400,
                 cur_jti: sessiongate::util::random_token(16),
                 prev_jti: Some(sessiongate::util::random_token(16)),
-                rotated_at: now,
+                rotated_at_ms: now * 1000,
+                prev_open: false,
                 ip: format!("203.0.113.{}", i % 250),
                 device: sessiongate::web::user_agent::UserAgent::from_bytes(ua.as_bytes())
                     .device()

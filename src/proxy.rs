@@ -96,6 +96,23 @@ pub enum ProxyError {
     UnrequestedUpgrade { upstream: String },
 }
 
+/// What went wrong with an upstream request, for the log: the client's own words
+/// (`client error (Connect)`) are its Rust names, so the causes below it are told instead
+/// (`cannot connect: tcp connect error: Connection refused (os error 111)`).
+fn failure(e: &hyper_util::client::legacy::Error) -> String {
+    let mut words = vec![if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "the request or its response broke off".to_string()
+    }];
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        words.push(c.to_string());
+        cause = c.source();
+    }
+    words.join(": ")
+}
+
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -143,7 +160,7 @@ pub async fn forward(
             return Err(e);
         }
         Ok(Err(source)) => {
-            tracing::warn!(upstream = %up.cfg.name, error = %source, source = ?std::error::Error::source(&source), "upstream request failed");
+            tracing::warn!(upstream = %up.cfg.name, error = %failure(&source), "upstream request failed");
             return Err(ProxyError::Request {
                 upstream: up.cfg.name.clone(),
                 source,

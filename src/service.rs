@@ -2,6 +2,13 @@
 //! (a refusal, or one of its `/.auth/` endpoints) or forwards to the upstream. Every response
 //! carries HSTS. This is the only place that knows all three (`pipeline`, `auth`, `proxy`),
 //! so none of them imports another's caller.
+//!
+//! A response that carries a refresh-token rotation this request committed leaves here with
+//! its body wrapped (`Body::delivering`): the rotation counts as delivered once hyper has taken
+//! the whole response. If this future is dropped first (the client closed its HTTP/1
+//! connection, reset its HTTP/2 stream, or went away while the upstream was slow), or hyper
+//! drops the body unfinished, the rotation is reopened in the store (`crate::delivery`,
+//! `Sessions::refresh`): the client's previous refresh token keeps working.
 
 use std::sync::Arc;
 
@@ -28,7 +35,11 @@ pub async fn handle(
     };
     resp.headers_mut()
         .insert(header::STRICT_TRANSPORT_SECURITY, rt.hsts.clone());
-    resp
+    let deliveries = crate::delivery::take(&mut resp);
+    if deliveries.is_empty() {
+        return resp;
+    }
+    resp.map(|b| Body::delivering(b, deliveries))
 }
 
 /// Count a refusal by its label and answer it.

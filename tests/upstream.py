@@ -16,6 +16,9 @@ Special cases:
   X-Test-Grant: <jwt>     the echo also carries `X-Sessiongate-Grant: <jwt>` (upstream login:
                           the test chooses the grant the app "issues").
   X-Test-Set-Cookie: <v>  the echo also carries `Set-Cookie: <v>` (once per request header).
+  .../slow                answers only after `ms` milliseconds (query `ms=N`, default 3000, at
+                          most 60000): a slow app, for clients that go away while they wait. The
+                          journal has the request as soon as it arrives.
   Upgrade: websocket      RFC 6455 handshake (101), then echoes text/binary frames until close.
 
 With --journal-stdout every journal entry is also printed on stdout as `journal <json>`.
@@ -29,6 +32,8 @@ import socket
 import struct
 import sys
 import threading
+import time
+from urllib.parse import parse_qs
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -146,6 +151,8 @@ class Handler(BaseHTTPRequestHandler):
             return
 
         body = self.read_body()
+        if path.endswith("/slow"):
+            time.sleep(slow_ms(query) / 1000.0)
         echo = {
             "method": self.command,
             "path": path,
@@ -224,10 +231,24 @@ class Handler(BaseHTTPRequestHandler):
                 return
 
 
+def slow_ms(query):
+    try:
+        ms = int(parse_qs(query).get("ms", ["3000"])[0])
+    except ValueError:
+        ms = 3000
+    return max(0, min(ms, 60000))
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        # A client (the gateway) that went away while a slow answer was pending is expected.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 def main():

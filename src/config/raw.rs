@@ -5,13 +5,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::{AnomalyAction, CsrfMode, LogFormat, LoginMode, SameSite, UrlTokenAction};
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a TOML document")]
 pub struct RawConfig {
     pub server: RawServer,
     pub tls: RawTls,
@@ -32,7 +31,7 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [server] table")]
 pub struct RawServer {
     pub listen: String,
     /// Plain-HTTP listener that only redirects to HTTPS; `""` turns it off.
@@ -40,7 +39,14 @@ pub struct RawServer {
     /// Admin listener (health, readiness, metrics); `""` turns it off.
     pub admin_listen: String,
     pub public_origin: String,
-    pub trusted_proxies: Vec<IpNet>,
+    /// IP addresses or CIDR blocks, as written (validation reads them).
+    pub trusted_proxies: Vec<String>,
+    /// Read a PROXY protocol (v1 or v2) header first on HTTPS connections from
+    /// `trusted_proxies` (L4 load balancers); its source address is the client's.
+    pub proxy_protocol: bool,
+    /// Where the running gateway writes its process id (`sessiongate reload` signals it);
+    /// `""`: none.
+    pub pid_file: String,
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -59,6 +65,37 @@ pub struct RawServer {
     /// Serving threads, each with its own runtime and listener (`SO_REUSEPORT`); 0 = one per
     /// CPU core.
     pub workers: usize,
+    /// `Strict-Transport-Security: max-age`; `0` tells browsers to forget the host's HSTS.
+    #[serde(with = "humantime_serde")]
+    pub hsts_max_age: Duration,
+    /// `includeSubDomains`: every subdomain of the public host must be on HTTPS too.
+    pub hsts_include_subdomains: bool,
+    /// `preload`: ask browsers to ship the host as HTTPS-only (hstspreload.org's terms: at
+    /// least a year, with `includeSubDomains`).
+    pub hsts_preload: bool,
+}
+
+impl RawConfig {
+    /// Resolve every relative path key against `base`, the configuration file's directory.
+    /// Every `PathBuf` of the schema is listed here (a test sets each one relative).
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        let k = &mut self.keys;
+        let paths = [
+            Some(&mut self.tls.cert),
+            Some(&mut self.tls.key),
+            k.access_secret_file.as_mut(),
+            k.refresh_secret_file.as_mut(),
+            k.assertion_key_file.as_mut(),
+            k.assertion_previous_key_file.as_mut(),
+            Some(&mut self.login.users_file),
+            self.audit.file.as_mut(),
+        ];
+        for p in paths.into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
 }
 
 impl Default for RawServer {
@@ -69,6 +106,8 @@ impl Default for RawServer {
             admin_listen: "127.0.0.1:9090".into(),
             public_origin: "https://localhost:8443".into(),
             trusted_proxies: Vec::new(),
+            proxy_protocol: false,
+            pid_file: String::new(),
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             http2_idle_timeout: Duration::from_secs(60),
@@ -78,12 +117,15 @@ impl Default for RawServer {
             max_connections_per_ip: 256,
             max_plain_connections: 1024,
             workers: 0,
+            hsts_max_age: Duration::from_secs(365 * 24 * 3600),
+            hsts_include_subdomains: true,
+            hsts_preload: false,
         }
     }
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [tls] table")]
 pub struct RawTls {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -99,7 +141,7 @@ impl Default for RawTls {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an [[upstream]] table")]
 pub struct RawUpstream {
     pub name: String,
     pub url: String,
@@ -122,7 +164,7 @@ pub(super) fn default_upstream_timeout() -> Duration {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [[route]] table")]
 pub struct RawRoute {
     pub path_prefix: String,
     #[serde(default)]
@@ -132,7 +174,7 @@ pub struct RawRoute {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [session] table")]
 pub struct RawSession {
     #[serde(with = "humantime_serde")]
     pub access_ttl: Duration,
@@ -167,7 +209,7 @@ pub enum Algorithm {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [keys] table")]
 pub struct RawKeys {
     /// Read only to refuse anything but `HS256`.
     pub algorithm: Algorithm,
@@ -217,7 +259,7 @@ pub enum StoreKind {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [store] table")]
 pub struct RawStore {
     pub kind: StoreKind,
     /// `redis://host:port/db` or `rediss://…` (TLS); no password in it.
@@ -251,7 +293,7 @@ impl Default for RawStore {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [login] table")]
 pub struct RawLogin {
     pub mode: LoginMode,
     pub users_file: PathBuf,
@@ -297,7 +339,7 @@ impl Default for RawLogin {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an [anomaly] table")]
 pub struct RawAnomaly {
     pub ip_change: AnomalyAction,
     pub user_agent_change: AnomalyAction,
@@ -318,14 +360,14 @@ impl Default for RawAnomaly {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an [admin] table")]
 pub struct RawAdmin {
     /// Environment variable holding the admin API bearer token.
     pub token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [url_tokens] table")]
 pub struct RawUrlTokens {
     pub action: UrlTokenAction,
     /// Extra parameter names, added to the built-in list.
@@ -343,7 +385,7 @@ impl Default for RawUrlTokens {
 
 /// `[identity]`: the identity the app receives.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an [identity] table")]
 pub struct RawIdentity {
     /// Request headers removed beside the built-in families (any letter case; a trailing `*`
     /// makes a prefix: `"X-Tenant-*"`).
@@ -352,7 +394,7 @@ pub struct RawIdentity {
 
 /// `[paths]`: how request paths are read.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [paths] table")]
 pub struct RawPaths {
     /// Forward a path whose escapes survive one decoding (`%252F`) as it came, instead of
     /// refusing it.
@@ -360,21 +402,21 @@ pub struct RawPaths {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [csrf] table")]
 pub struct RawCsrf {
     pub mode: CsrfMode,
     pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an [audit] table")]
 pub struct RawAudit {
     /// JSON-lines file for audit events; standard output when unset.
     pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [log] table")]
 pub struct RawLog {
     pub level: String,
     pub format: LogFormat,

@@ -24,9 +24,9 @@ pub(crate) mod url_tokens;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{HeaderValue, Request};
+use http::Request;
 
-use crate::cookies::{self, CookieScan};
+use crate::cookies::{self, CookieScan, Outgoing};
 use crate::refusal::Refusal;
 use crate::runtime::{ConnCtx, Runtime};
 use crate::sessions::Identity;
@@ -38,6 +38,9 @@ use crate::web::{headers, path};
 pub struct RequestCtx {
     /// The normalised path: what the policy saw and what the upstream receives.
     pub path: String,
+    /// The same path as servers that strip path parameters read it (`path::without_parameters`),
+    /// when it has a `;`: every decision by path must hold for both readings.
+    pub bare_path: Option<String>,
     /// The query without credential parameters.
     pub query: Option<String>,
     pub client_ip: IpAddr,
@@ -68,6 +71,7 @@ impl RequestCtx {
             navigation: headers::is_navigation(req.method(), h),
             websocket: headers::is_websocket(req),
             bearer: headers::bearer_token(h).map(str::to_owned),
+            bare_path: path::without_parameters(&path),
             path,
             query,
             cookies,
@@ -80,6 +84,12 @@ impl RequestCtx {
             navigation: false,
             ..self.clone()
         }
+    }
+
+    /// Whether the request is for `app_path` in either reading of its path (with or without
+    /// path parameters): `/logout;jsessionid=1` is `/logout` to a Java app.
+    pub fn is_for(&self, app_path: &str) -> bool {
+        self.path == app_path || self.bare_path.as_deref() == Some(app_path)
     }
 
     /// `path?query`, as the client should come back to it.
@@ -105,7 +115,7 @@ pub struct Forward {
     pub upstream: usize,
     pub ctx: RequestCtx,
     /// The gateway's `Set-Cookie`s for the response (a refresh, a logout path).
-    pub set_cookies: Vec<HeaderValue>,
+    pub set_cookies: Outgoing,
     /// The verified identity, if any.
     pub identity: Option<Arc<Identity>>,
 }
@@ -139,7 +149,7 @@ async fn stages<B>(
         return Ok(Decision::Gateway(ctx));
     }
     // Longest prefix on the normalised path; the app's own login pages are public.
-    let route = route::check(rt, &ctx);
+    let route = route::check(rt, &ctx)?;
     // CSRF (origin), before anything rotates: unsafe requests with the gateway's cookies prove
     // their origin (refused on protected routes, anonymous on public ones), and so do the
     // app's own login form and logout paths.
@@ -197,5 +207,7 @@ pub fn client_ip(rt: &Runtime, conn: &ConnCtx, h: &http::HeaderMap) -> IpAddr {
         .unwrap_or(peer)
 }
 
+#[cfg(test)]
+mod rotation_tests;
 #[cfg(test)]
 mod tests;

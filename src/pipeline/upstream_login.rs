@@ -13,6 +13,8 @@ use http::{HeaderMap, HeaderValue, Response, header};
 use super::RequestCtx;
 use crate::audit::Event;
 use crate::body::Body;
+use crate::config::UpstreamLogin;
+use crate::cookies::Outgoing;
 use crate::login::grant;
 use crate::metrics::Metrics;
 use crate::refusal::{self, Refusal};
@@ -41,12 +43,17 @@ pub fn check_origin<B>(
     let Some(up) = &rt.cfg.login.upstream else {
         return Ok(());
     };
-    let login_form = ctx.path == up.path
+    let login_form = ctx.is_for(&up.path)
         && super::csrf::is_unsafe(req.method(), req.headers(), ctx.query.as_deref());
-    if login_form || up.logout_paths.contains(&ctx.path) {
+    if login_form || is_logout_path(up, ctx) {
         super::csrf::check_app_path(rt, ctx, req)?;
     }
     Ok(())
+}
+
+/// A request for one of the app's logout paths, in either reading of its path.
+fn is_logout_path(up: &UpstreamLogin, ctx: &RequestCtx) -> bool {
+    up.logout_paths.iter().any(|p| ctx.is_for(p))
 }
 
 /// The app's logout also ends the gateway session (the app still sees who it was).
@@ -54,12 +61,12 @@ pub async fn on_request(
     rt: &Runtime,
     ctx: &RequestCtx,
     identity: Option<&Identity>,
-    set_cookies: Vec<HeaderValue>,
-) -> Result<Vec<HeaderValue>, Refusal> {
+    set_cookies: Outgoing,
+) -> Result<Outgoing, Refusal> {
     let Some(up) = &rt.cfg.login.upstream else {
         return Ok(set_cookies);
     };
-    if !up.logout_paths.contains(&ctx.path) {
+    if !is_logout_path(up, ctx) {
         return Ok(set_cookies);
     }
     if let Some(id) = identity {
@@ -76,7 +83,8 @@ pub async fn on_request(
             return Err(r.keeping(&set_cookies));
         }
     }
-    Ok(rt.sessions.clear_cookies())
+    // The session ended: a rotation this request made is moot (nothing to deliver).
+    Ok(rt.sessions.clear_cookies().into())
 }
 
 /// What the response half needs from the request, taken before the request goes upstream:
@@ -98,7 +106,7 @@ pub async fn on_response(
     ctx: &RequestCtx,
     ua: Option<&UserAgent<'_>>,
     resp: &mut Response<Body>,
-    set_cookies: Vec<HeaderValue>,
+    set_cookies: Outgoing,
 ) {
     let grant = resp.headers_mut().remove(GRANT_HEADER);
     drop_app_cookies(rt, resp.headers_mut());
@@ -155,7 +163,7 @@ async fn honour_grant(
     match started {
         Ok(issued) => {
             Metrics::outcome(&rt.metrics.logins, "ok");
-            rt.sessions.set_cookies(&issued)
+            rt.sessions.set_cookies(&issued).values
         }
         Err(e) => {
             tracing::warn!(error = %e, "upstream login: session store unavailable");

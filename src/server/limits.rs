@@ -172,6 +172,18 @@ impl RefusalLog {
     }
 }
 
+impl Admission {
+    /// A client's share of the per-address limit when a trusted balancer carried its
+    /// connection (PROXY protocol): the balancer was admitted without one.
+    pub(crate) fn admit_client(&self, ip: IpAddr) -> Option<IpSlot> {
+        let slot = self.per_ip.try_acquire(ip);
+        if slot.is_none() {
+            self.ip_full.refused();
+        }
+        slot
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,8 @@ use http::HeaderValue;
 
 use super::{Identity, Sessions, StartError};
 use crate::audit::Event;
-use crate::cookies::set_cookie;
+use crate::cookies::{Outgoing, set_cookie};
+use crate::delivery::Delivery;
 use crate::store::{SessionRecord, StoreError};
 use crate::tokens::{Fingerprint, MintError};
 use crate::util::random_token;
@@ -26,6 +27,9 @@ pub struct Issued {
     pub refresh: String,
     pub access_max_age: u64,
     pub refresh_max_age: u64,
+    /// When a refresh rotated the token here: taken back unless the answer carrying these
+    /// tokens reaches the client (see `crate::delivery`).
+    pub delivery: Option<Delivery>,
 }
 
 /// Why and where a session ends, for its audit event.
@@ -46,7 +50,8 @@ impl Sessions {
         ip: IpAddr,
         ua: &UserAgent<'_>,
     ) -> Result<Issued, StartError> {
-        let now = self.clock.now();
+        let now_ms = self.clock.now_ms();
+        let now = now_ms / 1000;
         let rec = SessionRecord {
             sid: random_token(24),
             user: user.to_string(),
@@ -56,7 +61,8 @@ impl Sessions {
             abs_end: now + self.cfg.refresh_ttl.as_secs(),
             cur_jti: random_token(16),
             prev_jti: None,
-            rotated_at: now,
+            rotated_at_ms: now_ms,
+            prev_open: false,
             ip: ip.to_string(),
             device: ua.device().label(),
             user_agent: ua.as_str().to_string(),
@@ -104,16 +110,20 @@ impl Sessions {
             refresh,
             access_max_age: access_exp.saturating_sub(now),
             refresh_max_age: rec.abs_end.saturating_sub(now),
+            delivery: None,
         })
     }
 
-    /// `Set-Cookie` values carrying a token pair.
-    pub fn set_cookies(&self, t: &Issued) -> Vec<HeaderValue> {
+    /// `Set-Cookie` values carrying a token pair, with the rotation they deliver.
+    pub fn set_cookies(&self, t: &Issued) -> Outgoing {
         let c = &self.cookies;
-        vec![
-            set_cookie(&c.access, &t.access, t.access_max_age, &self.cfg, true),
-            set_cookie(&c.refresh, &t.refresh, t.refresh_max_age, &self.cfg, true),
-        ]
+        Outgoing {
+            values: vec![
+                set_cookie(&c.access, &t.access, t.access_max_age, &self.cfg, true),
+                set_cookie(&c.refresh, &t.refresh, t.refresh_max_age, &self.cfg, true),
+            ],
+            delivery: t.delivery.clone(),
+        }
     }
 
     /// `Set-Cookie` values that remove the gateway's session cookies.

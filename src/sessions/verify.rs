@@ -103,7 +103,7 @@ impl Sessions {
                 },
             }),
             None => match refresh.and_then(|t| self.keys.verify_refresh(t, now).ok()) {
-                Some(c) => self.confirmed(c, now).await?,
+                Some(c) => self.confirmed(c).await?,
                 None => None,
             },
         };
@@ -124,18 +124,20 @@ impl Sessions {
     }
 
     /// The refresh token's session, if the store has it and the token is its current one (or
-    /// the previous one, within the grace window).
-    async fn confirmed(&self, c: RefreshClaims, now: u64) -> Result<Option<Presented>, StoreError> {
+    /// the previous one, within the grace window or reopened).
+    async fn confirmed(&self, c: RefreshClaims) -> Result<Option<Presented>, StoreError> {
+        let now_ms = self.clock.now_ms();
         let Some(rec) = self.store.get(&c.sub, &c.sid).await? else {
             return Ok(None);
         };
         let jti = c.jti.as_bytes();
+        let grace_ms = u64::try_from(self.cfg.refresh_grace.as_millis()).unwrap_or(u64::MAX);
         let current = ct_eq(rec.cur_jti.as_bytes(), jti)
             || (rec
                 .prev_jti
                 .as_deref()
                 .is_some_and(|p| ct_eq(p.as_bytes(), jti))
-                && now.saturating_sub(rec.rotated_at) <= self.cfg.refresh_grace.as_secs());
+                && rec.accepts_previous(now_ms, grace_ms));
         Ok(current.then_some(Presented {
             user: c.sub,
             sid: c.sid,

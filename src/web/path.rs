@@ -41,6 +41,8 @@ pub enum PathError {
     DoubleEncoding,
     #[error("fragment in path")]
     Fragment,
+    #[error("path parameter changes the route")]
+    ParameterChangesRoute,
 }
 
 impl PathError {
@@ -55,6 +57,9 @@ impl PathError {
             PathError::DotSegmentParameter => "dot segment with path parameters (..;)",
             PathError::DoubleEncoding => "double-encoded character in path (%25 before an escape)",
             PathError::Fragment => "fragment (#) in request target",
+            PathError::ParameterChangesRoute => {
+                "path parameter (;) changes which route the path belongs to"
+            }
         }
     }
 }
@@ -174,6 +179,34 @@ fn resolve_segments(decoded: &str) -> Result<String, PathError> {
 
 fn is_dot_segment(s: &str) -> bool {
     matches!(s.split("%3B").next(), Some(".") | Some(".."))
+}
+
+/// A normalised path as a server that strips path parameters reads it (Tomcat, Jetty,
+/// Spring's `UrlPathHelper`): every raw `;` to the end of its segment removed, and the
+/// segments this empties dropped. `None` when the path has no raw `;` (an escaped `%3B` is a
+/// literal character to those servers too).
+///
+/// Threat: `/public/private;x/y` is under `/public/` to a router that reads `private;x` as a
+/// name, and under `/public/private/` to the app that strips `;x`.
+pub fn without_parameters(path: &str) -> Option<String> {
+    if !path.contains(';') {
+        return None;
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut segments = path.split('/').skip(1).peekable();
+    while let Some(seg) = segments.next() {
+        let name = seg.split(';').next().unwrap_or(seg);
+        if !name.is_empty() {
+            out.push('/');
+            out.push_str(name);
+        } else if segments.peek().is_none() {
+            out.push('/');
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Some(out)
 }
 
 /// Characters that must be percent-encoded in a path sent upstream.
@@ -347,6 +380,25 @@ mod tests {
             normalise("/a/.%3bx/b").unwrap_err(),
             PathError::DotSegmentParameter
         );
+    }
+
+    #[test]
+    fn path_parameters_are_removed_as_tomcat_reads_them() {
+        assert_eq!(without_parameters("/a/b"), None);
+        assert_eq!(without_parameters("/a/b%3Bc").as_deref(), None);
+        let cases = [
+            ("/public/private;x/y", "/public/private/y"),
+            ("/admin;jsessionid=1", "/admin"),
+            ("/;x/admin", "/admin"),
+            ("/a;x/", "/a/"),
+            ("/a/;x", "/a/"),
+            ("/;", "/"),
+            ("/a;b;c/d;e", "/a/d"),
+            ("/a;x%3By/b", "/a/b"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(without_parameters(path).as_deref(), Some(want), "{path}");
+        }
     }
 
     #[test]

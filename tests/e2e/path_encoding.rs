@@ -142,3 +142,41 @@ async fn raw_fragment_in_the_request_target_is_refused() {
     assert_eq!(second.status, 400, "{}", second.body_text());
     gw.assert_upstream_never_saw("second").await;
 }
+
+/// Over HTTP/2 there is no request line to refuse: the `http` crate cuts `#…` off `:path`
+/// before any of the gateway's code sees the request. What must hold is that the policy and the
+/// app read the same shorter path — `/public/frag#/../../private` is `/public/frag` to both, and
+/// nothing behind the `#` is ever routed or forwarded.
+#[tokio::test]
+async fn a_fragment_in_an_http2_path_is_cut_before_the_policy_and_the_app_read_it() {
+    let gw = Gateway::start_default().await;
+    let mut h2 = H2::open(&gw).await;
+    let cases = [
+        ("/public/frag#x", true),
+        ("/public/frag#/../../private", true),
+        ("/public/frag?a=1#/private", true),
+        ("/private/frag#/public/", false),
+    ];
+    for (i, (path, public)) in cases.iter().enumerate() {
+        let id = 1 + 2 * i as u32;
+        let block = H2::request_block("GET", path, "localhost", &[]);
+        h2.send(
+            frame::HEADERS,
+            frame::END_HEADERS | frame::END_STREAM,
+            id,
+            &block,
+        )
+        .await
+        .unwrap();
+        let status = h2.response(id).await.expect("an answer on the stream");
+        if *public {
+            assert_eq!(status, 200, "{path}");
+        } else {
+            assert_ne!(status, 200, "{path}: a protected path behind a fragment");
+        }
+    }
+    let journal = gw.journal().await;
+    let paths: Vec<&str> = journal.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["/public/frag"; 3], "{journal:?}");
+    assert_eq!(journal[2].query, "a=1", "{journal:?}");
+}

@@ -426,3 +426,64 @@ async fn cross_site_app_login_and_logout_are_refused() {
         "the session survived the cross-site logout"
     );
 }
+
+/// A path parameter does not hide the app's login or logout path: `/app/logout;jsessionid=1`
+/// is `/app/logout` to a Java app, so it gets the logout path's origin check and ends the
+/// gateway session; `/app/login;x` would be the public login form to the app but a protected
+/// path to the router, so it is refused.
+#[tokio::test]
+async fn path_parameters_do_not_hide_the_apps_login_or_logout_path() {
+    let store = StoreUnderTest::memory().await;
+    let app = start(&store).await;
+    let gw = &app.gw;
+    let s = app.sign_in_carol().await;
+    for target in [
+        "/app/logout;jsessionid=1",
+        "/app/logout;",
+        "/app/logout;a;b",
+    ] {
+        let resp = gw
+            .client
+            .get(gw.url(target))
+            .header("cookie", s.cookie_header())
+            .header("sec-fetch-site", "cross-site")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{target}: a cross-site logout link");
+    }
+    gw.assert_upstream_never_saw("/app/logout").await;
+    let still = gw.get_with("/private/still", &s.cookie_header()).await;
+    assert_eq!(still.status(), 200, "the session survived");
+
+    let grant = app.grant("carol", &["ops"], now_unix() + 30);
+    for target in ["/app/login;jsessionid=1", "/app/login;"] {
+        let resp = app.post_with_grant(target, &grant, &[]).await;
+        assert_eq!(
+            resp.status(),
+            400,
+            "{target}: the login form behind a parameter"
+        );
+        assert_no_session_no_grant(&resp, target);
+    }
+    let resp = gw.get("/app/signin;x").send().await.unwrap();
+    assert_eq!(resp.status(), 400, "the login page behind a parameter");
+    gw.assert_upstream_never_saw(";").await;
+
+    let resp = gw
+        .get_with("/app/logout;jsessionid=1", &s.cookie_header())
+        .await;
+    let c = set_cookie_named(resp.headers(), ACCESS_COOKIE).expect("the logout clears cookies");
+    assert!(c.value.is_empty() || c.max_age() == Some(0), "{}", c.raw);
+    let echo = Echo::from(resp).await;
+    assert_eq!(
+        echo.path, "/app/logout;jsessionid=1",
+        "the app handles its logout"
+    );
+    let after = gw.refresh(&s).await;
+    assert_eq!(
+        after.status(),
+        401,
+        "the gateway session ended with the app's"
+    );
+}

@@ -19,13 +19,17 @@ mod upstreams;
 
 pub use keys::secret_weakness;
 
-/// The problems found so far, in the order found.
+/// The problems found so far (`.0`), in the order found, and the warnings (`.1`): what the
+/// configuration allows but an operator must hear about (`csrf.mode = "off"`).
 #[derive(Debug, Default)]
-struct Errors(Vec<ConfigError>);
+struct Errors(Vec<ConfigError>, Vec<ConfigError>);
 
 impl Errors {
     fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError::new(key, message));
+    }
+    fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.1.push(ConfigError::new(key, message));
     }
 }
 
@@ -53,6 +57,9 @@ pub fn validate(
     let paths = input::paths(&raw.paths);
     let csrf = policy::csrf(&raw.csrf, &mut errs);
     policy::log_level(&raw.log, &mut errs);
+    if let Some(server) = &server {
+        policy::admin_exposure(server, &raw.admin, &mut errs);
+    }
     if let Some(keys) = &keys {
         login::grant_secret_differs(&login, keys, &mut errs);
     }
@@ -85,6 +92,7 @@ pub fn validate(
         log_format: raw.log.format,
         builtin_whoami,
         dev_notes: notes,
+        warnings: errs.1,
     })
 }
 

@@ -242,10 +242,16 @@ impl Gateway {
     /// loopback address such as `127.0.1.2` (Linux loopback answers all of 127/8): to the
     /// gateway, a client on another address or network.
     pub fn client_from(&self, local: std::net::IpAddr) -> reqwest::Client {
+        self.client_at(self.https, local)
+    }
+
+    /// An HTTPS client for the gateway's name that connects to `at` (the gateway, or something
+    /// in front of it) from `local`.
+    pub fn client_at(&self, at: SocketAddr, local: std::net::IpAddr) -> reqwest::Client {
         reqwest::Client::builder()
             .tls_backend_preconfigured(self.pki.client_config(&[b"h2", b"http/1.1"]))
             .redirect(reqwest::redirect::Policy::none())
-            .resolve(PUBLIC_HOST, self.https)
+            .resolve(PUBLIC_HOST, at)
             .local_address(local)
             .no_proxy()
             .timeout(Duration::from_secs(60))

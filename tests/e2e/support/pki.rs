@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use super::util::install_crypto_provider;
 
-/// A test CA and a leaf for `localhost` + `127.0.0.1`, written as PEM files into `dir`.
+/// A test CA and a leaf for `localhost`, `127.0.0.1` and `*.example.test` (the public origins
+/// of the tests that run instances with their own origins: the gateway refuses a certificate
+/// that is not valid for its public origin), written as PEM files into `dir`.
 pub struct Pki {
     pub ca_der: rustls::pki_types::CertificateDer<'static>,
     pub cert_path: PathBuf,
@@ -34,9 +36,12 @@ impl Pki {
         let issuer = Issuer::new(ca_params, ca_key);
 
         let leaf_key = KeyPair::generate().expect("leaf key");
-        let mut leaf_params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .expect("leaf params");
+        let mut leaf_params = CertificateParams::new(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "*.example.test".to_string(),
+        ])
+        .expect("leaf params");
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "localhost");
         leaf_params.distinguished_name = dn;
