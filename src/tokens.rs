@@ -36,9 +36,13 @@ pub struct AccessClaims {
     /// Keyed fingerprint of the login network (anomaly detection).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipn: Option<String>,
-    /// Keyed fingerprint of the login user agent.
+    /// Keyed fingerprint of the user agent's exact text: what earlier releases compare (still
+    /// minted for them, during a rolling upgrade); ignored where `uad` is present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uah: Option<String>,
+    /// Keyed fingerprint of the login user agent's device: browser family, system and class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uad: Option<String>,
 }
 
 /// Claims of a refresh token. `jti` is the rotation counter the store checks.
@@ -56,6 +60,8 @@ pub struct RefreshClaims {
     pub ipn: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uah: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uad: Option<String>,
 }
 
 /// When an access token is valid (Unix seconds): from `now` to `exp`, for a session that ends
@@ -67,11 +73,35 @@ pub struct AccessLifetime {
     pub session_end: u64,
 }
 
-/// The fingerprints a session was bound to at login (see `pipeline::anomaly`).
+/// The fingerprints a session was bound to at login (see `sessions::anomaly`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fingerprint {
     pub ipn: Option<String>,
+    /// The first version of the user-agent binding, the exact text: compared only in tokens of
+    /// earlier releases, which carry no `uad`.
     pub uah: Option<String>,
+    /// The user agent's device (`web::user_agent::Device`).
+    pub uad: Option<String>,
+}
+
+impl AccessClaims {
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            ipn: self.ipn.clone(),
+            uah: self.uah.clone(),
+            uad: self.uad.clone(),
+        }
+    }
+}
+
+impl RefreshClaims {
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            ipn: self.ipn.clone(),
+            uah: self.uah.clone(),
+            uad: self.uad.clone(),
+        }
+    }
 }
 
 /// Why a token was refused. Never shown to clients in detail.
@@ -221,6 +251,7 @@ impl KeyRing {
             sxp: Some(session_end),
             ipn: fp.ipn.clone(),
             uah: fp.uah.clone(),
+            uad: fp.uad.clone(),
         };
         self.sign(&self.access, &claims)
     }
@@ -245,6 +276,7 @@ impl KeyRing {
             typ: TYP_REFRESH.into(),
             ipn: fp.ipn.clone(),
             uah: fp.uah.clone(),
+            uad: fp.uad.clone(),
         };
         self.sign(&self.refresh, &claims)
     }
@@ -326,6 +358,7 @@ mod tests {
             sxp: None,
             ipn: None,
             uah: None,
+            uad: None,
         }
     }
 

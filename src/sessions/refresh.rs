@@ -32,8 +32,8 @@ use crate::audit::Event;
 use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::store::{RotateOutcome, RotatePolicy, StoreError};
-use crate::tokens::Fingerprint;
 use crate::util::random_token;
+use crate::web::user_agent::UserAgent;
 
 type FlightResult = Result<Rotation, Arc<StoreError>>;
 
@@ -52,7 +52,12 @@ const REOPEN_RETRY: Duration = Duration::from_millis(500);
 
 impl Sessions {
     /// Rotate a refresh token and issue the new pair.
-    pub async fn refresh(&self, token: &str, ip: IpAddr, ua: &str) -> Result<Issued, RefreshError> {
+    pub async fn refresh(
+        &self,
+        token: &str,
+        ip: IpAddr,
+        ua: &UserAgent<'_>,
+    ) -> Result<Issued, RefreshError> {
         let now_ms = self.clock.now_ms();
         let now = now_ms / 1000;
         let claims = self.keys.verify_refresh(token, now)?;
@@ -61,10 +66,7 @@ impl Sessions {
         }
         // A refresh from somewhere else is checked before anything rotates: under `reauth` the
         // session must stay usable where it came from.
-        let fp = Fingerprint {
-            ipn: claims.ipn.clone(),
-            uah: claims.uah.clone(),
-        };
+        let fp = claims.fingerprint();
         match self.anomaly(&fp, ip, ua, &claims.sub, &claims.sid) {
             Verdict::Pass => {}
             Verdict::Reauth => return Err(RefreshError::Anomaly),
@@ -75,6 +77,9 @@ impl Sessions {
                 return Err(RefreshError::Anomaly);
             }
         }
+        // The new tokens are bound to this user agent (which just passed): a token of an
+        // earlier release gains the device binding.
+        let fp = self.fingerprints.rebind(fp, ua);
         let policy = RotatePolicy {
             now,
             now_ms,

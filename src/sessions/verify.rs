@@ -12,6 +12,7 @@ use super::{Identity, Sessions, Verdict, VerifyError};
 use crate::store::StoreError;
 use crate::tokens::{Fingerprint, RefreshClaims};
 use crate::util::ct_eq;
+use crate::web::user_agent::UserAgent;
 
 /// Verified access tokens, per serving thread: a browser sends the same cookie with every
 /// request until it expires, so the signature and claims are checked once per token and
@@ -75,6 +76,7 @@ impl Sessions {
             fp: Fingerprint {
                 ipn: c.ipn,
                 uah: c.uah,
+                uad: c.uad,
             },
         }))
     }
@@ -90,7 +92,7 @@ impl Sessions {
         access: Option<&str>,
         refresh: Option<&str>,
         ip: IpAddr,
-        ua: &str,
+        ua: &UserAgent<'_>,
     ) -> Result<Option<Presented>, StoreError> {
         let now = self.clock.now();
         let found = match access.and_then(|t| self.keys.verify_access(t, now).ok()) {
@@ -100,6 +102,7 @@ impl Sessions {
                 fp: Fingerprint {
                     ipn: c.ipn,
                     uah: c.uah,
+                    uad: c.uad,
                 },
             }),
             None => match refresh.and_then(|t| self.keys.verify_refresh(t, now).ok()) {
@@ -144,6 +147,7 @@ impl Sessions {
             fp: Fingerprint {
                 ipn: c.ipn,
                 uah: c.uah,
+                uad: c.uad,
             },
         }))
     }

@@ -42,5 +42,6 @@ mod upstream_login;
 mod upstream_tls;
 mod url_token_spellings;
 mod url_tokens;
+mod user_agent;
 mod websocket;
 mod websocket_lifetime;
