@@ -12,6 +12,7 @@ mod admin;
 mod ambiguous_requests;
 mod anomaly;
 mod assertion;
+mod bounded_tables;
 mod check_config;
 mod cli;
 mod config_mistakes;
