@@ -61,6 +61,38 @@ impl Default for Metrics {
     }
 }
 
+/// Reloads and the login throttle's table: the gateway's own housekeeping.
+fn register_operations(
+    registry: &mut Registry,
+) -> (
+    Family<Outcome, Counter>,
+    prometheus_client::metrics::gauge::Gauge,
+    Counter,
+) {
+    let reloads = Family::<Outcome, Counter>::default();
+    registry.register(
+        "reloads",
+        "Configuration reloads (SIGHUP) by outcome; a failed one keeps the running configuration",
+        reloads.clone(),
+    );
+    for l in ["ok", "failed"] {
+        drop(reloads.get_or_create(&Outcome { outcome: l.into() }));
+    }
+    let throttle_keys = prometheus_client::metrics::gauge::Gauge::default();
+    registry.register(
+        "login_throttle_keys",
+        "Login-throttle entries (address, account and network, account) after the last sweep",
+        throttle_keys.clone(),
+    );
+    let throttle_swept = Counter::default();
+    registry.register(
+        "login_throttle_swept",
+        "Login-throttle entries removed by the sweeper once their failure window passed",
+        throttle_swept.clone(),
+    );
+    (reloads, throttle_keys, throttle_swept)
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("sessiongate");
@@ -71,19 +103,7 @@ impl Metrics {
         let revocation_feed_synced = Gauge::default();
         let anomalies = Family::<Anomaly, Counter>::default();
         let logins = Family::<Outcome, Counter>::default();
-        let reloads = Family::<Outcome, Counter>::default();
-        let throttle_keys = prometheus_client::metrics::gauge::Gauge::default();
-        let throttle_swept = Counter::default();
-        registry.register(
-            "login_throttle_keys",
-            "Login-throttle entries (address, account and network, account) after the last sweep",
-            throttle_keys.clone(),
-        );
-        registry.register(
-            "login_throttle_swept",
-            "Login-throttle entries removed by the sweeper once their failure window passed",
-            throttle_swept.clone(),
-        );
+        let (reloads, throttle_keys, throttle_swept) = register_operations(&mut registry);
         let store_seconds =
             Family::<Op, Histogram>::new_with_constructor(latency as fn() -> Histogram);
         let upstream_seconds = latency();
@@ -114,14 +134,7 @@ impl Metrics {
             anomalies.clone(),
         );
         registry.register("logins", "Login attempts by result", logins.clone());
-        registry.register(
-            "reloads",
-            "Configuration reloads (SIGHUP) by outcome; a failed one keeps the running configuration",
-            reloads.clone(),
-        );
-        for l in ["ok", "failed"] {
-            drop(reloads.get_or_create(&Outcome { outcome: l.into() }));
-        }
+
         registry.register(
             "store_duration_seconds",
             "Session store operation latency",
