@@ -33,8 +33,9 @@ pub struct Runtime {
     pub identity_names: Vec<HeaderName>,
     /// Request headers no client may set (`strip` removes them, `framing` refuses look-alikes).
     pub spoofable: SpoofableHeaders,
-    /// Binds CSRF tokens to sessions (`csrf.mode = "token"`).
-    pub csrf_key: [u8; 32],
+    /// Binds CSRF tokens to sessions (`csrf.mode = "token"`): one key per access key, so a
+    /// token bound before a rotation verifies while its key is in the ring.
+    pub csrf_keys: crate::tokens::DerivedKeys,
 }
 
 impl Runtime {
@@ -58,8 +59,8 @@ impl Runtime {
             metrics,
             throttle: Throttle::new(&cfg.login),
             hsts: HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-            csrf_key: crate::util::hmac_sha256(
-                cfg.keys.access_secret.expose(),
+            csrf_keys: crate::tokens::DerivedKeys::from_access(
+                &cfg.keys.access_secrets,
                 b"sessiongate csrf",
             ),
             identity_names: IDENTITY_HEADERS

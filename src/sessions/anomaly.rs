@@ -7,6 +7,14 @@
 //! round trip. Each signal has a policy: `ignore`, `log` (audit event), `reauth` (this request
 //! must sign in again; the session stays valid where it came from), `revoke` (the session
 //! ends everywhere). Every anomaly is audited and counted.
+//!
+//! Key rotation: the fingerprint key is derived from each access key ([`DerivedKeys`]), and a
+//! fingerprint names the access key it was made under (`fpk`), so a session bound before a
+//! rotation is compared under its own key while that key is in the ring — never mistaken for
+//! a stolen one because the signing key changed. A refresh whose request matches binds the
+//! same network and browser again under the signing key. A fingerprint whose key was dropped
+//! matches nothing (every bound signal counts as changed); one from before key rings names no
+//! key and is compared under each key of the ring.
 
 use std::borrow::Borrow;
 use std::cell::RefCell;
@@ -19,13 +27,15 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::Sessions;
 use crate::audit::Event;
+use crate::config::SecretRing;
 use crate::config::{AnomalyAction, AnomalyConfig};
 use crate::metrics::Anomaly;
 pub use crate::tokens::Fingerprint;
+use crate::tokens::{DerivedKey, DerivedKeys};
 use crate::util::{b64, hmac_sha256};
 
 pub struct Fingerprinter {
-    key: [u8; 32],
+    keys: DerivedKeys,
     v4: u8,
     v6: u8,
     cfg: AnomalyConfig,
@@ -39,9 +49,9 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 impl Fingerprinter {
-    pub fn new(access_secret: &[u8], cfg: &AnomalyConfig) -> Self {
+    pub fn new(access: &SecretRing, cfg: &AnomalyConfig) -> Self {
         Self {
-            key: hmac_sha256(access_secret, b"sessiongate anomaly fingerprint"),
+            keys: DerivedKeys::from_access(access, b"sessiongate anomaly fingerprint"),
             v4: cfg.ipv4_prefix,
             v6: cfg.ipv6_prefix,
             cfg: cfg.clone(),
@@ -59,29 +69,92 @@ impl Fingerprinter {
         }
     }
 
+    fn ipn_under(&self, key: &DerivedKey, ip: IpAddr) -> String {
+        b64(&hmac_sha256(&key.key, format!("ip {}", self.network(ip)).as_bytes())[..9])
+    }
+
+    fn uah_under(&self, key: &DerivedKey, ua: &str) -> String {
+        b64(&hmac_sha256(&key.key, format!("ua {ua}").as_bytes())[..9])
+    }
+
+    /// The network fingerprint under the signing key.
     pub fn ipn(&self, ip: IpAddr) -> String {
-        b64(&hmac_sha256(&self.key, format!("ip {}", self.network(ip)).as_bytes())[..9])
+        self.ipn_under(self.keys.signing(), ip)
     }
 
+    /// The user-agent fingerprint under the signing key.
     pub fn uah(&self, ua: &str) -> String {
-        b64(&hmac_sha256(&self.key, format!("ua {ua}").as_bytes())[..9])
+        self.uah_under(self.keys.signing(), ua)
     }
 
-    /// The fingerprint to bind a new session to (only the signals that are checked).
+    /// The fingerprint to bind a new session to (only the signals that are checked), under
+    /// the signing key.
     pub fn bind(&self, ip: IpAddr, ua: &str) -> Fingerprint {
-        Fingerprint {
-            ipn: (self.cfg.ip_change != AnomalyAction::Ignore).then(|| self.ipn(ip)),
-            uah: (self.cfg.user_agent_change != AnomalyAction::Ignore).then(|| self.uah(ua)),
+        self.bind_signals(
+            self.cfg.ip_change != AnomalyAction::Ignore,
+            self.cfg.user_agent_change != AnomalyAction::Ignore,
+            ip,
+            ua,
+        )
+    }
+
+    fn bind_signals(&self, ip_bound: bool, ua_bound: bool, ip: IpAddr, ua: &str) -> Fingerprint {
+        let ipn = ip_bound.then(|| self.ipn(ip));
+        let uah = ua_bound.then(|| self.uah(ua));
+        let key = (ipn.is_some() || uah.is_some()).then(|| self.keys.signing().kid.clone());
+        Fingerprint { ipn, uah, key }
+    }
+
+    /// `bound`, made again under the signing key from a request that matched it (the same
+    /// network and browser): the signals bound stay bound, no other is added. Unchanged when
+    /// it already is under the signing key.
+    pub fn rebind(&self, bound: &Fingerprint, ip: IpAddr, ua: &str) -> Fingerprint {
+        if bound.key.as_deref() == Some(self.keys.signing().kid.as_str())
+            || (bound.ipn.is_none() && bound.uah.is_none())
+        {
+            return bound.clone();
         }
+        self.bind_signals(bound.ipn.is_some(), bound.uah.is_some(), ip, ua)
+    }
+
+    /// Whether `ip` is in the network `bound` holds (true when no network is bound).
+    fn same_network(&self, bound: &Fingerprint, ip: IpAddr) -> bool {
+        let Some(b) = &bound.ipn else {
+            return true;
+        };
+        self.candidates(bound)
+            .any(|k| memo_eq(&IPN_MEMO, k.id, &ip, b, || self.ipn_under(k, ip)))
+    }
+
+    /// Whether `ua` is the user agent `bound` holds (true when none is bound).
+    fn same_browser(&self, bound: &Fingerprint, ua: &str) -> bool {
+        let Some(b) = &bound.uah else {
+            return true;
+        };
+        self.candidates(bound).any(|k| {
+            if ua.len() <= MEMO_MAX_UA {
+                memo_eq(&UAH_MEMO, k.id, ua, b, || self.uah_under(k, ua))
+            } else {
+                self.uah_under(k, ua) == *b
+            }
+        })
+    }
+
+    /// The keys `bound` may have been made under: the one it names (none if that key left the
+    /// ring), or, for a fingerprint from before key rings, each key of the ring.
+    fn candidates<'a>(&'a self, bound: &'a Fingerprint) -> impl Iterator<Item = &'a DerivedKey> {
+        self.keys
+            .iter()
+            .filter(move |k| bound.key.as_ref().is_none_or(|kid| *kid == k.kid))
     }
 }
 
 thread_local! {
     // Fingerprints of recently seen addresses and user agents, per serving thread: a client
     // sends the same ones request after request, so the keyed hashes are computed once. The
-    // runtime id is kept beside each (tests run several runtimes, with other keys, in one
-    // process). Bound: 4096 entries each, cleared when full (`memo_eq`); user agents over
-    // `MEMO_MAX_UA` bytes are never kept.
+    // id of the fingerprint key is kept beside each (a ring has several keys, and tests run
+    // several runtimes, with other keys, in one process). Bound: 4096 entries each, cleared
+    // when full (`memo_eq`); user agents over `MEMO_MAX_UA` bytes are never kept.
     static IPN_MEMO: RefCell<HashMap<IpAddr, (u64, String)>> = Default::default();
     static UAH_MEMO: RefCell<HashMap<String, (u64, String)>> = Default::default();
 }
@@ -93,7 +166,7 @@ const MEMO_MAX_UA: usize = 512;
 /// Whether the fingerprint of `key` (memoised; a hit allocates nothing) equals `bound`.
 fn memo_eq<K, Q>(
     memo: &'static LocalKey<RefCell<HashMap<K, (u64, String)>>>,
-    rt: u64,
+    key_id: u64,
     key: &Q,
     bound: &str,
     compute: impl FnOnce() -> String,
@@ -104,7 +177,7 @@ where
 {
     memo.with(|m| {
         if let Some((id, v)) = m.borrow().get(key) {
-            if *id == rt {
+            if *id == key_id {
                 return v == bound;
             }
         }
@@ -114,7 +187,7 @@ where
         if m.len() >= 4096 {
             m.clear();
         }
-        m.insert(key.to_owned(), (rt, v));
+        m.insert(key.to_owned(), (key_id, v));
         eq
     })
 }
@@ -127,9 +200,16 @@ pub enum Verdict {
     Revoke,
 }
 
+/// A request compared with its session's fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub verdict: Verdict,
+    /// No bound signal changed (so the request's network and browser are the session's).
+    pub clean: bool,
+}
+
 impl Sessions {
-    /// Compare a request with the session's fingerprint; audit and count each anomaly. Only a
-    /// detected anomaly does any work beyond two memoised keyed hashes.
+    /// Compare a request with the session's fingerprint; audit and count each anomaly.
     pub fn anomaly(
         &self,
         bound: &Fingerprint,
@@ -138,8 +218,22 @@ impl Sessions {
         user: &str,
         sid: &str,
     ) -> Verdict {
+        self.check_fingerprint(bound, ip, ua, user, sid).verdict
+    }
+
+    /// [`Sessions::anomaly`], and whether nothing changed. Only a detected anomaly does any
+    /// work beyond two memoised keyed hashes.
+    pub fn check_fingerprint(
+        &self,
+        bound: &Fingerprint,
+        ip: IpAddr,
+        ua: &str,
+        user: &str,
+        sid: &str,
+    ) -> Checked {
         let fp = &self.fingerprints;
         let mut verdict = Verdict::Pass;
+        let mut clean = true;
         let mut signal = |name: &str, action: AnomalyAction| {
             let action_name = format!("{action:?}").to_ascii_lowercase();
             self.metrics
@@ -156,31 +250,20 @@ impl Sessions {
                     .ip(&ip.to_string())
                     .reason(&format!("{name} changed; policy {action_name}")),
             );
+            clean = false;
             verdict = verdict.max(match action {
                 AnomalyAction::Ignore | AnomalyAction::Log => Verdict::Pass,
                 AnomalyAction::Reauth => Verdict::Reauth,
                 AnomalyAction::Revoke => Verdict::Revoke,
             });
         };
-        if let Some(b) = &bound.ipn {
-            if fp.cfg.ip_change != AnomalyAction::Ignore
-                && !memo_eq(&IPN_MEMO, self.id, &ip, b, || fp.ipn(ip))
-            {
-                signal("ip", fp.cfg.ip_change);
-            }
+        if fp.cfg.ip_change != AnomalyAction::Ignore && !fp.same_network(bound, ip) {
+            signal("ip", fp.cfg.ip_change);
         }
-        if let Some(b) = &bound.uah {
-            if fp.cfg.user_agent_change != AnomalyAction::Ignore
-                && !(if ua.len() <= MEMO_MAX_UA {
-                    memo_eq(&UAH_MEMO, self.id, ua, b, || fp.uah(ua))
-                } else {
-                    fp.uah(ua) == *b
-                })
-            {
-                signal("user_agent", fp.cfg.user_agent_change);
-            }
+        if fp.cfg.user_agent_change != AnomalyAction::Ignore && !fp.same_browser(bound, ua) {
+            signal("user_agent", fp.cfg.user_agent_change);
         }
-        verdict
+        Checked { verdict, clean }
     }
 }
 
@@ -189,7 +272,124 @@ mod tests {
     use super::*;
 
     fn fp() -> Fingerprinter {
-        Fingerprinter::new(b"k", &AnomalyConfig::default())
+        with(&["k"])
+    }
+
+    /// A fingerprinter over an access ring of these secrets.
+    fn with(secrets: &[&str]) -> Fingerprinter {
+        let ring = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| crate::config::RingSecret {
+                key: format!("k[{i}]"),
+                secret: crate::config::Secret::new(s.as_bytes().to_vec()),
+            });
+        let ring = SecretRing::new(ring.collect()).unwrap();
+        Fingerprinter::new(&ring, &AnomalyConfig::default())
+    }
+
+    const IP: &str = "192.0.2.10";
+    const UA: &str = "Firefox";
+
+    fn matches(f: &Fingerprinter, bound: &Fingerprint, ip: &str, ua: &str) -> (bool, bool) {
+        (
+            f.same_network(bound, ip.parse().unwrap()),
+            f.same_browser(bound, ua),
+        )
+    }
+
+    #[test]
+    fn a_session_bound_before_a_rotation_matches_while_its_key_is_in_the_ring() {
+        let (step0, step1, step2, step3) = (
+            with(&["old"]),
+            with(&["old", "new"]),
+            with(&["new", "old"]),
+            with(&["new"]),
+        );
+        let bound = step0.bind(IP.parse().unwrap(), UA);
+        assert_eq!(
+            bound.key.as_deref(),
+            Some(step0.keys.signing().kid.as_str())
+        );
+        assert_eq!(
+            step1.bind(IP.parse().unwrap(), UA),
+            bound,
+            "adding a verifier changes nothing"
+        );
+        for (f, step) in [(&step1, 1), (&step2, 2)] {
+            assert_eq!(
+                matches(f, &bound, "192.0.2.99", UA),
+                (true, true),
+                "step {step}"
+            );
+            assert_eq!(
+                matches(f, &bound, "198.51.100.1", "curl"),
+                (false, false),
+                "step {step}"
+            );
+        }
+        // Its key dropped, it matches nothing: every bound signal counts as changed.
+        assert_eq!(matches(&step3, &bound, IP, UA), (false, false));
+        // A refresh that matched binds it again under the signing key, which outlives OLD.
+        let rebound = step2.rebind(&bound, IP.parse().unwrap(), UA);
+        assert_eq!(
+            rebound.key.as_deref(),
+            Some(step2.keys.signing().kid.as_str())
+        );
+        assert_eq!(matches(&step3, &rebound, "192.0.2.200", UA), (true, true));
+        assert_eq!(
+            matches(&step3, &rebound, "198.51.100.1", "curl"),
+            (false, false)
+        );
+        assert_eq!(
+            step3.rebind(&rebound, IP.parse().unwrap(), UA),
+            rebound,
+            "already current"
+        );
+    }
+
+    #[test]
+    fn rebinding_keeps_the_signals_that_were_bound_and_adds_none() {
+        let (old, new) = (with(&["old"]), with(&["new", "old"]));
+        let full = old.bind(IP.parse().unwrap(), UA);
+        let ip_only = Fingerprint {
+            uah: None,
+            ..full.clone()
+        };
+        let r = new.rebind(&ip_only, IP.parse().unwrap(), UA);
+        assert!(r.ipn.is_some() && r.uah.is_none(), "{r:?}");
+        let none = Fingerprint::default();
+        assert_eq!(new.rebind(&none, IP.parse().unwrap(), UA), none);
+    }
+
+    #[test]
+    fn a_fingerprint_from_before_key_rings_is_compared_under_each_key() {
+        let old = with(&["old"]);
+        let legacy = Fingerprint {
+            key: None,
+            ..old.bind(IP.parse().unwrap(), UA)
+        };
+        assert_eq!(
+            matches(&with(&["new", "old"]), &legacy, IP, UA),
+            (true, true)
+        );
+        assert_eq!(
+            matches(&with(&["old", "new"]), &legacy, IP, UA),
+            (true, true)
+        );
+        assert_eq!(matches(&with(&["new"]), &legacy, IP, UA), (false, false));
+        assert_eq!(
+            matches(&with(&["new", "old"]), &legacy, "198.51.100.1", "curl"),
+            (false, false)
+        );
+        let unknown = Fingerprint {
+            key: Some("no-such-kid".into()),
+            ..legacy
+        };
+        assert_eq!(
+            matches(&with(&["new", "old"]), &unknown, IP, UA),
+            (false, false)
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::store::{RevocationSet, SessionStore, StoreError};
 use crate::tokens::{Fingerprint, KeyRing, MintError, TokenError};
 
 pub use activity::Activity;
-pub use anomaly::{Fingerprinter, Verdict};
+pub use anomaly::{Checked, Fingerprinter, Verdict};
 pub use clock::Clock;
 pub use lifecycle::{Ending, Issued};
 pub use refresh::RefreshFlights;
@@ -160,7 +160,7 @@ impl Sessions {
             ),
             store,
             revoked: Arc::new(RevocationSet::new()),
-            fingerprints: Fingerprinter::new(cfg.keys.access_secret.expose(), &cfg.anomaly),
+            fingerprints: Fingerprinter::new(&cfg.keys.access_secrets, &cfg.anomaly),
             signer,
             audit,
             metrics,
@@ -175,9 +175,9 @@ impl Sessions {
         self.cfg.access_ttl.as_secs() + 1
     }
 
-    /// The non-secret handle of a session id.
+    /// The non-secret handle of a session id (the same through a key rotation).
     pub fn handle(&self, sid: &str) -> String {
-        self.keys.session_handle(sid)
+        crate::tokens::session_handle(sid)
     }
 
     pub fn keys(&self) -> &KeyRing {

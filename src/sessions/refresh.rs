@@ -17,7 +17,6 @@ use super::{Issued, RefreshError, Sessions, Verdict};
 use crate::audit::Event;
 use crate::metrics::Metrics;
 use crate::store::{RotateOutcome, RotatePolicy, StoreError};
-use crate::tokens::Fingerprint;
 use crate::util::random_token;
 
 type FlightResult = Result<RotateOutcome, Arc<StoreError>>;
@@ -32,11 +31,9 @@ impl Sessions {
         }
         // A refresh from somewhere else is checked before anything rotates: under `reauth` the
         // session must stay usable where it came from.
-        let fp = Fingerprint {
-            ipn: claims.ipn.clone(),
-            uah: claims.uah.clone(),
-        };
-        match self.anomaly(&fp, ip, ua, &claims.sub, &claims.sid) {
+        let bound = claims.fingerprint();
+        let checked = self.check_fingerprint(&bound, ip, ua, &claims.sub, &claims.sid);
+        match checked.verdict {
             Verdict::Pass => {}
             Verdict::Reauth => return Err(RefreshError::Anomaly),
             Verdict::Revoke => {
@@ -46,6 +43,15 @@ impl Sessions {
                 return Err(RefreshError::Anomaly);
             }
         }
+        // A request that matched every bound signal comes from the session's network and
+        // browser: the new tokens carry them bound again under the signing key, so after a
+        // key rotation a session needs the old key only until its next refresh. (A changed
+        // signal that was let through keeps the fingerprint as bound at login.)
+        let fp = if checked.clean {
+            self.fingerprints.rebind(&bound, ip, ua)
+        } else {
+            bound
+        };
         let policy = RotatePolicy {
             now,
             grace_secs: self.cfg.refresh_grace.as_secs(),

@@ -64,15 +64,12 @@ impl Sessions {
     fn verify_uncached(&self, token: &str, now: u64) -> Result<Arc<Identity>, VerifyError> {
         let c = self.keys.verify_access(token, now)?;
         Ok(Arc::new(Identity {
-            handle: self.keys.session_handle(&c.sid),
+            handle: crate::tokens::session_handle(&c.sid),
+            fp: c.fingerprint(),
             sub: c.sub,
             roles: c.roles,
             sid: c.sid,
             exp: c.exp,
-            fp: Fingerprint {
-                ipn: c.ipn,
-                uah: c.uah,
-            },
         }))
     }
 
@@ -92,12 +89,9 @@ impl Sessions {
         let now = self.clock.now();
         let found = match access.and_then(|t| self.keys.verify_access(t, now).ok()) {
             Some(c) => Some(Presented {
+                fp: c.fingerprint(),
                 user: c.sub,
                 sid: c.sid,
-                fp: Fingerprint {
-                    ipn: c.ipn,
-                    uah: c.uah,
-                },
             }),
             None => match refresh.and_then(|t| self.keys.verify_refresh(t, now).ok()) {
                 Some(c) => self.confirmed(c, now).await?,
@@ -134,12 +128,9 @@ impl Sessions {
                 .is_some_and(|p| ct_eq(p.as_bytes(), jti))
                 && now.saturating_sub(rec.rotated_at) <= self.cfg.refresh_grace.as_secs());
         Ok(current.then_some(Presented {
+            fp: c.fingerprint(),
             user: c.sub,
             sid: c.sid,
-            fp: Fingerprint {
-                ipn: c.ipn,
-                uah: c.uah,
-            },
         }))
     }
 }
