@@ -122,15 +122,19 @@ const HEADER_PARAMETERS: &[&str] = &["alg", "typ", "kid"];
 /// Whether the token's protected header is a JSON object with only [`HEADER_PARAMETERS`].
 /// (jsonwebtoken ignores parameters it does not know, `crit` included.)
 pub(crate) fn plain_header(token: &str) -> bool {
+    plain_header_object(token).is_some()
+}
+
+/// The token's protected header, when [`plain_header`] holds.
+fn plain_header_object(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
     use base64::Engine as _;
-    let Some(h) = token.split('.').next() else {
-        return false;
-    };
-    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h) else {
-        return false;
-    };
+    let h = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(h)
+        .ok()?;
     serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
-        .is_ok_and(|m| m.keys().all(|k| HEADER_PARAMETERS.contains(&k.as_str())))
+        .ok()
+        .filter(|m| m.keys().all(|k| HEADER_PARAMETERS.contains(&k.as_str())))
 }
 
 /// A token could not be signed (never expected with the gateway's own keys and claims; an
@@ -401,13 +405,12 @@ fn verify<T: serde::de::DeserializeOwned>(
     if token.len() > 4096 {
         return Err(TokenError::Invalid);
     }
-    if !plain_header(token) {
+    let Some(header) = plain_header_object(token) else {
         return Err(TokenError::UnexpectedHeader);
-    }
-    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+    };
     let key = header
-        .kid
-        .as_deref()
+        .get("kid")
+        .and_then(serde_json::Value::as_str)
         .and_then(|kid| ring.find(kid))
         .ok_or(TokenError::UnknownKey)?;
     let data =
