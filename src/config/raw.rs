@@ -211,6 +211,14 @@ impl<T> OneOrList<T> {
         }
     }
 
+    /// The values, to change in place (a path resolved against the config file's directory).
+    pub fn items_mut(&mut self) -> &mut [T] {
+        match self {
+            Self::One(v) => std::slice::from_mut(v),
+            Self::List(v) => v,
+        }
+    }
+
     /// The key path of item `i` for an error: `key[i]` when written as a list, else `key`.
     pub fn item_key(&self, key: &str, i: usize) -> String {
         match self {

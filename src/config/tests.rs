@@ -614,3 +614,22 @@ fn dev_fills_in_a_random_secret_only_when_no_key_of_the_ring_is_set() {
     let e = validate(parse(&text).unwrap(), dev(), &src).unwrap_err();
     assert_eq!(e.0[0].key, "keys.access_secret_env[1]", "{e}");
 }
+
+#[test]
+fn the_paths_of_a_file_ring_can_be_resolved_in_place() {
+    let text = format!("{BASE}[keys]\naccess_secret_file = [\"new\", \"/run/old\"]\n");
+    let mut raw = parse(&text).unwrap();
+    let files = raw.keys.access_secret_file.as_mut().unwrap();
+    for p in files.items_mut() {
+        if p.is_relative() {
+            *p = Path::new("/etc/sessiongate").join(&*p);
+        }
+    }
+    assert_eq!(
+        files.items(),
+        [
+            PathBuf::from("/etc/sessiongate/new"),
+            PathBuf::from("/run/old")
+        ]
+    );
+}
