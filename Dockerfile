@@ -26,6 +26,7 @@ USER 10001:10001
 # HTTPS, plain-HTTP redirect, admin (health, readiness).
 EXPOSE 8443 8080 9090
 STOPSIGNAL SIGTERM
-# Health: GET /healthz and /readyz on server.admin_listen (set it to 0.0.0.0:9090 for probes).
+# Health: GET /healthz and /readyz on server.admin_listen (set it to 0.0.0.0:9090 for probes
+# from outside the container, with admin.token_env: a reachable admin listener needs a token).
 ENTRYPOINT ["/usr/local/bin/sessiongate"]
 CMD ["run", "--config", "/etc/sessiongate/gateway.toml"]

@@ -14,6 +14,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Request};
 use sessiongate::pipeline::{self, Decision};
 use sessiongate::runtime::{ConnCtx, Runtime};
+use sessiongate::sessions::AccessLifetime;
 use sessiongate::web::path as route;
 
 fn runtime() -> Runtime {
@@ -33,8 +34,11 @@ fn benches(c: &mut Criterion) {
             "alice",
             "sid-bench-0123456789",
             &["admin".into(), "dev".into()],
-            now,
-            now + 3600,
+            AccessLifetime {
+                now,
+                exp: now + 3600,
+                session_end: now + 3600 + 3600,
+            },
             &Default::default(),
         )
         .expect("bench token");

@@ -33,9 +33,10 @@ struct PublicKey {
 }
 
 fn parse(pem: &[u8]) -> Result<(Ed25519KeyPair, Vec<u8>), String> {
-    let der = PrivatePkcs8KeyDer::from_pem_slice(pem).map_err(|e| e.to_string())?;
+    let der = PrivatePkcs8KeyDer::from_pem_slice(pem)
+        .map_err(|e| crate::util::pem_reason(&e, "PRIVATE KEY"))?;
     let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der())
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| "the PKCS#8 key is not an Ed25519 key".to_string())?;
     Ok((pair, der.secret_pkcs8_der().to_vec()))
 }
 

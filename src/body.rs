@@ -1,6 +1,8 @@
 //! The one body type the gateway answers with: nothing, bytes of its own, or a stream from an
 //! upstream passed through without buffering. An enum rather than a boxed trait object, so the
-//! common cases cost no allocation.
+//! common cases cost no allocation. A response that carries a committed refresh-token rotation
+//! wraps its body in [`Body::delivering`], which tells the rotation's [`Delivery`] when hyper has
+//! taken the whole response (it asked for the end of the body).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,10 +11,27 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body::{Frame, SizeHint};
 
+use crate::delivery::Delivery;
+
 pub enum Body {
     Empty,
     Full(Option<Bytes>),
     Incoming(hyper::body::Incoming),
+    /// A body whose end marks these changes delivered.
+    Delivering(Box<Delivering>),
+}
+
+pub struct Delivering {
+    body: Body,
+    deliveries: Vec<Delivery>,
+}
+
+impl Delivering {
+    fn delivered(&self) {
+        for d in &self.deliveries {
+            d.delivered();
+        }
+    }
 }
 
 impl std::fmt::Debug for Body {
@@ -21,6 +40,7 @@ impl std::fmt::Debug for Body {
             Body::Empty => "Body::Empty",
             Body::Full(_) => "Body::Full",
             Body::Incoming(_) => "Body::Incoming",
+            Body::Delivering(_) => "Body::Delivering",
         })
     }
 }
@@ -28,6 +48,15 @@ impl std::fmt::Debug for Body {
 impl Body {
     pub fn full(b: impl Into<Bytes>) -> Self {
         Body::Full(Some(b.into()))
+    }
+
+    /// `body`, marking `deliveries` delivered once its end is asked for (an empty body: as
+    /// soon as hyper looks at it, which is when it writes the response head).
+    pub fn delivering(body: Body, deliveries: Vec<Delivery>) -> Self {
+        if deliveries.is_empty() {
+            return body;
+        }
+        Body::Delivering(Box::new(Delivering { body, deliveries }))
     }
 }
 
@@ -43,6 +72,13 @@ impl http_body::Body for Body {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Incoming(i) => Pin::new(i).poll_frame(cx),
+            Body::Delivering(d) => {
+                let polled = Pin::new(&mut d.body).poll_frame(cx);
+                if matches!(polled, Poll::Ready(None)) || d.body.is_end_stream() {
+                    d.delivered();
+                }
+                polled
+            }
         }
     }
 
@@ -51,6 +87,13 @@ impl http_body::Body for Body {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
             Body::Incoming(i) => i.is_end_stream(),
+            Body::Delivering(d) => {
+                let end = d.body.is_end_stream();
+                if end {
+                    d.delivered();
+                }
+                end
+            }
         }
     }
 
@@ -60,6 +103,7 @@ impl http_body::Body for Body {
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
             Body::Incoming(i) => i.size_hint(),
+            Body::Delivering(d) => d.body.size_hint(),
         }
     }
 }
@@ -113,4 +157,48 @@ pub fn redirect(status: StatusCode, location: &str) -> Response<Body> {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn tracked() -> (Delivery, Arc<AtomicUsize>) {
+        let undone = Arc::new(AtomicUsize::new(0));
+        let u = undone.clone();
+        let d = Delivery::new(move || {
+            u.fetch_add(1, Ordering::SeqCst);
+        });
+        (d, undone)
+    }
+
+    #[tokio::test]
+    async fn a_body_read_to_its_end_is_delivered() {
+        let (d, undone) = tracked();
+        let body = Body::delivering(Body::full("hello"), vec![d]);
+        let bytes = body.collect().await.map(|c| c.to_bytes());
+        assert_eq!(bytes.ok().as_deref(), Some(&b"hello"[..]));
+        assert_eq!(undone.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn an_empty_body_is_delivered_when_hyper_looks_at_it() {
+        let (d, undone) = tracked();
+        let body = Body::delivering(Body::Empty, vec![d]);
+        assert!(http_body::Body::is_end_stream(&body));
+        drop(body);
+        assert_eq!(undone.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_body_dropped_before_its_end_is_undone() {
+        let (d, undone) = tracked();
+        let body = Body::delivering(Body::full("never sent"), vec![d]);
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(10));
+        drop(body);
+        assert_eq!(undone.load(Ordering::SeqCst), 1);
+    }
 }

@@ -18,6 +18,38 @@ use http::HeaderMap;
 use http::header::{COOKIE, HeaderValue};
 
 use crate::config::{SameSite, SessionConfig};
+use crate::delivery::Delivery;
+
+/// The gateway's `Set-Cookie`s for one response, and the refresh-token rotation they deliver
+/// (when a refresh committed one). They travel together, so whichever answer carries the
+/// cookies — the upstream's response, a refusal, an endpoint's — also carries the
+/// [`Delivery`] that takes the rotation back if that answer never reaches the client.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    pub values: Vec<HeaderValue>,
+    pub delivery: Option<Delivery>,
+}
+
+impl Outgoing {
+    /// Nothing to set and nothing to deliver.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.delivery.is_none()
+    }
+
+    /// How many `Set-Cookie` values.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+}
+
+impl From<Vec<HeaderValue>> for Outgoing {
+    fn from(values: Vec<HeaderValue>) -> Self {
+        Self {
+            values,
+            delivery: None,
+        }
+    }
+}
 
 /// The gateway's cookie names for one deployment.
 #[derive(Debug, Clone)]

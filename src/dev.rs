@@ -1,5 +1,6 @@
-//! `run --dev` and `dev-cert`: the development files (a localhost certificate, an assertion
-//! key), and the built-in "whoami" upstream that shows what the app behind the gateway receives.
+//! `run --dev`, `dev-cert` and `gen-key`: the files the gateway makes for an operator (a
+//! localhost certificate, an assertion key), and the built-in "whoami" upstream that shows what
+//! the app behind the gateway receives.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,6 +27,8 @@ pub enum CreateError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{} exists; a key is never overwritten (move it away first)", .path.display())]
+    Exists { path: PathBuf },
     #[error("cannot write {}: {source}", .path.display())]
     Write {
         path: PathBuf,
@@ -91,8 +94,42 @@ pub fn write_dev_cert(cert: &Path, key: &Path) -> Result<(), CreateError> {
 
 /// Write a new Ed25519 key (PKCS#8 PEM, mode 0600) for `keys.assertion_key_file`.
 pub fn write_new_key(path: &Path) -> Result<(), CreateError> {
+    write_private(path, new_key_pem()?.as_bytes())
+}
+
+/// A new Ed25519 private key, PKCS#8 PEM: what `keys.assertion_key_file` holds.
+pub fn new_key_pem() -> Result<String, CreateError> {
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(CreateError::Generate)?;
-    write_private(path, kp.serialize_pem().as_bytes())
+    Ok(kp.serialize_pem())
+}
+
+/// `gen-key --out`: write a new key to `path`, which must not exist (not even as a dangling
+/// link: the file is created exclusively, mode 0600 on Unix, so no other user can read it at
+/// any moment). Its directory is created.
+pub fn write_key_file(path: &Path) -> Result<(), CreateError> {
+    use std::io::Write;
+    let pem = new_key_pem()?;
+    create_parent(path)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut file = opts.open(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::AlreadyExists => CreateError::Exists { path: path.into() },
+        _ => CreateError::Write {
+            path: path.into(),
+            source,
+        },
+    })?;
+    file.write_all(pem.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| CreateError::Write {
+            path: path.into(),
+            source,
+        })
 }
 
 fn create_parent(path: &Path) -> Result<(), CreateError> {

@@ -9,6 +9,7 @@ pub(crate) mod auth;
 pub(crate) mod body;
 pub mod config;
 pub mod cookies;
+pub mod delivery;
 pub mod dev;
 pub(crate) mod framing_guard;
 pub mod login;

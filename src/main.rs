@@ -1,7 +1,7 @@
 //! The `sessiongate` command line. Everything else lives in the library.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +21,16 @@ use sessiongate::preflight::{self, Checked};
     about = "A TLS-terminating reverse proxy that owns the sessions of the apps behind it"
 )]
 struct Cli {
+    /// The configuration file, before or after the command. Relative paths inside it are read
+    /// from its directory.
+    #[arg(
+        short = 'c',
+        long,
+        global = true,
+        env = "SESSIONGATE_CONFIG",
+        default_value = "gateway.toml"
+    )]
+    config: PathBuf,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -31,8 +41,6 @@ enum Cmd {
     Run(RunArgs),
     /// Check a configuration: exit 0, or one line per problem naming its key.
     CheckConfig {
-        #[arg(long, default_value = "gateway.toml")]
-        config: PathBuf,
         /// Check as `run --dev` would start (missing certificate, secrets, upstream allowed).
         #[arg(long)]
         dev: bool,
@@ -41,6 +49,16 @@ enum Cmd {
     HashPassword,
     /// Print a random secret (32 bytes, base64url) for keys.*_secret_env.
     GenSecret,
+    /// Make an Ed25519 private key (PKCS#8 PEM) for keys.assertion_key_file.
+    GenKey {
+        /// Write it to this new file (mode 0600; an existing file is never overwritten)
+        /// instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Tell the running gateway to reload its configuration: SIGHUP to the pid in
+    /// `server.pid_file`.
+    Reload,
     /// Write a self-signed localhost certificate for development.
     DevCert {
         #[arg(long, default_value = "certs/localhost.pem")]
@@ -53,10 +71,8 @@ enum Cmd {
     },
 }
 
-#[derive(clap::Args, Default)]
+#[derive(clap::Args, Default, Clone)]
 struct RunArgs {
-    #[arg(long, default_value = "gateway.toml")]
-    config: PathBuf,
     /// Laptop mode: create what is missing (certificate, secrets, demo user, whoami upstream).
     #[arg(long)]
     dev: bool,
@@ -65,135 +81,257 @@ struct RunArgs {
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    match cli.cmd.unwrap_or(Cmd::Run(RunArgs {
-        config: "gateway.toml".into(),
-        dev: false,
-    })) {
-        Cmd::Run(args) => run(args),
-        Cmd::CheckConfig { config, dev } => {
-            let opts = LoadOptions { dev };
-            match config::read(&config, opts)
-                .and_then(|raw| preflight::validate_and_check(raw, opts, &config::System))
-            {
-                Ok(_) => {
-                    println!("{}: ok", config.display());
-                    ExitCode::SUCCESS
-                }
-                Err(errs) => {
-                    eprintln!("{errs}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Cmd::HashPassword => {
-            let mut input = String::new();
-            if let Err(e) = std::io::stdin().read_to_string(&mut input) {
-                eprintln!("cannot read the password from standard input: {e}");
-                return ExitCode::FAILURE;
-            }
-            let pw = input
-                .strip_suffix('\n')
-                .map(|s| s.strip_suffix('\r').unwrap_or(s))
-                .unwrap_or(&input);
-            if pw.is_empty() {
-                eprintln!("empty password on standard input");
-                return ExitCode::FAILURE;
-            }
-            match sessiongate::login::users::hash_password(pw) {
-                Ok(h) => {
-                    println!("{h}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("hashing failed: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+    let config = cli.config;
+    match cli.cmd.unwrap_or(Cmd::Run(RunArgs { dev: false })) {
+        Cmd::Run(args) => run(&config, args),
+        Cmd::CheckConfig { dev } => check_config(&config, dev),
+        Cmd::HashPassword => hash_password(),
         Cmd::GenSecret => {
             println!("{}", sessiongate::util::random_token(32));
             ExitCode::SUCCESS
         }
-        Cmd::DevCert { cert, key, force } => {
-            if !force && (cert.exists() || key.exists()) {
-                eprintln!(
-                    "{} or {} exists; pass --force to overwrite",
-                    cert.display(),
-                    key.display()
-                );
-                return ExitCode::FAILURE;
+        Cmd::GenKey { out } => gen_key(out.as_deref()),
+        Cmd::Reload => signal_reload(&config),
+        Cmd::DevCert { cert, key, force } => dev_cert(&cert, &key, force),
+    }
+}
+
+fn check_config(config: &Path, dev: bool) -> ExitCode {
+    let opts = LoadOptions { dev };
+    let checked = config::read(config, opts)
+        .and_then(|parsed| preflight::validate_and_check(parsed, opts, &config::System));
+    match checked {
+        Ok((cfg, checked)) => {
+            print_warnings(&cfg, &checked);
+            println!("{}: ok", config.display());
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            eprintln!("{errs}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the configuration allows but an operator should know, on standard error whatever the
+/// log level: `config warning: <key>: <message>`.
+fn print_warnings(cfg: &Config, checked: &Checked) {
+    for w in cfg.warnings.iter().chain(&checked.warnings) {
+        eprintln!("config warning: {w}");
+    }
+    if std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty()) {
+        eprintln!("config warning: log.level: RUST_LOG is set and replaces it");
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("cannot read the password from standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    let pw = input
+        .strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(&input);
+    if pw.is_empty() {
+        eprintln!("empty password on standard input");
+        return ExitCode::FAILURE;
+    }
+    match sessiongate::login::users::hash_password(pw) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hashing failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn gen_key(out: Option<&Path>) -> ExitCode {
+    let written = match out {
+        None => sessiongate::dev::new_key_pem().map(|pem| print!("{pem}")),
+        Some(path) => sessiongate::dev::write_key_file(path).map(|()| {
+            println!(
+                "wrote a new Ed25519 key to {} (mode 0600): set keys.assertion_key_file to it",
+                path.display()
+            )
+        }),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dev_cert(cert: &Path, key: &Path, force: bool) -> ExitCode {
+    if !force && (cert.exists() || key.exists()) {
+        eprintln!(
+            "{} or {} exists; pass --force to overwrite",
+            cert.display(),
+            key.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    match sessiongate::dev::write_dev_cert(cert, key) {
+        Ok(()) => {
+            println!(
+                "wrote {} and {} (self-signed, for localhost only)",
+                cert.display(),
+                key.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type LogFilter =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Logging to standard error at `level` (or `RUST_LOG`, which then wins over reloads too).
+/// The handle changes the level on reload; `None` when `RUST_LOG` fixed it.
+fn init_logging(level: &str, format: LogFormat) -> Option<LogFilter> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt, reload};
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let fixed = from_env.is_some();
+    let (filter, handle) = reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new(level)));
+    let layer = fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let layer = match format {
+        LogFormat::Json => layer.json().boxed(),
+        LogFormat::Text => layer.boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .init();
+    (!fixed).then_some(handle)
+}
+
+/// How `run` reads its configuration again on SIGHUP: as at start, keeping what `--dev` made
+/// up for this process (random secrets, the demo user), so a reload logs nobody out.
+struct FromFiles {
+    config: PathBuf,
+    args: RunArgs,
+    log: Option<LogFilter>,
+    /// `--dev`: the random secrets of this process (rings of one), and the demo user.
+    dev_secrets: (config::SecretRing, config::SecretRing),
+    demo: Option<(String, String)>,
+}
+
+impl sessiongate::server::reload::Reload for FromFiles {
+    fn load(&self) -> Result<(Config, Users), ConfigErrors> {
+        let (mut cfg, mut users, notes) = prepare(&self.config, &self.args)?;
+        if self.args.dev {
+            let random = |key: &str| {
+                notes
+                    .iter()
+                    .any(|n| n.starts_with(key) && n.contains("random"))
+            };
+            if random("keys.access_secret_env") {
+                cfg.keys.access_secrets = self.dev_secrets.0.clone();
             }
-            match sessiongate::dev::write_dev_cert(&cert, &key) {
-                Ok(()) => {
-                    println!(
-                        "wrote {} and {} (self-signed, for localhost only)",
-                        cert.display(),
-                        key.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
+            if random("keys.refresh_secret_env") {
+                cfg.keys.refresh_secrets = self.dev_secrets.1.clone();
+            }
+        }
+        if let Some((user, password)) = &self.demo {
+            users
+                .add(user, password, vec!["demo".into()])
+                .map_err(|e| ConfigErrors::one("login.users_file", e))?;
+        }
+        Ok((cfg, users))
+    }
+
+    fn applied(&self, cfg: &Config) {
+        if let Some(handle) = &self.log {
+            let level = tracing_subscriber::EnvFilter::new(&cfg.log_level);
+            if let Err(e) = handle.reload(level) {
+                tracing::warn!(error = %e, "log.level: cannot apply the new level");
             }
         }
     }
 }
 
-fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        LogFormat::Json => b.json().init(),
-        LogFormat::Text => b.init(),
+/// `sessiongate reload`: SIGHUP to the pid written in `server.pid_file`.
+fn signal_reload(config_path: &std::path::Path) -> ExitCode {
+    let cfg = match config::load(config_path, LoadOptions::default()) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprintln!("{errs}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(pid_file) = cfg.server.pid_file else {
+        eprintln!("server.pid_file is not set: send SIGHUP to the gateway's process yourself");
+        return ExitCode::FAILURE;
+    };
+    match sessiongate::server::pid_file::signal_reload(&pid_file) {
+        Ok(pid) => {
+            println!(
+                "sent SIGHUP to {pid} (server.pid_file {})",
+                pid_file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("server.pid_file {}: {e}", pid_file.display());
+            ExitCode::FAILURE
+        }
     }
 }
 
 /// `run`'s configuration: read; in `--dev`, create the development files it names that are
 /// missing; validate; check the files. Also returns what `--dev` did on its own.
-fn prepare(args: &RunArgs) -> Result<(Config, Users, Vec<String>), ConfigErrors> {
+fn prepare(config: &Path, args: &RunArgs) -> Result<(Config, Users, Vec<String>), ConfigErrors> {
     let opts = LoadOptions { dev: args.dev };
-    let raw = config::read(&args.config, opts)?;
-    let created = if args.dev {
+    let parsed = config::read(config, opts)?;
+    // Only from keys that were read as written: a refused key holds its default.
+    let created = if args.dev && parsed.problems.is_empty() {
         sessiongate::dev::create_missing_files(
-            &raw.tls.cert,
-            &raw.tls.key,
-            raw.keys.assertion_key_file.as_deref(),
+            &parsed.raw.tls.cert,
+            &parsed.raw.tls.key,
+            parsed.raw.keys.assertion_key_file.as_deref(),
         )?
     } else {
         Vec::new()
     };
-    let (mut cfg, Checked { users, notes }) =
-        preflight::validate_and_check(raw, opts, &config::System)?;
-    let notes = [created, std::mem::take(&mut cfg.dev_notes), notes].concat();
-    Ok((cfg, users, notes))
+    let (mut cfg, checked) = preflight::validate_and_check(parsed, opts, &config::System)?;
+    print_warnings(&cfg, &checked);
+    let notes = [created, std::mem::take(&mut cfg.dev_notes), checked.notes].concat();
+    Ok((cfg, checked.users, notes))
 }
 
-fn run(args: RunArgs) -> ExitCode {
-    let (cfg, mut users, notes) = match prepare(&args) {
+fn run(config: &Path, args: RunArgs) -> ExitCode {
+    let (cfg, mut users, notes) = match prepare(config, &args) {
         Ok(prepared) => prepared,
         Err(errs) => {
             eprintln!("{errs}");
             eprintln!(
                 "sessiongate: not started ({} problem(s) in {})",
                 errs.0.len(),
-                args.config.display()
+                config.display()
             );
             return ExitCode::from(2);
         }
     };
-    init_logging(&cfg.log_level, cfg.log_format);
+    let log = init_logging(&cfg.log_level, cfg.log_format);
     if args.dev {
         tracing::warn!("development mode (--dev): not for production");
         for note in &notes {
             tracing::warn!("{note}");
         }
     }
+    let mut demo = None;
     if args.dev {
         let password = sessiongate::util::random_token(12);
         if let Err(e) = users.add("demo", &password, vec!["demo".into()]) {
@@ -201,7 +339,18 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
         println!("demo login: user=demo password={password}");
+        demo = Some(("demo".to_string(), password));
     }
+    let reloader = std::sync::Arc::new(FromFiles {
+        config: config.to_path_buf(),
+        args: args.clone(),
+        log,
+        dev_secrets: (
+            cfg.keys.access_secrets.clone(),
+            cfg.keys.refresh_secrets.clone(),
+        ),
+        demo,
+    });
     let tokio_rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -217,6 +366,7 @@ fn run(args: RunArgs) -> ExitCode {
     let result = tokio_rt.block_on(sessiongate::server::run(
         cfg,
         users,
+        reloader,
         shutdown_signal(),
         move |b| {
             let http = b.http.map_or_else(|| "off".to_string(), |a| a.to_string());

@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -28,8 +29,14 @@ pub struct Metrics {
     pub requests: Family<Outcome, Counter>,
     pub refreshes: Family<Outcome, Counter>,
     pub reuse_detections: Counter,
+    /// Rotations whose answer never reached the client, reopened in the store.
+    pub refreshes_undelivered: Counter,
+    /// 1 while the local revocation set is in sync with the store's feed, else 0.
+    pub revocation_feed_synced: Gauge,
     pub anomalies: Family<Anomaly, Counter>,
     pub logins: Family<Outcome, Counter>,
+    /// Configuration reloads by outcome (`ok`, `failed`).
+    pub reloads: Family<Outcome, Counter>,
     pub store_seconds: Family<Op, Histogram>,
     pub upstream_seconds: Histogram,
     /// Pre-resolved request outcomes for the hot path.
@@ -57,8 +64,11 @@ impl Metrics {
         let requests = Family::<Outcome, Counter>::default();
         let refreshes = Family::<Outcome, Counter>::default();
         let reuse_detections = Counter::default();
+        let refreshes_undelivered = Counter::default();
+        let revocation_feed_synced = Gauge::default();
         let anomalies = Family::<Anomaly, Counter>::default();
         let logins = Family::<Outcome, Counter>::default();
+        let reloads = Family::<Outcome, Counter>::default();
         let store_seconds =
             Family::<Op, Histogram>::new_with_constructor(latency as fn() -> Histogram);
         let upstream_seconds = latency();
@@ -74,11 +84,29 @@ impl Metrics {
             reuse_detections.clone(),
         );
         registry.register(
+            "refreshes_undelivered",
+            "Rotations whose new cookies never reached the client (its previous refresh token stays valid until the new one is used)",
+            refreshes_undelivered.clone(),
+        );
+        registry.register(
+            "revocation_feed_synced",
+            "1 while the local revocation set is in sync with the store, 0 while requests are confirmed with the store instead",
+            revocation_feed_synced.clone(),
+        );
+        registry.register(
             "anomalies",
             "Session anomalies by signal and action",
             anomalies.clone(),
         );
         registry.register("logins", "Login attempts by result", logins.clone());
+        registry.register(
+            "reloads",
+            "Configuration reloads (SIGHUP) by outcome; a failed one keeps the running configuration",
+            reloads.clone(),
+        );
+        for l in ["ok", "failed"] {
+            drop(reloads.get_or_create(&Outcome { outcome: l.into() }));
+        }
         registry.register(
             "store_duration_seconds",
             "Session store operation latency",
@@ -137,8 +165,11 @@ impl Metrics {
             requests,
             refreshes,
             reuse_detections,
+            refreshes_undelivered,
+            revocation_feed_synced,
             anomalies,
             logins,
+            reloads,
             store_seconds,
             upstream_seconds,
         }

@@ -1,6 +1,7 @@
 //! Preflight: the checks of the files a configuration names, through the modules that will use
 //! them — the TLS certificate and key (`server::tls`), the users file (`login::users`), the
-//! identity assertion keys (`assertion`). `run` and `check-config` both run it beside
+//! identity assertion keys (`assertion`), the system's CA certificates when an `https://`
+//! upstream names no `ca_file` (`proxy`). `run` and `check-config` both run it beside
 //! `config::validate`, so a configuration that passes `check-config` starts, and the problems of
 //! both are reported at once. It writes nothing; each problem names its key, like validation's.
 
@@ -8,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use crate::assertion::Signer;
 use crate::config::raw::RawConfig;
-use crate::config::{Config, ConfigError, ConfigErrors, LoadOptions, LoginMode, Source, validate};
+use crate::config::{
+    Config, ConfigError, ConfigErrors, LoadOptions, LoginMode, Parsed, Source, validate,
+};
 use crate::login::users::Users;
 
 /// The files a configuration names, as written: known before validation, so that their
@@ -21,6 +24,12 @@ pub struct Files {
     pub users_file: Option<PathBuf>,
     /// `keys.assertion_key_file` and `keys.assertion_previous_key_file`, by key.
     pub assertion_keys: Vec<(&'static str, PathBuf)>,
+    /// The host of `server.public_origin`, which the certificate must be valid for (`None`
+    /// when the origin is not a URL: validation's to report).
+    pub public_host: Option<String>,
+    /// `upstream[i].ca_file` of each `https://` upstream that names none: it trusts the
+    /// system's CA certificates, which must then be there.
+    pub system_roots_for: Vec<String>,
 }
 
 impl Files {
@@ -36,12 +45,29 @@ impl Files {
         .into_iter()
         .filter_map(|(key, p)| Some((key, p.clone()?)))
         .collect();
+        let system_roots_for = raw
+            .upstream
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| {
+                let https = u
+                    .url
+                    .get(..8)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+                https && u.ca_file.is_none()
+            })
+            .map(|(i, _)| format!("upstream[{i}].ca_file"))
+            .collect();
         Self {
+            system_roots_for,
             tls_cert: raw.tls.cert.clone(),
             tls_key: raw.tls.key.clone(),
             users_file: (raw.login.mode == LoginMode::UsersFile)
                 .then(|| raw.login.users_file.clone()),
             assertion_keys,
+            public_host: url::Url::parse(&raw.server.public_origin)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string)),
         }
     }
 }
@@ -53,61 +79,135 @@ pub struct Checked {
     pub users: Users,
     /// What `--dev` left out, to tell the operator at start.
     pub notes: Vec<String>,
+    /// What the files allow but an operator should know (in `--dev`, a certificate that is not
+    /// valid for the public origin).
+    pub warnings: Vec<ConfigError>,
 }
 
-/// Validate `raw` (see `config::validate`) and check the files it names: every problem of
-/// both, validation's first.
+/// Validate a parsed configuration (see `config::validate`) and check the files it names:
+/// every problem of the three — the schema's (keys that do not fit), validation's, the files' —
+/// in that order. A key the schema refused holds its default, so what validation or the files
+/// then say about that key (or in its name) would be about a value nobody wrote, and is left
+/// out; when the schema had to drop an entry, only the schema's problems are reported.
 pub fn validate_and_check(
-    raw: RawConfig,
+    parsed: impl Into<Parsed>,
     opts: LoadOptions,
     source: &dyn Source,
 ) -> Result<(Config, Checked), ConfigErrors> {
+    let Parsed {
+        raw,
+        problems,
+        complete,
+    } = parsed.into();
+    if !complete {
+        return Err(ConfigErrors(problems));
+    }
     let files = Files::named_by(&raw);
     match (validate(raw, opts, source), check(&files, opts.dev)) {
-        (Ok(cfg), Ok(checked)) => Ok((cfg, checked)),
+        (Ok(cfg), Ok(checked)) if problems.is_empty() => Ok((cfg, checked)),
         (cfg, checked) => {
-            let mut errs = cfg.err().map_or_else(Vec::new, |e| e.0);
-            errs.extend(checked.err().map_or_else(Vec::new, |e| e.0));
+            let mut later = cfg.err().map_or_else(Vec::new, |e| e.0);
+            later.extend(checked.err().map_or_else(Vec::new, |e| e.0));
+            let mut errs = problems;
+            let unwritten = |e: &ConfigError| errs.iter().any(|p| follows_from(e, p));
+            later.retain(|e| !unwritten(e));
+            errs.extend(later);
             Err(ConfigErrors(errs))
         }
     }
 }
 
+/// Whether `e` is about the default that stands in for the refused key of `p`.
+fn follows_from(e: &ConfigError, p: &ConfigError) -> bool {
+    let under = e
+        .key
+        .strip_prefix(p.key.as_str())
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']));
+    under || e.message.contains(p.key.as_str())
+}
+
 /// Check the files. `dev`: as `run --dev` starts (a missing certificate, assertion key or users
-/// file is allowed: `run --dev` creates the first two and goes without the third).
+/// file is allowed: `run --dev` creates the first two and goes without the third; a certificate
+/// that is not valid for the public origin is a warning).
 pub fn check(files: &Files, dev: bool) -> Result<Checked, ConfigErrors> {
     let mut errs = Vec::new();
     let mut notes = Vec::new();
-    tls_pair(&files.tls_cert, &files.tls_key, dev, &mut errs);
+    let mut warnings = Vec::new();
+    if tls_pair(&files.tls_cert, &files.tls_key, dev, &mut errs) {
+        let mismatch = files.public_host.as_deref().and_then(|host| {
+            let covered = crate::server::tls::covers_host(&files.tls_cert, host)?;
+            (!covered).then(|| not_covered(&files.tls_cert, host))
+        });
+        match mismatch {
+            Some(e) if dev => warnings.push(e),
+            Some(e) => errs.push(e),
+            None => {}
+        }
+    }
     for (key, path) in &files.assertion_keys {
         assertion_key(key, path, &mut errs);
     }
     distinct_assertion_keys(&files.assertion_keys, &mut errs);
+    if !files.system_roots_for.is_empty() {
+        if let Err(e) = crate::proxy::system_roots() {
+            for key in &files.system_roots_for {
+                errs.push(ConfigError::new(key.clone(), e.clone()));
+            }
+        }
+    }
     let users = users(files.users_file.as_deref(), dev, &mut errs, &mut notes);
     match users {
-        Some(users) if errs.is_empty() => Ok(Checked { users, notes }),
+        Some(users) if errs.is_empty() => Ok(Checked {
+            users,
+            notes,
+            warnings,
+        }),
         _ => Err(ConfigErrors(errs)),
     }
 }
 
+fn not_covered(cert: &Path, host: &str) -> ConfigError {
+    ConfigError::new(
+        "tls.cert",
+        format!(
+            "the certificate in {} is not valid for {host}, the host of server.public_origin: \
+             browsers would refuse every connection (its subjectAltName must name {host})",
+            cert.display()
+        ),
+    )
+}
+
 /// `tls.cert` and `tls.key`: readable, and a certificate chain and key that form a pair.
-fn tls_pair(cert: &Path, key: &Path, dev: bool, errs: &mut Vec<ConfigError>) {
+/// Whether they do (`false` also when `--dev` will create them).
+fn tls_pair(cert: &Path, key: &Path, dev: bool, errs: &mut Vec<ConfigError>) -> bool {
     let mut readable = true;
     for (name, p) in [("tls.cert", cert), ("tls.key", key)] {
         if dev && !p.exists() {
+            readable = false;
             continue; // `run --dev` creates a localhost certificate
         }
         if let Err(e) = std::fs::File::open(p) {
             readable = false;
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (for development, `sessiongate dev-cert` makes a localhost certificate and \
+                 key, and `run --dev` makes them when they are missing)"
+            } else {
+                ""
+            };
             errs.push(ConfigError::new(
                 name,
-                format!("cannot read {}: {e}", p.display()),
+                format!("cannot read {}: {e}{hint}", p.display()),
             ));
         }
     }
-    if readable && cert.exists() && key.exists() {
-        if let Err(e) = crate::server::tls::load_server_config(cert, key) {
+    if !readable {
+        return false;
+    }
+    match crate::server::tls::load_server_config(cert, key) {
+        Ok(_) => true,
+        Err(e) => {
             errs.push(ConfigError::new(e.key(), e.to_string()));
+            false
         }
     }
 }
@@ -122,7 +222,8 @@ fn assertion_key(key: &str, path: &Path, errs: &mut Vec<ConfigError>) {
         errs.push(ConfigError::new(
             key,
             format!(
-                "{} is not an Ed25519 PKCS#8 PEM private key",
+                "{} is not an Ed25519 PKCS#8 PEM private key (make one with `sessiongate \
+                 gen-key --out FILE`)",
                 path.display()
             ),
         ));
@@ -282,7 +383,52 @@ mod tests {
         crate::dev::write_dev_cert(&other.join("c.pem"), &other.join("k.pem")).unwrap();
         let p = problems(&raw(&d.cert, &other.join("k.pem"), &d.users, ""), false);
         assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "tls.key");
+        assert!(p[0].1.contains("tls.cert"), "{p:?}");
+    }
+
+    #[test]
+    fn a_certificate_for_another_host_is_refused_outside_dev_and_a_warning_in_dev() {
+        let d = dir();
+        let mut r = raw(&d.cert, &d.key, &d.users, "");
+        r.server.public_origin = "https://sso.example.com".into();
+        let p = problems(&r, false);
+        assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, "tls.cert");
+        assert!(p[0].1.contains("sso.example.com"), "{p:?}");
+        let checked = check(&Files::named_by(&r), true).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(checked.warnings.len(), 1, "{:?}", checked.warnings);
+        assert_eq!(checked.warnings[0].key, "tls.cert");
+        for covered in [
+            "https://localhost:8443",
+            "https://127.0.0.1",
+            "https://[::1]:8443",
+        ] {
+            r.server.public_origin = covered.into();
+            assert!(problems(&r, false).is_empty(), "{covered}");
+        }
+    }
+
+    #[test]
+    fn schema_problems_come_first_and_hide_what_their_defaults_cause() {
+        let d = dir();
+        let text = format!(
+            "[[upstream]]\nname = \"app\"\nurl = \"http://127.0.0.1:3000\"\n\
+             [tls]\ncert = 5\nkey = {:?}\n[login]\nusers_file = {:?}\n\
+             [store]\nkind = \"redsi\"\nurl = \"redis://127.0.0.1:1\"\n\
+             [session]\nrefresh_grace = \"10m\"\n",
+            d.key, d.users
+        );
+        let parsed = config::parse::parse(&text, "g.toml").unwrap();
+        let e = validate_and_check(parsed, LoadOptions::default(), &Disk).unwrap_err();
+        let keys: Vec<&str> = e.0.iter().map(|e| e.key.as_str()).collect();
+        // The default certificate path (certs/localhost.pem) is not reported, nor
+        // `store.url: only applies to store.kind = "redis"`.
+        assert_eq!(
+            keys,
+            ["tls.cert", "store.kind", "session.refresh_grace"],
+            "{e}"
+        );
     }
 
     #[test]
@@ -329,7 +475,8 @@ mod tests {
             [(
                 "keys.assertion_previous_key_file".to_string(),
                 format!(
-                    "{} is not an Ed25519 PKCS#8 PEM private key",
+                    "{} is not an Ed25519 PKCS#8 PEM private key (make one with `sessiongate \
+                     gen-key --out FILE`)",
                     d.key.display()
                 )
             )]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{self, Body};
-use crate::cookies::CookieError;
+use crate::cookies::{CookieError, Outgoing};
 use crate::pages;
 use crate::proxy::ProxyError;
 use crate::sessions::Sessions;
@@ -75,7 +75,7 @@ pub enum Refusal {
     #[error("{refusal}")]
     Rotated {
         refusal: Box<Refusal>,
-        set_cookies: Vec<HeaderValue>,
+        set_cookies: Outgoing,
     },
 }
 
@@ -108,13 +108,13 @@ pub enum Label {
 
 impl Refusal {
     /// This refusal, carrying `set_cookies` (a committed rotation) when there are any.
-    pub fn keeping(self, set_cookies: &[HeaderValue]) -> Refusal {
+    pub fn keeping(self, set_cookies: &Outgoing) -> Refusal {
         if set_cookies.is_empty() {
             return self;
         }
         Refusal::Rotated {
             refusal: Box::new(self),
-            set_cookies: set_cookies.to_vec(),
+            set_cookies: set_cookies.clone(),
         }
     }
 
@@ -269,10 +269,14 @@ pub fn error(status: StatusCode, code: &'static str, why: Option<&str>) -> Respo
     body::json(status, &v)
 }
 
-/// Append `Set-Cookie` values to a response.
-pub fn append(resp: &mut Response<Body>, cookies: Vec<HeaderValue>) {
-    for c in cookies {
+/// Append `Set-Cookie` values to a response; a rotation they deliver goes with it.
+pub fn append(resp: &mut Response<Body>, cookies: impl Into<Outgoing>) {
+    let Outgoing { values, delivery } = cookies.into();
+    for c in values {
         resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    if let Some(d) = delivery {
+        crate::delivery::attach(resp, d);
     }
 }
 

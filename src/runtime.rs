@@ -19,6 +19,15 @@ use crate::sessions::{self, Clock, Sessions};
 use crate::store::SessionStore;
 use crate::web::headers::{IDENTITY_HEADERS, SpoofableHeaders};
 
+/// Why a runtime could not be built from a valid configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Sessions(#[from] sessions::BuildError),
+    #[error(transparent)]
+    Upstream(#[from] crate::proxy::UpstreamError),
+}
+
 pub struct Runtime {
     pub cfg: Config,
     pub sessions: Sessions,
@@ -27,7 +36,9 @@ pub struct Runtime {
     pub upstreams: Upstreams,
     pub audit: Audit,
     pub metrics: Arc<Metrics>,
-    pub throttle: Throttle,
+    /// Shared with the runtime a reload replaces, while the limits stay the same: a reload
+    /// does not forgive failed logins.
+    pub throttle: Arc<Throttle>,
     pub hsts: HeaderValue,
     /// The identity header names, in the order user, roles, session, assertion.
     pub identity_names: Vec<HeaderName>,
@@ -45,20 +56,67 @@ impl Runtime {
         users: Users,
         audit: Audit,
         clock: Clock,
-    ) -> Result<Self, sessions::BuildError> {
+    ) -> Result<Self, BuildError> {
         let mut metrics = Metrics::new();
         metrics.register_audit_dropped(audit.dropped());
         let metrics = Arc::new(metrics);
         let sessions = Sessions::new(&cfg, store, audit.clone(), metrics.clone(), clock)?;
+        let throttle = Arc::new(Throttle::new(&cfg.login));
+        Self::assemble(cfg, sessions, users, audit, metrics, throttle)
+    }
+
+    /// The runtime for a reloaded configuration (`server::reload`): what the configuration
+    /// decides is new (routes, upstreams, settings, keys, users); what must outlive a reload is
+    /// shared with `self` (see [`Sessions::reconfigured`]; audit, metrics, and the login
+    /// throttle's counts unless its limits changed).
+    pub fn rebuild(&self, cfg: Config, users: Users) -> Result<Self, BuildError> {
+        let sessions = self.sessions.reconfigured(&cfg)?;
+        let (old, new) = (&self.cfg.login, &cfg.login);
+        let same_limits = (
+            old.max_failures_per_ip,
+            old.max_failures_per_user,
+            old.max_failures_per_user_total,
+            old.failure_window,
+        ) == (
+            new.max_failures_per_ip,
+            new.max_failures_per_user,
+            new.max_failures_per_user_total,
+            new.failure_window,
+        );
+        let throttle = if same_limits {
+            self.throttle.clone()
+        } else {
+            Arc::new(Throttle::new(&cfg.login))
+        };
+        Self::assemble(
+            cfg,
+            sessions,
+            users,
+            self.audit.clone(),
+            self.metrics.clone(),
+            throttle,
+        )
+    }
+
+    fn assemble(
+        cfg: Config,
+        sessions: Sessions,
+        users: Users,
+        audit: Audit,
+        metrics: Arc<Metrics>,
+        throttle: Arc<Throttle>,
+    ) -> Result<Self, BuildError> {
         Ok(Self {
             sessions,
             router: Router::new(&cfg.routes),
             users,
-            upstreams: Upstreams::new(&cfg.upstreams, cfg.server.workers),
+            upstreams: Upstreams::new(&cfg.upstreams, cfg.server.workers)?,
             audit,
             metrics,
-            throttle: Throttle::new(&cfg.login),
-            hsts: HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+            throttle,
+            // Digits and fixed words: always a valid header value.
+            hsts: HeaderValue::try_from(cfg.server.hsts.header_value())
+                .unwrap_or_else(|_| HeaderValue::from_static("max-age=31536000")),
             csrf_keys: crate::tokens::DerivedKeys::from_access(
                 &cfg.keys.access_secrets,
                 b"sessiongate csrf",
@@ -107,8 +165,14 @@ pub mod testing {
     pub const REFRESH_SECRET: &str = "Zx9Lm2Nq4Rs6Tu8Vw0Yb1Cd3Ef5Gh7Jk9Pq2Sx4Vz6B";
 
     /// A runtime for `toml`, on `clock`. Panics on a bad config: it is a test's own text.
-    #[allow(clippy::panic)]
     pub fn runtime(toml: &str, clock: Clock) -> Runtime {
+        let store: Arc<dyn SessionStore> = Arc::new(crate::store::memory::MemoryStore::new());
+        runtime_on(toml, clock, store)
+    }
+
+    /// [`runtime`] on a store of the test's choosing.
+    #[allow(clippy::panic)]
+    pub fn runtime_on(toml: &str, clock: Clock, store: Arc<dyn SessionStore>) -> Runtime {
         let raw = config::parse(toml).unwrap_or_else(|e| panic!("{e}"));
         let env = |n: &str| match n {
             "SESSIONGATE_ACCESS_SECRET" => Some(ACCESS_SECRET.to_string()),
@@ -118,7 +182,6 @@ pub mod testing {
         // dev: a test has no certificate or users file on disk.
         let opts = LoadOptions { dev: true };
         let cfg = config::validate(raw, opts, &env).unwrap_or_else(|e| panic!("{e}"));
-        let store: Arc<dyn SessionStore> = Arc::new(crate::store::memory::MemoryStore::new());
         let rt = Runtime::build(cfg, store, Users::empty(), Audit::discard(), clock)
             .unwrap_or_else(|e| panic!("{e}"));
         rt.sessions.revoked().set_synced(true);

@@ -2,6 +2,13 @@
 //! (a refusal, or one of its `/.auth/` endpoints) or forwards to the upstream. Every response
 //! carries HSTS. This is the only place that knows all three (`pipeline`, `auth`, `proxy`),
 //! so none of them imports another's caller.
+//!
+//! A response that carries a refresh-token rotation this request committed leaves here with
+//! its body wrapped (`Body::delivering`): the rotation counts as delivered once hyper has taken
+//! the whole response. If this future is dropped first (the client closed its HTTP/1
+//! connection, reset its HTTP/2 stream, or went away while the upstream was slow), or hyper
+//! drops the body unfinished, the rotation is reopened in the store (`crate::delivery`,
+//! `Sessions::refresh`): the client's previous refresh token keeps working.
 
 use std::sync::Arc;
 
@@ -28,7 +35,11 @@ pub async fn handle(
     };
     resp.headers_mut()
         .insert(header::STRICT_TRANSPORT_SECURITY, rt.hsts.clone());
-    resp
+    let deliveries = crate::delivery::take(&mut resp);
+    if deliveries.is_empty() {
+        return resp;
+    }
+    resp.map(|b| Body::delivering(b, deliveries))
 }
 
 /// Count a refusal by its label and answer it.
@@ -58,14 +69,19 @@ async fn forward(rt: &Arc<Runtime>, f: Forward, mut req: Request<Incoming>) -> R
     if let Err(r) = forwarding::prepare(&up.cfg, &ctx, &mut req) {
         return refuse(rt, r.keeping(&set_cookies));
     }
-    // An upgraded connection is closed when its session ends (logout, revocation anywhere).
-    let close_when = identity
-        .as_ref()
-        .filter(|_| ctx.websocket)
-        .map(|id| Box::pin(rt.sessions.ended(&id.sid)) as crate::proxy::CloseWhen);
+    // A tunnel of a session is closed when the session ends (logout, revocation anywhere) or
+    // reaches its absolute end, and when nothing has moved through it for the idle timeout.
+    // Traffic in it is not activity of the session: a tunnel cannot keep a session alive.
+    let limits = match identity.as_ref().filter(|_| ctx.websocket) {
+        Some(id) => crate::proxy::Limits {
+            idle: Some(rt.cfg.session.idle_timeout),
+            close_when: Some(Box::pin(rt.sessions.tunnel_end(id))),
+        },
+        None => crate::proxy::Limits::default(),
+    };
     let ua = upstream_login::keep_for_response(rt, &ctx, &req);
     let started = std::time::Instant::now();
-    let mut resp = match crate::proxy::forward(up, req, close_when).await {
+    let mut resp = match crate::proxy::forward(up, req, limits).await {
         Ok(r) => r,
         Err(e) => return refuse(rt, Refusal::from(e).keeping(&set_cookies)),
     };

@@ -36,6 +36,10 @@ pub struct AccessClaims {
     pub exp: u64,
     pub typ: String,
     pub roles: Vec<String>,
+    /// The session's absolute end (Unix seconds): what a WebSocket tunnel opened with this
+    /// token may not outlive. Absent from tokens minted before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sxp: Option<u64>,
     /// Keyed fingerprint of the login network (anomaly detection).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipn: Option<String>,
@@ -65,6 +69,15 @@ pub struct RefreshClaims {
     pub uah: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fpk: Option<String>,
+}
+
+/// When an access token is valid (Unix seconds): from `now` to `exp`, for a session that ends
+/// at `session_end` (its `sxp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessLifetime {
+    pub now: u64,
+    pub exp: u64,
+    pub session_end: u64,
 }
 
 /// The fingerprints a session was bound to at login (see `sessions::anomaly`).
@@ -304,15 +317,20 @@ impl KeyRing {
         )
     }
 
+    /// An access token for `sub`'s session `sid`, valid over `life`.
     pub fn mint_access(
         &self,
         sub: &str,
         sid: &str,
         roles: &[String],
-        now: u64,
-        exp: u64,
+        life: AccessLifetime,
         fp: &Fingerprint,
     ) -> Result<String, MintError> {
+        let AccessLifetime {
+            now,
+            exp,
+            session_end,
+        } = life;
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             aud: AUDIENCE.into(),
@@ -324,6 +342,7 @@ impl KeyRing {
             exp,
             typ: TYP_ACCESS.into(),
             roles: roles.to_vec(),
+            sxp: Some(session_end),
             ipn: fp.ipn.clone(),
             uah: fp.uah.clone(),
             fpk: fp.key.clone(),
@@ -435,10 +454,41 @@ mod tests {
             exp: now() + 60,
             typ: typ.into(),
             roles: vec![],
+            sxp: None,
             ipn: None,
             uah: None,
             fpk: None,
         }
+    }
+
+    #[test]
+    fn access_tokens_carry_the_sessions_end_and_tokens_without_it_still_verify() {
+        let k = ring();
+        let life = AccessLifetime {
+            now: now(),
+            exp: now() + 60,
+            session_end: now() + 600,
+        };
+        let t = k
+            .mint_access("alice", "s", &[], life, &Fingerprint::default())
+            .unwrap();
+        assert_eq!(k.verify_access(&t, now()).unwrap().sxp, Some(now() + 600));
+        // Minted by a gateway from before `sxp`: still a valid token, with no session end.
+        let legacy = k
+            .sign(&k.access.signing, &claims_of_type(TYP_ACCESS))
+            .unwrap();
+        assert!(!jwt_payload_has(&legacy, "sxp"));
+        assert_eq!(k.verify_access(&legacy, now()).unwrap().sxp, None);
+    }
+
+    fn jwt_payload_has(token: &str, claim: &str) -> bool {
+        use base64::Engine as _;
+        let payload = token.split('.').nth(1).unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()[claim]
+            != serde_json::Value::Null
     }
 
     #[test]
@@ -510,8 +560,11 @@ mod tests {
                 "alice",
                 "sid1",
                 &["admin".into()],
-                now(),
-                now() + 60,
+                AccessLifetime {
+                    now: now(),
+                    exp: now() + 60,
+                    session_end: now() + 60 + 3600,
+                },
                 &Fingerprint::default(),
             )
             .unwrap();
@@ -532,8 +585,11 @@ mod tests {
                 "alice",
                 "sid1",
                 &[],
-                now() - 100,
-                now() - 1,
+                AccessLifetime {
+                    now: now() - 100,
+                    exp: now() - 1,
+                    session_end: now() - 1 + 3600,
+                },
                 &Fingerprint::default(),
             )
             .unwrap();
@@ -575,8 +631,11 @@ mod tests {
                 "alice",
                 "s",
                 &[],
-                now(),
-                now() + 60,
+                AccessLifetime {
+                    now: now(),
+                    exp: now() + 60,
+                    session_end: now() + 60 + 3600,
+                },
                 &Fingerprint::default(),
             )
             .unwrap();
@@ -591,8 +650,11 @@ mod tests {
                 "alice",
                 "s",
                 &[],
-                now(),
-                now() + 60,
+                AccessLifetime {
+                    now: now(),
+                    exp: now() + 60,
+                    session_end: now() + 60 + 3600,
+                },
                 &Fingerprint::default(),
             )
             .unwrap();
@@ -607,8 +669,11 @@ mod tests {
                 "alice",
                 "s",
                 &[],
-                now(),
-                now() + 60,
+                AccessLifetime {
+                    now: now(),
+                    exp: now() + 60,
+                    session_end: now() + 60 + 3600,
+                },
                 &Fingerprint::default(),
             )
             .unwrap();
@@ -634,8 +699,11 @@ mod tests {
             "alice",
             "s",
             &[],
-            now(),
-            now() + 60,
+            AccessLifetime {
+                now: now(),
+                exp: now() + 60,
+                session_end: now() + 600,
+            },
             &Fingerprint::default(),
         )
         .unwrap()

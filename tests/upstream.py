@@ -2,6 +2,7 @@
 """A real upstream for sessiongate's end-to-end tests (Python 3.11 stdlib only).
 
 Usage: python3 tests/upstream.py --port 0 [--journal-stdout]
+                                 [--tls-cert CERT --tls-key KEY [--tls-client-ca CA]]
 
 Binds 127.0.0.1:PORT (0 = a free port), prints `upstream listening 127.0.0.1:PORT` on stdout
 once ready, and answers every request (any method, any path) with `200` and a JSON echo:
@@ -16,9 +17,22 @@ Special cases:
   X-Test-Grant: <jwt>     the echo also carries `X-Sessiongate-Grant: <jwt>` (upstream login:
                           the test chooses the grant the app "issues").
   X-Test-Set-Cookie: <v>  the echo also carries `Set-Cookie: <v>` (once per request header).
+  .../slow                answers only after `ms` milliseconds (query `ms=N`, default 3000, at
+                          most 60000): a slow app, for clients that go away while they wait. The
+                          journal has the request as soon as it arrives.
   Upgrade: websocket      RFC 6455 handshake (101), then echoes text/binary frames until close.
+                          Two text messages are commands instead: `push N MS` sends N text
+                          frames `push 1`..`push N`, one every MS milliseconds, and `mute` /
+                          `unmute` stop and restart the echo (traffic in one direction only).
+                          When the connection ends, the journal gets {"method": "WS-CLOSED",
+                          "path", "query": "close-frame" | "eof" | "error"}.
 
 With --journal-stdout every journal entry is also printed on stdout as `journal <json>`.
+
+With --tls-cert and --tls-key it serves HTTPS (TLS 1.2+) instead, and every echo carries
+"tls": {"sni": <server name the client sent, or null>, "client_cert": <subject CN of the
+client's certificate, or null>}. With --tls-client-ca it also requires a client certificate
+signed by that CA (mutual TLS): a handshake without one fails.
 """
 
 import argparse
@@ -26,9 +40,12 @@ import base64
 import hashlib
 import json
 import socket
+import ssl
 import struct
 import sys
 import threading
+import time
+from urllib.parse import parse_qs
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -108,6 +125,18 @@ class Handler(BaseHTTPRequestHandler):
             return self.read_exact(int(length))
         return b""
 
+    def tls_json(self):
+        conn = self.connection
+        if not isinstance(conn, ssl.SSLSocket):
+            return None
+        cert = conn.getpeercert()
+        cn = None
+        for rdn in (cert or {}).get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    cn = value
+        return {"sni": getattr(conn, "sg_sni", None), "client_cert": cn}
+
     def headers_json(self):
         out = {}
         for name, value in self.headers.items():
@@ -146,6 +175,8 @@ class Handler(BaseHTTPRequestHandler):
             return
 
         body = self.read_body()
+        if path.endswith("/slow"):
+            time.sleep(slow_ms(query) / 1000.0)
         echo = {
             "method": self.command,
             "path": path,
@@ -153,6 +184,9 @@ class Handler(BaseHTTPRequestHandler):
             "headers": self.headers_json(),
             "body": body.decode("utf-8", errors="replace"),
         }
+        tls = self.tls_json()
+        if tls is not None:
+            echo["tls"] = tls
         extra = []
         if path.endswith("/set-cookie"):
             extra.append(("Set-Cookie", "appcookie=v1; Path=/"))
@@ -183,9 +217,23 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         self.close_connection = True
+        self.ws_lock = threading.Lock()
+        self.ws_muted = False
+        how = "error"
         try:
-            self.ws_loop()
-        except (ConnectionError, OSError, ValueError):
+            how = self.ws_loop()
+        except ConnectionError:
+            how = "eof"
+        except (OSError, ValueError):
+            how = "error"
+        record("WS-CLOSED", path, how)
+
+    def ws_push(self, count, interval_ms):
+        try:
+            for i in range(1, count + 1):
+                time.sleep(interval_ms / 1000.0)
+                self.ws_send(0x1, f"push {i}".encode())
+        except (OSError, ValueError):
             pass
 
     def ws_send(self, opcode, payload):
@@ -197,8 +245,9 @@ class Handler(BaseHTTPRequestHandler):
             header += bytes([126]) + struct.pack("!H", n)
         else:
             header += bytes([127]) + struct.pack("!Q", n)
-        self.wfile.write(header + payload)
-        self.wfile.flush()
+        with self.ws_lock:
+            self.wfile.write(header + payload)
+            self.wfile.flush()
 
     def ws_loop(self):
         while True:
@@ -215,13 +264,28 @@ class Handler(BaseHTTPRequestHandler):
             for i in range(len(data)):
                 data[i] ^= mask[i % 4]
             data = bytes(data)
-            if opcode in (0x1, 0x2, 0x0):
-                self.ws_send(opcode if opcode else 0x1, data)
+            words = data.split() if opcode == 0x1 else []
+            if words[:1] == [b"push"] and len(words) == 3:
+                args = (int(words[1]), int(words[2]))
+                threading.Thread(target=self.ws_push, args=args, daemon=True).start()
+            elif words == [b"mute"] or words == [b"unmute"]:
+                self.ws_muted = words == [b"mute"]
+            elif opcode in (0x1, 0x2, 0x0):
+                if not self.ws_muted:
+                    self.ws_send(opcode if opcode else 0x1, data)
             elif opcode == 0x9:  # ping
                 self.ws_send(0xA, data)
             elif opcode == 0x8:  # close
                 self.ws_send(0x8, data[:2])
-                return
+                return "close-frame"
+
+
+def slow_ms(query):
+    try:
+        ms = int(parse_qs(query).get("ms", ["3000"])[0])
+    except ValueError:
+        ms = 3000
+    return max(0, min(ms, 60000))
 
 
 class Server(ThreadingHTTPServer):
@@ -229,16 +293,51 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
+    def handle_error(self, request, client_address):
+        # A client (the gateway) that went away while a slow answer was pending is expected,
+        # and so is a refused TLS handshake (no client certificate, an unknown CA): one line,
+        # not a traceback.
+        err = sys.exc_info()[1]
+        if isinstance(err, (ConnectionError, TimeoutError)):
+            return
+        with STDOUT_LOCK:
+            sys.stderr.write(f"upstream: connection error: {err!r}\n")
+
+def tls_context(cert, key, client_ca):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    if client_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(client_ca)
+
+    def remember_sni(sock, server_name, _ctx):
+        sock.sg_sni = server_name
+
+    ctx.sni_callback = remember_sni
+    return ctx
+
 
 def main():
     global JOURNAL_STDOUT
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--journal-stdout", action="store_true")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--tls-client-ca")
     args = parser.parse_args()
     JOURNAL_STDOUT = args.journal_stdout
 
     server = Server(("127.0.0.1", args.port), Handler)
+    if args.tls_cert:
+        ctx = tls_context(args.tls_cert, args.tls_key, args.tls_client_ca)
+        # The handshake runs in the handler's thread, on its first read: a client that never
+        # finishes one cannot stall the accept loop.
+        server.socket = ctx.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
     host, port = server.server_address[:2]
     with STDOUT_LOCK:
         sys.stdout.write(f"upstream listening {host}:{port}\n")

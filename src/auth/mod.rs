@@ -19,6 +19,7 @@ use serde::Deserialize;
 use crate::audit::Event;
 use crate::body::{self, Body};
 use crate::config::LoginMode;
+use crate::cookies::Outgoing;
 use crate::metrics::Metrics;
 use crate::pages;
 use crate::pipeline::session::{self, SessionState};
@@ -252,10 +253,15 @@ async fn refresh(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx, ua
         }
     };
     if from_body {
-        return Ok(body::json(
+        let mut r = body::json(
             StatusCode::OK,
             &serde_json::json!({"access_token": t.access, "refresh_token": t.refresh, "token_type": "Bearer", "expires_in": t.access_max_age}),
-        ));
+        );
+        // The new tokens are in the body: the rotation is delivered with it.
+        if let Some(d) = t.delivery {
+            crate::delivery::attach(&mut r, d);
+        }
+        return Ok(r);
     }
     let mut r = body::json(
         StatusCode::OK,
@@ -326,7 +332,7 @@ pub(crate) async fn require_session(
     rt: &Runtime,
     ctx: &RequestCtx,
     ua: &str,
-) -> Result<(Arc<Identity>, Vec<HeaderValue>), Refusal> {
+) -> Result<(Arc<Identity>, Outgoing), Refusal> {
     let state: SessionState = session::authenticate(rt, ctx, ua).await;
     session::required(ctx, state)
 }

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 
 use super::{no_content, presented, require_session, signed_out};
 use crate::body::{self, Body};
+use crate::cookies::Outgoing;
 use crate::pages;
 use crate::pipeline::RequestCtx;
 use crate::refusal::{self, Refusal};
@@ -46,7 +47,7 @@ fn html_page(rt: &Runtime, list: &[SessionRecord], current_sid: &str) -> String 
     pages::sessions_page(&rows)
 }
 
-type SessionsOf = (Arc<Identity>, Vec<HeaderValue>, Vec<SessionRecord>);
+type SessionsOf = (Arc<Identity>, Outgoing, Vec<SessionRecord>);
 
 /// The request's identity (refreshed if needed) and all of its user's sessions.
 async fn sessions_of(

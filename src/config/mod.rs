@@ -13,14 +13,17 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 
+pub mod parse;
 pub mod raw;
 mod validate;
 
+pub use parse::Parsed;
 pub use raw::RawConfig;
 pub use validate::{secret_weakness, validate};
 
@@ -166,6 +169,28 @@ pub struct PublicOrigin {
     pub origin: String,
 }
 
+/// `Strict-Transport-Security` on every HTTPS response (RFC 6797).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hsts {
+    pub max_age: Duration,
+    pub include_subdomains: bool,
+    pub preload: bool,
+}
+
+impl Hsts {
+    /// The header's value: `max-age=31536000; includeSubDomains`.
+    pub fn header_value(&self) -> String {
+        let mut v = format!("max-age={}", self.max_age.as_secs());
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        v
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -175,6 +200,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// HTTPS connections from `trusted_proxies` start with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// `server.pid_file`: the running process's id, for `sessiongate reload`.
+    pub pid_file: Option<std::path::PathBuf>,
     pub handshake_timeout: Duration,
     /// Also the deadline of the first request on a connection (HTTP/1.1 and HTTP/2), and the
     /// idle close of an HTTP/1.1 keep-alive connection.
@@ -190,6 +217,7 @@ pub struct ServerConfig {
     pub max_plain_connections: usize,
     /// Resolved: at least 1.
     pub workers: usize,
+    pub hsts: Hsts,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +231,20 @@ pub struct UpstreamConfig {
     pub preserve_host: bool,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// `https://` upstreams: how the gateway's TLS client trusts and authenticates to it.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to an `https://` upstream, its files read and checked by validation. Verification is
+/// always on; SNI is sent whenever the name is a DNS name.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The certificates of `ca_file`; `None`: the system's store, loaded at start.
+    pub roots: Option<Arc<rustls::RootCertStore>>,
+    /// `client_cert` with `client_key`, checked to be a pair.
+    pub client_auth: Option<Arc<rustls::sign::CertifiedKey>>,
+    /// `server_name`: sent as SNI and verified, instead of the URL's host.
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
 }
 
 #[derive(Debug, Clone)]
@@ -372,6 +414,10 @@ pub struct RedisConfig {
     /// Cluster seed nodes.
     pub cluster_nodes: Vec<String>,
     pub password: Option<Secret>,
+    /// ACL user name (`store.username`), in `url` already for one node.
+    pub username: Option<String>,
+    /// `store.ca_file`'s PEM text (checked to hold CA certificates), for `rediss://`.
+    pub ca_pem: Option<Vec<u8>>,
     pub pool_size: u32,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
@@ -432,6 +478,9 @@ pub struct Config {
     pub builtin_whoami: bool,
     /// What `--dev` filled in on its own, to tell the operator at start.
     pub dev_notes: Vec<String>,
+    /// What the configuration allows but an operator must hear about, said at every start and
+    /// by `check-config` (`csrf.mode = "off"`).
+    pub warnings: Vec<ConfigError>,
 }
 
 /// Name of the upstream that stands for the built-in whoami page in `--dev`.
@@ -480,63 +529,51 @@ impl<F: Fn(&str) -> Option<String>> Source for F {
     }
 }
 
-/// Parse a TOML text into the raw schema; errors name the key.
+/// Parse a TOML text into the raw schema: every problem, each naming its key.
 pub fn parse(text: &str) -> Result<RawConfig, ConfigErrors> {
-    let de = toml::de::Deserializer::parse(text)
-        .map_err(|e| ConfigErrors::one("gateway.toml", one_line(&e.to_string())))?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let key = if path == "." || path.is_empty() {
-            "gateway.toml".to_string()
-        } else {
-            path
-        };
-        ConfigErrors::one(key, one_line(&e.inner().to_string()))
-    })
+    parse::parse(text, "gateway.toml")?.into_result()
 }
 
-fn one_line(s: &str) -> String {
-    // toml's messages carry a source excerpt over several lines; keep the message itself.
-    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let msg = lines
-        .iter()
-        .rev()
-        .find(|l| !l.starts_with('|') && !l.chars().next().is_some_and(|c| c.is_ascii_digit()))
-        .copied()
-        .unwrap_or(s);
-    let at = lines
-        .first()
-        .filter(|l| l.starts_with("TOML parse error"))
-        .copied();
-    match at {
-        Some(at) if *at != *msg => {
-            format!("{msg} ({})", at.trim_start_matches("TOML parse error "))
-        }
-        _ => msg.to_string(),
-    }
-}
-
-/// Read and parse `path` (in `--dev` a missing file is an empty one: every default).
-pub fn read(path: &Path, opts: LoadOptions) -> Result<RawConfig, ConfigErrors> {
+/// Read and parse `path` (in `--dev` a missing file is an empty one: every default). Relative
+/// paths inside are resolved against the file's directory, not the current one: the same file
+/// means the same files however the gateway is started (a service manager starts it in `/`).
+/// The problems of keys that do not fit the schema are in [`Parsed::problems`], for
+/// validation to report beside its own; a file that cannot be read or is not TOML is an error.
+pub fn read(path: &Path, opts: LoadOptions) -> Result<Parsed, ConfigErrors> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if opts.dev && e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (name the file with -c/--config FILE or SESSIONGATE_CONFIG)"
+            } else {
+                ""
+            };
             return Err(ConfigErrors::one(
                 "--config",
-                format!("cannot read {}: {e}", path.display()),
+                format!("cannot read {}: {e}{hint}", path.display()),
             ));
         }
     };
-    parse(&text)
+    let mut parsed = parse::parse(&text, &path.display().to_string())?;
+    parsed.raw.resolve_paths(base_dir(path));
+    Ok(parsed)
 }
 
-/// Read, parse and validate `path` against the process environment. Relative paths inside are
-/// resolved against the current directory, as operators expect from a file they run next to.
-/// The files the configuration names are not opened: `preflight::validate_and_check` does both.
+/// The directory relative paths in the configuration file `path` are read from (`""` for a
+/// file named without one: the current directory, and paths stay as written).
+pub fn base_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new(""))
+}
+
+/// Read, parse and validate `path` against the process environment (relative paths resolved
+/// as [`read`] does). The files the configuration names are not opened:
+/// `preflight::validate_and_check` does both.
 pub fn load(path: &Path, opts: LoadOptions) -> Result<Config, ConfigErrors> {
-    validate(read(path, opts)?, opts, &System)
+    validate(read(path, opts)?.into_result()?, opts, &System)
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

@@ -5,13 +5,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::{AnomalyAction, CsrfMode, LogFormat, LoginMode, SameSite, UrlTokenAction};
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a TOML document")]
 pub struct RawConfig {
     pub server: RawServer,
     pub tls: RawTls,
@@ -32,7 +31,7 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [server] table")]
 pub struct RawServer {
     pub listen: String,
     /// Plain-HTTP listener that only redirects to HTTPS; `""` turns it off.
@@ -40,10 +39,14 @@ pub struct RawServer {
     /// Admin listener (health, readiness, metrics); `""` turns it off.
     pub admin_listen: String,
     pub public_origin: String,
-    pub trusted_proxies: Vec<IpNet>,
+    /// IP addresses or CIDR blocks, as written (validation reads them).
+    pub trusted_proxies: Vec<String>,
     /// Read a PROXY protocol (v1 or v2) header first on HTTPS connections from
     /// `trusted_proxies` (L4 load balancers); its source address is the client's.
     pub proxy_protocol: bool,
+    /// Where the running gateway writes its process id (`sessiongate reload` signals it);
+    /// `""`: none.
+    pub pid_file: String,
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -62,6 +65,42 @@ pub struct RawServer {
     /// Serving threads, each with its own runtime and listener (`SO_REUSEPORT`); 0 = one per
     /// CPU core.
     pub workers: usize,
+    /// `Strict-Transport-Security: max-age`; `0` tells browsers to forget the host's HSTS.
+    #[serde(with = "humantime_serde")]
+    pub hsts_max_age: Duration,
+    /// `includeSubDomains`: every subdomain of the public host must be on HTTPS too.
+    pub hsts_include_subdomains: bool,
+    /// `preload`: ask browsers to ship the host as HTTPS-only (hstspreload.org's terms: at
+    /// least a year, with `includeSubDomains`).
+    pub hsts_preload: bool,
+}
+
+impl RawConfig {
+    /// Resolve every relative path key against `base`, the configuration file's directory.
+    /// Every `PathBuf` of the schema is listed here (a test sets each one relative).
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        let k = &mut self.keys;
+        let rings = [
+            k.access_secret_file.as_mut(),
+            k.refresh_secret_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        .flat_map(|ring| ring.items_mut().iter_mut());
+        let paths = [
+            Some(&mut self.tls.cert),
+            Some(&mut self.tls.key),
+            k.assertion_key_file.as_mut(),
+            k.assertion_previous_key_file.as_mut(),
+            Some(&mut self.login.users_file),
+            self.audit.file.as_mut(),
+        ];
+        for p in paths.into_iter().flatten().chain(rings) {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
 }
 
 impl Default for RawServer {
@@ -73,6 +112,7 @@ impl Default for RawServer {
             public_origin: "https://localhost:8443".into(),
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            pid_file: String::new(),
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             http2_idle_timeout: Duration::from_secs(60),
@@ -82,12 +122,15 @@ impl Default for RawServer {
             max_connections_per_ip: 256,
             max_plain_connections: 1024,
             workers: 0,
+            hsts_max_age: Duration::from_secs(365 * 24 * 3600),
+            hsts_include_subdomains: true,
+            hsts_preload: false,
         }
     }
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [tls] table")]
 pub struct RawTls {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -103,7 +146,7 @@ impl Default for RawTls {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an [[upstream]] table")]
 pub struct RawUpstream {
     pub name: String,
     pub url: String,
@@ -113,6 +156,20 @@ pub struct RawUpstream {
     pub connect_timeout: Duration,
     #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// `https://` only: PEM file of the CA certificates the app's certificate must chain to
+    /// (instead of the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `https://` only: PEM certificate chain the gateway presents to the app (mTLS).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// `https://` only: PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// `https://` only: the name sent as SNI and verified in the app's certificate, instead of
+    /// the URL's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 fn yes() -> bool {
@@ -126,7 +183,7 @@ pub(super) fn default_upstream_timeout() -> Duration {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [[route]] table")]
 pub struct RawRoute {
     pub path_prefix: String,
     #[serde(default)]
@@ -136,7 +193,7 @@ pub struct RawRoute {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [session] table")]
 pub struct RawSession {
     #[serde(with = "humantime_serde")]
     pub access_ttl: Duration,
@@ -171,7 +228,7 @@ pub enum Algorithm {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [keys] table")]
 pub struct RawKeys {
     /// Read only to refuse anything but `HS256`.
     pub algorithm: Algorithm,
@@ -286,7 +343,7 @@ pub enum StoreKind {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [store] table")]
 pub struct RawStore {
     pub kind: StoreKind,
     /// `redis://host:port/db` or `rediss://…` (TLS); no password in it.
@@ -295,6 +352,11 @@ pub struct RawStore {
     pub cluster_nodes: Vec<String>,
     /// Environment variable holding the Redis password (AUTH).
     pub password_env: Option<String>,
+    /// Redis ACL user to authenticate as (with `password_env`'s password).
+    pub username: Option<String>,
+    /// `rediss://` only: PEM file of the CA certificates Redis's certificate must chain to
+    /// (instead of the roots built into the binary).
+    pub ca_file: Option<PathBuf>,
     pub pool_size: u32,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -311,6 +373,8 @@ impl Default for RawStore {
             url: None,
             cluster_nodes: Vec::new(),
             password_env: None,
+            username: None,
+            ca_file: None,
             pool_size: 16,
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(1),
@@ -320,7 +384,7 @@ impl Default for RawStore {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [login] table")]
 pub struct RawLogin {
     pub mode: LoginMode,
     pub users_file: PathBuf,
@@ -367,7 +431,7 @@ impl Default for RawLogin {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an [anomaly] table")]
 pub struct RawAnomaly {
     pub ip_change: AnomalyAction,
     pub user_agent_change: AnomalyAction,
@@ -388,14 +452,14 @@ impl Default for RawAnomaly {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an [admin] table")]
 pub struct RawAdmin {
     /// Environment variable holding the admin API bearer token.
     pub token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [url_tokens] table")]
 pub struct RawUrlTokens {
     pub action: UrlTokenAction,
     /// Extra parameter names, added to the built-in list.
@@ -413,7 +477,7 @@ impl Default for RawUrlTokens {
 
 /// `[identity]`: the identity the app receives.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an [identity] table")]
 pub struct RawIdentity {
     /// Request headers removed beside the built-in families (any letter case; a trailing `*`
     /// makes a prefix: `"X-Tenant-*"`).
@@ -422,7 +486,7 @@ pub struct RawIdentity {
 
 /// `[paths]`: how request paths are read.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [paths] table")]
 pub struct RawPaths {
     /// Forward a path whose escapes survive one decoding (`%252F`) as it came, instead of
     /// refusing it.
@@ -430,21 +494,21 @@ pub struct RawPaths {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [csrf] table")]
 pub struct RawCsrf {
     pub mode: CsrfMode,
     pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an [audit] table")]
 pub struct RawAudit {
     /// JSON-lines file for audit events; standard output when unset.
     pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [log] table")]
 pub struct RawLog {
     pub level: String,
     pub format: LogFormat,

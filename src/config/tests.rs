@@ -145,7 +145,7 @@ fn bad_values_name_their_keys() {
     let k = keys_of("[session]\naccess_ttl = \"soon\"\n", A, R);
     assert_eq!(k, vec!["session.access_ttl"]);
     assert_eq!(
-        keys_of("[[upstream]]\nname = \"b\"\nurl = \"https://x\"\n", A, R),
+        keys_of("[[upstream]]\nname = \"b\"\nurl = \"ftp://x\"\n", A, R),
         vec!["upstream[1].url"]
     );
 }
@@ -269,7 +269,12 @@ fn validation_in_dev_writes_no_file() {
     );
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, text).unwrap();
-    let c = validate(read(&path, dev()).unwrap(), dev(), &Disk).unwrap();
+    let c = validate(
+        read(&path, dev()).unwrap().into_result().unwrap(),
+        dev(),
+        &Disk,
+    )
+    .unwrap();
     assert!(c.keys.assertion.is_none());
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -619,12 +624,8 @@ fn dev_fills_in_a_random_secret_only_when_no_key_of_the_ring_is_set() {
 fn the_paths_of_a_file_ring_can_be_resolved_in_place() {
     let text = format!("{BASE}[keys]\naccess_secret_file = [\"new\", \"/run/old\"]\n");
     let mut raw = parse(&text).unwrap();
-    let files = raw.keys.access_secret_file.as_mut().unwrap();
-    for p in files.items_mut() {
-        if p.is_relative() {
-            *p = Path::new("/etc/sessiongate").join(&*p);
-        }
-    }
+    raw.resolve_paths(Path::new("/etc/sessiongate"));
+    let files = raw.keys.access_secret_file.as_ref().unwrap();
     assert_eq!(
         files.items(),
         [
@@ -632,4 +633,409 @@ fn the_paths_of_a_file_ring_can_be_resolved_in_place() {
             PathBuf::from("/run/old")
         ]
     );
+}
+
+#[test]
+fn every_schema_problem_is_reported_in_file_order_with_its_line() {
+    let text = "[server]\nlisten = 5\n[session]\nsame_site = \"laxx\"\nidle_timout = \"3m\"\n\
+                access_ttl = \"soon\"\n[log]\nformat = \"jsn\"\n[sesion]\n";
+    let p = parse::parse(text, "gateway.toml").unwrap();
+    assert!(p.complete);
+    let got: Vec<(&str, &str)> = p
+        .problems
+        .iter()
+        .map(|e| (e.key.as_str(), e.message.as_str()))
+        .collect();
+    let keys: Vec<&str> = got.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        keys,
+        [
+            "server.listen",
+            "session.same_site",
+            "session.idle_timout",
+            "session.access_ttl",
+            "log.format",
+            "sesion"
+        ]
+    );
+    for ((_, message), line) in got.iter().zip([2, 4, 5, 6, 8, 9]) {
+        assert!(message.ends_with(&format!("(line {line})")), "{message}");
+    }
+    assert!(got[1].1.contains("expected `lax` or `strict`"), "{got:?}");
+    // The refused keys hold their defaults.
+    assert_eq!(p.raw.session.same_site, SameSite::Lax);
+    assert_eq!(p.raw.server.listen, "127.0.0.1:8443");
+}
+
+#[test]
+fn schema_messages_name_no_rust_type() {
+    let p = parse::parse("server = 5\n[[route]]\npath_prefix = 1\n", "g.toml").unwrap();
+    for e in &p.problems {
+        assert!(!e.message.contains("Raw"), "{e}");
+    }
+    assert!(
+        p.problems[0].message.contains("a [server] table"),
+        "{:?}",
+        p.problems
+    );
+}
+
+#[test]
+fn a_syntax_error_names_the_file_it_is_in() {
+    let e = parse::parse("[server]\nlisten = \n", "/etc/sg/prod.toml").unwrap_err();
+    assert_eq!(e.0[0].key, "/etc/sg/prod.toml");
+    assert!(e.0[0].message.ends_with("(line 2)"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, "[server\n").unwrap();
+    let e = read(&path, LoadOptions::default()).unwrap_err();
+    assert_eq!(e.0[0].key, path.display().to_string());
+}
+
+#[test]
+fn an_entry_without_a_required_key_is_dropped_and_later_indices_stay_as_written() {
+    let text = "[[upstream]]\nname = \"a\"\n[[upstream]]\nname = \"b\"\nurl = \"http://x\"\n\
+                timeout = 3\n[[upstream]]\nname = \"c\"\nurl = 7\n";
+    let p = parse::parse(text, "g.toml").unwrap();
+    assert!(!p.complete);
+    let keys: Vec<&str> = p.problems.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["upstream[0]", "upstream[1].timeout", "upstream[2].url"]
+    );
+    assert!(
+        p.problems[0].message.contains("missing field `url`"),
+        "{:?}",
+        p.problems
+    );
+    // Incomplete: validation does not add "route to an unknown upstream" and the like.
+    let e = preflight_free_validate(p);
+    assert_eq!(e.len(), 3, "{e:?}");
+}
+
+fn preflight_free_validate(p: Parsed) -> Vec<ConfigError> {
+    match p.complete {
+        true => validate(p.raw, LoadOptions::default(), &env_with(A, R))
+            .err()
+            .map_or_else(Vec::new, |e| e.0),
+        false => p.problems,
+    }
+}
+
+#[test]
+fn every_path_key_is_resolved_against_the_config_directory() {
+    let text = "[tls]\ncert = \"c.pem\"\nkey = \"k/k.pem\"\n[keys]\naccess_secret_file = \"a\"\n\
+                refresh_secret_file = \"r\"\nassertion_key_file = \"as.pem\"\n\
+                assertion_previous_key_file = \"old.pem\"\n[login]\nusers_file = \"u.toml\"\n\
+                [audit]\nfile = \"audit.log\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("etc");
+    std::fs::create_dir(&conf).unwrap();
+    let path = conf.join("gw.toml");
+    std::fs::write(&path, text).unwrap();
+    let raw = read(&path, LoadOptions::default())
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let k = &raw.keys;
+    let got = [
+        &raw.tls.cert,
+        &raw.tls.key,
+        &k.access_secret_file.as_ref().unwrap().items()[0],
+        &k.refresh_secret_file.as_ref().unwrap().items()[0],
+        k.assertion_key_file.as_ref().unwrap(),
+        k.assertion_previous_key_file.as_ref().unwrap(),
+        &raw.login.users_file,
+        raw.audit.file.as_ref().unwrap(),
+    ];
+    let want = [
+        "c.pem",
+        "k/k.pem",
+        "a",
+        "r",
+        "as.pem",
+        "old.pem",
+        "u.toml",
+        "audit.log",
+    ];
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(**g, conf.join(w));
+    }
+    // Absolute paths stay; so do relative ones of a file named without a directory.
+    let mut raw = parse("[tls]\ncert = \"/abs/c.pem\"\n").unwrap();
+    raw.resolve_paths(&conf);
+    assert_eq!(raw.tls.cert, Path::new("/abs/c.pem"));
+    assert_eq!(base_dir(Path::new("gateway.toml")), Path::new(""));
+    assert_eq!(Path::new("").join("certs/x.pem"), Path::new("certs/x.pem"));
+}
+
+/// Every key whose value is one of a few words, with a word it does not take.
+const WORD_KEYS: &[(&str, &str, &str)] = &[
+    ("session", "same_site", "lax"),
+    ("keys", "algorithm", "HS256"),
+    ("store", "kind", "memory"),
+    ("login", "mode", "users_file"),
+    ("url_tokens", "action", "redirect"),
+    ("csrf", "mode", "origin"),
+    ("anomaly", "ip_change", "log"),
+    ("anomaly", "user_agent_change", "revoke"),
+    ("log", "format", "text"),
+    ("log", "level", "info"),
+];
+
+/// The problem keys of `table` text after a bare upstream (no `[login]`, unlike `BASE`).
+fn word_keys(table: &str) -> Vec<String> {
+    let text = format!("[[upstream]]\nname = \"app\"\nurl = \"http://127.0.0.1:3000\"\n{table}");
+    let raw = match parse(&text) {
+        Ok(raw) => raw,
+        Err(e) => return e.0.into_iter().map(|e| e.key).collect(),
+    };
+    match validate(raw, LoadOptions::default(), &env_with(A, R)) {
+        Ok(_) => vec![],
+        Err(e) => e.0.into_iter().map(|e| e.key).collect(),
+    }
+}
+
+#[test]
+fn every_word_key_refuses_a_word_it_does_not_take() {
+    for (table, key, good) in WORD_KEYS {
+        let name = format!("{table}.{key}");
+        let ok = format!("[{table}]\n{key} = {good:?}\n");
+        assert_eq!(word_keys(&ok), Vec::<String>::new(), "{name} = {good:?}");
+        let typo = format!("{good}s");
+        let shout = good.to_ascii_uppercase();
+        let quiet = good.to_ascii_lowercase();
+        let case = if shout == *good { quiet } else { shout };
+        for bad in [typo.as_str(), case.as_str(), "", " ", "on", "default"] {
+            if *key == "level" && bad == case {
+                continue; // levels are read without case, as RUST_LOG's are
+            }
+            let text = format!("[{table}]\n{key} = {bad:?}\n");
+            assert_eq!(word_keys(&text), vec![name.clone()], "{name} = {bad:?}");
+        }
+        let padded = format!("[{table}]\n{key} = \" {good}\"\n");
+        if *key != "level" {
+            // (a filter reads " info" as info: nothing is silenced)
+            assert_eq!(word_keys(&padded), vec![name.clone()], "{name} padded");
+        }
+        let number = format!("[{table}]\n{key} = 1\n");
+        assert_eq!(word_keys(&number), vec![name.clone()], "{name} = 1");
+    }
+}
+
+#[test]
+fn log_level_takes_levels_and_filters_of_levels_only() {
+    for good in [
+        "info",
+        "INFO",
+        "warn",
+        "off",
+        "debug,hyper=warn",
+        "sessiongate=debug",
+        "info,sessiongate::proxy=trace",
+    ] {
+        let text = format!("[log]\nlevel = {good:?}\n");
+        assert_eq!(keys_of(&text, A, R), Vec::<String>::new(), "{good:?}");
+    }
+    for bad in [
+        "inof",
+        "warning",
+        "verbose",
+        "",
+        "info,",
+        "sessiongate=",
+        "info,sessiongate=verbose",
+        "sessiongate",
+    ] {
+        let text = format!("[log]\nlevel = {bad:?}\n");
+        if bad == "info," {
+            // A trailing comma adds no directive: accepted.
+            assert_eq!(keys_of(&text, A, R), Vec::<String>::new());
+            continue;
+        }
+        assert_eq!(keys_of(&text, A, R), vec!["log.level"], "{bad:?}");
+    }
+}
+
+fn server_problems(extra: &str) -> (Vec<String>, Vec<ConfigError>) {
+    let text = format!("{BASE}\n[server]\n{extra}");
+    let raw = match parse(&text) {
+        Ok(raw) => raw,
+        Err(e) => return (e.0.into_iter().map(|e| e.key).collect(), vec![]),
+    };
+    match validate(raw, LoadOptions::default(), &env_with(A, R)) {
+        Ok(c) => (vec![], c.warnings),
+        Err(e) => (e.0.into_iter().map(|e| e.key).collect(), vec![]),
+    }
+}
+
+#[test]
+fn trusted_proxies_take_addresses_and_blocks_and_name_a_bad_one_with_examples() {
+    let text = format!(
+        "{BASE}\n[server]\ntrusted_proxies = [\"10.0.0.7\", \"10.1.0.0/16\", \"2001:db8::1\", \
+         \"192.168.1.9/24\"]\n"
+    );
+    let c = validate(
+        parse(&text).unwrap(),
+        LoadOptions::default(),
+        &env_with(A, R),
+    )
+    .unwrap();
+    let nets: Vec<String> = c
+        .server
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(
+        nets,
+        [
+            "10.0.0.7/32",
+            "10.1.0.0/16",
+            "2001:db8::1/128",
+            "192.168.1.0/24"
+        ]
+    );
+    for bad in ["10.0.0.300", "10.0.0.0/33", "proxy.local", "", "10.0.0.1 "] {
+        let text = format!("{BASE}\n[server]\ntrusted_proxies = [\"10.0.0.1\", {bad:?}]\n");
+        let e = validate(
+            parse(&text).unwrap(),
+            LoadOptions::default(),
+            &env_with(A, R),
+        )
+        .unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].key, "server.trusted_proxies[1]");
+        assert!(e.0[0].message.contains("\"10.0.0.0/8\""), "{e}");
+    }
+    let (errs, warnings) = server_problems("trusted_proxies = [\"0.0.0.0/0\"]\n");
+    assert!(errs.is_empty());
+    assert_eq!(warnings[0].key, "server.trusted_proxies[0]");
+}
+
+#[test]
+fn hsts_defaults_to_a_year_with_subdomains_and_preload_needs_its_terms() {
+    let hsts = |extra: &str| {
+        let text = format!("{BASE}\n[server]\n{extra}");
+        validate(
+            parse(&text).unwrap(),
+            LoadOptions::default(),
+            &env_with(A, R),
+        )
+        .map(|c| c.server.hsts.header_value())
+    };
+    assert_eq!(hsts("").unwrap(), "max-age=31536000; includeSubDomains");
+    assert_eq!(
+        hsts("hsts_max_age = \"30d\"\nhsts_include_subdomains = false\n").unwrap(),
+        "max-age=2592000"
+    );
+    assert_eq!(
+        hsts("hsts_max_age = \"730d\"\nhsts_preload = true\n").unwrap(),
+        "max-age=63072000; includeSubDomains; preload"
+    );
+    assert_eq!(
+        hsts("hsts_max_age = \"1y\"\nhsts_preload = true\n").unwrap(),
+        "max-age=31557600; includeSubDomains; preload"
+    );
+    for (extra, want) in [
+        (
+            "hsts_preload = true\nhsts_max_age = \"364d\"\n",
+            vec!["server.hsts_max_age"],
+        ),
+        (
+            "hsts_preload = true\nhsts_include_subdomains = false\n",
+            vec!["server.hsts_include_subdomains"],
+        ),
+        (
+            "hsts_preload = true\nhsts_include_subdomains = false\nhsts_max_age = \"0s\"\n",
+            vec!["server.hsts_max_age", "server.hsts_include_subdomains"],
+        ),
+        ("hsts_max_age = 31536000\n", vec!["server.hsts_max_age"]),
+        ("hsts_preload = \"yes\"\n", vec!["server.hsts_preload"]),
+    ] {
+        assert_eq!(server_problems(extra).0, want, "{extra}");
+    }
+    let (errs, warnings) = server_problems("hsts_max_age = \"0s\"\n");
+    assert!(errs.is_empty());
+    assert_eq!(warnings[0].key, "server.hsts_max_age");
+}
+
+#[test]
+fn listeners_on_one_port_are_refused() {
+    for (extra, want) in [
+        (
+            "listen = \"127.0.0.1:8443\"\nredirect_listen = \"127.0.0.1:8443\"\n",
+            vec!["server.redirect_listen"],
+        ),
+        (
+            "listen = \"0.0.0.0:8443\"\nadmin_listen = \"127.0.0.1:8443\"\n",
+            vec!["server.admin_listen"],
+        ),
+        (
+            "redirect_listen = \"[::]:9090\"\nadmin_listen = \"127.0.0.1:9090\"\n",
+            vec!["server.admin_listen"],
+        ),
+        (
+            "listen = \"127.0.0.1:8443\"\nredirect_listen = \"[::ffff:127.0.0.1]:8443\"\n",
+            vec!["server.redirect_listen"],
+        ),
+        (
+            "listen = \"127.0.0.1:7000\"\nredirect_listen = \"127.0.0.1:7000\"\n\
+             admin_listen = \"127.0.0.1:7000\"\n",
+            vec!["server.redirect_listen", "server.admin_listen"],
+        ),
+    ] {
+        assert_eq!(server_problems(extra).0, want, "{extra}");
+    }
+    for fine in [
+        "listen = \"127.0.0.1:0\"\nredirect_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:8443\"\nredirect_listen = \"127.0.0.2:8443\"\n",
+        "listen = \"127.0.0.1:8443\"\nredirect_listen = \"\"\nadmin_listen = \"\"\n",
+    ] {
+        assert_eq!(server_problems(fine).0, Vec::<String>::new(), "{fine}");
+    }
+}
+
+#[test]
+fn a_reachable_admin_listener_needs_the_admin_token() {
+    for addr in ["0.0.0.0:9090", "10.0.0.5:9090", "[::]:9090"] {
+        let (errs, _) = server_problems(&format!("admin_listen = {addr:?}\n"));
+        assert_eq!(errs, ["server.admin_listen"], "{addr}");
+    }
+    for addr in [
+        "127.0.0.1:9090",
+        "127.0.0.9:9090",
+        "[::1]:9090",
+        "[::ffff:127.0.0.1]:9090",
+        "",
+    ] {
+        let (errs, _) = server_problems(&format!("admin_listen = {addr:?}\n"));
+        assert!(errs.is_empty(), "{addr}: {errs:?}");
+    }
+    let text =
+        format!("{BASE}\n[server]\nadmin_listen = \"0.0.0.0:9090\"\n[admin]\ntoken_env = \"T\"\n");
+    let env = |n: &str| match n {
+        "T" => Some("t0k3n-0123456789-abcdefghij-ABCDEFGHIJ".to_string()),
+        other => env_with(A, R)(other),
+    };
+    assert!(validate(parse(&text).unwrap(), LoadOptions::default(), &env).is_ok());
+}
+
+#[test]
+fn csrf_off_is_a_warning_not_an_error() {
+    let c = validate(
+        parse(&format!("{BASE}\n[csrf]\nmode = \"off\"\n")).unwrap(),
+        LoadOptions::default(),
+        &env_with(A, R),
+    )
+    .unwrap();
+    let keys: Vec<&str> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(keys, ["csrf.mode"]);
+    let c = validate(
+        parse(BASE).unwrap(),
+        LoadOptions::default(),
+        &env_with(A, R),
+    )
+    .unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }

@@ -1,14 +1,16 @@
 //! Ambiguous requests are refused, never guessed at.
 //!
 //! Threats: request smuggling and desync between the gateway and the app (RFC 9112 §6.3:
-//! `Content-Length` with `Transfer-Encoding`, repeated `Content-Length`), a `#` in an HTTP/1
-//! request target (cut off by the parser, so the path served is not the path sent), Host
-//! confusion (no `Host`, two of them, an absolute-form target or `:authority` that disagrees
-//! with `Host` — RFC 9112 §3.2), header names that some stacks fold into identity or
+//! `Content-Length` with `Transfer-Encoding`, repeated `Content-Length` — equal values too),
+//! `CONNECT` (the gateway is no forward proxy: hyper would turn the connection into a tunnel
+//! on a `2xx`, and the upstream client would send a CONNECT to the upstream's own address), a
+//! `#` in an HTTP/1 request target (cut off by the parser, so the path served is not the path
+//! sent), Host confusion (no `Host`, two of them, an absolute-form target or `:authority` that
+//! disagrees with `Host` — RFC 9112 §3.2), header names that some stacks fold into identity or
 //! forwarding headers (`X_Auth_User` and `X.Auth.User` become `HTTP_X_AUTH_USER` under CGI, as
 //! `X-Auth-User` does; see `web::headers::SpoofableHeaders`), and two `Authorization` headers.
 
-use http::{HeaderMap, Request, Version, header};
+use http::{HeaderMap, Method, Request, Version, header};
 
 use crate::refusal::Refusal;
 use crate::runtime::{ConnCtx, Runtime};
@@ -35,11 +37,16 @@ pub fn check<B>(rt: &Runtime, conn: &ConnCtx, req: &Request<B>) -> Result<(), Re
 /// Why a request is ambiguous, if it is.
 pub fn ambiguity<B>(req: &Request<B>, spoofable: &SpoofableHeaders) -> Result<(), &'static str> {
     let h = req.headers();
+    if req.method() == Method::CONNECT {
+        return Err("CONNECT is not served");
+    }
     // Both headers as received (HTTP/2, or a parser that kept them); for HTTP/1, where hyper
-    // drops the Content-Length, the connection's framing guard reports them (see `decide`).
+    // drops the Content-Length, the connection's framing guard reports them (see `check`).
     if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
         return Err("both Content-Length and Transfer-Encoding");
     }
+    // Identical or not (HTTP/2; for HTTP/1 hyper keeps one of two equal values, and the
+    // framing guard reports the repetition).
     if count(h, &header::CONTENT_LENGTH) > 1 {
         return Err("repeated Content-Length");
     }
@@ -139,6 +146,13 @@ mod tests {
             .is_err()
         );
         assert!(ambiguity(&req(&[("host", "a"), ("x_app_thing", "x")]), &ids()).is_ok());
+        let connect = Request::builder()
+            .method(Method::CONNECT)
+            .uri("/x")
+            .header("host", "a")
+            .body(())
+            .unwrap();
+        assert!(ambiguity(&connect, &ids()).is_err());
     }
 
     #[test]

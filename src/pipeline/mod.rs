@@ -24,9 +24,9 @@ pub(crate) mod url_tokens;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{HeaderValue, Request};
+use http::Request;
 
-use crate::cookies::{self, CookieScan};
+use crate::cookies::{self, CookieScan, Outgoing};
 use crate::refusal::Refusal;
 use crate::runtime::{ConnCtx, Runtime};
 use crate::sessions::Identity;
@@ -114,7 +114,7 @@ pub struct Forward {
     pub upstream: usize,
     pub ctx: RequestCtx,
     /// The gateway's `Set-Cookie`s for the response (a refresh, a logout path).
-    pub set_cookies: Vec<HeaderValue>,
+    pub set_cookies: Outgoing,
     /// The verified identity, if any.
     pub identity: Option<Arc<Identity>>,
 }
@@ -206,5 +206,7 @@ pub fn client_ip(rt: &Runtime, conn: &ConnCtx, h: &http::HeaderMap) -> IpAddr {
         .unwrap_or(peer)
 }
 
+#[cfg(test)]
+mod rotation_tests;
 #[cfg(test)]
 mod tests;

@@ -6,9 +6,8 @@
 
 use std::sync::Arc;
 
-use http::HeaderValue;
-
 use super::RequestCtx;
+use crate::cookies::Outgoing;
 use crate::refusal::Refusal;
 use crate::routing::Route;
 use crate::runtime::Runtime;
@@ -21,7 +20,7 @@ pub enum SessionState {
     Verified(Arc<Identity>),
     /// The access token was missing or expired and the refresh token was rotated (its
     /// fingerprint checked before anything rotated): these `Set-Cookie`s go on the response.
-    Refreshed(Arc<Identity>, Vec<HeaderValue>),
+    Refreshed(Arc<Identity>, Outgoing),
     /// No usable credential. `presented`: one was sent (for `WWW-Authenticate`); `clear`: the
     /// client's gateway cookies are dead and should be removed.
     Anonymous { presented: bool, clear: bool },
@@ -37,7 +36,12 @@ pub async fn check(rt: &Runtime, ctx: &RequestCtx, ua: &str, allow_refresh: bool
         .as_deref()
         .or(ctx.cookies.gateway.access.as_deref());
     if let Some(token) = access {
-        match rt.sessions.verify_access(token) {
+        // Verified locally; confirmed with the store only while revocations are out of sync.
+        let verified = match rt.sessions.verify_access(token) {
+            Ok(id) => rt.sessions.confirm(&id).await.map(|()| id),
+            Err(e) => Err(e),
+        };
+        match verified {
             Ok(id) => return SessionState::Verified(id),
             Err(e) => tracing::trace!(reason = %e, "access token not accepted"),
         }
@@ -83,12 +87,12 @@ pub fn require(
     ctx: &RequestCtx,
     route: Route,
     state: SessionState,
-) -> Result<(Option<Arc<Identity>>, Vec<HeaderValue>), Refusal> {
+) -> Result<(Option<Arc<Identity>>, Outgoing), Refusal> {
     match state {
-        SessionState::Verified(id) => Ok((Some(id), Vec::new())),
+        SessionState::Verified(id) => Ok((Some(id), Outgoing::default())),
         SessionState::Refreshed(id, c) => Ok((Some(id), c)),
         SessionState::Anonymous { .. } | SessionState::Unavailable if route.public => {
-            Ok((None, Vec::new()))
+            Ok((None, Outgoing::default()))
         }
         SessionState::Anonymous { presented, clear } => Err(Refusal::Unauthenticated {
             navigation: ctx.navigation,
@@ -106,7 +110,7 @@ pub fn require(
 pub fn required(
     ctx: &RequestCtx,
     state: SessionState,
-) -> Result<(Arc<Identity>, Vec<HeaderValue>), Refusal> {
+) -> Result<(Arc<Identity>, Outgoing), Refusal> {
     let protected = Route {
         public: false,
         upstream: 0,

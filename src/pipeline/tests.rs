@@ -11,6 +11,7 @@ use http::{Request, StatusCode};
 use super::*;
 use crate::refusal::Refusal;
 use crate::store::SessionRecord;
+use crate::tokens::AccessLifetime;
 
 pub(crate) fn runtime() -> Runtime {
     crate::runtime::testing::runtime(
@@ -43,8 +44,11 @@ fn access_cookie(rt: &Runtime, sid: &str) -> String {
             "alice",
             sid,
             &["admin".into(), "dev".into()],
-            now,
-            now + 60,
+            AccessLifetime {
+                now,
+                exp: now + 60,
+                session_end: now + 60 + 3600,
+            },
             &Default::default(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -205,7 +209,8 @@ async fn expired_access_cookie_is_refreshed_transparently() {
         abs_end: now + 600,
         cur_jti: "j1".into(),
         prev_jti: None,
-        rotated_at: now,
+        rotated_at_ms: now * 1000,
+        prev_open: false,
         ip: "127.0.0.1".into(),
         user_agent: String::new(),
         device: String::new(),
@@ -227,8 +232,11 @@ async fn expired_access_cookie_is_refreshed_transparently() {
             "alice",
             "sid-4",
             &[],
-            now - 100,
-            now - 1,
+            AccessLifetime {
+                now: now - 100,
+                exp: now - 1,
+                session_end: now - 1 + 3600,
+            },
             &Default::default(),
         )
         .unwrap_or_else(|e| panic!("{e}"));

@@ -14,6 +14,7 @@ use super::RequestCtx;
 use crate::audit::Event;
 use crate::body::Body;
 use crate::config::UpstreamLogin;
+use crate::cookies::Outgoing;
 use crate::login::grant;
 use crate::metrics::Metrics;
 use crate::refusal::{self, Refusal};
@@ -59,8 +60,8 @@ pub async fn on_request(
     rt: &Runtime,
     ctx: &RequestCtx,
     identity: Option<&Identity>,
-    set_cookies: Vec<HeaderValue>,
-) -> Result<Vec<HeaderValue>, Refusal> {
+    set_cookies: Outgoing,
+) -> Result<Outgoing, Refusal> {
     let Some(up) = &rt.cfg.login.upstream else {
         return Ok(set_cookies);
     };
@@ -81,7 +82,8 @@ pub async fn on_request(
             return Err(r.keeping(&set_cookies));
         }
     }
-    Ok(rt.sessions.clear_cookies())
+    // The session ended: a rotation this request made is moot (nothing to deliver).
+    Ok(rt.sessions.clear_cookies().into())
 }
 
 /// What the response half needs from the request, taken before the request goes upstream:
@@ -103,7 +105,7 @@ pub async fn on_response(
     ctx: &RequestCtx,
     ua: Option<&str>,
     resp: &mut Response<Body>,
-    set_cookies: Vec<HeaderValue>,
+    set_cookies: Outgoing,
 ) {
     let grant = resp.headers_mut().remove(GRANT_HEADER);
     drop_app_cookies(rt, resp.headers_mut());
@@ -158,7 +160,7 @@ async fn honour_grant(
     match started {
         Ok(issued) => {
             Metrics::outcome(&rt.metrics.logins, "ok");
-            rt.sessions.set_cookies(&issued)
+            rt.sessions.set_cookies(&issued).values
         }
         Err(e) => {
             tracing::warn!(error = %e, "upstream login: session store unavailable");

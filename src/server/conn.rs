@@ -4,7 +4,9 @@
 //! The protocol is the one ALPN negotiated: `h2` is HTTP/2, anything else (`http/1.1`, no ALPN)
 //! HTTP/1.1. Nothing sniffs the first bytes (hyper-util's `auto` builder did, and waited for
 //! them with no deadline: a silent client or a partial HTTP/2 preface held its connection for
-//! ever).
+//! ever). An `h2` connection is HTTP/2 only: HTTP/1 bytes on it fail the connection preface and
+//! hyper closes it, so they never reach the service (nor need the framing guard). Every
+//! HTTP/1.1 connection goes through the framing guard (`crate::framing_guard`).
 //!
 //! - **HTTP/1.1**: hyper's `header_read_timeout` runs from the moment the connection waits for
 //!   a request head — the first one, and each one after a keep-alive response — to the end of
@@ -36,6 +38,7 @@ use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use super::drain::{DrainWatch, GracefulConn};
+use super::reload::Live;
 use crate::body::Body;
 use crate::framing_guard::{FramingGuard, FramingLog};
 use crate::runtime::{ConnCtx, Runtime};
@@ -49,14 +52,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(3);
 pub(crate) async fn serve(
     tls: TlsStream<TcpStream>,
     peer: SocketAddr,
-    rt: Arc<Runtime>,
+    live: Arc<Live>,
     drain: DrainWatch,
 ) {
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let ended = if h2 {
-        serve_h2(tls, peer, rt, drain).await
+        serve_h2(tls, peer, live, drain).await
     } else {
-        serve_h1(tls, peer, rt, drain).await
+        serve_h1(tls, peer, live, drain).await
     };
     match ended {
         Ended::Closed => {}
@@ -82,17 +85,25 @@ fn conn_ctx(rt: &Runtime, peer: SocketAddr, framing: Option<Arc<FramingLog>>) ->
 async fn serve_h1(
     tls: TlsStream<TcpStream>,
     peer: SocketAddr,
-    rt: Arc<Runtime>,
+    live: Arc<Live>,
     drain: DrainWatch,
 ) -> Ended {
+    // The connection's limits are the runtime's at accept; each request runs on the runtime
+    // live when it arrives (a reload applies to kept-alive connections too).
+    let rt = live.runtime();
     let s = &rt.cfg.server;
     let framing = Arc::new(FramingLog::default());
     let ctx = conn_ctx(&rt, peer, Some(framing.clone()));
-    let io = FramingGuard::new(tls, s.max_header_bytes, framing);
-    let svc_rt = rt.clone();
-    let svc = service_fn(move |req| {
-        let (rt, ctx) = (svc_rt.clone(), ctx.clone());
-        async move { Ok::<_, Infallible>(crate::service::handle(rt, ctx, req).await) }
+    let io = FramingGuard::new(tls, s.max_header_bytes, framing.clone());
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (rt, ctx, framing) = (live.runtime(), ctx.clone(), framing.clone());
+        let method = req.method().clone();
+        async move {
+            let resp = crate::service::handle(rt, ctx, req).await;
+            // The guard stays on until hyper really stops reading HTTP (a `101`).
+            framing.on_response(&method, resp.status());
+            Ok::<_, Infallible>(resp)
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -107,17 +118,18 @@ async fn serve_h1(
 async fn serve_h2(
     tls: TlsStream<TcpStream>,
     peer: SocketAddr,
-    rt: Arc<Runtime>,
+    live: Arc<Live>,
     drain: DrainWatch,
 ) -> Ended {
+    let rt = live.runtime();
     let s = &rt.cfg.server;
     let streams = Arc::new(Streams::default());
     // HTTP/2 frames every message itself: nothing for the framing guard to do.
     let ctx = conn_ctx(&rt, peer, None);
-    let (svc_rt, svc_streams) = (rt.clone(), streams.clone());
+    let svc_streams = streams.clone();
     let svc = service_fn(move |req| {
         let open = StreamOpen::new(&svc_streams);
-        let (rt, ctx) = (svc_rt.clone(), ctx.clone());
+        let (rt, ctx) = (live.runtime(), ctx.clone());
         async move {
             let resp = crate::service::handle(rt, ctx, req).await;
             Ok::<_, Infallible>(resp.map(|body| Counted { body, _open: open }))

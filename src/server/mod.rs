@@ -10,8 +10,10 @@
 pub(crate) mod conn;
 pub(crate) mod drain;
 pub(crate) mod limits;
+pub mod pid_file;
 pub(crate) mod plain;
 pub(crate) mod proxy_protocol;
+pub mod reload;
 pub(crate) mod tls;
 
 use std::future::Future;
@@ -25,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 
 use self::drain::Drain;
 use self::limits::Admission;
+use self::reload::{Live, Reload};
 
 use crate::audit::Audit;
 use crate::config::{Config, StoreConfig};
@@ -54,10 +57,16 @@ pub enum ServerError {
     Audit(#[source] std::io::Error),
     #[error("store: {0}")]
     Store(#[source] crate::store::StoreError),
+    #[error("cannot write server.pid_file {path}: {source}")]
+    PidFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start the built-in whoami page: {0}")]
     Whoami(#[source] std::io::Error),
     #[error(transparent)]
-    Runtime(#[from] crate::sessions::BuildError),
+    Runtime(#[from] crate::runtime::BuildError),
 }
 
 /// Addresses actually bound (ports may have been chosen by the OS).
@@ -98,10 +107,12 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, Server
 }
 
 /// Run the gateway until `shutdown` completes, then drain for at most
-/// `server.shutdown_grace`. `on_ready` is called once every listener is bound.
+/// `server.shutdown_grace`. `on_ready` is called once every listener is bound. On SIGHUP the
+/// configuration is read again through `reloader` and swapped in ([`reload`]).
 pub async fn run(
     mut cfg: Config,
     users: Users,
+    reloader: Arc<dyn Reload>,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(Bound),
 ) -> Result<(), ServerError> {
@@ -110,7 +121,7 @@ pub async fn run(
             key: e.key(),
             source: e,
         })?;
-    let acceptor = TlsAcceptor::from(Arc::new(tls_cfg));
+    let mut whoami = None;
     if cfg.builtin_whoami {
         let addr = crate::dev::spawn_whoami()
             .await
@@ -118,6 +129,7 @@ pub async fn run(
         if let (Some(up), Ok(auth)) = (cfg.upstreams.first_mut(), addr.to_string().parse()) {
             up.authority = auth;
         }
+        whoami = Some(addr);
     }
     let audit = Audit::start(cfg.audit_file.clone()).map_err(ServerError::Audit)?;
     let (store, memory): (Arc<dyn SessionStore>, Option<Arc<MemoryStore>>) = match &cfg.store {
@@ -157,17 +169,18 @@ pub async fn run(
     };
 
     let rt = Arc::new(Runtime::build(cfg, store, users, audit, Clock::system())?);
+    let live = Arc::new(Live::new(rt.clone(), Arc::new(tls_cfg), whoami));
     let is_memory = memory.is_some();
-    spawn_background(&rt, memory);
+    spawn_background(&live, memory);
     catch_up(&rt, is_memory).await;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = spawn_https(&rt, https, acceptor, &stop_rx, bound)?;
+    let mut tasks = spawn_https(&live, https, &stop_rx, bound)?;
     if let Some(l) = redirect {
         tasks.push(tokio::spawn(plain::serve(
             l,
             plain::Kind::Redirect,
-            rt.clone(),
+            live.clone(),
             stop_rx.clone(),
         )));
     }
@@ -175,15 +188,26 @@ pub async fn run(
         tasks.push(tokio::spawn(plain::serve(
             l,
             plain::Kind::Admin,
-            rt.clone(),
+            live.clone(),
             stop_rx.clone(),
         )));
     }
+    spawn_reload_on_sighup(&live, reloader);
+    drop(rt);
+    let pid_file = match &live.runtime().cfg.server.pid_file {
+        Some(p) => Some(
+            pid_file::PidFile::write(p).map_err(|source| ServerError::PidFile {
+                path: p.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     on_ready(bound);
 
     shutdown.await;
     tracing::info!(
-        grace_ms = rt.cfg.server.shutdown_grace.as_millis() as u64,
+        grace_ms = live.runtime().cfg.server.shutdown_grace.as_millis() as u64,
         "shutting down: no new connections, draining"
     );
     // Each listener stops accepting and drains its own connections within the grace.
@@ -191,6 +215,7 @@ pub async fn run(
     for t in tasks {
         let _ = t.await;
     }
+    drop(pid_file);
     tracing::info!("stopped");
     Ok(())
 }
@@ -220,25 +245,21 @@ async fn catch_up(rt: &Arc<Runtime>, is_memory: bool) {
 /// listener on the same port (SO_REUSEPORT: the kernel spreads connections), so a request is
 /// handled start to end on one thread — no work stealing, no cross-thread wake-ups.
 fn spawn_https(
-    rt: &Arc<Runtime>,
+    live: &Arc<Live>,
     https: Vec<std::net::TcpListener>,
-    acceptor: TlsAcceptor,
     stop_rx: &watch::Receiver<bool>,
     bound: Bound,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, ServerError> {
     let mut tasks = Vec::new();
-    // Shared by every serving thread: the limits are the gateway's, not a thread's.
+    // Shared by every serving thread: the limits are the gateway's, not a thread's (fixed at
+    // start: a reload does not resize them).
+    let rt = live.runtime();
     let admission = Admission::new(
         rt.cfg.server.max_connections,
         rt.cfg.server.max_connections_per_ip,
     );
     for (i, listener) in https.into_iter().enumerate() {
-        let (acceptor, rt, stop, admission) = (
-            acceptor.clone(),
-            rt.clone(),
-            stop_rx.clone(),
-            admission.clone(),
-        );
+        let (live, stop, admission) = (live.clone(), stop_rx.clone(), admission.clone());
         let thread = std::thread::Builder::new()
             .name(format!("sessiongate-{}", i + 1))
             .spawn(move || {
@@ -255,7 +276,7 @@ fn spawn_https(
                 };
                 local.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(l) => serve_https(l, acceptor, rt, stop, admission).await,
+                        Ok(l) => serve_https(l, live, stop, admission).await,
                         Err(e) => tracing::error!(error = %e, "cannot register a listener"),
                     }
                 });
@@ -273,13 +294,15 @@ fn spawn_https(
 }
 
 /// Sweepers, the revocation feed and the activity batcher.
-fn spawn_background(rt: &Arc<Runtime>, memory: Option<Arc<MemoryStore>>) {
-    let r = rt.clone();
+fn spawn_background(live: &Arc<Live>, memory: Option<Arc<MemoryStore>>) {
+    let l = live.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(15));
         loop {
             tick.tick().await;
             let now = now_unix();
+            // The live runtime at each tick: its throttle and idle timeout.
+            let r = l.runtime();
             r.sessions.revoked().sweep(now);
             r.throttle.sweep();
             if let Some(m) = &memory {
@@ -287,6 +310,9 @@ fn spawn_background(rt: &Arc<Runtime>, memory: Option<Arc<MemoryStore>>) {
             }
         }
     });
+    // The revocation set, the store and the activity batcher outlive reloads: the first
+    // runtime's are everyone's.
+    let rt = live.runtime();
     let r = rt.clone();
     let mut feed = rt.sessions.store().subscribe();
     tokio::spawn(async move {
@@ -310,6 +336,30 @@ fn spawn_background(rt: &Arc<Runtime>, memory: Option<Arc<MemoryStore>>) {
     });
     let r = rt.clone();
     tokio::spawn(async move { r.sessions.run_activity().await });
+}
+
+/// SIGHUP reloads the configuration ([`reload`]); one at a time, each logged and counted.
+fn spawn_reload_on_sighup(live: &Arc<Live>, reloader: Arc<dyn Reload>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: reload is off");
+                return;
+            }
+        };
+        let live = live.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let _ = live.reload(reloader.as_ref()).await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (live, reloader);
 }
 
 /// Load the revocations still in force from the store before trusting the local set.
@@ -376,8 +426,7 @@ async fn accept(
 
 async fn serve_https(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
-    rt: Arc<Runtime>,
+    live: Arc<Live>,
     mut stop: watch::Receiver<bool>,
     admission: Arc<Admission>,
 ) {
@@ -395,13 +444,16 @@ async fn serve_https(
             },
             _ = stop.changed() => break,
         };
+        // The runtime and certificate live at accept serve this connection's handshake.
+        let rt = live.runtime();
         // Before any TLS work: a refused connection costs an accept and a close.
         let Some(admitted) = admission.admit(peer.ip(), rt.is_trusted_proxy(peer.ip())) else {
             drop(tcp);
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, rt, admission) = (acceptor.clone(), rt.clone(), admission.clone());
+        let acceptor = TlsAcceptor::from(live.tls());
+        let (live, admission) = (live.clone(), admission.clone());
         let watch = drain.watcher();
         tokio::spawn(async move {
             let Some((tls, client, _client_slot)) =
@@ -409,9 +461,12 @@ async fn serve_https(
             else {
                 return;
             };
-            conn::serve(tls, client, rt, watch).await;
+            drop(rt);
+            conn::serve(tls, client, live, watch).await;
             drop(admitted);
         });
     }
-    drain.run(rt.cfg.server.shutdown_grace, "https").await;
+    drain
+        .run(live.runtime().cfg.server.shutdown_grace, "https")
+        .await;
 }

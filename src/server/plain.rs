@@ -40,7 +40,7 @@ pub enum Kind {
 pub async fn serve(
     listener: TcpListener,
     kind: Kind,
-    rt: Arc<Runtime>,
+    live: Arc<super::reload::Live>,
     mut stop: watch::Receiver<bool>,
 ) {
     let (name, key) = match kind {
@@ -50,7 +50,9 @@ pub async fn serve(
         ),
         Kind::Admin => ("admin", "server.max_plain_connections (admin listener)"),
     };
-    let slots = Arc::new(Semaphore::new(rt.cfg.server.max_plain_connections));
+    let slots = Arc::new(Semaphore::new(
+        live.runtime().cfg.server.max_plain_connections,
+    ));
     let refusals = RefusalLog::new(key);
     let drain = Drain::new();
     loop {
@@ -70,12 +72,13 @@ pub async fn serve(
             drop(tcp);
             continue;
         };
-        let rt = rt.clone();
+        let live = live.clone();
         let watch = drain.watcher();
         tokio::spawn(async move {
-            let timeout = rt.cfg.server.header_read_timeout;
+            let timeout = live.runtime().cfg.server.header_read_timeout;
             let svc = service_fn(move |req| {
-                let rt = rt.clone();
+                // Each request on the runtime live when it arrives.
+                let rt = live.runtime();
                 async move {
                     Ok::<_, Infallible>(match kind {
                         Kind::Redirect => redirect(&rt, &req),
@@ -92,7 +95,9 @@ pub async fn serve(
             drop(slot);
         });
     }
-    drain.run(rt.cfg.server.shutdown_grace, name).await;
+    drain
+        .run(live.runtime().cfg.server.shutdown_grace, name)
+        .await;
 }
 
 /// `308` to the HTTPS URL, credential parameters removed.

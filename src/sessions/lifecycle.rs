@@ -12,9 +12,10 @@ use http::HeaderValue;
 
 use super::{Identity, Sessions, StartError};
 use crate::audit::Event;
-use crate::cookies::set_cookie;
+use crate::cookies::{Outgoing, set_cookie};
+use crate::delivery::Delivery;
 use crate::store::{SessionRecord, StoreError, device};
-use crate::tokens::{Fingerprint, MintError};
+use crate::tokens::{AccessLifetime, Fingerprint, MintError};
 use crate::util::random_token;
 
 /// Tokens issued by a login or refresh.
@@ -25,6 +26,9 @@ pub struct Issued {
     pub refresh: String,
     pub access_max_age: u64,
     pub refresh_max_age: u64,
+    /// When a refresh rotated the token here: taken back unless the answer carrying these
+    /// tokens reaches the client (see `crate::delivery`).
+    pub delivery: Option<Delivery>,
 }
 
 /// Why and where a session ends, for its audit event.
@@ -48,7 +52,8 @@ impl Sessions {
         ip: IpAddr,
         ua: &str,
     ) -> Result<Issued, StartError> {
-        let now = self.clock.now();
+        let now_ms = self.clock.now_ms();
+        let now = now_ms / 1000;
         let ua: String = ua.chars().take(MAX_UA).collect();
         let rec = SessionRecord {
             sid: random_token(24),
@@ -59,7 +64,8 @@ impl Sessions {
             abs_end: now + self.cfg.refresh_ttl.as_secs(),
             cur_jti: random_token(16),
             prev_jti: None,
-            rotated_at: now,
+            rotated_at_ms: now_ms,
+            prev_open: false,
             ip: ip.to_string(),
             device: device::label(&ua),
             user_agent: ua.clone(),
@@ -88,9 +94,14 @@ impl Sessions {
         fp: &Fingerprint,
     ) -> Result<Issued, MintError> {
         let access_exp = (now + self.cfg.access_ttl.as_secs()).min(rec.abs_end);
+        let life = AccessLifetime {
+            now,
+            exp: access_exp,
+            session_end: rec.abs_end,
+        };
         let access = self
             .keys
-            .mint_access(&rec.user, &rec.sid, &rec.roles, now, access_exp, fp)?;
+            .mint_access(&rec.user, &rec.sid, &rec.roles, life, fp)?;
         let refresh =
             self.keys
                 .mint_refresh(&rec.user, &rec.sid, &rec.cur_jti, now, rec.abs_end, fp)?;
@@ -101,22 +112,27 @@ impl Sessions {
                 roles: rec.roles.clone(),
                 sid: rec.sid.clone(),
                 exp: access_exp,
+                session_end: rec.abs_end,
                 fp: fp.clone(),
             }),
             access,
             refresh,
             access_max_age: access_exp.saturating_sub(now),
             refresh_max_age: rec.abs_end.saturating_sub(now),
+            delivery: None,
         })
     }
 
-    /// `Set-Cookie` values carrying a token pair.
-    pub fn set_cookies(&self, t: &Issued) -> Vec<HeaderValue> {
+    /// `Set-Cookie` values carrying a token pair, with the rotation they deliver.
+    pub fn set_cookies(&self, t: &Issued) -> Outgoing {
         let c = &self.cookies;
-        vec![
-            set_cookie(&c.access, &t.access, t.access_max_age, &self.cfg, true),
-            set_cookie(&c.refresh, &t.refresh, t.refresh_max_age, &self.cfg, true),
-        ]
+        Outgoing {
+            values: vec![
+                set_cookie(&c.access, &t.access, t.access_max_age, &self.cfg, true),
+                set_cookie(&c.refresh, &t.refresh, t.refresh_max_age, &self.cfg, true),
+            ],
+            delivery: t.delivery.clone(),
+        }
     }
 
     /// `Set-Cookie` values that remove the gateway's session cookies.

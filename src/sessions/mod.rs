@@ -6,7 +6,10 @@
 //!   serving thread; which session a request belongs to.
 //! - [`lifecycle`]: start (a new id at every login), issue tokens and their cookies, end one
 //!   session or all of a user's — through ONE revoke-locally path.
-//! - [`refresh`]: rotation of the refresh token, single-flight per token inside an instance.
+//! - [`refresh`]: rotation of the refresh token, single-flight per token inside an instance; a
+//!   rotation whose answer never reached the client is reopened.
+//! - [`confirm`]: while the revocation feed is out of sync, sessions are confirmed with the
+//!   store (a revocation made elsewhere in the meantime is honoured).
 //! - [`anomaly`]: the session's network and browser fingerprints against the request's.
 //! - [`activity`]: batched `last_seen` updates, never awaited by a request.
 //! - [`clock`]: the time all of the above is decided at.
@@ -19,6 +22,7 @@
 pub(crate) mod activity;
 pub(crate) mod anomaly;
 pub(crate) mod clock;
+pub(crate) mod confirm;
 pub(crate) mod lifecycle;
 pub(crate) mod refresh;
 pub(crate) mod verify;
@@ -33,9 +37,12 @@ use crate::metrics::Metrics;
 use crate::store::{RevocationSet, SessionStore, StoreError};
 use crate::tokens::{Fingerprint, KeyRing, MintError, TokenError};
 
+/// For callers outside the crate that mint access tokens (benchmarks).
+pub use crate::tokens::AccessLifetime;
 pub use activity::Activity;
 pub use anomaly::{Checked, Fingerprinter, Verdict};
 pub use clock::Clock;
+use confirm::Confirmations;
 pub use lifecycle::{Ending, Issued};
 pub use refresh::RefreshFlights;
 
@@ -47,6 +54,9 @@ pub struct Identity {
     pub sid: String,
     /// When the access token that proved it expires (Unix seconds).
     pub exp: u64,
+    /// The session's absolute end (Unix seconds): no refresh after it, and no WebSocket
+    /// tunnel of the session stays open past it.
+    pub session_end: u64,
     /// What the session was bound to at login.
     pub fp: Fingerprint,
     /// The session's non-secret handle (derived from `sid`, computed once per token).
@@ -129,8 +139,10 @@ pub struct Sessions {
     pub(crate) audit: Audit,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) clock: Clock,
-    flights: RefreshFlights,
-    activity: Activity,
+    flights: Arc<RefreshFlights>,
+    activity: Arc<Activity>,
+    /// Sessions the store confirmed while the revocation feed was out of sync.
+    confirmations: Confirmations,
 }
 
 impl Sessions {
@@ -159,15 +171,36 @@ impl Sessions {
                     .unwrap_or_default(),
             ),
             store,
-            revoked: Arc::new(RevocationSet::new()),
+            revoked: Arc::new(
+                RevocationSet::new().reporting(metrics.revocation_feed_synced.clone()),
+            ),
+            confirmations: Confirmations::default(),
             fingerprints: Fingerprinter::new(&cfg.keys.access_secrets, &cfg.anomaly),
             signer,
             audit,
             metrics,
-            activity: Activity::new(&cfg.session),
-            flights: RefreshFlights::default(),
+            activity: Arc::new(Activity::new(&cfg.session)),
+            flights: Arc::default(),
             clock,
         })
+    }
+
+    /// The session domain for a reloaded configuration: new settings, keys and fingerprint
+    /// keys; the same store, revocation set, refreshes in flight, activity batcher, audit,
+    /// metrics and clock — a reload ends no session and forgets no revocation. A new `id`: the
+    /// per-thread verification caches never serve the old runtime's answers to the new one.
+    pub fn reconfigured(&self, cfg: &Config) -> Result<Self, BuildError> {
+        let mut next = Self::new(
+            cfg,
+            self.store.clone(),
+            self.audit.clone(),
+            self.metrics.clone(),
+            self.clock.clone(),
+        )?;
+        next.revoked = self.revoked.clone();
+        next.flights = self.flights.clone();
+        next.activity = self.activity.clone();
+        Ok(next)
     }
 
     /// Seconds a revocation must be remembered: as long as an access token can live.

@@ -70,6 +70,9 @@ impl Sessions {
             roles: c.roles,
             sid: c.sid,
             exp: c.exp,
+            // A token minted before `sxp` existed: its own expiry is the only end known, so
+            // a tunnel opened with it lasts no longer (fail closed; the client reconnects).
+            session_end: c.sxp.unwrap_or(c.exp),
         }))
     }
 
@@ -94,7 +97,7 @@ impl Sessions {
                 sid: c.sid,
             }),
             None => match refresh.and_then(|t| self.keys.verify_refresh(t, now).ok()) {
-                Some(c) => self.confirmed(c, now).await?,
+                Some(c) => self.confirmed(c).await?,
                 None => None,
             },
         };
@@ -115,18 +118,20 @@ impl Sessions {
     }
 
     /// The refresh token's session, if the store has it and the token is its current one (or
-    /// the previous one, within the grace window).
-    async fn confirmed(&self, c: RefreshClaims, now: u64) -> Result<Option<Presented>, StoreError> {
+    /// the previous one, within the grace window or reopened).
+    async fn confirmed(&self, c: RefreshClaims) -> Result<Option<Presented>, StoreError> {
+        let now_ms = self.clock.now_ms();
         let Some(rec) = self.store.get(&c.sub, &c.sid).await? else {
             return Ok(None);
         };
         let jti = c.jti.as_bytes();
+        let grace_ms = u64::try_from(self.cfg.refresh_grace.as_millis()).unwrap_or(u64::MAX);
         let current = ct_eq(rec.cur_jti.as_bytes(), jti)
             || (rec
                 .prev_jti
                 .as_deref()
                 .is_some_and(|p| ct_eq(p.as_bytes(), jti))
-                && now.saturating_sub(rec.rotated_at) <= self.cfg.refresh_grace.as_secs());
+                && rec.accepts_previous(now_ms, grace_ms));
         Ok(current.then_some(Presented {
             fp: c.fingerprint(),
             user: c.sub,
@@ -157,6 +162,10 @@ impl Sessions {
         let revoked = self.revoked.clone();
         async move {
             use tokio::sync::broadcast::error::RecvError;
+            // Revoked before the watch began (between the request's check and now).
+            if revoked.is_revoked(&sid) {
+                return;
+            }
             loop {
                 match watch.recv().await {
                     Ok(s) if s == sid => return,
@@ -168,6 +177,25 @@ impl Sessions {
                     }
                     Err(RecvError::Closed) => std::future::pending::<()>().await,
                 }
+            }
+        }
+    }
+}
+
+impl Sessions {
+    /// A future that completes when a long-lived connection opened with `id` (a WebSocket
+    /// tunnel) must close: its session is revoked (here, or anywhere through the store's feed),
+    /// or reaches its absolute end. Its output says which, for the log.
+    pub fn tunnel_end(
+        &self,
+        id: &Identity,
+    ) -> impl std::future::Future<Output = &'static str> + Send + 'static {
+        let ended = self.ended(&id.sid);
+        let left = self.clock.until(id.session_end);
+        async move {
+            tokio::select! {
+                () = ended => "its session ended",
+                () = tokio::time::sleep(left) => "its session reached its absolute end",
             }
         }
     }

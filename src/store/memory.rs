@@ -25,9 +25,11 @@ struct Stored {
     created: u64,
     last_seen: u64,
     abs_end: u64,
-    rotated_at: u64,
+    /// Unix milliseconds.
+    rotated_at_ms: u64,
     cur_jti: Box<str>,
     prev_jti: Option<Box<str>>,
+    prev_open: bool,
     /// Parsed when it is an address (always, for sessions the gateway starts).
     ip: Result<IpAddr, Box<str>>,
     user_agent: Box<str>,
@@ -44,7 +46,8 @@ impl Stored {
             abs_end: self.abs_end,
             cur_jti: self.cur_jti.to_string(),
             prev_jti: self.prev_jti.as_ref().map(|j| j.to_string()),
-            rotated_at: self.rotated_at,
+            rotated_at_ms: self.rotated_at_ms,
+            prev_open: self.prev_open,
             ip: match &self.ip {
                 Ok(ip) => ip.to_string(),
                 Err(raw) => raw.to_string(),
@@ -172,9 +175,10 @@ impl SessionStore for MemoryStore {
             created: rec.created,
             last_seen: rec.last_seen,
             abs_end: rec.abs_end,
-            rotated_at: rec.rotated_at,
+            rotated_at_ms: rec.rotated_at_ms,
             cur_jti: rec.cur_jti.into_boxed_str(),
             prev_jti: rec.prev_jti.map(String::into_boxed_str),
+            prev_open: rec.prev_open,
             ip: rec.ip.parse().map_err(|_| rec.ip.into_boxed_str()),
             user_agent: rec.user_agent.into_boxed_str(),
         });
@@ -202,26 +206,28 @@ impl SessionStore for MemoryStore {
             return Ok(RotateOutcome::NotFound);
         }
         let jti_is = |a: &str, b: &str| crate::util::ct_eq(a.as_bytes(), b.as_bytes());
-        if jti_is(&rec.cur_jti, presented_jti) {
-            if p.now.saturating_sub(rec.last_seen) > p.idle_secs {
-                let (_, rec) = inner
-                    .remove(sid)
-                    .unwrap_or_else(|| unreachable!("present above"));
-                self.record_revocation(&mut inner, sid, p.now + p.revocation_ttl);
-                return Ok(RotateOutcome::Idle(rec.to_record(sid)));
-            }
-            rec.prev_jti = Some(std::mem::replace(&mut rec.cur_jti, new_jti.into()));
-            rec.rotated_at = p.now;
-            rec.last_seen = p.now;
-            return Ok(RotateOutcome::Rotated(rec.to_record(sid)));
-        }
-        let in_grace = p.now.saturating_sub(rec.rotated_at) <= p.grace_secs;
-        if in_grace
+        let current = jti_is(&rec.cur_jti, presented_jti);
+        let accepted_previous = !current
+            && (rec.prev_open || p.now_ms.saturating_sub(rec.rotated_at_ms) <= p.grace_ms)
             && rec
                 .prev_jti
                 .as_deref()
-                .is_some_and(|prev| jti_is(prev, presented_jti))
-        {
+                .is_some_and(|prev| jti_is(prev, presented_jti));
+        if (current || accepted_previous) && p.now.saturating_sub(rec.last_seen) > p.idle_secs {
+            let (_, rec) = inner
+                .remove(sid)
+                .unwrap_or_else(|| unreachable!("present above"));
+            self.record_revocation(&mut inner, sid, p.now + p.revocation_ttl);
+            return Ok(RotateOutcome::Idle(rec.to_record(sid)));
+        }
+        if current {
+            rec.prev_jti = Some(std::mem::replace(&mut rec.cur_jti, new_jti.into()));
+            rec.rotated_at_ms = p.now_ms;
+            rec.prev_open = false;
+            rec.last_seen = p.now;
+            return Ok(RotateOutcome::Rotated(rec.to_record(sid)));
+        }
+        if accepted_previous {
             return Ok(RotateOutcome::Grace(rec.to_record(sid)));
         }
         let (_, rec) = inner
@@ -229,6 +235,26 @@ impl SessionStore for MemoryStore {
             .unwrap_or_else(|| unreachable!("present above"));
         self.record_revocation(&mut inner, sid, p.now + p.revocation_ttl);
         Ok(RotateOutcome::Reused(rec.to_record(sid)))
+    }
+
+    async fn reopen(
+        &self,
+        user: &str,
+        sid: &str,
+        prev_jti: &str,
+        new_jti: &str,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.inner.lock();
+        let Some(rec) = inner.sessions.get_mut(sid).filter(|r| *r.user == *user) else {
+            return Ok(false);
+        };
+        let jti_is = |a: &str, b: &str| crate::util::ct_eq(a.as_bytes(), b.as_bytes());
+        let applies = jti_is(&rec.cur_jti, new_jti)
+            && rec.prev_jti.as_deref().is_some_and(|p| jti_is(p, prev_jti));
+        if applies {
+            rec.prev_open = true;
+        }
+        Ok(applies)
     }
 
     async fn get(&self, user: &str, sid: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -327,7 +353,8 @@ mod tests {
             abs_end: now + 1000,
             cur_jti: "j1".into(),
             prev_jti: None,
-            rotated_at: now,
+            rotated_at_ms: now * 1000,
+            prev_open: false,
             ip: "127.0.0.1".into(),
             user_agent: "ua".into(),
             device: "d".into(),
@@ -335,9 +362,14 @@ mod tests {
     }
 
     fn policy(now: u64) -> RotatePolicy {
+        at_ms(now * 1000)
+    }
+
+    fn at_ms(now_ms: u64) -> RotatePolicy {
         RotatePolicy {
-            now,
-            grace_secs: 10,
+            now: now_ms / 1000,
+            now_ms,
+            grace_ms: 10_000,
             idle_secs: 100,
             revocation_ttl: 60,
         }
@@ -406,6 +438,93 @@ mod tests {
         );
         assert!(!s.revoke("v", "s1", 60).await.unwrap());
         assert!(s.get("u", "s1").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn the_grace_window_is_counted_in_milliseconds() {
+        let s = MemoryStore::new();
+        s.create(rec("s1", "u", 1000)).await.unwrap();
+        // Rotated at 1000.400 s; the grace is 10 s.
+        s.rotate("u", "s1", "j1", "j2", at_ms(1_000_400))
+            .await
+            .unwrap();
+        for (at, grace) in [
+            (1_000_400, true),
+            (1_009_999, true),
+            (1_010_400, true),
+            (1_010_401, false),
+        ] {
+            let s2 = MemoryStore::new();
+            s2.create(rec("s1", "u", 1000)).await.unwrap();
+            s2.rotate("u", "s1", "j1", "j2", at_ms(1_000_400))
+                .await
+                .unwrap();
+            let out = s2.rotate("u", "s1", "j1", "j3", at_ms(at)).await.unwrap();
+            assert_eq!(
+                matches!(out, RotateOutcome::Grace(_)),
+                grace,
+                "previous jti at {at} ms: {out:?}"
+            );
+            if !grace {
+                assert!(matches!(out, RotateOutcome::Reused(_)), "{out:?}");
+            }
+        }
+        // Whole seconds would have called 1010.999 s "10 s later" and let it through.
+        assert!(matches!(
+            s.rotate("u", "s1", "j1", "j3", at_ms(1_010_999))
+                .await
+                .unwrap(),
+            RotateOutcome::Reused(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_reopened_rotation_accepts_the_previous_jti_until_the_new_one_is_used() {
+        let s = MemoryStore::new();
+        s.create(rec("s1", "u", 1000)).await.unwrap();
+        s.rotate("u", "s1", "j1", "j2", policy(1001)).await.unwrap();
+        // Not this rotation, not this user, not a session that exists: nothing happens.
+        assert!(!s.reopen("u", "s1", "j0", "j2").await.unwrap());
+        assert!(!s.reopen("u", "s1", "j1", "j9").await.unwrap());
+        assert!(!s.reopen("v", "s1", "j1", "j2").await.unwrap());
+        assert!(!s.reopen("u", "s9", "j1", "j2").await.unwrap());
+        assert!(s.reopen("u", "s1", "j1", "j2").await.unwrap());
+        // Long past the grace, the previous jti gets the tokens already issued, any number of
+        // times (each answer may be lost too), and rotates nothing.
+        for at in [1050, 1090] {
+            match s.rotate("u", "s1", "j1", "jx", policy(at)).await.unwrap() {
+                RotateOutcome::Grace(r) => assert_eq!(r.cur_jti, "j2"),
+                other => panic!("reopened previous jti at {at}: {other:?}"),
+            }
+        }
+        // The new jti works and closes the window again: the old one is reuse from then on.
+        assert!(matches!(
+            s.rotate("u", "s1", "j2", "j3", policy(1095)).await.unwrap(),
+            RotateOutcome::Rotated(r) if r.cur_jti == "j3" && !r.prev_open
+        ));
+        assert!(
+            !s.reopen("u", "s1", "j1", "j2").await.unwrap(),
+            "a later rotation stays"
+        );
+        assert!(matches!(
+            s.rotate("u", "s1", "j1", "j4", policy(1190)).await.unwrap(),
+            RotateOutcome::Reused(_)
+        ));
+        // A session that ended stays ended.
+        assert!(!s.reopen("u", "s1", "j2", "j3").await.unwrap());
+        assert!(s.get("u", "s1").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_reopened_rotation_still_ends_at_the_idle_timeout() {
+        let s = MemoryStore::new();
+        s.create(rec("s1", "u", 1000)).await.unwrap();
+        s.rotate("u", "s1", "j1", "j2", policy(1001)).await.unwrap();
+        assert!(s.reopen("u", "s1", "j1", "j2").await.unwrap());
+        assert!(matches!(
+            s.rotate("u", "s1", "j1", "j3", policy(1102)).await.unwrap(),
+            RotateOutcome::Idle(_)
+        ));
     }
 
     #[tokio::test]

@@ -27,12 +27,26 @@ pub struct SessionRecord {
     pub abs_end: u64,
     /// `jti` of the refresh token that is current.
     pub cur_jti: String,
-    /// `jti` it replaced, accepted within the grace window after `rotated_at`.
+    /// `jti` it replaced, accepted within the grace window after `rotated_at_ms` (or, when
+    /// `prev_open`, until `cur_jti` is presented).
     pub prev_jti: Option<String>,
-    pub rotated_at: u64,
+    /// When `cur_jti` replaced `prev_jti`, in Unix milliseconds.
+    pub rotated_at_ms: u64,
+    /// The rotation to `cur_jti` never reached its client (see [`SessionStore::reopen`]):
+    /// `prev_jti` is accepted past the grace window until `cur_jti` is presented.
+    pub prev_open: bool,
     pub ip: String,
     pub user_agent: String,
     pub device: String,
+}
+
+impl SessionRecord {
+    /// Whether `prev_jti`, presented at `now_ms`, is still the client's own token: within the
+    /// grace window of the rotation (parallel requests), or reopened because the rotation's
+    /// answer never reached the client.
+    pub fn accepts_previous(&self, now_ms: u64, grace_ms: u64) -> bool {
+        self.prev_open || now_ms.saturating_sub(self.rotated_at_ms) <= grace_ms
+    }
 }
 
 /// The result of presenting a refresh token's `jti`.
@@ -40,8 +54,9 @@ pub struct SessionRecord {
 pub enum RotateOutcome {
     /// The current `jti` was presented; `record.cur_jti` is now the new one.
     Rotated(SessionRecord),
-    /// The previous `jti` was presented within the grace window: the client raced another
-    /// request of its own; `record.cur_jti` is the token already issued.
+    /// The previous `jti` was presented within the grace window (the client raced another
+    /// request of its own), or after a rotation that never reached the client: `record.cur_jti`
+    /// is the token already issued.
     Grace(SessionRecord),
     /// An older `jti`, or the previous one after the grace: a stolen token. The session is gone.
     Reused(SessionRecord),
@@ -88,8 +103,13 @@ pub enum StoreError {
 /// Parameters of a rotation, from the session configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct RotatePolicy {
+    /// Unix seconds (idle and absolute timeouts).
     pub now: u64,
-    pub grace_secs: u64,
+    /// Unix milliseconds (the grace window, and the time of a rotation).
+    pub now_ms: u64,
+    /// `session.refresh_grace` in milliseconds: the previous `jti` is accepted while
+    /// `now_ms - rotated_at_ms <= grace_ms`.
+    pub grace_ms: u64,
     pub idle_secs: u64,
     /// How long a revocation must be remembered (the access token lifetime).
     pub revocation_ttl: u64,
@@ -110,6 +130,21 @@ pub trait SessionStore: Send + Sync + 'static {
         new_jti: &str,
         policy: RotatePolicy,
     ) -> Result<RotateOutcome, StoreError>;
+
+    /// Take back what a rotation from `prev_jti` to `new_jti` did to the client, when its
+    /// answer (the new cookies) never reached it: `prev_jti` is accepted again, past the grace
+    /// window, until `new_jti` is presented (which rotates as usual and closes it again).
+    /// Applies only while the session exists and `new_jti` is its current `jti` with
+    /// `prev_jti` before it: a session that ended stays ended, and a later rotation (by anyone)
+    /// is never undone. `new_jti` stays valid, so a copy of the answer that did arrive (a
+    /// parallel request within the grace) still works. Returns whether it applied.
+    async fn reopen(
+        &self,
+        user: &str,
+        sid: &str,
+        prev_jti: &str,
+        new_jti: &str,
+    ) -> Result<bool, StoreError>;
 
     /// One session, if it exists.
     async fn get(&self, user: &str, sid: &str) -> Result<Option<SessionRecord>, StoreError>;

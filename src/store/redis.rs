@@ -8,10 +8,11 @@
 //!   minted for them expires (for instances that start or reconnect);
 //! - channel `{prefix}:revocations` — every revocation as it happens, `"<sid> <until>"`.
 //!
-//! Create, rotate (grace, reuse detection), revoke and revoke-all are each one script, so two
-//! instances racing on one refresh token can never both rotate it. Refresh `jti`s are stored,
-//! never a token. Every call is bounded by `store.command_timeout`; a failure is
-//! a `StoreError`, which the gateway answers with `503`, never a logout.
+//! Create, rotate (grace, reuse detection), reopen (a rotation that never reached its client),
+//! revoke and revoke-all are each one script, so two instances racing on one refresh token can
+//! never both rotate it. Refresh `jti`s are stored, never a token. Every call is bounded by
+//! `store.command_timeout`; a failure is a `StoreError`, which the gateway answers with `503`,
+//! never a logout.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,13 +64,13 @@ impl<M: bb8::ManageConnection> bb8::ManageConnection for Managed<M> {
 
 #[derive(Clone)]
 enum Pool {
-    Single(bb8::Pool<Managed<bb8_redis::RedisConnectionManager>>),
+    Single(bb8::Pool<Managed<redis::Client>>),
     Cluster(bb8::Pool<Managed<ClusterClient>>),
 }
 
 /// A pooled connection of either kind, usable wherever redis wants a connection.
 enum Conn<'a> {
-    Single(bb8::PooledConnection<'a, Managed<bb8_redis::RedisConnectionManager>>),
+    Single(bb8::PooledConnection<'a, Managed<redis::Client>>),
     Cluster(bb8::PooledConnection<'a, Managed<ClusterClient>>),
 }
 
@@ -141,8 +142,11 @@ redis.call('EXPIREAT', KEYS[2], last[2])
 return 1
 ";
 
-/// ARGV: presented jti, new jti, now, grace, idle, sid, channel, revocation until.
-/// Returns {outcome, field, value, ...} with the record as it is after the operation.
+/// ARGV: presented jti, new jti, now (s), grace (ms), idle (s), sid, channel, revocation until,
+/// now (ms). Returns {outcome, field, value, ...} with the record as it is after the operation.
+/// The previous jti is accepted within the grace (counted in milliseconds: `rot_ms`; a record
+/// written before it has only `rot`, in seconds) or while `open` says its rotation never
+/// reached the client.
 const ROTATE: &str = r"
 local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then return {'notfound'} end
@@ -158,20 +162,38 @@ local function finish(outcome)
   for i = 1, #h do out[#out + 1] = h[i] end
   return out
 end
-if r['cur'] == ARGV[1] then
-  if now - tonumber(r['last_seen']) > tonumber(ARGV[5]) then return finish('idle') end
-  redis.call('HSET', KEYS[1], 'prev', r['cur'], 'cur', ARGV[2], 'rot', ARGV[3], 'last_seen', ARGV[3])
+local current = r['cur'] == ARGV[1]
+local rot_ms = tonumber(r['rot_ms'] or '') or (tonumber(r['rot'] or '') or 0) * 1000
+local previous = (not current) and r['prev'] == ARGV[1]
+  and (r['open'] == '1' or tonumber(ARGV[9]) - rot_ms <= tonumber(ARGV[4]))
+if (current or previous) and now - tonumber(r['last_seen']) > tonumber(ARGV[5]) then
+  return finish('idle')
+end
+if current then
+  redis.call('HSET', KEYS[1], 'prev', r['cur'], 'cur', ARGV[2], 'rot', ARGV[3], 'rot_ms', ARGV[9],
+    'open', '0', 'last_seen', ARGV[3])
   local out = {'rotated'}
   local h2 = redis.call('HGETALL', KEYS[1])
   for i = 1, #h2 do out[#out + 1] = h2[i] end
   return out
 end
-if r['prev'] == ARGV[1] and now - tonumber(r['rot']) <= tonumber(ARGV[4]) then
+if previous then
   local out = {'grace'}
   for i = 1, #h do out[#out + 1] = h[i] end
   return out
 end
 return finish('reused')
+";
+
+/// ARGV: previous jti, new jti. Marks a rotation whose answer never reached the client, only
+/// while the record exists and is still at that rotation (never creates a key).
+const REOPEN: &str = r"
+local h = redis.call('HMGET', KEYS[1], 'cur', 'prev')
+if h[1] == ARGV[2] and h[2] == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'open', '1')
+  return 1
+end
+return 0
 ";
 
 /// ARGV: sid, channel, revocation until.
@@ -204,6 +226,7 @@ return 1
 struct Scripts {
     create: Script,
     rotate: Script,
+    reopen: Script,
     revoke: Script,
     revoke_all: Script,
     touch: Script,
@@ -235,6 +258,24 @@ fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError 
     StoreError::Unavailable(Box::new(e))
 }
 
+/// `store.ca_file` as the redis crate takes it: the only roots a `rediss://` node is verified
+/// against (without it, the roots built into the binary).
+fn certificates(cfg: &RedisConfig) -> Option<redis::TlsCertificates> {
+    cfg.ca_pem.as_ref().map(|pem| redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.clone()),
+    })
+}
+
+/// A client of one node (`url` carries the user and password).
+fn node_client(url: &str, cfg: &RedisConfig) -> Result<redis::Client, StoreError> {
+    match certificates(cfg) {
+        Some(certs) => redis::Client::build_with_tls(url, certs),
+        None => redis::Client::open(url),
+    }
+    .map_err(unavailable)
+}
+
 impl RedisStore {
     /// Build the pool (no connection is made until first use, so the gateway starts while Redis
     /// is down and reports it on `/readyz`).
@@ -242,10 +283,9 @@ impl RedisStore {
         let (pool, pubsub_url) = match &cfg.url {
             Some(url) => {
                 let url = String::from_utf8_lossy(url.expose()).into_owned();
-                let mgr =
-                    bb8_redis::RedisConnectionManager::new(url.as_str()).map_err(unavailable)?;
+                let client = node_client(&url, cfg)?;
                 (
-                    Pool::Single(pool_builder(cfg).build_unchecked(Managed(mgr))),
+                    Pool::Single(pool_builder(cfg).build_unchecked(Managed(client))),
                     url,
                 )
             }
@@ -253,13 +293,22 @@ impl RedisStore {
                 let mut b = ClusterClient::builder(cfg.cluster_nodes.clone())
                     .connection_timeout(cfg.connect_timeout)
                     .response_timeout(cfg.command_timeout);
+                if let Some(user) = &cfg.username {
+                    b = b.username(user);
+                }
                 if let Some(pw) = &cfg.password {
                     b = b.password(String::from_utf8_lossy(pw.expose()));
+                }
+                if let Some(certs) = certificates(cfg) {
+                    b = b.certs(certs);
                 }
                 let client = b.build().map_err(unavailable)?;
                 let mut nodes = Vec::new();
                 for n in &cfg.cluster_nodes {
                     let mut u = url::Url::parse(n).map_err(unavailable)?;
+                    if let Some(user) = &cfg.username {
+                        let _ = u.set_username(user);
+                    }
                     if let Some(pw) = &cfg.password {
                         let _ = u.set_password(Some(&String::from_utf8_lossy(pw.expose())));
                     }
@@ -273,7 +322,7 @@ impl RedisStore {
         };
         let pubsub = pubsub_url
             .split(' ')
-            .map(|u| redis::Client::open(u).map_err(unavailable))
+            .map(|u| node_client(u, cfg))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             pool,
@@ -283,6 +332,7 @@ impl RedisStore {
             scripts: Scripts {
                 create: Script::new(CREATE),
                 rotate: Script::new(ROTATE),
+                reopen: Script::new(REOPEN),
                 revoke: Script::new(REVOKE),
                 revoke_all: Script::new(REVOKE_ALL),
                 touch: Script::new(TOUCH),
@@ -441,7 +491,11 @@ fn to_record(sid: &str, m: &HashMap<String, String>) -> Option<SessionRecord> {
         abs_end: num(m, "abs_end"),
         cur_jti: field(m, "cur").to_string(),
         prev_jti: m.get("prev").filter(|p| !p.is_empty()).cloned(),
-        rotated_at: num(m, "rot"),
+        rotated_at_ms: match field(m, "rot_ms").parse() {
+            Ok(ms) => ms,
+            Err(_) => num(m, "rot").saturating_mul(1000),
+        },
+        prev_open: field(m, "open") == "1",
         ip: field(m, "ip").to_string(),
         user_agent: field(m, "ua").to_string(),
         device: field(m, "dev").to_string(),
@@ -483,7 +537,9 @@ impl SessionStore for RedisStore {
         let hk = self.session_key(&rec.user, &rec.sid);
         let ik = self.index_key(&rec.user);
         let roles = serde_json::to_string(&rec.roles).unwrap_or_else(|_| "[]".into());
-        let fields: [(&str, String); 11] = [
+        // `rot` (seconds) beside `rot_ms` keeps instances of the previous version working
+        // during a rolling upgrade.
+        let fields: [(&str, String); 13] = [
             ("user", rec.user.clone()),
             ("roles", roles),
             ("created", rec.created.to_string()),
@@ -491,7 +547,9 @@ impl SessionStore for RedisStore {
             ("abs_end", rec.abs_end.to_string()),
             ("cur", rec.cur_jti.clone()),
             ("prev", rec.prev_jti.clone().unwrap_or_default()),
-            ("rot", rec.rotated_at.to_string()),
+            ("rot", (rec.rotated_at_ms / 1000).to_string()),
+            ("rot_ms", rec.rotated_at_ms.to_string()),
+            ("open", if rec.prev_open { "1" } else { "0" }.to_string()),
             ("ip", rec.ip.clone()),
             ("ua", rec.user_agent.clone()),
             ("dev", rec.device.clone()),
@@ -522,11 +580,12 @@ impl SessionStore for RedisStore {
             .arg(presented)
             .arg(new_jti)
             .arg(p.now)
-            .arg(p.grace_secs)
+            .arg(p.grace_ms)
             .arg(p.idle_secs)
             .arg(sid)
             .arg(self.revocations_key())
-            .arg(until);
+            .arg(until)
+            .arg(p.now_ms);
         let mut c = self.conn().await?;
         let f = c.flag();
         let out: Vec<String> = self.timed(&f, inv.invoke_async(&mut c)).await?;
@@ -539,6 +598,21 @@ impl SessionStore for RedisStore {
             }
         }
         Ok(outcome)
+    }
+
+    async fn reopen(
+        &self,
+        user: &str,
+        sid: &str,
+        prev_jti: &str,
+        new_jti: &str,
+    ) -> Result<bool, StoreError> {
+        let mut inv = self.scripts.reopen.key(self.session_key(user, sid));
+        inv.arg(prev_jti).arg(new_jti);
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        let n: i64 = self.timed(&f, inv.invoke_async(&mut c)).await?;
+        Ok(n == 1)
     }
 
     async fn get(&self, user: &str, sid: &str) -> Result<Option<SessionRecord>, StoreError> {

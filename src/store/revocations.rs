@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::broadcast;
 
 /// Bounded by the revocations of the last access-token lifetime: an entry is a session that
@@ -16,6 +17,8 @@ pub struct RevocationSet {
     map: DashMap<String, u64>,
     len: AtomicUsize,
     synced: AtomicBool,
+    /// `sessiongate_revocation_feed_synced`, when reported.
+    synced_gauge: Option<Gauge>,
     /// Newly revoked sids, for long-lived connections (WebSockets) of those sessions. Bounded
     /// (1024): a watcher that falls behind gets `Lagged` and checks the set itself.
     notify: broadcast::Sender<std::sync::Arc<str>>,
@@ -27,6 +30,7 @@ impl Default for RevocationSet {
             map: DashMap::new(),
             len: AtomicUsize::new(0),
             synced: AtomicBool::new(false),
+            synced_gauge: None,
             notify: broadcast::channel(1024).0,
         }
     }
@@ -35,6 +39,13 @@ impl Default for RevocationSet {
 impl RevocationSet {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Report the sync state on `gauge` (1 in sync, 0 not).
+    pub fn reporting(mut self, gauge: Gauge) -> Self {
+        gauge.set(i64::from(self.is_synced()));
+        self.synced_gauge = Some(gauge);
+        self
     }
 
     /// Revocations as they are inserted.
@@ -79,6 +90,9 @@ impl RevocationSet {
 
     pub fn set_synced(&self, v: bool) {
         self.synced.store(v, Ordering::Release);
+        if let Some(g) = &self.synced_gauge {
+            g.set(i64::from(v));
+        }
     }
 }
 

@@ -22,36 +22,6 @@ const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.
 /// Label pairs a sample must carry.
 type Labels<'a> = &'a [(&'a str, &'a str)];
 
-/// The sum of the samples of `name` whose labels include all of `labels` (0 when none).
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest),
-                None => (series, ""),
-            };
-            (n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
-            .then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
-}
-
-async fn metrics(gw: &Gateway) -> String {
-    let resp = gw
-        .plain
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics");
-    assert_eq!(resp.status(), 200, "/metrics needs no token");
-    resp.text().await.unwrap()
-}
-
 async fn metrics_need_no_token_and_move_with_traffic(store: StoreUnderTest) {
     let gw = store
         .start(GatewayConfig::new().admin_api_token(&random_secret()))

@@ -16,6 +16,7 @@
 pub mod support;
 
 pub use support::assertions::*;
+pub use support::cli::*;
 pub use support::config::*;
 pub use support::conn::*;
 pub use support::echo::*;
@@ -23,11 +24,14 @@ pub use support::gateway::*;
 pub use support::haproxy::*;
 pub use support::jwt::*;
 pub use support::logs::*;
+pub use support::metrics::*;
 pub use support::pki::*;
 pub use support::raw::*;
 pub use support::redis::*;
 pub use support::session::*;
+pub use support::site::*;
 pub use support::store::*;
 pub use support::upstream::*;
 pub use support::users::*;
 pub use support::util::*;
+pub use support::ws::*;

@@ -311,7 +311,8 @@ async fn replayed_rotated_out_refresh_token_on_another_instance_revokes_the_sess
         "within the grace B returns the already-issued current jti"
     );
 
-    // Past the grace (the store counts whole seconds: rotated at `iat`), it is a replay.
+    // Past the grace (1 s after the rotation, which happened within the second of `iat`), it
+    // is a replay.
     let rotated_at = jwt_claims(&s1.refresh)["iat"].as_u64().unwrap();
     let past_grace = UNIX_EPOCH + Duration::from_secs(rotated_at + 2) + Duration::from_millis(50);
     if let Ok(wait) = past_grace.duration_since(std::time::SystemTime::now()) {

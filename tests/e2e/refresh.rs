@@ -4,12 +4,15 @@
 //! - replay of a stolen, already-rotated refresh token (reuse → the whole session is revoked,
 //!   including access tokens that have not expired yet, and an audit event is written);
 //! - a logged-out session living on through its unexpired access token or its refresh token;
-//! - an expired access token being accepted on its own.
+//! - an expired access token being accepted on its own;
+//! - a rotated-out refresh token replayed just after the grace window: compared in whole
+//!   seconds with `<=`, a 1 s grace accepted it up to 2 s after the rotation (issue 10,
+//!   item 8); it ends to the millisecond, on either store.
 //!
 //! Also defends availability: parallel requests refreshing one session at once must not log the
 //! user out.
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -390,3 +393,92 @@ fn assert_cookies_cleared(headers: &reqwest::header::HeaderMap) {
         assert!(c.has("secure"), "{}", c.raw);
     }
 }
+
+/// Wait until the wall clock is `ms` milliseconds into a second.
+async fn into_the_second(ms: u64) {
+    let into = u64::from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_millis(),
+    );
+    let wait = if into <= ms {
+        ms - into
+    } else {
+        1000 - into + ms
+    };
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
+/// A cookie refresh; asserts `200`. The new pair, and when its answer arrived.
+async fn rotate_now(gw: &Gateway, s: &Session, what: &str) -> (Session, Instant) {
+    let resp = gw.refresh(s).await;
+    assert_eq!(resp.status(), 200, "{what}");
+    let arrived = Instant::now();
+    let new = Session::from_response_headers(resp.headers()).expect("a new pair");
+    (new, arrived)
+}
+
+async fn grace_window_ends_to_the_millisecond(store: StoreUnderTest) {
+    let gw = store.start(GatewayConfig::new().refresh_grace("1s")).await;
+    let a0 = gw.login_alice().await;
+    let b0 = gw.login_alice().await;
+    // Rotate just after a second begins: whole seconds would still call 1.05 s and 1.3 s
+    // later "1 s later" (and accept the replay).
+    into_the_second(30).await;
+    let sent = Instant::now();
+    let (a1, a_at) = rotate_now(&gw, &a0, "rotation a").await;
+    let (b1, b_at) = rotate_now(&gw, &b0, "rotation b").await;
+
+    // Within the grace (a parallel request of the same browser): the token already issued.
+    tokio::time::sleep_until((sent + Duration::from_millis(600)).into()).await;
+    for (old, new, what) in [(&a0, &a1, "a"), (&b0, &b1, "b")] {
+        let resp = gw.refresh_json(&old.refresh).await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "{what}: the previous token within the grace"
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(
+            jwt_claims(body["refresh_token"].as_str().unwrap())["jti"],
+            jwt_claims(&new.refresh)["jti"],
+            "{what}: within the grace, the token already issued"
+        );
+    }
+
+    // Just past it: at least 1.05 s and 1.3 s after each rotation (its answer had arrived).
+    for (old, new, at, after, what) in [
+        (&a0, &a1, a_at, 1050, "a, 1.05 s"),
+        (&b0, &b1, b_at, 1300, "b, 1.3 s"),
+    ] {
+        tokio::time::sleep_until((at + Duration::from_millis(after)).into()).await;
+        let resp = gw.refresh_json(&old.refresh).await;
+        assert_eq!(
+            resp.status(),
+            401,
+            "{what} after the rotation, the previous token is a replay"
+        );
+        let resp = gw.refresh_json(&new.refresh).await;
+        assert_eq!(resp.status(), 401, "{what}: the reuse revoked the session");
+    }
+    // Audit lines are written by a background thread: wait for both.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reuses = || {
+        gw.audit_events()
+            .into_iter()
+            .filter(|e| e["event"] == "refresh_reuse")
+            .count()
+    };
+    while reuses() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        reuses(),
+        2,
+        "both replays are theft alerts: {}",
+        gw.audit_text()
+    );
+}
+
+crate::for_both_stores!(grace_window_ends_to_the_millisecond);

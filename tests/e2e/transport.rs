@@ -209,3 +209,57 @@ async fn http2_client_is_served_and_forwarded_to_http1_upstream() {
     assert_eq!(echo.method, "POST");
     assert_eq!(echo.body, "hello over h2");
 }
+
+/// The header every HTTPS response carries, from a gateway started with these `[server]` keys.
+async fn hsts_of(keys: &[(&str, &str)]) -> Vec<(String, Option<String>)> {
+    let cfg = keys
+        .iter()
+        .fold(GatewayConfig::new(), |c, (k, v)| c.set("server", k, v));
+    let gw = Gateway::start(cfg).await;
+    let mut seen = Vec::new();
+    for (what, req) in [
+        ("public 200", gw.get("/public/x")),
+        ("login page", gw.get("/.auth/login")),
+        ("invalid path (400)", gw.get("/public/%ff")),
+        (
+            "protected API without session (401)",
+            gw.get("/private/x").header("accept", "application/json"),
+        ),
+    ] {
+        let resp = req.send().await.unwrap();
+        let v = resp
+            .headers()
+            .get("strict-transport-security")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        seen.push((what.to_string(), v));
+    }
+    seen
+}
+
+/// HSTS as configured: an operator whose sibling subdomains are not all on HTTPS turns
+/// `includeSubDomains` off (with it, a browser that visited the gateway refuses every plain
+/// sibling for a year), one who preloads gets `preload`; the default stays a year with
+/// subdomains. Every response carries the one configured value.
+#[tokio::test]
+async fn hsts_follows_the_server_hsts_settings_on_every_response() {
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[], "max-age=31536000; includeSubDomains"),
+        (
+            &[
+                ("hsts_max_age", "\"30d\""),
+                ("hsts_include_subdomains", "false"),
+            ],
+            "max-age=2592000",
+        ),
+        (
+            &[("hsts_max_age", "\"730d\""), ("hsts_preload", "true")],
+            "max-age=63072000; includeSubDomains; preload",
+        ),
+    ];
+    for (keys, want) in cases {
+        for (what, got) in hsts_of(keys).await {
+            assert_eq!(got.as_deref(), Some(want), "{keys:?}: {what}");
+        }
+    }
+}

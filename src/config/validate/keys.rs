@@ -265,7 +265,15 @@ fn key_file(
     match read {
         Ok(b) => Some(Secret::new(b)),
         Err(e) => {
-            errs.add(key, format!("cannot read {}: {e}", path.display()));
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    " (make a key with `sessiongate gen-key --out {}`)",
+                    path.display()
+                )
+            } else {
+                String::new()
+            };
+            errs.add(key, format!("cannot read {}: {e}{hint}", path.display()));
             None
         }
     }

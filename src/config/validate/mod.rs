@@ -15,17 +15,22 @@ mod routes;
 mod server;
 mod session;
 mod store;
+mod tls_files;
 mod upstreams;
 
 pub use keys::secret_weakness;
 
-/// The problems found so far, in the order found.
+/// The problems found so far (`.0`), in the order found, and the warnings (`.1`): what the
+/// configuration allows but an operator must hear about (`csrf.mode = "off"`).
 #[derive(Debug, Default)]
-struct Errors(Vec<ConfigError>);
+struct Errors(Vec<ConfigError>, Vec<ConfigError>);
 
 impl Errors {
     fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError::new(key, message));
+    }
+    fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.1.push(ConfigError::new(key, message));
     }
 }
 
@@ -40,7 +45,7 @@ pub fn validate(
     let mut notes = Vec::new();
     let server = server::validate(&raw.server, &mut errs);
     let (upstreams, builtin_whoami) =
-        upstreams::validate(&raw.upstream, opts.dev, &mut errs, &mut notes);
+        upstreams::validate(&raw.upstream, opts.dev, source, &mut errs, &mut notes);
     let routes = routes::validate(&raw.route, &raw.upstream, builtin_whoami, &mut errs);
     let session = session::validate(&raw.session, &mut errs);
     let keys = keys::validate(&raw.keys, opts.dev, source, &mut errs, &mut notes);
@@ -53,6 +58,9 @@ pub fn validate(
     let paths = input::paths(&raw.paths);
     let csrf = policy::csrf(&raw.csrf, &mut errs);
     policy::log_level(&raw.log, &mut errs);
+    if let Some(server) = &server {
+        policy::admin_exposure(server, &raw.admin, &mut errs);
+    }
     if let Some(keys) = &keys {
         login::grant_secret_differs(&login, keys, &mut errs);
     }
@@ -85,6 +93,7 @@ pub fn validate(
         log_format: raw.log.format,
         builtin_whoami,
         dev_notes: notes,
+        warnings: errs.1,
     })
 }
 

@@ -1,9 +1,12 @@
 //! The policy sections: `[anomaly]`, `[admin]`, `[url_tokens]`, `[csrf]` and `[log]`.
 
+use tracing_subscriber::filter::LevelFilter;
+
 use super::{Errors, parse_origin};
 use crate::config::raw::{RawAdmin, RawAnomaly, RawCsrf, RawLog, RawUrlTokens};
 use crate::config::{
-    AnomalyConfig, CsrfConfig, DEFAULT_CREDENTIAL_PARAMS, Secret, Source, UrlTokensConfig,
+    AnomalyConfig, CsrfConfig, CsrfMode, DEFAULT_CREDENTIAL_PARAMS, Secret, ServerConfig, Source,
+    UrlTokensConfig,
 };
 
 pub(super) fn anomaly(an: &RawAnomaly, errs: &mut Errors) -> AnomalyConfig {
@@ -73,19 +76,62 @@ pub(super) fn csrf(c: &RawCsrf, errs: &mut Errors) -> CsrfConfig {
             allowed_origins.push(o);
         }
     }
+    if c.mode == CsrfMode::Off {
+        errs.warn(
+            "csrf.mode",
+            "\"off\": cross-site requests are not refused; any site a signed-in user visits can \
+             make their browser post to the app as them (only for an app that defends itself)",
+        );
+    }
     CsrfConfig {
         mode: c.mode,
         allowed_origins,
     }
 }
 
+/// `log.level`: a level, or a filter of comma-separated `level` and `target=level` directives.
+/// A bare word that is not a level would be read by the filter as a target to log in full,
+/// and everything else would be silenced: `"inof"` would turn logging off.
 pub(super) fn log_level(l: &RawLog, errs: &mut Errors) {
-    if tracing_subscriber::EnvFilter::try_new(&l.level).is_err() {
+    let bad = l.level.trim().is_empty()
+        || l.level
+            .split(',')
+            .filter(|d| !d.trim().is_empty())
+            .any(|d| {
+                let level = d.rsplit_once('=').map_or(d, |(_, level)| level).trim();
+                level.is_empty() || level.parse::<LevelFilter>().is_err()
+            })
+        || tracing_subscriber::EnvFilter::try_new(&l.level).is_err();
+    if bad {
         errs.add(
             "log.level",
-            format!("{:?} is not a level or filter like \"info\"", l.level),
+            format!(
+                "{:?} is not a level (trace, debug, info, warn, error or off) nor a filter of \
+                 levels like \"info,sessiongate=debug\"",
+                l.level
+            ),
         );
     }
+}
+
+/// An admin listener that others can reach is an operator's decision, shown by a token: without
+/// `admin.token_env`, whoever reaches it reads `/metrics`, while the admin API stays off.
+pub(super) fn admin_exposure(server: &ServerConfig, admin: &RawAdmin, errs: &mut Errors) {
+    let Some(addr) = server.admin_listen else {
+        return;
+    };
+    if addr.ip().to_canonical().is_loopback() || admin.token_env.is_some() {
+        return;
+    }
+    errs.add(
+        "server.admin_listen",
+        format!(
+            "{addr} is not a loopback address and admin.token_env is not set: /metrics, /healthz \
+             and /readyz would answer anyone who reaches it, and the admin API would be off. \
+             Listen on 127.0.0.1, or set admin.token_env (the admin API then needs that token; \
+             /healthz, /readyz and /metrics never need one)"
+        ),
+    );
 }
 
 #[cfg(test)]

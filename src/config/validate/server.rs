@@ -1,8 +1,17 @@
-//! `[server]`: the listeners, the public origin and the connection limits.
+//! `[server]`: the listeners, the public origin, the trusted proxies, HSTS and the connection
+//! limits.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
 
 use super::{Errors, check_duration, parse_addr, parse_origin};
 use crate::config::raw::RawServer;
-use crate::config::{PublicOrigin, ServerConfig};
+use crate::config::{Hsts, PublicOrigin, ServerConfig};
+
+/// hstspreload.org's least `max-age`: one year.
+const PRELOAD_MIN_AGE: Duration = Duration::from_secs(31_536_000);
 
 /// Upper bound of the connection limits: far above what file descriptors allow, and within
 /// what a semaphore holds.
@@ -14,6 +23,16 @@ pub(super) fn validate(s: &RawServer, errs: &mut Errors) -> Option<ServerConfig>
     let redirect_listen = parse_addr(errs, "server.redirect_listen", &s.redirect_listen, true);
     let admin_listen = parse_addr(errs, "server.admin_listen", &s.admin_listen, true);
     let origin = parse_origin(errs, "server.public_origin", &s.public_origin);
+    distinct_ports(
+        errs,
+        &[
+            ("server.listen", listen),
+            ("server.redirect_listen", redirect_listen),
+            ("server.admin_listen", admin_listen),
+        ],
+    );
+    let trusted_proxies = trusted_proxies(errs, &s.trusted_proxies);
+    let hsts = hsts(errs, s);
     for (key, d) in [
         ("server.handshake_timeout", s.handshake_timeout),
         ("server.header_read_timeout", s.header_read_timeout),
@@ -54,8 +73,9 @@ pub(super) fn validate(s: &RawServer, errs: &mut Errors) -> Option<ServerConfig>
         redirect_listen,
         admin_listen,
         public_origin: PublicOrigin { origin: origin? },
-        trusted_proxies: s.trusted_proxies.clone(),
+        trusted_proxies,
         proxy_protocol: s.proxy_protocol,
+        pid_file: (!s.pid_file.is_empty()).then(|| std::path::PathBuf::from(&s.pid_file)),
         handshake_timeout: s.handshake_timeout,
         header_read_timeout: s.header_read_timeout,
         http2_idle_timeout: s.http2_idle_timeout,
@@ -69,7 +89,101 @@ pub(super) fn validate(s: &RawServer, errs: &mut Errors) -> Option<ServerConfig>
         } else {
             s.workers
         },
+        hsts,
     })
+}
+
+/// Two listeners cannot share a port on addresses that overlap (the same address, or one of
+/// them every address); the kernel chooses port 0, so it never clashes.
+fn distinct_ports(errs: &mut Errors, listeners: &[(&str, Option<SocketAddr>)]) {
+    for (i, (key, a)) in listeners.iter().enumerate() {
+        let Some(a) = a.filter(|a| a.port() != 0) else {
+            continue;
+        };
+        let clash = listeners[..i].iter().find_map(|(other, b)| {
+            let b = b.filter(|b| b.port() == a.port())?;
+            overlap(a.ip(), b.ip()).then_some((other, b))
+        });
+        if let Some((other, b)) = clash {
+            errs.add(
+                *key,
+                format!(
+                    "{a} is on the port of {other} ({b}): each listener needs a port of its own"
+                ),
+            );
+        }
+    }
+}
+
+fn overlap(a: IpAddr, b: IpAddr) -> bool {
+    a.is_unspecified() || b.is_unspecified() || a.to_canonical() == b.to_canonical()
+}
+
+/// `server.trusted_proxies`: IP addresses (one host) or CIDR blocks.
+fn trusted_proxies(errs: &mut Errors, written: &[String]) -> Vec<IpNet> {
+    let mut nets = Vec::new();
+    for (i, p) in written.iter().enumerate() {
+        let key = format!("server.trusted_proxies[{i}]");
+        let net = match (p.parse::<IpNet>(), p.parse::<IpAddr>()) {
+            (Ok(net), _) => net.trunc(),
+            (_, Ok(ip)) => IpNet::from(ip),
+            _ => {
+                errs.add(
+                    key,
+                    format!(
+                        "{p:?} is not an IP address or CIDR block, like \"10.0.0.7\", \
+                         \"10.0.0.0/8\" or \"2001:db8::/32\""
+                    ),
+                );
+                continue;
+            }
+        };
+        if net.prefix_len() == 0 {
+            errs.warn(
+                key,
+                format!(
+                    "{p:?} trusts every address: any client can set X-Forwarded-For and pick \
+                     the address the gateway sees (login throttle, session anomalies, logs)"
+                ),
+            );
+        }
+        nets.push(net);
+    }
+    nets
+}
+
+/// `server.hsts_*`. Preloading is refused on terms the preload list would refuse it on.
+fn hsts(errs: &mut Errors, s: &RawServer) -> Hsts {
+    if s.hsts_preload {
+        if s.hsts_max_age < PRELOAD_MIN_AGE {
+            errs.add(
+                "server.hsts_max_age",
+                format!(
+                    "must be at least 365d with server.hsts_preload = true (it is {}): the \
+                     preload list refuses shorter ones",
+                    humantime::format_duration(s.hsts_max_age)
+                ),
+            );
+        }
+        if !s.hsts_include_subdomains {
+            errs.add(
+                "server.hsts_include_subdomains",
+                "must be true with server.hsts_preload = true: the preload list covers every \
+                 subdomain",
+            );
+        }
+    }
+    if s.hsts_max_age.as_secs() == 0 {
+        errs.warn(
+            "server.hsts_max_age",
+            "0 turns HSTS off: browsers forget that this host is HTTPS-only",
+        );
+    }
+    Hsts {
+        max_age: s.hsts_max_age,
+        include_subdomains: s.hsts_include_subdomains,
+        preload: s.hsts_preload,
+    }
 }
 
 #[cfg(test)]

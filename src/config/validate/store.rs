@@ -1,9 +1,10 @@
 //! `[store]`: the embedded memory store, or Redis (one node or a cluster), whose password comes
-//! from the environment and never from the URL.
+//! from the environment and never from the URL, with an ACL user name and, for `rediss://`, the
+//! CA that signed Redis's certificate.
 
 use std::time::Duration;
 
-use super::Errors;
+use super::{Errors, tls_files};
 use crate::config::raw::{RawStore, StoreKind};
 use crate::config::{RedisConfig, Secret, Source, StoreConfig};
 
@@ -13,6 +14,8 @@ pub(super) fn validate(s: &RawStore, source: &dyn Source, errs: &mut Errors) -> 
             (s.url.is_some(), "store.url"),
             (!s.cluster_nodes.is_empty(), "store.cluster_nodes"),
             (s.password_env.is_some(), "store.password_env"),
+            (s.username.is_some(), "store.username"),
+            (s.ca_file.is_some(), "store.ca_file"),
         ] {
             if set {
                 errs.add(key, "only applies to store.kind = \"redis\"");
@@ -33,12 +36,16 @@ pub(super) fn validate(s: &RawStore, source: &dyn Source, errs: &mut Errors) -> 
             }
         },
     };
-    let url = nodes(s, password.as_deref(), errs);
+    let username = username(s, errs);
+    let url = nodes(s, username.as_deref(), password.as_deref(), errs);
+    let ca_pem = ca(s, source, errs);
     limits(s, errs);
     StoreConfig::Redis(RedisConfig {
         url,
         cluster_nodes: s.cluster_nodes.clone(),
         password: password.map(|p| Secret::new(p.into_bytes())),
+        username,
+        ca_pem,
         pool_size: s.pool_size,
         connect_timeout: s.connect_timeout,
         command_timeout: s.command_timeout,
@@ -46,8 +53,52 @@ pub(super) fn validate(s: &RawStore, source: &dyn Source, errs: &mut Errors) -> 
     })
 }
 
-/// `store.url` xor `store.cluster_nodes`; the single-node URL with the password inserted.
-fn nodes(s: &RawStore, password: Option<&str>, errs: &mut Errors) -> Option<Secret> {
+/// `store.username`: an ACL user, which authenticates with `store.password_env`'s password.
+fn username(s: &RawStore, errs: &mut Errors) -> Option<String> {
+    let u = s.username.as_ref()?;
+    let ok = !u.is_empty()
+        && u.len() <= 128
+        && u.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        errs.add(
+            "store.username",
+            "must be 1 to 128 letters, digits, '-', '_' or '.'",
+        );
+        return None;
+    }
+    if s.password_env.is_none() {
+        errs.add(
+            "store.username",
+            "needs store.password_env: an ACL user authenticates with a password",
+        );
+        return None;
+    }
+    Some(u.clone())
+}
+
+/// `store.ca_file`, for `rediss://` nodes only (a plain connection would not use it).
+fn ca(s: &RawStore, source: &dyn Source, errs: &mut Errors) -> Option<Vec<u8>> {
+    let path = s.ca_file.as_deref()?;
+    let mut urls = s.url.iter().chain(&s.cluster_nodes);
+    if !urls.all(|u| url::Url::parse(u).is_ok_and(|p| p.scheme() == "rediss")) {
+        errs.add(
+            "store.ca_file",
+            "only applies to rediss:// URLs (Redis over TLS): use rediss:// in store.url or store.cluster_nodes",
+        );
+        return None;
+    }
+    tls_files::ca_pem(source, errs, "store.ca_file", path)
+}
+
+/// `store.url` xor `store.cluster_nodes`; the single-node URL with the user and password
+/// inserted.
+fn nodes(
+    s: &RawStore,
+    username: Option<&str>,
+    password: Option<&str>,
+    errs: &mut Errors,
+) -> Option<Secret> {
     match (&s.url, s.cluster_nodes.is_empty()) {
         (Some(_), false) => errs.add(
             "store.cluster_nodes",
@@ -59,6 +110,16 @@ fn nodes(s: &RawStore, password: Option<&str>, errs: &mut Errors) -> Option<Secr
         ),
         (Some(u), true) => {
             let mut p = redis_url(errs, "store.url", u)?;
+            if let Some(user) = username {
+                if !p.username().is_empty() {
+                    errs.add(
+                        "store.username",
+                        "store.url names a user too: keep one of them",
+                    );
+                    return None;
+                }
+                let _ = p.set_username(user);
+            }
             if let Some(pw) = password {
                 let _ = p.set_password(Some(pw));
             }
@@ -78,6 +139,10 @@ fn redis_url(errs: &mut Errors, key: &str, u: &str) -> Option<url::Url> {
         Ok(p) if (p.scheme() == "redis" || p.scheme() == "rediss") && p.host_str().is_some() => {
             if p.password().is_some() {
                 errs.add(key, "must not contain a password; name its environment variable in store.password_env");
+                return None;
+            }
+            if p.fragment().is_some() {
+                errs.add(key, "must not have a #fragment (#insecure would turn certificate verification off; it is not supported)");
                 return None;
             }
             Some(p)

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::util::bin;
+use super::util::{bin, wait_output_within};
 
 /// The host name of the gateway's public origin in tests: the test certificate's name, the SNI
 /// every client sends, and the name the clients resolve to the gateway's bound address.
@@ -64,6 +64,8 @@ pub struct GatewayConfig {
     pub routes: Vec<Route>,
     /// `(name, url)` upstreams after the `app` upstream.
     pub extra_upstreams: Vec<(String, String)>,
+    /// `(name, TOML lines)` written into the table of that extra upstream, after its `url`.
+    pub upstream_keys: Vec<(String, String)>,
     /// Overrides `server.public_origin` (default [`DEFAULT_PUBLIC_ORIGIN`]).
     pub public_origin: Option<String>,
     /// Appended verbatim at the end of the file.
@@ -92,6 +94,7 @@ impl Default for GatewayConfig {
             url_tokens_action: "redirect".into(),
             routes: vec![Route::public("/public/")],
             extra_upstreams: vec![],
+            upstream_keys: vec![],
             public_origin: None,
             extra_toml: String::new(),
             env: vec![],
@@ -138,6 +141,11 @@ impl GatewayConfig {
         self.extra_upstreams.push((name.into(), url.into()));
         self
     }
+    /// An upstream after `app` with more keys in its table (`ca_file = "…"` lines).
+    pub fn upstream_with(mut self, name: &str, url: &str, keys: &str) -> Self {
+        self.upstream_keys.push((name.into(), keys.into()));
+        self.upstream(name, url)
+    }
     pub fn public_origin(mut self, v: &str) -> Self {
         self.public_origin = Some(v.into());
         self
@@ -174,6 +182,9 @@ impl GatewayConfig {
         .unwrap();
         for (name, url) in &self.extra_upstreams {
             writeln!(s, "\n[[upstream]]\nname = \"{name}\"\nurl = \"{url}\"").unwrap();
+            for (_, keys) in self.upstream_keys.iter().filter(|(n, _)| n == name) {
+                writeln!(s, "{}", keys.trim_end()).unwrap();
+            }
         }
         for r in &self.routes {
             writeln!(s, "\n[[route]]\npath_prefix = \"{}\"", r.path_prefix).unwrap();
@@ -348,6 +359,59 @@ pub fn check_config_env(config_path: &Path, env: &[(&str, &str)]) -> (bool, Stri
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// Write `dir/gateway.toml` rendered from `cfg`, with a real certificate and users file beside
+/// it and an upstream that nothing listens on (for configurations that must not start).
+pub fn write_gateway_toml(dir: &Path, cfg: &GatewayConfig) -> PathBuf {
+    let pki = super::pki::Pki::generate(dir);
+    let users = dir.join("users.toml");
+    std::fs::write(&users, super::users::users_toml()).unwrap();
+    let params = RenderParams {
+        https: LOOPBACK_ANY_PORT,
+        http: LOOPBACK_ANY_PORT,
+        admin: LOOPBACK_ANY_PORT,
+        cert: pki.cert_path.clone(),
+        key: pki.key_path.clone(),
+        upstream_url: format!("http://127.0.0.1:{}", super::util::free_port()),
+        users_file: users,
+        audit_file: dir.join("audit.log"),
+    };
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, cfg.render(&params)).unwrap();
+    path
+}
+
+/// Run `sessiongate run --config <file>` with these secrets and extra environment, expecting it
+/// to refuse to start: whether it exited with an error (a start that does not end within 20 s
+/// panics), and everything it printed.
+pub fn run_refused(
+    config_path: &Path,
+    access: &str,
+    refresh: &str,
+    env: &[(&str, &str)],
+) -> (bool, String) {
+    let mut cmd = Command::new(bin());
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config_path)
+        .env_remove("RUST_LOG")
+        .env("SG_TEST_ACCESS_SECRET", access)
+        .env("SG_TEST_REFRESH_SECRET", refresh)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("run sessiongate run");
+    let out = wait_output_within(child, std::time::Duration::from_secs(20), "sessiongate run");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (!out.status.success(), text)
 }
 
 #[cfg(test)]

@@ -124,16 +124,38 @@ pub fn raise_fd_limit(want: u64) -> u64 {
     lim.rlim_cur
 }
 
+/// An HPACK string literal without Huffman coding: its length as a 7-bit-prefix integer
+/// (RFC 7541 §5.1, so values of 127 bytes and more — a cookie with a JWT — are encoded right),
+/// then the bytes.
+fn hpack_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut n = bytes.len();
+    if n < 127 {
+        out.push(n as u8);
+    } else {
+        out.push(127);
+        n -= 127;
+        while n >= 128 {
+            out.push((n % 128) as u8 | 0x80);
+            n /= 128;
+        }
+        out.push(n as u8);
+    }
+    out.extend_from_slice(bytes);
+}
+
 /// HTTP/2 frame types used here (RFC 9113 §6).
 pub mod frame {
     pub const DATA: u8 = 0;
     pub const HEADERS: u8 = 1;
+    pub const RST_STREAM: u8 = 3;
     pub const SETTINGS: u8 = 4;
     pub const PING: u8 = 6;
     pub const GOAWAY: u8 = 7;
     pub const END_STREAM: u8 = 0x1;
     pub const ACK: u8 = 0x1;
     pub const END_HEADERS: u8 = 0x4;
+    /// RST_STREAM error code CANCEL (RFC 9113 §7): the client no longer wants the stream.
+    pub const CANCEL: u32 = 0x8;
 }
 
 #[derive(Debug, Clone)]
@@ -208,10 +230,8 @@ impl H2 {
         let mut b = Vec::new();
         let mut lit = |name: &str, value: &str| {
             b.push(0x00); // literal without indexing, new name
-            b.push(name.len() as u8);
-            b.extend_from_slice(name.as_bytes());
-            b.push(value.len() as u8);
-            b.extend_from_slice(value.as_bytes());
+            hpack_string(&mut b, name.as_bytes());
+            hpack_string(&mut b, value.as_bytes());
         };
         lit(":method", method);
         lit(":scheme", "https");
@@ -341,5 +361,23 @@ impl H2 {
         out.closed_after = Some(start.elapsed());
         out.goaway = self.goaway;
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hpack_string;
+
+    #[test]
+    fn hpack_string_lengths_use_the_7_bit_prefix_integer() {
+        let enc = |n: usize| {
+            let mut out = Vec::new();
+            hpack_string(&mut out, &vec![b'x'; n]);
+            out[..out.len() - n].to_vec()
+        };
+        assert_eq!(enc(5), vec![5]);
+        assert_eq!(enc(126), vec![126]);
+        assert_eq!(enc(127), vec![0x7f, 0x00]);
+        assert_eq!(enc(300), vec![0x7f, 0xad, 0x01]);
     }
 }

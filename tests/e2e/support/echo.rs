@@ -11,6 +11,17 @@ pub struct Echo {
     pub query: String,
     pub headers: BTreeMap<String, Vec<String>>,
     pub body: String,
+    /// What a TLS upstream saw of the connection (absent from a plain one).
+    #[serde(default)]
+    pub tls: Option<EchoTls>,
+}
+
+/// A TLS upstream's view of the handshake: the SNI it received and the subject CN of the
+/// client certificate presented, if any.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct EchoTls {
+    pub sni: Option<String>,
+    pub client_cert: Option<String>,
 }
 
 impl Echo {

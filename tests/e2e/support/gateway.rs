@@ -327,24 +327,6 @@ impl Gateway {
         self.raw_tls = c.raw_tls;
     }
 
-    /// Write `config` to the gateway's config file, with the same certificate, users file,
-    /// audit log and upstream (and the listeners on port 0, as at start). The running process
-    /// reads it at its next start ([`Gateway::restart`], which also takes `config.env`).
-    pub fn rewrite_config(&mut self, config: GatewayConfig) {
-        let params = RenderParams {
-            https: LOOPBACK_ANY_PORT,
-            http: LOOPBACK_ANY_PORT,
-            admin: LOOPBACK_ANY_PORT,
-            cert: self.pki.cert_path.clone(),
-            key: self.pki.key_path.clone(),
-            upstream_url: self.upstream.url(),
-            users_file: self.dir.path().join("users.toml"),
-            audit_file: self.audit_log.clone(),
-        };
-        std::fs::write(&self.config_path, config.render(&params)).unwrap();
-        self.config = config;
-    }
-
     /// `GET /readyz` on the admin listener: its status, or `None` when it does not answer.
     pub async fn readyz(&self) -> Option<u16> {
         self.plain

@@ -14,6 +14,26 @@ impl Gateway {
     pub fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.stderr_log).unwrap_or_default()).into_owned()
     }
+    /// [`Gateway::stderr_text`] without terminal colour codes, as an operator's log viewer
+    /// shows it.
+    pub fn stderr_plain(&self) -> String {
+        let text = self.stderr_text();
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // CSI: ESC '[' parameters, up to the final letter.
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
     pub fn audit_text(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.audit_log).unwrap_or_default()).into_owned()
     }

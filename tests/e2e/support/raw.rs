@@ -165,3 +165,44 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// How long [`read_responses`] waits for more from a connection that stays open.
+pub const RAW_IDLE: Duration = Duration::from_secs(3);
+
+impl Gateway {
+    /// Write `pieces` over one TLS connection (ALPN http/1.1), each flushed as its own TLS
+    /// record, then read every response until the gateway closes the connection (or says
+    /// nothing more for [`RAW_IDLE`]). A write the gateway no longer reads is not an error.
+    pub async fn raw_exchange(&self, pieces: &[&[u8]]) -> Vec<RawResponse> {
+        let mut s = self.raw_connect().await;
+        for p in pieces {
+            if s.write_all(p).await.is_err() || s.flush().await.is_err() {
+                break;
+            }
+        }
+        read_responses(&mut s, RAW_IDLE).await
+    }
+
+    /// [`Gateway::raw_exchange`] with every byte in a TLS record of its own, so that each
+    /// read of the gateway's may end at any byte of a head or a body.
+    pub async fn raw_exchange_bytewise(&self, bytes: &[u8]) -> Vec<RawResponse> {
+        let pieces: Vec<&[u8]> = bytes.chunks(1).collect();
+        self.raw_exchange(&pieces).await
+    }
+}
+
+/// Every response on `s`, in order, until it closes, sends something that is not a response,
+/// or is silent for `idle`. Informational responses (`100 Continue`) are included.
+pub async fn read_responses<S: AsyncRead + Unpin>(s: &mut S, idle: Duration) -> Vec<RawResponse> {
+    let mut out = Vec::new();
+    while let Ok(Ok(r)) = tokio::time::timeout(idle, read_response(s, true)).await {
+        let close = r
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        out.push(r);
+        if close {
+            break;
+        }
+    }
+    out
+}

@@ -391,3 +391,168 @@ impl Drop for RedisCluster {
         }
     }
 }
+
+/// The ACL user a TLS Redis gives the gateway, and its password.
+pub const REDIS_ACL_USER: &str = "gateway";
+pub const REDIS_ACL_PASSWORD: &str = "gateway-acl-password-3f9c";
+const REDIS_ADMIN_PASSWORD: &str = "admin-acl-password-81d2";
+
+/// A `redis-server` that speaks TLS on `tls_port` (a certificate for `127.0.0.1` and
+/// `localhost` from its own CA, written to `ca_path`) and plain on `plain_port` for the test's
+/// own inspection. ACL: [`REDIS_ACL_USER`] may touch the store's keys and channels (`sg:*`)
+/// only; the `default` user needs a password nobody else knows, so a client that does not
+/// authenticate as the ACL user gets nowhere. Killed on drop.
+pub struct RedisTls {
+    pub plain_port: u16,
+    pub tls_port: u16,
+    /// The CA of the server's certificate, for `store.ca_file`.
+    pub ca_path: PathBuf,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisTls {
+    pub async fn start() -> RedisTls {
+        tokio::task::spawn_blocking(RedisTls::start_blocking)
+            .await
+            .expect("redis tls start task")
+    }
+
+    fn start_blocking() -> RedisTls {
+        let dir = tempfile::Builder::new()
+            .prefix("sessiongate-redis-tls-")
+            .tempdir()
+            .expect("tempdir");
+        let ca = super::pki::TestCa::new(dir.path(), "redis");
+        let leaf = ca.server("redis", &["127.0.0.1", "localhost"]);
+        let d = dir.path().display().to_string();
+        let mut attempt = 0;
+        let (plain_port, tls_port, child) = loop {
+            attempt += 1;
+            let (plain, tls) = (free_port(), free_port());
+            let args: Vec<String> = [
+                "--port",
+                &plain.to_string(),
+                "--tls-port",
+                &tls.to_string(),
+                "--tls-cert-file",
+                &leaf.cert.display().to_string(),
+                "--tls-key-file",
+                &leaf.key.display().to_string(),
+                "--tls-ca-cert-file",
+                &ca.path.display().to_string(),
+                "--tls-auth-clients",
+                "no",
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                &d,
+                "--logfile",
+                &format!("{d}/redis.log"),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            match start_redis_process(&args, plain, &dir.path().join("redis.log")) {
+                Ok(c) => break (plain, tls, c),
+                Err(RedisStartError::PortTaken(_)) if attempt < 3 => continue,
+                Err(RedisStartError::PortTaken(r) | RedisStartError::Failed(r)) => {
+                    panic!("redis-server --tls-port: {r}")
+                }
+            }
+        };
+        let (gateway_pw, admin_pw) = (
+            format!(">{REDIS_ACL_PASSWORD}"),
+            format!(">{REDIS_ADMIN_PASSWORD}"),
+        );
+        for acl in [
+            vec![
+                "ACL",
+                "SETUSER",
+                REDIS_ACL_USER,
+                "on",
+                gateway_pw.as_str(),
+                "~sg:*",
+                "&sg:*",
+                "+@all",
+            ],
+            vec![
+                "ACL",
+                "SETUSER",
+                "admin",
+                "on",
+                admin_pw.as_str(),
+                "~*",
+                "&*",
+                "+@all",
+            ],
+            // Last: from here on, only a client that authenticates gets in.
+            vec![
+                "ACL",
+                "SETUSER",
+                "default",
+                "on",
+                "resetpass",
+                ">nobody-knows-this-9a1e",
+            ],
+        ] {
+            let out = String::from_utf8_lossy(&redis_cli(plain_port, &acl)).into_owned();
+            assert_eq!(out.trim(), "OK", "{acl:?}: {out}");
+        }
+        RedisTls {
+            plain_port,
+            tls_port,
+            ca_path: ca.path.clone(),
+            dir,
+            child: Some(child),
+        }
+    }
+
+    /// `rediss://127.0.0.1:<tls_port>/0`
+    pub fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/0", self.tls_port)
+    }
+
+    /// `redis-cli --raw <args>` on the plain port, as the admin user.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut all = vec![
+            "--user",
+            "admin",
+            "--pass",
+            REDIS_ADMIN_PASSWORD,
+            "--no-auth-warning",
+        ];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&redis_cli(self.plain_port, &all)).into_owned()
+    }
+
+    /// Every key (`--scan`), sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut k: Vec<String> = self
+            .cli(&["--scan"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        k.sort();
+        k
+    }
+
+    /// The server's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RedisTls {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

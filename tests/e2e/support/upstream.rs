@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -15,11 +16,41 @@ pub struct Upstream {
     pub addr: SocketAddr,
 }
 
+/// How a TLS upstream serves: its certificate and key, and the CA whose client certificates
+/// it requires (mutual TLS), if any.
+pub struct UpstreamTlsFiles<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub client_ca: Option<&'a Path>,
+}
+
 impl Upstream {
     pub fn start() -> Upstream {
+        Upstream::spawn(&[])
+    }
+
+    /// An upstream that serves HTTPS only (`tests/upstream.py --tls-cert …`); its echo names
+    /// the SNI it received and the client certificate's CN.
+    pub fn start_tls(tls: &UpstreamTlsFiles) -> Upstream {
+        let mut args = vec![
+            "--tls-cert".to_string(),
+            tls.cert.display().to_string(),
+            "--tls-key".to_string(),
+            tls.key.display().to_string(),
+        ];
+        if let Some(ca) = tls.client_ca {
+            args.push("--tls-client-ca".to_string());
+            args.push(ca.display().to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Upstream::spawn(&args)
+    }
+
+    fn spawn(extra: &[&str]) -> Upstream {
         let mut child = Command::new("python3")
             .arg(upstream_script())
             .args(["--port", "0", "--journal-stdout"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -50,6 +81,12 @@ impl Upstream {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `https://<host>:<port>` of a TLS upstream (`host` resolved by the gateway: `localhost`
+    /// or `127.0.0.1`).
+    pub fn https_url(&self, host: &str) -> String {
+        format!("https://{host}:{}", self.addr.port())
     }
 }
 
@@ -87,6 +124,27 @@ impl Gateway {
                 .all(|e| !e.path.contains(needle) && !e.query.contains(needle)),
             "upstream saw {needle:?}: {j:?}"
         );
+    }
+
+    /// Wait until the upstream's end of the WebSocket at `path` has closed; how it saw the
+    /// close (`"eof"`, `"close-frame"`, `"error"`), or `None` if it still had not after
+    /// `within`.
+    pub async fn upstream_ws_closed(&self, path: &str, within: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let closed = self
+                .journal()
+                .await
+                .into_iter()
+                .find(|e| e.method == "WS-CLOSED" && e.path == path);
+            if let Some(e) = closed {
+                return Some(e.query);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn journal_len(&self) -> usize {
