@@ -1,8 +1,10 @@
 //! Criterion micro-benchmarks of the hot path: what every request with a valid session cookie
 //! pays before it is forwarded. Measures token verification, cookie scanning, path
-//! normalisation, and the whole pre-forward pipeline (`pipeline::decide`) on a built request
-//! with no I/O — the valid-cookie path must do no store round trip and no blocking work, so
-//! its cost is pure CPU and shows here.
+//! normalisation, the user agent (its normalisation, and the device classification that a
+//! request pays only when its user agent is not memoised), and the whole pre-forward pipeline
+//! (`pipeline::decide`) on a built request with no I/O, with a session bound to no fingerprint
+//! and with one bound to the client's network and device — the valid-cookie path must do no
+//! store round trip and no blocking work, so its cost is pure CPU and shows here.
 //!
 //! Run: `cargo bench --bench hot_path`.
 
@@ -16,6 +18,10 @@ use sessiongate::pipeline::{self, Decision};
 use sessiongate::runtime::{ConnCtx, Runtime};
 use sessiongate::sessions::AccessLifetime;
 use sessiongate::web::path as route;
+use sessiongate::web::user_agent::UserAgent;
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+const EDGE_ANDROID: &str = "Mozilla/5.0 (Linux; Android 10; HD1913) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36 EdgA/126.0.2592.80";
 
 fn runtime() -> Runtime {
     sessiongate::runtime::testing::runtime(
@@ -77,7 +83,30 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    let mut ua_headers = HeaderMap::new();
+    ua_headers.insert(http::header::USER_AGENT, HeaderValue::from_static(FIREFOX));
+    c.bench_function("user_agent_normalise", |b| {
+        b.iter(|| {
+            UserAgent::from_headers(std::hint::black_box(&ua_headers))
+                .as_str()
+                .len()
+        })
+    });
+    // What a request pays when its user agent is not in the thread's memo (then the keyed
+    // hash of this text, about as much again): the one-pass classification.
+    for (name, ua) in [
+        ("user_agent_device_firefox", FIREFOX),
+        ("user_agent_device_edge_android", EDGE_ANDROID),
+        ("user_agent_device_curl", "curl/8.5.0"),
+    ] {
+        let ua = UserAgent::from_bytes(ua.as_bytes());
+        c.bench_function(name, |b| {
+            b.iter(|| std::hint::black_box(&ua).device().fingerprint_input())
+        });
+    }
+
     let tokio_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .expect("runtime");
     let conn = ConnCtx {
@@ -96,6 +125,37 @@ fn benches(c: &mut Criterion) {
                 )
                 .header("accept", "application/json")
                 .header("cookie", cookie_header.as_str())
+                .body(())
+                .expect("request");
+            let d = tokio_rt.block_on(pipeline::decide(&rt, &conn, &mut req));
+            assert!(matches!(d, Decision::Forward(_)));
+            req
+        })
+    });
+
+    // A session as a login binds it: to the client's network and to its user agent's device
+    // (the anomaly stage compares both, from the thread's memo after the first request).
+    let bound = tokio_rt
+        .block_on(rt.sessions.start(
+            "alice",
+            &["admin".into(), "dev".into()],
+            conn.peer.ip(),
+            &UserAgent::from_bytes(FIREFOX.as_bytes()),
+        ))
+        .expect("bench session");
+    let bound_cookie = format!(
+        "theme=dark; {}={}; _ga=GA1.2.3456; lang=en",
+        rt.sessions.cookies().access,
+        bound.access
+    );
+    c.bench_function("pipeline_valid_cookie_bound", |b| {
+        b.iter(|| {
+            let mut req = Request::builder()
+                .uri("/app/api/v1/items/42?page=2")
+                .header("host", "localhost:8443")
+                .header("user-agent", FIREFOX)
+                .header("accept", "application/json")
+                .header("cookie", bound_cookie.as_str())
                 .body(())
                 .expect("request");
             let d = tokio_rt.block_on(pipeline::decide(&rt, &conn, &mut req));

@@ -63,7 +63,9 @@ fn main() {
                 rotated_at_ms: now * 1000,
                 prev_open: false,
                 ip: format!("203.0.113.{}", i % 250),
-                device: sessiongate::store::device::label(&ua),
+                device: sessiongate::web::user_agent::UserAgent::from_bytes(ua.as_bytes())
+                    .device()
+                    .label(),
                 user_agent: ua,
             };
             store.create(rec).await.expect("memory store never fails");

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub revocation_feed_synced: Gauge,
     pub anomalies: Family<Anomaly, Counter>,
     pub logins: Family<Outcome, Counter>,
+    /// Login-throttle entries held after the last sweep, and entries swept since start.
+    pub throttle_keys: prometheus_client::metrics::gauge::Gauge,
+    pub throttle_swept: Counter,
     /// Configuration reloads by outcome (`ok`, `failed`).
     pub reloads: Family<Outcome, Counter>,
     pub store_seconds: Family<Op, Histogram>,
@@ -69,6 +72,18 @@ impl Metrics {
         let anomalies = Family::<Anomaly, Counter>::default();
         let logins = Family::<Outcome, Counter>::default();
         let reloads = Family::<Outcome, Counter>::default();
+        let throttle_keys = prometheus_client::metrics::gauge::Gauge::default();
+        let throttle_swept = Counter::default();
+        registry.register(
+            "login_throttle_keys",
+            "Login-throttle entries (address, account and network, account) after the last sweep",
+            throttle_keys.clone(),
+        );
+        registry.register(
+            "login_throttle_swept",
+            "Login-throttle entries removed by the sweeper once their failure window passed",
+            throttle_swept.clone(),
+        );
         let store_seconds =
             Family::<Op, Histogram>::new_with_constructor(latency as fn() -> Histogram);
         let upstream_seconds = latency();
@@ -170,6 +185,8 @@ impl Metrics {
             anomalies,
             logins,
             reloads,
+            throttle_keys,
+            throttle_swept,
             store_seconds,
             upstream_seconds,
         }

@@ -27,6 +27,7 @@ button:focus{outline:3px solid #1e3a8a;outline-offset:2px}\
 .error{background:#fde8e8;color:#8a1c1c;padding:.6rem;border-radius:4px}\
 table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{text-align:left;padding:.4rem;border-bottom:1px solid #ddd}\
 td button{margin:0;padding:.3rem .6rem;width:auto}\
+.ua{display:block;color:#555;font-size:.8rem;overflow-wrap:anywhere}\
 .visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}";
 
 fn page(title: &str, body: &str) -> String {

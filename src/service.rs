@@ -89,6 +89,6 @@ async fn forward(rt: &Arc<Runtime>, f: Forward, mut req: Request<Incoming>) -> R
     rt.metrics
         .upstream_seconds
         .observe(started.elapsed().as_secs_f64());
-    upstream_login::on_response(rt, &ctx, ua.as_deref(), &mut resp, set_cookies).await;
+    upstream_login::on_response(rt, &ctx, ua.as_ref(), &mut resp, set_cookies).await;
     resp
 }

@@ -43,13 +43,17 @@ pub struct AccessClaims {
     /// Keyed fingerprint of the login network (anomaly detection).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipn: Option<String>,
-    /// Keyed fingerprint of the login user agent.
+    /// Keyed fingerprint of the user agent's exact text: what earlier releases compare (still
+    /// minted for them, during a rolling upgrade); ignored where `uad` is present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uah: Option<String>,
     /// The `kid` of the access key whose fingerprint key made `ipn` and `uah` (absent in
     /// tokens minted before key rings, and when nothing is bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fpk: Option<String>,
+    /// Keyed fingerprint of the login user agent's device: browser family, system and class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uad: Option<String>,
 }
 
 /// Claims of a refresh token. `jti` is the rotation counter the store checks.
@@ -69,6 +73,8 @@ pub struct RefreshClaims {
     pub uah: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fpk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uad: Option<String>,
 }
 
 /// When an access token is valid (Unix seconds): from `now` to `exp`, for a session that ends
@@ -84,10 +90,14 @@ pub struct AccessLifetime {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fingerprint {
     pub ipn: Option<String>,
+    /// The first version of the user-agent binding, the exact text: compared only in tokens of
+    /// earlier releases, which carry no `uad`.
     pub uah: Option<String>,
     /// The `kid` of the access key they were made under (`None`: a token from before key
     /// rings, whose fingerprints any key of the ring may have made).
     pub key: Option<String>,
+    /// The user agent's device (`web::user_agent::Device`).
+    pub uad: Option<String>,
 }
 
 impl AccessClaims {
@@ -96,6 +106,7 @@ impl AccessClaims {
             ipn: self.ipn.clone(),
             uah: self.uah.clone(),
             key: self.fpk.clone(),
+            uad: self.uad.clone(),
         }
     }
 }
@@ -106,6 +117,7 @@ impl RefreshClaims {
             ipn: self.ipn.clone(),
             uah: self.uah.clone(),
             key: self.fpk.clone(),
+            uad: self.uad.clone(),
         }
     }
 }
@@ -346,6 +358,7 @@ impl KeyRing {
             ipn: fp.ipn.clone(),
             uah: fp.uah.clone(),
             fpk: fp.key.clone(),
+            uad: fp.uad.clone(),
         };
         self.sign(&self.access.signing, &claims)
     }
@@ -371,6 +384,7 @@ impl KeyRing {
             ipn: fp.ipn.clone(),
             uah: fp.uah.clone(),
             fpk: fp.key.clone(),
+            uad: fp.uad.clone(),
         };
         self.sign(&self.refresh.signing, &claims)
     }
@@ -458,6 +472,7 @@ mod tests {
             ipn: None,
             uah: None,
             fpk: None,
+            uad: None,
         }
     }
 

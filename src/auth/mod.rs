@@ -28,6 +28,7 @@ use crate::refusal::{self, Refusal};
 use crate::runtime::Runtime;
 use crate::sessions::{Ending, Identity};
 use crate::web::headers::{self, wants_html};
+use crate::web::user_agent::UserAgent;
 
 const MAX_BODY: usize = 16 * 1024;
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,8 +45,8 @@ pub async fn handle(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx)
 async fn route(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) -> Answer {
     csrf::check_gateway(rt, ctx, &req)?;
     // Copied: the body of a login or refresh consumes the request.
-    let ua = headers::user_agent(req.headers()).to_owned();
-    let ua = ua.as_str();
+    let ua = UserAgent::from_headers(req.headers()).into_owned();
+    let ua = &ua;
     let method = req.method().clone();
     let path = ctx.path.as_str();
     if let Some(rest) = path.strip_prefix("/.auth/sessions/") {
@@ -142,7 +143,12 @@ struct LoginForm {
 }
 
 /// `POST /.auth/login`: the form or JSON body, throttled, then a new session.
-async fn login(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx, ua: &str) -> Answer {
+async fn login(
+    rt: &Arc<Runtime>,
+    req: Request<Incoming>,
+    ctx: &RequestCtx,
+    ua: &UserAgent<'_>,
+) -> Answer {
     if rt.cfg.login.mode == LoginMode::Upstream {
         return Err(Refusal::NotFound(Some(
             "sign-in is handled by the application",
@@ -182,7 +188,7 @@ async fn login(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx, ua: 
 async fn check_credentials(
     rt: &Runtime,
     ctx: &RequestCtx,
-    ua: &str,
+    ua: &UserAgent<'_>,
     form: &LoginForm,
     json: bool,
     target: &str,
@@ -228,7 +234,12 @@ struct RefreshBody {
 }
 
 /// `POST /.auth/refresh`: from the cookie, or a JSON body (API clients).
-async fn refresh(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx, ua: &str) -> Answer {
+async fn refresh(
+    rt: &Arc<Runtime>,
+    req: Request<Incoming>,
+    ctx: &RequestCtx,
+    ua: &UserAgent<'_>,
+) -> Answer {
     let from_body = is_json(req.headers());
     let token = if from_body {
         let raw = read_body(req).await?;
@@ -275,7 +286,7 @@ async fn refresh(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx, ua
 pub(crate) async fn presented(
     rt: &Runtime,
     ctx: &RequestCtx,
-    ua: &str,
+    ua: &UserAgent<'_>,
 ) -> Result<Option<(String, String)>, Refusal> {
     let g = &ctx.cookies.gateway;
     let access = ctx.bearer.as_deref().or(g.access.as_deref());
@@ -310,7 +321,12 @@ pub(crate) fn no_content() -> Response<Body> {
     r
 }
 
-async fn logout(rt: &Arc<Runtime>, req: &Request<Incoming>, ctx: &RequestCtx, ua: &str) -> Answer {
+async fn logout(
+    rt: &Arc<Runtime>,
+    req: &Request<Incoming>,
+    ctx: &RequestCtx,
+    ua: &UserAgent<'_>,
+) -> Answer {
     if let Some((user, sid)) = presented(rt, ctx, ua).await? {
         let why = Ending {
             event: "logout",
@@ -331,13 +347,13 @@ async fn logout(rt: &Arc<Runtime>, req: &Request<Incoming>, ctx: &RequestCtx, ua
 pub(crate) async fn require_session(
     rt: &Runtime,
     ctx: &RequestCtx,
-    ua: &str,
+    ua: &UserAgent<'_>,
 ) -> Result<(Arc<Identity>, Outgoing), Refusal> {
     let state: SessionState = session::authenticate(rt, ctx, ua).await;
     session::required(ctx, state)
 }
 
-async fn me(rt: &Arc<Runtime>, ctx: &RequestCtx, ua: &str) -> Answer {
+async fn me(rt: &Arc<Runtime>, ctx: &RequestCtx, ua: &UserAgent<'_>) -> Answer {
     let (id, set) = require_session(rt, &ctx.as_api_call(), ua).await?;
     let mut r = body::json(
         StatusCode::OK,
@@ -352,7 +368,7 @@ async fn me(rt: &Arc<Runtime>, ctx: &RequestCtx, ua: &str) -> Answer {
     Ok(r)
 }
 
-async fn csrf_token(rt: &Arc<Runtime>, ctx: &RequestCtx, ua: &str) -> Answer {
+async fn csrf_token(rt: &Arc<Runtime>, ctx: &RequestCtx, ua: &UserAgent<'_>) -> Answer {
     let (id, set) = require_session(rt, &ctx.as_api_call(), ua).await?;
     let token = csrf::mint_token(&rt.csrf_keys, &id.sid);
     let mut r = body::json(StatusCode::OK, &serde_json::json!({ "csrf_token": token }));

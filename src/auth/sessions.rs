@@ -1,5 +1,5 @@
-//! Self-service: a user sees their sessions (device, IP, created, last active, which one is
-//! this one) and ends any of them, or all of them.
+//! Self-service: a user sees their sessions (device, user agent, IP, created, last active,
+//! which one is this one) and ends any of them, or all of them.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -16,6 +16,7 @@ use crate::runtime::Runtime;
 use crate::sessions::{Ending, Identity};
 use crate::store::SessionRecord;
 use crate::web::headers::{wants_html, wants_json};
+use crate::web::user_agent::UserAgent;
 
 fn when(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
@@ -36,8 +37,9 @@ fn html_page(rt: &Runtime, list: &[SessionRecord], current_sid: &str) -> String 
                 )
             };
             format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
+                "<tr><td>{}<span class=\"ua\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
                 pages::escape(&r.device),
+                pages::escape(&r.user_agent),
                 pages::escape(&r.ip),
                 when(r.created),
                 when(r.last_seen)
@@ -53,7 +55,7 @@ type SessionsOf = (Arc<Identity>, Outgoing, Vec<SessionRecord>);
 async fn sessions_of(
     rt: &Runtime,
     ctx: &RequestCtx,
-    ua: &str,
+    ua: &UserAgent<'_>,
     html: bool,
 ) -> Result<SessionsOf, Refusal> {
     let (id, set) = require_session(rt, ctx, ua).await?;
@@ -70,7 +72,7 @@ pub async fn list<B>(
     rt: &Arc<Runtime>,
     req: &Request<B>,
     ctx: &RequestCtx,
-    ua: &str,
+    ua: &UserAgent<'_>,
 ) -> Result<Response<Body>, Refusal> {
     let (id, set, list) = sessions_of(rt, ctx, ua, ctx.navigation).await?;
     let mut r = if wants_json(req.headers()) {
@@ -87,7 +89,7 @@ pub async fn end_one<B>(
     rt: &Arc<Runtime>,
     req: &Request<B>,
     ctx: &RequestCtx,
-    ua: &str,
+    ua: &UserAgent<'_>,
     handle: &str,
     form: bool,
 ) -> Result<Response<Body>, Refusal> {
@@ -121,7 +123,7 @@ pub async fn logout_all<B>(
     rt: &Arc<Runtime>,
     req: &Request<B>,
     ctx: &RequestCtx,
-    ua: &str,
+    ua: &UserAgent<'_>,
 ) -> Result<Response<Body>, Refusal> {
     let Some((user, _)) = presented(rt, ctx, ua).await? else {
         return Ok(signed_out(rt, req.headers()));

@@ -167,9 +167,12 @@ impl<K: Eq + Hash + Clone> Counter<K> {
         }
     }
 
-    fn sweep(&self, now: u64, window: u64) {
+    /// Drop expired entries; how many went.
+    fn sweep(&self, now: u64, window: u64) -> usize {
+        let before = self.map.len();
         self.map
             .retain(|_, w| w.in_flight > 0 || !w.expired(now, window));
+        before.saturating_sub(self.map.len())
     }
 
     fn sweep_when_full(&self, now: u64, window: u64) {
@@ -345,14 +348,17 @@ impl Throttle {
     }
 
     /// Forget windows that are over (called every 15 s by the server's background task).
-    pub fn sweep(&self) {
-        self.sweep_at(now_unix());
+    /// Drop the entries whose window has passed: `(removed, still held)`.
+    pub fn sweep(&self) -> (usize, usize) {
+        let removed = self.sweep_at(now_unix());
+        let held = self.ips.map.len() + self.user_nets.map.len() + self.users.map.len();
+        (removed, held)
     }
 
-    fn sweep_at(&self, now: u64) {
-        self.ips.sweep(now, self.window);
-        self.user_nets.sweep(now, self.window);
-        self.users.sweep(now, self.window);
+    fn sweep_at(&self, now: u64) -> usize {
+        self.ips.sweep(now, self.window)
+            + self.user_nets.sweep(now, self.window)
+            + self.users.sweep(now, self.window)
     }
 
     /// Keys held, per table (address, account and network, account).

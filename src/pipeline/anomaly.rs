@@ -8,8 +8,14 @@ use super::RequestCtx;
 use super::session::SessionState;
 use crate::runtime::Runtime;
 use crate::sessions::Verdict;
+use crate::web::user_agent::UserAgent;
 
-pub async fn check(rt: &Runtime, ctx: &RequestCtx, ua: &str, state: SessionState) -> SessionState {
+pub async fn check(
+    rt: &Runtime,
+    ctx: &RequestCtx,
+    ua: &UserAgent<'_>,
+    state: SessionState,
+) -> SessionState {
     let SessionState::Verified(id) = state else {
         return state;
     };

@@ -8,7 +8,8 @@
 //! sent), Host confusion (no `Host`, two of them, an absolute-form target or `:authority` that
 //! disagrees with `Host` — RFC 9112 §3.2), header names that some stacks fold into identity or
 //! forwarding headers (`X_Auth_User` and `X.Auth.User` become `HTTP_X_AUTH_USER` under CGI, as
-//! `X-Auth-User` does; see `web::headers::SpoofableHeaders`), and two `Authorization` headers.
+//! `X-Auth-User` does; see `web::headers::SpoofableHeaders`), and two `Authorization` or
+//! `User-Agent` headers.
 
 use http::{HeaderMap, Method, Request, Version, header};
 
@@ -52,6 +53,11 @@ pub fn ambiguity<B>(req: &Request<B>, spoofable: &SpoofableHeaders) -> Result<()
     }
     if count(h, &header::AUTHORIZATION) > 1 {
         return Err("repeated Authorization");
+    }
+    // One user agent: RFC 9110 §10.1.5 defines a single value, and it is what a session is
+    // bound to (`web::user_agent`); of two, the gateway and the app could each read another.
+    if count(h, &header::USER_AGENT) > 1 {
+        return Err("repeated User-Agent");
     }
     let hosts = count(h, &header::HOST);
     if hosts > 1 {
@@ -153,6 +159,21 @@ mod tests {
             .body(())
             .unwrap();
         assert!(ambiguity(&connect, &ids()).is_err());
+    }
+
+    #[test]
+    fn one_user_agent_or_none() {
+        let ua = |uas: &[&str]| {
+            let mut h = vec![("host", "a")];
+            h.extend(uas.iter().map(|v| ("user-agent", *v)));
+            ambiguity(&req(&h), &ids())
+        };
+        assert!(ua(&[]).is_ok());
+        assert!(ua(&["curl/8"]).is_ok());
+        assert!(ua(&[""]).is_ok());
+        assert_eq!(ua(&["curl/8", "curl/8"]), Err("repeated User-Agent"));
+        assert_eq!(ua(&["a", "b", "c"]), Err("repeated User-Agent"));
+        assert_eq!(ua(&["", ""]), Err("repeated User-Agent"));
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::cookies::{self, CookieScan, Outgoing};
 use crate::refusal::Refusal;
 use crate::runtime::{ConnCtx, Runtime};
 use crate::sessions::Identity;
+use crate::web::user_agent::UserAgent;
 use crate::web::{headers, path};
 
 /// Per-request facts, computed once by the early stages.
@@ -158,7 +159,7 @@ async fn stages<B>(
     // before anything is added (so `Connection: x-auth-user` cannot remove what inject sets).
     strip::apply(rt, conn, &ctx, req);
     // Session: verify the access token locally, or refresh (protected routes only).
-    let ua = headers::user_agent(req.headers());
+    let ua = &UserAgent::from_headers(req.headers());
     let refresh = !route.public && origin == csrf::Origin::Proven;
     let state = session::check(rt, &ctx, ua, refresh).await;
     // Anomaly: a verified token used from another network or browser.

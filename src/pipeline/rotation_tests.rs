@@ -167,7 +167,7 @@ impl Pair {
 async fn login(s: &Setup) -> Pair {
     let t =
         s.rt.sessions
-            .start("alice", &["dev".into()], ip(), "")
+            .start("alice", &["dev".into()], ip(), &UserAgent::from_bytes(b""))
             .await;
     Pair::of(&t.unwrap_or_else(|e| panic!("{e}")))
 }
@@ -247,7 +247,10 @@ async fn record(s: &Setup, p: &Pair) -> Option<SessionRecord> {
 
 /// A refresh whose answer reaches the client.
 async fn refresh(s: &Setup, p: &Pair) -> Result<Issued, RefreshError> {
-    let r = s.rt.sessions.refresh(&p.refresh, ip(), "").await;
+    let r =
+        s.rt.sessions
+            .refresh(&p.refresh, ip(), &UserAgent::from_bytes(b""))
+            .await;
     if let Some(d) = r.as_ref().ok().and_then(|t| t.delivery.as_ref()) {
         d.delivered();
     }

@@ -12,6 +12,7 @@ use crate::refusal::Refusal;
 use crate::routing::Route;
 use crate::runtime::Runtime;
 use crate::sessions::Identity;
+use crate::web::user_agent::UserAgent;
 
 /// What the session stage found.
 #[derive(Debug)]
@@ -30,7 +31,12 @@ pub enum SessionState {
 
 /// Verify, or refresh when `allow_refresh` (false on public routes: identity is passed on when
 /// a valid access token is there, but nothing is rotated for a page that needs no session).
-pub async fn check(rt: &Runtime, ctx: &RequestCtx, ua: &str, allow_refresh: bool) -> SessionState {
+pub async fn check(
+    rt: &Runtime,
+    ctx: &RequestCtx,
+    ua: &UserAgent<'_>,
+    allow_refresh: bool,
+) -> SessionState {
     let access = ctx
         .bearer
         .as_deref()
@@ -76,7 +82,7 @@ pub async fn check(rt: &Runtime, ctx: &RequestCtx, ua: &str, allow_refresh: bool
 
 /// The session stage and the anomaly stage, as a gateway endpoint that needs a session runs
 /// them (refresh allowed).
-pub async fn authenticate(rt: &Runtime, ctx: &RequestCtx, ua: &str) -> SessionState {
+pub async fn authenticate(rt: &Runtime, ctx: &RequestCtx, ua: &UserAgent<'_>) -> SessionState {
     let state = check(rt, ctx, ua, true).await;
     super::anomaly::check(rt, ctx, ua, state).await
 }

@@ -279,7 +279,7 @@ async fn signed_in_at(start: u64) -> (Runtime, crate::sessions::Clock, String, S
     let ip = "127.0.0.1".parse().unwrap_or_else(|e| panic!("{e}"));
     let t = rt
         .sessions
-        .start("alice", &["dev".into()], ip, "")
+        .start("alice", &["dev".into()], ip, &UserAgent::from_bytes(b""))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let c = rt.sessions.cookies();
@@ -325,20 +325,32 @@ async fn refresh_grace_window_then_reuse_revokes() {
     let (rt, clock, _, refresh) = signed_in_at(3_000_000).await;
     let ip = "127.0.0.1".parse().unwrap_or_else(|e| panic!("{e}"));
     clock.advance(60);
-    let next = rt.sessions.refresh(&refresh, ip, "").await;
+    let next = rt
+        .sessions
+        .refresh(&refresh, ip, &UserAgent::from_bytes(b""))
+        .await;
     assert!(next.is_ok(), "first use rotates: {next:?}");
     clock.advance(9);
-    let again = rt.sessions.refresh(&refresh, ip, "").await;
+    let again = rt
+        .sessions
+        .refresh(&refresh, ip, &UserAgent::from_bytes(b""))
+        .await;
     assert!(again.is_ok(), "a parallel tab within the grace: {again:?}");
     clock.advance(2);
-    let late = rt.sessions.refresh(&refresh, ip, "").await;
+    let late = rt
+        .sessions
+        .refresh(&refresh, ip, &UserAgent::from_bytes(b""))
+        .await;
     assert!(
         matches!(late, Err(crate::sessions::RefreshError::Reused)),
         "the old token after the grace is theft: {late:?}"
     );
     let newest = next.unwrap_or_else(|e| panic!("{e}")).refresh;
     assert!(
-        rt.sessions.refresh(&newest, ip, "").await.is_err(),
+        rt.sessions
+            .refresh(&newest, ip, &UserAgent::from_bytes(b""))
+            .await
+            .is_err(),
         "reuse ended the whole session"
     );
 }
@@ -352,13 +364,16 @@ async fn absolute_end_stops_refreshing_an_active_session() {
         clock.advance(20 * 60);
         refresh = rt
             .sessions
-            .refresh(&refresh, ip, "")
+            .refresh(&refresh, ip, &UserAgent::from_bytes(b""))
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .refresh;
     }
     clock.advance(20 * 60 + 1);
-    let past = rt.sessions.refresh(&refresh, ip, "").await;
+    let past = rt
+        .sessions
+        .refresh(&refresh, ip, &UserAgent::from_bytes(b""))
+        .await;
     assert!(past.is_err(), "past refresh_ttl: {past:?}");
 }
 

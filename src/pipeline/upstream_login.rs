@@ -21,6 +21,7 @@ use crate::refusal::{self, Refusal};
 use crate::runtime::Runtime;
 use crate::sessions::{Ending, Identity};
 use crate::web::headers::GRANT_HEADER;
+use crate::web::user_agent::UserAgent;
 
 /// Whether `path` is the app's own login page or form (reachable without a session).
 pub fn is_login_page(rt: &Runtime, path: &str) -> bool {
@@ -92,9 +93,9 @@ pub fn keep_for_response<B>(
     rt: &Runtime,
     ctx: &RequestCtx,
     req: &http::Request<B>,
-) -> Option<String> {
+) -> Option<UserAgent<'static>> {
     let up = rt.cfg.login.upstream.as_ref()?;
-    (ctx.path == up.path).then(|| crate::web::headers::user_agent(req.headers()).to_owned())
+    (ctx.path == up.path).then(|| UserAgent::from_headers(req.headers()).into_owned())
 }
 
 /// The response half: strip the grant (and start a session when it came on the login path),
@@ -103,7 +104,7 @@ pub fn keep_for_response<B>(
 pub async fn on_response(
     rt: &Runtime,
     ctx: &RequestCtx,
-    ua: Option<&str>,
+    ua: Option<&UserAgent<'_>>,
     resp: &mut Response<Body>,
     set_cookies: Outgoing,
 ) {
@@ -111,7 +112,9 @@ pub async fn on_response(
     drop_app_cookies(rt, resp.headers_mut());
     refusal::append(resp, set_cookies);
     if let Some(grant) = grant {
-        refusal::append(resp, honour_grant(rt, ctx, ua.unwrap_or(""), &grant).await);
+        let none = UserAgent::from_bytes(b"");
+        let ua = ua.unwrap_or(&none);
+        refusal::append(resp, honour_grant(rt, ctx, ua, &grant).await);
     }
 }
 
@@ -120,7 +123,7 @@ pub async fn on_response(
 async fn honour_grant(
     rt: &Runtime,
     ctx: &RequestCtx,
-    ua: &str,
+    ua: &UserAgent<'_>,
     grant: &HeaderValue,
 ) -> Vec<HeaderValue> {
     let ip = ctx.client_ip.to_string();

@@ -304,7 +304,11 @@ fn spawn_background(live: &Arc<Live>, memory: Option<Arc<MemoryStore>>) {
             // The live runtime at each tick: its throttle and idle timeout.
             let r = l.runtime();
             r.sessions.revoked().sweep(now);
-            r.throttle.sweep();
+            let (swept, held) = r.throttle.sweep();
+            r.metrics.throttle_swept.inc_by(swept as u64);
+            r.metrics
+                .throttle_keys
+                .set(i64::try_from(held).unwrap_or(i64::MAX));
             if let Some(m) = &memory {
                 m.sweep(now, r.cfg.session.idle_timeout.as_secs());
             }

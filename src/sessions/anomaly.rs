@@ -2,11 +2,19 @@
 //!
 //! Threat: a stolen session cookie or token replayed from the attacker's machine (session
 //! hijacking, OWASP ASVS V3.3). At login the gateway binds the session to keyed fingerprints of
-//! the client's network prefix (`ipn`, /24 IPv4 or /64 IPv6 by default) and user agent
-//! (`uah`), carried in both tokens — HMACs, never the raw values — so the check needs no store
-//! round trip. Each signal has a policy: `ignore`, `log` (audit event), `reauth` (this request
-//! must sign in again; the session stays valid where it came from), `revoke` (the session
-//! ends everywhere). Every anomaly is audited and counted.
+//! the client's network prefix (`ipn`, /24 IPv4 or /64 IPv6 by default) and of the device its
+//! user agent names (`uad`: browser family, operating system, device class — see
+//! `web::user_agent`; not versions, so a browser update is no change), carried in both tokens
+//! — HMACs, never the raw values — so the check needs no store round trip. Each signal has a
+//! policy: `ignore`, `log` (audit event), `reauth` (this request must sign in again; the
+//! session stays valid where it came from), `revoke` (the session ends everywhere). Every
+//! anomaly is audited and counted.
+//!
+//! Tokens minted by earlier releases carry only `uah`, a keyed hash of the exact user agent:
+//! they are compared that way (today's normalisation reads an ASCII header as they were bound)
+//! until their first refresh adds `uad`, or they expire. `uah` is still minted beside `uad`
+//! (following the browser at each refresh) so that instances of an earlier release, during a
+//! rolling upgrade, keep checking the user agent rather than dropping the binding.
 //!
 //! Key rotation: the fingerprint key is derived from each access key ([`DerivedKeys`]), and a
 //! fingerprint names the access key it was made under (`fpk`), so a session bound before a
@@ -33,6 +41,7 @@ use crate::metrics::Anomaly;
 pub use crate::tokens::Fingerprint;
 use crate::tokens::{DerivedKey, DerivedKeys};
 use crate::util::{b64, hmac_sha256};
+use crate::web::user_agent::UserAgent;
 
 pub struct Fingerprinter {
     keys: DerivedKeys,
@@ -73,8 +82,15 @@ impl Fingerprinter {
         b64(&hmac_sha256(&key.key, format!("ip {}", self.network(ip)).as_bytes())[..9])
     }
 
-    fn uah_under(&self, key: &DerivedKey, ua: &str) -> String {
-        b64(&hmac_sha256(&key.key, format!("ua {ua}").as_bytes())[..9])
+    fn uad_under(&self, key: &DerivedKey, ua: &UserAgent) -> String {
+        let input = ua.device().fingerprint_input();
+        b64(&hmac_sha256(&key.key, format!("uad {input}").as_bytes())[..9])
+    }
+
+    fn uah_under(&self, key: &DerivedKey, ua: &UserAgent) -> String {
+        let text = ua.as_str();
+        let text = if text.is_ascii() { text } else { "" };
+        b64(&hmac_sha256(&key.key, format!("ua {text}").as_bytes())[..9])
     }
 
     /// The network fingerprint under the signing key.
@@ -82,14 +98,23 @@ impl Fingerprinter {
         self.ipn_under(self.keys.signing(), ip)
     }
 
-    /// The user-agent fingerprint under the signing key.
-    pub fn uah(&self, ua: &str) -> String {
+    /// The device fingerprint of a user agent, under the signing key: equal for two user
+    /// agents that name the same browser family, operating system and device class.
+    pub fn uad(&self, ua: &UserAgent) -> String {
+        self.uad_under(self.keys.signing(), ua)
+    }
+
+    /// The binding of earlier releases, still minted for them (instances of an earlier release
+    /// in a rolling upgrade know no other): the exact user agent as they read it — the first
+    /// header if it was visible ASCII, else `""`, at most 512 characters; the same text as
+    /// [`UserAgent`] for an ASCII header. Under the signing key.
+    pub fn uah(&self, ua: &UserAgent) -> String {
         self.uah_under(self.keys.signing(), ua)
     }
 
     /// The fingerprint to bind a new session to (only the signals that are checked), under
     /// the signing key.
-    pub fn bind(&self, ip: IpAddr, ua: &str) -> Fingerprint {
+    pub fn bind(&self, ip: IpAddr, ua: &UserAgent) -> Fingerprint {
         self.bind_signals(
             self.cfg.ip_change != AnomalyAction::Ignore,
             self.cfg.user_agent_change != AnomalyAction::Ignore,
@@ -98,23 +123,43 @@ impl Fingerprinter {
         )
     }
 
-    fn bind_signals(&self, ip_bound: bool, ua_bound: bool, ip: IpAddr, ua: &str) -> Fingerprint {
+    fn bind_signals(
+        &self,
+        ip_bound: bool,
+        ua_bound: bool,
+        ip: IpAddr,
+        ua: &UserAgent,
+    ) -> Fingerprint {
         let ipn = ip_bound.then(|| self.ipn(ip));
         let uah = ua_bound.then(|| self.uah(ua));
+        let uad = ua_bound.then(|| self.uad(ua));
         let key = (ipn.is_some() || uah.is_some()).then(|| self.keys.signing().kid.clone());
-        Fingerprint { ipn, uah, key }
+        Fingerprint { ipn, uah, key, uad }
     }
 
-    /// `bound`, made again under the signing key from a request that matched it (the same
-    /// network and browser): the signals bound stay bound, no other is added. Unchanged when
-    /// it already is under the signing key.
-    pub fn rebind(&self, bound: &Fingerprint, ip: IpAddr, ua: &str) -> Fingerprint {
-        if bound.key.as_deref() == Some(self.keys.signing().kid.as_str())
-            || (bound.ipn.is_none() && bound.uah.is_none())
-        {
+    /// The fingerprint a refresh issues for a request that matched every bound signal (the
+    /// same network and device): `bound` made again under the signing key, its user-agent
+    /// binding taken from this request — so a token of an earlier release gains `uad`, and
+    /// `uah` follows the browser's updates for instances that still compare it. The signals
+    /// bound stay bound, no other is added; a signal whose policy is `ignore` was not compared
+    /// and is kept as it is when `bound` already is under the signing key.
+    pub fn rebind(&self, bound: &Fingerprint, ip: IpAddr, ua: &UserAgent) -> Fingerprint {
+        let ip_bound = bound.ipn.is_some();
+        let ua_bound = bound.uah.is_some() || bound.uad.is_some();
+        if !ip_bound && !ua_bound {
             return bound.clone();
         }
-        self.bind_signals(bound.ipn.is_some(), bound.uah.is_some(), ip, ua)
+        let mut fp = self.bind_signals(ip_bound, ua_bound, ip, ua);
+        if bound.key.as_deref() == Some(self.keys.signing().kid.as_str()) {
+            if self.cfg.ip_change == AnomalyAction::Ignore {
+                fp.ipn.clone_from(&bound.ipn);
+            }
+            if self.cfg.user_agent_change == AnomalyAction::Ignore {
+                fp.uah.clone_from(&bound.uah);
+                fp.uad.clone_from(&bound.uad);
+            }
+        }
+        fp
     }
 
     /// Whether `ip` is in the network `bound` holds (true when no network is bound).
@@ -126,18 +171,19 @@ impl Fingerprinter {
             .any(|k| memo_eq(&IPN_MEMO, k.id, &ip, b, || self.ipn_under(k, ip)))
     }
 
-    /// Whether `ua` is the user agent `bound` holds (true when none is bound).
-    fn same_browser(&self, bound: &Fingerprint, ua: &str) -> bool {
-        let Some(b) = &bound.uah else {
-            return true;
-        };
-        self.candidates(bound).any(|k| {
-            if ua.len() <= MEMO_MAX_UA {
-                memo_eq(&UAH_MEMO, k.id, ua, b, || self.uah_under(k, ua))
-            } else {
-                self.uah_under(k, ua) == *b
-            }
-        })
+    /// Whether `ua` matches the user-agent binding of `bound` (`true` when there is none): its
+    /// device (`uad`) when the token has one, else the exact text of earlier releases (`uah`).
+    fn same_browser(&self, bound: &Fingerprint, ua: &UserAgent) -> bool {
+        let text = ua.as_str();
+        match (&bound.uad, &bound.uah) {
+            (Some(b), _) => self
+                .candidates(bound)
+                .any(|k| memo_eq(&UAD_MEMO, k.id, text, b, || self.uad_under(k, ua))),
+            (None, Some(b)) => self
+                .candidates(bound)
+                .any(|k| memo_eq(&UAH_MEMO, k.id, text, b, || self.uah_under(k, ua))),
+            (None, None) => true,
+        }
     }
 
     /// The keys `bound` may have been made under: the one it names (none if that key left the
@@ -151,17 +197,15 @@ impl Fingerprinter {
 
 thread_local! {
     // Fingerprints of recently seen addresses and user agents, per serving thread: a client
-    // sends the same ones request after request, so the keyed hashes are computed once. The
-    // id of the fingerprint key is kept beside each (a ring has several keys, and tests run
-    // several runtimes, with other keys, in one process). Bound: 4096 entries each, cleared
-    // when full (`memo_eq`); user agents over `MEMO_MAX_UA` bytes are never kept.
+    // sends the same ones request after request, so the device is classified and the keyed
+    // hashes are computed once. The id of the fingerprint key is kept beside each (a ring has
+    // several keys, and tests run several runtimes, with other keys, in one process). Bound:
+    // 4096 entries each, cleared when full (`memo_eq`); a user agent is at most
+    // `web::user_agent::MAX_BYTES` long.
     static IPN_MEMO: RefCell<HashMap<IpAddr, (u64, String)>> = Default::default();
+    static UAD_MEMO: RefCell<HashMap<String, (u64, String)>> = Default::default();
     static UAH_MEMO: RefCell<HashMap<String, (u64, String)>> = Default::default();
 }
-
-/// Longer user agents are hashed every time rather than remembered, so a client cannot fill
-/// the memo with huge strings.
-const MEMO_MAX_UA: usize = 512;
 
 /// Whether the fingerprint of `key` (memoised; a hit allocates nothing) equals `bound`.
 fn memo_eq<K, Q>(
@@ -214,7 +258,7 @@ impl Sessions {
         &self,
         bound: &Fingerprint,
         ip: IpAddr,
-        ua: &str,
+        ua: &UserAgent,
         user: &str,
         sid: &str,
     ) -> Verdict {
@@ -227,7 +271,7 @@ impl Sessions {
         &self,
         bound: &Fingerprint,
         ip: IpAddr,
-        ua: &str,
+        ua: &UserAgent,
         user: &str,
         sid: &str,
     ) -> Checked {
@@ -277,6 +321,10 @@ mod tests {
 
     /// A fingerprinter over an access ring of these secrets.
     fn with(secrets: &[&str]) -> Fingerprinter {
+        with_cfg(secrets, &AnomalyConfig::default())
+    }
+
+    fn with_cfg(secrets: &[&str], cfg: &AnomalyConfig) -> Fingerprinter {
         let ring = secrets
             .iter()
             .enumerate()
@@ -285,7 +333,7 @@ mod tests {
                 secret: crate::config::Secret::new(s.as_bytes().to_vec()),
             });
         let ring = SecretRing::new(ring.collect()).unwrap();
-        Fingerprinter::new(&ring, &AnomalyConfig::default())
+        Fingerprinter::new(&ring, cfg)
     }
 
     const IP: &str = "192.0.2.10";
@@ -294,7 +342,7 @@ mod tests {
     fn matches(f: &Fingerprinter, bound: &Fingerprint, ip: &str, ua: &str) -> (bool, bool) {
         (
             f.same_network(bound, ip.parse().unwrap()),
-            f.same_browser(bound, ua),
+            f.same_browser(bound, &self::ua(ua)),
         )
     }
 
@@ -306,13 +354,13 @@ mod tests {
             with(&["new", "old"]),
             with(&["new"]),
         );
-        let bound = step0.bind(IP.parse().unwrap(), UA);
+        let bound = step0.bind(IP.parse().unwrap(), &ua(UA));
         assert_eq!(
             bound.key.as_deref(),
             Some(step0.keys.signing().kid.as_str())
         );
         assert_eq!(
-            step1.bind(IP.parse().unwrap(), UA),
+            step1.bind(IP.parse().unwrap(), &ua(UA)),
             bound,
             "adding a verifier changes nothing"
         );
@@ -331,7 +379,7 @@ mod tests {
         // Its key dropped, it matches nothing: every bound signal counts as changed.
         assert_eq!(matches(&step3, &bound, IP, UA), (false, false));
         // A refresh that matched binds it again under the signing key, which outlives OLD.
-        let rebound = step2.rebind(&bound, IP.parse().unwrap(), UA);
+        let rebound = step2.rebind(&bound, IP.parse().unwrap(), &ua(UA));
         assert_eq!(
             rebound.key.as_deref(),
             Some(step2.keys.signing().kid.as_str())
@@ -342,7 +390,7 @@ mod tests {
             (false, false)
         );
         assert_eq!(
-            step3.rebind(&rebound, IP.parse().unwrap(), UA),
+            step3.rebind(&rebound, IP.parse().unwrap(), &ua(UA)),
             rebound,
             "already current"
         );
@@ -351,15 +399,19 @@ mod tests {
     #[test]
     fn rebinding_keeps_the_signals_that_were_bound_and_adds_none() {
         let (old, new) = (with(&["old"]), with(&["new", "old"]));
-        let full = old.bind(IP.parse().unwrap(), UA);
+        let full = old.bind(IP.parse().unwrap(), &ua(UA));
         let ip_only = Fingerprint {
             uah: None,
+            uad: None,
             ..full.clone()
         };
-        let r = new.rebind(&ip_only, IP.parse().unwrap(), UA);
-        assert!(r.ipn.is_some() && r.uah.is_none(), "{r:?}");
+        let r = new.rebind(&ip_only, IP.parse().unwrap(), &ua(UA));
+        assert!(
+            r.ipn.is_some() && r.uah.is_none() && r.uad.is_none(),
+            "{r:?}"
+        );
         let none = Fingerprint::default();
-        assert_eq!(new.rebind(&none, IP.parse().unwrap(), UA), none);
+        assert_eq!(new.rebind(&none, IP.parse().unwrap(), &ua(UA)), none);
     }
 
     #[test]
@@ -367,7 +419,7 @@ mod tests {
         let old = with(&["old"]);
         let legacy = Fingerprint {
             key: None,
-            ..old.bind(IP.parse().unwrap(), UA)
+            ..old.bind(IP.parse().unwrap(), &ua(UA))
         };
         assert_eq!(
             matches(&with(&["new", "old"]), &legacy, IP, UA),
@@ -404,11 +456,95 @@ mod tests {
         assert_ne!(b, f.ipn("2001:db8:1:3::1".parse().unwrap()));
     }
 
+    fn ua(s: &str) -> UserAgent<'_> {
+        UserAgent::from_bytes(s.as_bytes())
+    }
+
+    const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+    const FIREFOX_NEXT: &str =
+        "Mozilla/5.0 (X11; Linux x86_64; rv:129.0) Gecko/20100101 Firefox/129.0";
+    const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
+
     #[test]
     fn fingerprints_reveal_nothing_raw() {
         let f = fp();
         assert!(!f.ipn("192.0.2.10".parse().unwrap()).contains("192"));
-        assert_ne!(f.uah("Firefox"), f.uah("Chrome"));
-        assert_eq!(f.uah("Firefox").len(), 12);
+        assert_ne!(f.uad(&ua(FIREFOX)), f.uad(&ua(CHROME)));
+        assert_eq!(f.uad(&ua(FIREFOX)), f.uad(&ua(FIREFOX_NEXT)));
+        assert_eq!(f.uad(&ua(FIREFOX)).len(), 12);
+        assert_ne!(
+            f.uad(&ua("")),
+            f.uah(&ua("")),
+            "the two kinds never collide"
+        );
+    }
+
+    #[test]
+    fn exact_binding_reads_the_header_as_earlier_releases_bound_it() {
+        let f = fp();
+        // Earlier releases bound `ua {first 512 characters}` of a visible-ASCII header, and
+        // `ua ` (nothing) for any other.
+        let old = |text: &str| {
+            b64(&hmac_sha256(&f.keys.signing().key, format!("ua {text}").as_bytes())[..9])
+        };
+        assert_eq!(f.uah(&ua(FIREFOX)), old(FIREFOX));
+        let long = "a".repeat(700);
+        assert_eq!(f.uah(&ua(&long)), old(&long[..512]));
+        let obs = UserAgent::from_bytes(b"Firefox/128.0 \xe9");
+        assert_eq!(f.uah(&obs), old(""));
+        assert_eq!(f.uah(&ua("")), old(""));
+    }
+
+    #[test]
+    fn sessions_are_bound_both_ways_and_refreshes_follow_the_browser() {
+        let f = fp();
+        let ip = "192.0.2.1".parse().unwrap();
+        let bound = f.bind(ip, &ua(FIREFOX));
+        assert_eq!(bound.uah, Some(f.uah(&ua(FIREFOX))));
+        assert_eq!(bound.uad, Some(f.uad(&ua(FIREFOX))));
+        let next = f.bind(ip, &ua(FIREFOX_NEXT));
+        assert_eq!(f.rebind(&bound, ip, &ua(FIREFOX_NEXT)), next);
+        // A token of an earlier release gains the device binding.
+        let legacy = Fingerprint {
+            uad: None,
+            ..bound.clone()
+        };
+        assert_eq!(f.rebind(&legacy, ip, &ua(FIREFOX)), bound);
+        // No user-agent binding stays none; under `ignore` nothing is bound or changed.
+        let ip_only = Fingerprint {
+            uah: None,
+            uad: None,
+            ..bound.clone()
+        };
+        assert_eq!(f.rebind(&ip_only, ip, &ua(FIREFOX)), ip_only);
+        let ignoring = with_cfg(
+            &["k"],
+            &AnomalyConfig {
+                user_agent_change: AnomalyAction::Ignore,
+                ..AnomalyConfig::default()
+            },
+        );
+        let b = ignoring.bind(ip, &ua(FIREFOX));
+        assert_eq!((b.uah, b.uad), (None, None));
+        assert_eq!(ignoring.rebind(&bound, ip, &ua(CHROME)), bound);
+    }
+
+    #[test]
+    fn matching_uses_the_device_binding_when_the_token_has_one() {
+        let f = fp();
+        let bound = f.bind("192.0.2.1".parse().unwrap(), &ua(FIREFOX));
+        let legacy = Fingerprint {
+            uad: None,
+            ..bound.clone()
+        };
+        // Twice: computed, then from the memo.
+        for _ in 0..2 {
+            assert!(f.same_browser(&bound, &ua(FIREFOX)));
+            assert!(f.same_browser(&bound, &ua(FIREFOX_NEXT)));
+            assert!(!f.same_browser(&bound, &ua(CHROME)));
+            assert!(f.same_browser(&legacy, &ua(FIREFOX)));
+            assert!(!f.same_browser(&legacy, &ua(FIREFOX_NEXT)));
+            assert!(f.same_browser(&Fingerprint::default(), &ua(CHROME)));
+        }
     }
 }

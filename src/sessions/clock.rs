@@ -42,15 +42,9 @@ impl Clock {
         }
     }
 
-    /// How long until the Unix second `at` begins (zero once it has): to the instant on the
-    /// system clock, in whole seconds on a manual one.
+    /// How long until the Unix second `at` begins (zero once it has), to the millisecond.
     pub fn until(&self, at: u64) -> std::time::Duration {
-        match &self.manual {
-            Some(t) => std::time::Duration::from_secs(at.saturating_sub(t.load(Ordering::Relaxed))),
-            None => (std::time::UNIX_EPOCH + std::time::Duration::from_secs(at))
-                .duration_since(std::time::SystemTime::now())
-                .unwrap_or_default(),
-        }
+        std::time::Duration::from_millis(at.saturating_mul(1000).saturating_sub(self.now_ms()))
     }
 
     /// Move a manual clock forward by whole seconds (the system clock cannot be moved:

@@ -14,9 +14,10 @@ use super::{Identity, Sessions, StartError};
 use crate::audit::Event;
 use crate::cookies::{Outgoing, set_cookie};
 use crate::delivery::Delivery;
-use crate::store::{SessionRecord, StoreError, device};
+use crate::store::{SessionRecord, StoreError};
 use crate::tokens::{AccessLifetime, Fingerprint, MintError};
 use crate::util::random_token;
+use crate::web::user_agent::UserAgent;
 
 /// Tokens issued by a login or refresh.
 #[derive(Debug)]
@@ -39,9 +40,6 @@ pub struct Ending<'a> {
     pub reason: Option<&'a str>,
 }
 
-/// User agents are kept to this many characters in a record.
-const MAX_UA: usize = 512;
-
 impl Sessions {
     /// Start a new session (a new id at every login: nothing from before it is trusted after
     /// it) and issue its tokens.
@@ -50,11 +48,10 @@ impl Sessions {
         user: &str,
         roles: &[String],
         ip: IpAddr,
-        ua: &str,
+        ua: &UserAgent<'_>,
     ) -> Result<Issued, StartError> {
         let now_ms = self.clock.now_ms();
         let now = now_ms / 1000;
-        let ua: String = ua.chars().take(MAX_UA).collect();
         let rec = SessionRecord {
             sid: random_token(24),
             user: user.to_string(),
@@ -67,10 +64,10 @@ impl Sessions {
             rotated_at_ms: now_ms,
             prev_open: false,
             ip: ip.to_string(),
-            device: device::label(&ua),
-            user_agent: ua.clone(),
+            device: ua.device().label(),
+            user_agent: ua.as_str().to_string(),
         };
-        let fp = self.fingerprints.bind(ip, &ua);
+        let fp = self.fingerprints.bind(ip, ua);
         let issued = self.issue(&rec, now, &fp)?;
         let started = std::time::Instant::now();
         let r = self.store.create(rec.clone()).await;
@@ -210,6 +207,8 @@ impl Sessions {
 pub struct SessionView<'a> {
     pub handle: String,
     pub device: &'a str,
+    /// The user agent the session signed in with, as kept (see `web::user_agent`).
+    pub user_agent: &'a str,
     pub ip: &'a str,
     pub created: u64,
     pub last_active: u64,
@@ -223,6 +222,7 @@ impl Sessions {
         SessionView {
             handle: self.handle(&r.sid),
             device: &r.device,
+            user_agent: &r.user_agent,
             ip: &r.ip,
             created: r.created,
             last_active: r.last_seen,

@@ -33,6 +33,7 @@ use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::store::{RotateOutcome, RotatePolicy, StoreError};
 use crate::util::random_token;
+use crate::web::user_agent::UserAgent;
 
 type FlightResult = Result<Rotation, Arc<StoreError>>;
 
@@ -51,7 +52,12 @@ const REOPEN_RETRY: Duration = Duration::from_millis(500);
 
 impl Sessions {
     /// Rotate a refresh token and issue the new pair.
-    pub async fn refresh(&self, token: &str, ip: IpAddr, ua: &str) -> Result<Issued, RefreshError> {
+    pub async fn refresh(
+        &self,
+        token: &str,
+        ip: IpAddr,
+        ua: &UserAgent<'_>,
+    ) -> Result<Issued, RefreshError> {
         let now_ms = self.clock.now_ms();
         let now = now_ms / 1000;
         let claims = self.keys.verify_refresh(token, now)?;

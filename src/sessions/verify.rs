@@ -12,6 +12,7 @@ use super::{Identity, Sessions, Verdict, VerifyError};
 use crate::store::StoreError;
 use crate::tokens::{Fingerprint, RefreshClaims};
 use crate::util::ct_eq;
+use crate::web::user_agent::UserAgent;
 
 /// Verified access tokens, per serving thread: a browser sends the same cookie with every
 /// request until it expires, so the signature and claims are checked once per token and
@@ -87,7 +88,7 @@ impl Sessions {
         access: Option<&str>,
         refresh: Option<&str>,
         ip: IpAddr,
-        ua: &str,
+        ua: &UserAgent<'_>,
     ) -> Result<Option<Presented>, StoreError> {
         let now = self.clock.now();
         let found = match access.and_then(|t| self.keys.verify_access(t, now).ok()) {

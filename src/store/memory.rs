@@ -14,6 +14,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
+use crate::web::user_agent::UserAgent;
+
 use super::{
     FeedEvent, Revocation, RotateOutcome, RotatePolicy, SessionRecord, SessionStore, StoreError,
 };
@@ -53,7 +55,9 @@ impl Stored {
                 Err(raw) => raw.to_string(),
             },
             user_agent: self.user_agent.to_string(),
-            device: super::device::label(&self.user_agent),
+            device: UserAgent::from_bytes(self.user_agent.as_bytes())
+                .device()
+                .label(),
         }
     }
 }

@@ -4,7 +4,6 @@
 //! is current). Access tokens are verified without it; only login, refresh, logout and the
 //! sessions page touch it. Records hold identifiers and metadata only — never a raw token.
 
-pub mod device;
 pub mod memory;
 pub(crate) mod redis;
 pub(crate) mod revocations;

@@ -262,15 +262,6 @@ fn accepts(h: &HeaderMap, media: &str) -> bool {
         .is_some_and(|a| a.contains(media))
 }
 
-/// The `User-Agent`, or `""` (read where needed rather than copied into the request's
-/// context: cloning a header value can allocate).
-#[inline]
-pub fn user_agent(h: &HeaderMap) -> &str {
-    h.get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-}
-
 /// Whether the request body is `want` (`Content-Type` without parameters, any case).
 #[inline]
 pub fn content_type_is(h: &HeaderMap, want: &str) -> bool {

@@ -5,3 +5,4 @@
 pub(crate) mod headers;
 pub mod path;
 pub(crate) mod query;
+pub mod user_agent;

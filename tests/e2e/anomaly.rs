@@ -73,7 +73,7 @@ async fn session_is_bound_to_keyed_fingerprints_not_raw_values() {
         .await;
     for (name, token) in [("access", &s.access), ("refresh", &s.refresh)] {
         let c = jwt_claims(token);
-        for k in ["ipn", "uah"] {
+        for k in ["ipn", "uah", "uad"] {
             assert!(
                 c[k].as_str().is_some_and(|v| !v.is_empty()),
                 "the {name} token carries {k}: {c}"
@@ -89,10 +89,9 @@ async fn session_is_bound_to_keyed_fingerprints_not_raw_values() {
     }
     let (a, r) = (jwt_claims(&s.access), jwt_claims(&s.refresh));
     assert_eq!(a["ipn"], r["ipn"], "both tokens carry one network binding");
-    assert_eq!(
-        a["uah"], r["uah"],
-        "both tokens carry one user-agent binding"
-    );
+    for k in ["uah", "uad"] {
+        assert_eq!(a[k], r[k], "both tokens carry one user-agent binding ({k})");
+    }
 }
 
 async fn user_agent_change_under_revoke_ends_the_session_everywhere(store: StoreUnderTest) {

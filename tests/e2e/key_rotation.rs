@@ -114,14 +114,14 @@ fn with_rings(cfg: &GatewayConfig, access: &[&str], refresh: &[&str]) -> Gateway
 /// `/metrics` counts one more successful reload. The process, its listeners and the clients'
 /// connections stay; the new key rings apply to the next request.
 async fn apply(gw: &mut Gateway, cfg: GatewayConfig) {
-    let ok = "sessiongate_reloads_total{outcome=\"ok\"}";
-    let before = gw.metric(ok).await.unwrap_or(0.0) as u64;
+    let reloads = |text: &str, outcome: &str| {
+        metric(text, "sessiongate_reloads_total", &[("outcome", outcome)]) as u64
+    };
+    let before = reloads(&metrics(gw).await, "ok");
     gw.reload_with(cfg, "ok", before + 1).await;
     assert_eq!(
-        gw.metric("sessiongate_reloads_total{outcome=\"failed\"}")
-            .await
-            .unwrap_or(0.0),
-        0.0,
+        reloads(&metrics(gw).await, "failed"),
+        0,
         "a refused reload: {}",
         gw.stderr_text()
     );

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::config::{GatewayConfig, LOOPBACK_ANY_PORT, RenderParams};
 use super::gateway::Gateway;
+use super::metrics::{metric, metrics};
 
 impl Gateway {
     /// Write `config` as the gateway's configuration file, with the same certificate, users
@@ -37,28 +38,13 @@ impl Gateway {
         assert_eq!(rc, 0, "kill -HUP {}", self.pid());
     }
 
-    /// A sample of `/metrics`: `series` is the name with its labels as exposed, e.g.
-    /// `sessiongate_reloads_total{outcome="ok"}`.
-    pub async fn metric(&self, series: &str) -> Option<f64> {
-        let text = self
-            .plain
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-    }
-
     /// Wait until `sessiongate_reloads_total{outcome}` reaches `n`.
     pub async fn wait_reloads(&self, outcome: &str, n: u64) {
         let series = format!("sessiongate_reloads_total{{outcome=\"{outcome}\"}}");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let seen = self.metric(&series).await.unwrap_or(0.0);
+            let text = metrics(self).await;
+            let seen = metric(&text, "sessiongate_reloads_total", &[("outcome", outcome)]);
             if seen >= n as f64 {
                 assert_eq!(seen, n as f64, "{series}: more reloads than sent");
                 return;
