@@ -71,6 +71,11 @@ impl Signer {
         parse(pem).map(|_| ())
     }
 
+    /// The `kid` the JWKS publishes for the key in `pem`.
+    pub fn kid_of_pem(pem: &[u8]) -> Result<String, String> {
+        parse(pem).map(|(pair, _)| public(&pair).kid)
+    }
+
     pub fn new(cfg: &AssertionConfig, issuer: &str) -> Result<Self, String> {
         let (pair, der) = parse(cfg.key_pem.expose())?;
         let previous = match &cfg.previous_pem {

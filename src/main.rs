@@ -223,8 +223,8 @@ struct FromFiles {
     config: PathBuf,
     args: RunArgs,
     log: Option<LogFilter>,
-    /// `--dev`: the random secrets of this process, and the demo user.
-    dev_secrets: (config::Secret, config::Secret),
+    /// `--dev`: the random secrets of this process (rings of one), and the demo user.
+    dev_secrets: (config::SecretRing, config::SecretRing),
     demo: Option<(String, String)>,
 }
 
@@ -238,10 +238,10 @@ impl sessiongate::server::reload::Reload for FromFiles {
                     .any(|n| n.starts_with(key) && n.contains("random"))
             };
             if random("keys.access_secret_env") {
-                cfg.keys.access_secret = self.dev_secrets.0.clone();
+                cfg.keys.access_secrets = self.dev_secrets.0.clone();
             }
             if random("keys.refresh_secret_env") {
-                cfg.keys.refresh_secret = self.dev_secrets.1.clone();
+                cfg.keys.refresh_secrets = self.dev_secrets.1.clone();
             }
         }
         if let Some((user, password)) = &self.demo {
@@ -346,8 +346,8 @@ fn run(config: &Path, args: RunArgs) -> ExitCode {
         args: args.clone(),
         log,
         dev_secrets: (
-            cfg.keys.access_secret.clone(),
-            cfg.keys.refresh_secret.clone(),
+            cfg.keys.access_secrets.clone(),
+            cfg.keys.refresh_secrets.clone(),
         ),
         demo,
     });

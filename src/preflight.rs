@@ -147,6 +147,7 @@ pub fn check(files: &Files, dev: bool) -> Result<Checked, ConfigErrors> {
     for (key, path) in &files.assertion_keys {
         assertion_key(key, path, &mut errs);
     }
+    distinct_assertion_keys(&files.assertion_keys, &mut errs);
     if !files.system_roots_for.is_empty() {
         if let Err(e) = crate::proxy::system_roots() {
             for key in &files.system_roots_for {
@@ -226,6 +227,32 @@ fn assertion_key(key: &str, path: &Path, errs: &mut Vec<ConfigError>) {
                 path.display()
             ),
         ));
+    }
+}
+
+/// `keys.assertion_previous_key_file` is another key than `keys.assertion_key_file` (in a
+/// rotation, the next key, then the one replaced): the same key twice publishes nothing new,
+/// and means a step of the rotation went wrong (one path changed, not the other).
+fn distinct_assertion_keys(keys: &[(&'static str, PathBuf)], errs: &mut Vec<ConfigError>) {
+    let kids: Vec<Option<String>> = keys
+        .iter()
+        .map(|(_, p)| {
+            let pem = std::fs::read(p).ok()?;
+            Signer::kid_of_pem(&pem).ok()
+        })
+        .collect();
+    if let [(current, _), (previous, _)] = keys {
+        if let [Some(a), Some(b)] = kids.as_slice() {
+            if a == b {
+                errs.push(ConfigError::new(
+                    *previous,
+                    format!(
+                        "holds the same key as {current}: it must be another key (during a \
+                         rotation, the next key, then the one it replaced)"
+                    ),
+                ));
+            }
+        }
     }
 }
 
@@ -454,6 +481,34 @@ mod tests {
                 )
             )]
         );
+    }
+
+    #[test]
+    fn the_previous_assertion_key_must_be_another_key() {
+        let d = dir();
+        let a = d.dir.path().join("a.pem");
+        let b = d.dir.path().join("b.pem");
+        crate::dev::write_new_key(&a).unwrap();
+        crate::dev::write_new_key(&b).unwrap();
+        let copy = d.dir.path().join("a-copy.pem");
+        std::fs::copy(&a, &copy).unwrap();
+        let keys = |cur: &Path, prev: &Path| {
+            format!("assertion_key_file = {cur:?}\nassertion_previous_key_file = {prev:?}\n")
+        };
+        assert_eq!(
+            problems(&raw(&d.cert, &d.key, &d.users, &keys(&a, &b)), false),
+            []
+        );
+        for prev in [&a, &copy] {
+            let p = problems(&raw(&d.cert, &d.key, &d.users, &keys(&a, prev)), false);
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert_eq!(p[0].0, "keys.assertion_previous_key_file");
+            assert!(
+                p[0].1
+                    .starts_with("holds the same key as keys.assertion_key_file"),
+                "{p:?}"
+            );
+        }
     }
 
     #[test]

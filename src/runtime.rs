@@ -44,8 +44,9 @@ pub struct Runtime {
     pub identity_names: Vec<HeaderName>,
     /// Request headers no client may set (`strip` removes them, `framing` refuses look-alikes).
     pub spoofable: SpoofableHeaders,
-    /// Binds CSRF tokens to sessions (`csrf.mode = "token"`).
-    pub csrf_key: [u8; 32],
+    /// Binds CSRF tokens to sessions (`csrf.mode = "token"`): one key per access key, so a
+    /// token bound before a rotation verifies while its key is in the ring.
+    pub csrf_keys: crate::tokens::DerivedKeys,
 }
 
 impl Runtime {
@@ -116,8 +117,8 @@ impl Runtime {
             // Digits and fixed words: always a valid header value.
             hsts: HeaderValue::try_from(cfg.server.hsts.header_value())
                 .unwrap_or_else(|_| HeaderValue::from_static("max-age=31536000")),
-            csrf_key: crate::util::hmac_sha256(
-                cfg.keys.access_secret.expose(),
+            csrf_keys: crate::tokens::DerivedKeys::from_access(
+                &cfg.keys.access_secrets,
                 b"sessiongate csrf",
             ),
             identity_names: IDENTITY_HEADERS

@@ -370,7 +370,7 @@ async fn me(rt: &Arc<Runtime>, ctx: &RequestCtx, ua: &UserAgent<'_>) -> Answer {
 
 async fn csrf_token(rt: &Arc<Runtime>, ctx: &RequestCtx, ua: &UserAgent<'_>) -> Answer {
     let (id, set) = require_session(rt, &ctx.as_api_call(), ua).await?;
-    let token = csrf::mint_token(&rt.csrf_key, &id.sid);
+    let token = csrf::mint_token(&rt.csrf_keys, &id.sid);
     let mut r = body::json(StatusCode::OK, &serde_json::json!({ "csrf_token": token }));
     refusal::append(&mut r, set);
     // Readable by scripts (that is the point of a double-submit cookie); bound to the session.

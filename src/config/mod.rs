@@ -268,8 +268,68 @@ pub struct SessionConfig {
 #[derive(Debug, Clone)]
 pub struct KeysConfig {
     pub assertion: Option<AssertionConfig>,
-    pub access_secret: Secret,
-    pub refresh_secret: Secret,
+    /// Signs and verifies access tokens (and the keys derived from it: CSRF binding, session
+    /// fingerprints).
+    pub access_secrets: SecretRing,
+    pub refresh_secrets: SecretRing,
+}
+
+/// One secret of a [`SecretRing`], with the key it was configured under
+/// (`keys.access_secret_env[1]`), for messages that must say which one without showing it.
+#[derive(Debug, Clone)]
+pub struct RingSecret {
+    pub key: String,
+    pub secret: Secret,
+}
+
+/// A key ring: the first secret signs, every one verifies. Never empty (validation refuses an
+/// empty list), by construction.
+#[derive(Debug, Clone)]
+pub struct SecretRing {
+    signing: RingSecret,
+    others: Vec<RingSecret>,
+}
+
+impl SecretRing {
+    /// `None` for no secret at all.
+    pub fn new(secrets: Vec<RingSecret>) -> Option<Self> {
+        let mut it = secrets.into_iter();
+        let signing = it.next()?;
+        Some(Self {
+            signing,
+            others: it.collect(),
+        })
+    }
+
+    /// A ring of one.
+    pub fn single(key: &str, secret: Secret) -> Self {
+        Self {
+            signing: RingSecret {
+                key: key.to_string(),
+                secret,
+            },
+            others: Vec::new(),
+        }
+    }
+
+    /// The secret that signs.
+    pub fn signing(&self) -> &Secret {
+        &self.signing.secret
+    }
+
+    /// Every secret, the signing one first.
+    pub fn iter(&self) -> impl Iterator<Item = &RingSecret> {
+        std::iter::once(&self.signing).chain(&self.others)
+    }
+
+    pub fn len(&self) -> usize {
+        1 + self.others.len()
+    }
+
+    /// Never: a ring holds at least one secret.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 /// The identity assertion signing keys (PKCS#8 PEM, Ed25519), read from their files; that they
@@ -386,7 +446,8 @@ pub struct LoginConfig {
 pub struct UpstreamLogin {
     pub path: String,
     pub page_path: String,
-    pub grant_secret: Secret,
+    /// Each one verifies a grant (the app signs them; the order does not matter).
+    pub grant_secrets: SecretRing,
     /// Lower-case cookie names.
     pub drop_cookies: Vec<String>,
     pub logout_paths: Vec<String>,

@@ -80,17 +80,22 @@ impl RawConfig {
     /// Every `PathBuf` of the schema is listed here (a test sets each one relative).
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
         let k = &mut self.keys;
+        let rings = [
+            k.access_secret_file.as_mut(),
+            k.refresh_secret_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        .flat_map(|ring| ring.items_mut().iter_mut());
         let paths = [
             Some(&mut self.tls.cert),
             Some(&mut self.tls.key),
-            k.access_secret_file.as_mut(),
-            k.refresh_secret_file.as_mut(),
             k.assertion_key_file.as_mut(),
             k.assertion_previous_key_file.as_mut(),
             Some(&mut self.login.users_file),
             self.audit.file.as_mut(),
         ];
-        for p in paths.into_iter().flatten() {
+        for p in paths.into_iter().flatten().chain(rings) {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -227,14 +232,14 @@ pub enum Algorithm {
 pub struct RawKeys {
     /// Read only to refuse anything but `HS256`.
     pub algorithm: Algorithm,
-    /// As written; when neither it nor `access_secret_file` is, validation reads
-    /// [`DEFAULT_ACCESS_SECRET_ENV`].
-    pub access_secret_env: Option<String>,
-    pub access_secret_file: Option<PathBuf>,
+    /// As written (one name or a key ring, the first signs); when neither it nor
+    /// `access_secret_file` is, validation reads [`DEFAULT_ACCESS_SECRET_ENV`].
+    pub access_secret_env: Option<OneOrList<String>>,
+    pub access_secret_file: Option<OneOrList<PathBuf>>,
     /// As written; when neither it nor `refresh_secret_file` is, validation reads
     /// [`DEFAULT_REFRESH_SECRET_ENV`].
-    pub refresh_secret_env: Option<String>,
-    pub refresh_secret_file: Option<PathBuf>,
+    pub refresh_secret_env: Option<OneOrList<String>>,
+    pub refresh_secret_file: Option<OneOrList<PathBuf>>,
     /// Ed25519 private key (PKCS#8 PEM) that signs `X-Auth-Assertion`.
     pub assertion_key_file: Option<PathBuf>,
     /// The key it replaced, still published at `/.auth/jwks.json`.
@@ -242,6 +247,71 @@ pub struct RawKeys {
     pub assertion_audience: String,
     #[serde(with = "humantime_serde")]
     pub assertion_ttl: Duration,
+}
+
+/// A key that takes one value or a list of them: `access_secret_env = "A"` or
+/// `access_secret_env = ["NEW", "OLD"]` (a key ring during a rotation: the first signs, every
+/// one verifies). Written by hand rather than as an untagged enum, so that a wrong type is
+/// reported as "expected a string or a list of strings", not "did not match any variant".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OneOrList<T> {
+    One(T),
+    List(Vec<T>),
+}
+
+impl<T> OneOrList<T> {
+    /// The values, in the order written.
+    pub fn items(&self) -> &[T] {
+        match self {
+            Self::One(v) => std::slice::from_ref(v),
+            Self::List(v) => v,
+        }
+    }
+
+    /// The values, to change in place (a path resolved against the config file's directory).
+    pub fn items_mut(&mut self) -> &mut [T] {
+        match self {
+            Self::One(v) => std::slice::from_mut(v),
+            Self::List(v) => v,
+        }
+    }
+
+    /// The key path of item `i` for an error: `key[i]` when written as a list, else `key`.
+    pub fn item_key(&self, key: &str, i: usize) -> String {
+        match self {
+            Self::One(_) => key.to_string(),
+            Self::List(_) => format!("{key}[{i}]"),
+        }
+    }
+}
+
+impl<'de, T> Deserialize<'de> for OneOrList<T>
+where
+    T: Deserialize<'de> + From<String>,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + From<String>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = OneOrList<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(OneOrList::One(T::from(v.to_string())))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(v) = seq.next_element::<T>()? {
+                    items.push(v);
+                }
+                Ok(OneOrList::List(items))
+            }
+        }
+        d.deserialize_any(Visit(std::marker::PhantomData))
+    }
 }
 
 /// The variables that hold the secrets when `[keys]` names neither a variable nor a file.
@@ -322,8 +392,9 @@ pub struct RawLogin {
     pub upstream_path: Option<String>,
     /// `upstream` mode: where navigations without a session are sent (default `upstream_path`).
     pub page_path: Option<String>,
-    /// `upstream` mode: environment variable with the grant's HMAC secret.
-    pub grant_secret_env: Option<String>,
+    /// `upstream` mode: environment variable(s) with the grant's HMAC secret (a list during a
+    /// rotation: each one verifies).
+    pub grant_secret_env: Option<OneOrList<String>>,
     /// `upstream` mode: the app's own session cookies, removed from its responses and requests.
     pub drop_cookies: Vec<String>,
     /// `upstream` mode: app paths that also end the gateway session.

@@ -176,8 +176,8 @@ fn missing_upstream_is_required_outside_dev_only() {
 fn dev_fills_in_random_secrets_and_says_so() {
     let c = validate(parse(BASE).unwrap(), dev(), &no_env).unwrap();
     assert_ne!(
-        c.keys.access_secret.expose(),
-        c.keys.refresh_secret.expose()
+        c.keys.access_secrets.signing().expose(),
+        c.keys.refresh_secrets.signing().expose()
     );
     assert_eq!(
         c.dev_notes
@@ -214,7 +214,7 @@ fn secret_files_are_read_through_the_source_and_trimmed() {
     src.files
         .insert("/run/a".into(), format!("{A}\n").into_bytes());
     let c = validate(access_secret_from("/run/a"), LoadOptions::default(), &src).unwrap();
-    assert_eq!(c.keys.access_secret.expose(), A.as_bytes());
+    assert_eq!(c.keys.access_secrets.signing().expose(), A.as_bytes());
 
     let e = validate(access_secret_from("/run/b"), dev(), &src).unwrap_err();
     assert_eq!(e.0.len(), 1, "{e}");
@@ -311,7 +311,7 @@ fn a_secret_file_alone_replaces_the_default_variable() {
     src.files.insert("/run/r".into(), R.as_bytes().to_vec());
     let raw = parse(&format!("{BASE}[keys]\nrefresh_secret_file = \"/run/r\"\n")).unwrap();
     let c = validate(raw, LoadOptions::default(), &src).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.keys.refresh_secret.expose(), R.as_bytes());
+    assert_eq!(c.keys.refresh_secrets.signing().expose(), R.as_bytes());
     // Both written: refused.
     let both = format!(
         "{BASE}[keys]\nrefresh_secret_env = \"SESSIONGATE_REFRESH_SECRET\"\nrefresh_secret_file = \"/run/r\"\n"
@@ -396,6 +396,243 @@ fn proxy_protocol_needs_the_balancers_named() {
     );
     let behind = "[server]\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]\n";
     assert_eq!(keys_of(behind, A, R), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key rings: `keys.access_secret_env = ["NEW", "OLD"]` and the like.
+
+const NEW: &str = "n3wKey-Q3ZqkJ8v0mX2rB7tL9wE4yN6uH1sD5cF0aG8";
+const OLD: &str = "0ldKey-Zx9Lm2Nq4Rs6Tu8Vw0Yb1Cd3Ef5Gh7Jk9Pq2";
+const G1: &str = "Gr4nt1-k9Lm2Nq4Rs6Tu8Vw0Yb1Cd3Ef5Gh7Jk9Pq2Sx";
+const G2: &str = "Gr4nt2-Tu8Vw0Yb1Cd3Ef5Gh7Jk9Pq2Sx4Vz6Bk9Lm2N";
+
+/// An environment with `vars`, and the default variables holding A and R unless `vars` sets
+/// them.
+fn ring_env(vars: &[(&'static str, &'static str)]) -> Fake {
+    let mut src = Fake::default();
+    src.env.insert("SESSIONGATE_ACCESS_SECRET", A.into());
+    src.env.insert("SESSIONGATE_REFRESH_SECRET", R.into());
+    for (k, v) in vars {
+        src.env.insert(k, v.to_string());
+    }
+    src
+}
+
+/// Problems of a `[keys]` table (and optionally `[login]` lines) as `key: message` lines.
+fn ring_problems(keys: &str, src: &Fake) -> Vec<String> {
+    problems(&format!("[keys]\n{keys}"), LoadOptions::default(), src)
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect()
+}
+
+#[test]
+fn a_key_ring_parses_from_a_list_and_the_first_key_signs() {
+    let src = ring_env(&[("NEW", NEW), ("OLD", OLD)]);
+    let text = format!("{BASE}[keys]\naccess_secret_env = [\"NEW\", \"OLD\"]\n");
+    let c = validate(parse(&text).unwrap(), LoadOptions::default(), &src).unwrap();
+    let ring: Vec<(&str, &[u8])> = c
+        .keys
+        .access_secrets
+        .iter()
+        .map(|s| (s.key.as_str(), s.secret.expose()))
+        .collect();
+    assert_eq!(
+        ring,
+        [
+            ("keys.access_secret_env[0]", NEW.as_bytes()),
+            ("keys.access_secret_env[1]", OLD.as_bytes())
+        ]
+    );
+    assert_eq!(c.keys.access_secrets.signing().expose(), NEW.as_bytes());
+    // One name, a list of one and the refresh ring too.
+    for keys in [
+        "access_secret_env = \"NEW\"\n",
+        "access_secret_env = [\"NEW\"]\n",
+        "access_secret_env = \"NEW\"\nrefresh_secret_env = [\"SESSIONGATE_REFRESH_SECRET\", \"OLD\"]\n",
+    ] {
+        assert_eq!(ring_problems(keys, &src), Vec::<String>::new(), "{keys}");
+    }
+}
+
+#[test]
+fn secret_files_make_a_ring_too() {
+    let mut src = ring_env(&[]);
+    src.files
+        .insert("/run/new".into(), format!("{NEW}\n").into_bytes());
+    src.files.insert("/run/old".into(), OLD.as_bytes().to_vec());
+    let text = format!("{BASE}[keys]\naccess_secret_file = [\"/run/new\", \"/run/old\"]\n");
+    let c = validate(parse(&text).unwrap(), LoadOptions::default(), &src).unwrap();
+    assert_eq!(c.keys.access_secrets.len(), 2);
+    assert_eq!(c.keys.access_secrets.signing().expose(), NEW.as_bytes());
+    let e = ring_problems("access_secret_file = [\"/run/new\", \"/run/gone\"]\n", &src);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("keys.access_secret_file[1]: cannot read /run/gone"),
+        "{e:?}"
+    );
+    // A list of variables and a list of files for one ring: refused as for one of each.
+    let both = "access_secret_env = [\"NEW\"]\naccess_secret_file = [\"/run/old\"]\n";
+    let e = ring_problems(both, &ring_env(&[("NEW", NEW)]));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("keys.access_secret_file: set either"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn each_key_of_a_ring_is_checked_and_named_with_its_index() {
+    let src = ring_env(&[
+        ("NEW", NEW),
+        ("OLD", OLD),
+        ("SHORT", "short"),
+        ("PLACEHOLDER", "changeme-changeme-changeme-changeme-00"),
+    ]);
+    let keys = |text: &str| -> Vec<String> {
+        ring_problems(text, &src)
+            .into_iter()
+            .map(|l| l.split(": ").next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        keys("access_secret_env = [\"NEW\", \"SHORT\", \"PLACEHOLDER\"]\n"),
+        ["keys.access_secret_env[1]", "keys.access_secret_env[2]"]
+    );
+    assert_eq!(
+        keys("access_secret_env = [\"NEW\", \"UNSET\"]\n"),
+        ["keys.access_secret_env[1]"]
+    );
+    let unset = ring_problems("access_secret_env = [\"NEW\", \"UNSET\"]\n", &src);
+    assert!(unset[0].contains("UNSET, which is not set"), "{unset:?}");
+    assert_eq!(
+        keys("access_secret_env = []\n"),
+        ["keys.access_secret_env"],
+        "an empty ring"
+    );
+    assert_eq!(
+        keys("refresh_secret_file = []\n"),
+        ["keys.refresh_secret_file"]
+    );
+    // The same secret twice in one ring, under one name or two.
+    assert_eq!(
+        keys("access_secret_env = [\"NEW\", \"OLD\", \"NEW\"]\n"),
+        ["keys.access_secret_env[2]"]
+    );
+    let mut twice = ring_env(&[("NEW", NEW), ("AGAIN", NEW)]);
+    twice.env.insert("SESSIONGATE_REFRESH_SECRET", R.into());
+    let e = ring_problems("access_secret_env = [\"NEW\", \"AGAIN\"]\n", &twice);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "keys.access_secret_env[1]: is the same secret as keys.access_secret_env[0]"
+        ),
+        "{e:?}"
+    );
+    assert!(!e[0].contains(NEW), "the secret is echoed: {e:?}");
+}
+
+#[test]
+fn a_ring_that_is_not_a_string_or_a_list_of_strings_is_named() {
+    for (value, key) in [
+        ("42", "keys.access_secret_env"),
+        ("{ a = 1 }", "keys.access_secret_env"),
+        ("[\"A\", 1]", "keys.access_secret_env[1]"),
+        ("[[\"A\"]]", "keys.access_secret_env[0]"),
+    ] {
+        let e = parse(&format!("{BASE}[keys]\naccess_secret_env = {value}\n")).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].key, key, "{value}: {e}");
+        assert!(e.0[0].message.contains("string"), "{value}: {e}");
+    }
+    let e = parse("[login]\ngrant_secret_env = false\n").unwrap_err();
+    assert_eq!(e.0[0].key, "login.grant_secret_env", "{e}");
+    // Unknown keys beside a ring are still refused.
+    let e = parse(&format!("{BASE}[keys]\naccess_secret_envs = [\"A\"]\n")).unwrap_err();
+    assert!(e.0[0].key.starts_with("keys"), "{e}");
+}
+
+#[test]
+fn no_secret_is_shared_between_the_access_refresh_and_grant_rings() {
+    let src = ring_env(&[("NEW", NEW), ("OLD", OLD), ("G1", G1), ("G2", G2)]);
+    let e = ring_problems(
+        "access_secret_env = [\"NEW\", \"OLD\"]\nrefresh_secret_env = [\"SESSIONGATE_REFRESH_SECRET\", \"OLD\"]\n",
+        &src,
+    );
+    assert_eq!(
+        e,
+        [
+            "keys.refresh_secret_env[1]: must differ from the access secret (keys.access_secret_env[1]): \
+          a refresh token must never verify as an access token"
+        ]
+    );
+    let upstream = |grant: &str| {
+        let text = format!(
+            "[[upstream]]\nname = \"app\"\nurl = \"http://127.0.0.1:3000\"\n[keys]\n\
+             access_secret_env = [\"NEW\", \"OLD\"]\n[login]\nmode = \"upstream\"\n\
+             upstream_path = \"/login\"\ngrant_secret_env = {grant}\n"
+        );
+        match validate(parse(&text).unwrap(), LoadOptions::default(), &src) {
+            Ok(c) => Ok(c.login.upstream.unwrap().grant_secrets.len()),
+            Err(e) => Err(e.0.into_iter().map(|e| e.to_string()).collect::<Vec<_>>()),
+        }
+    };
+    assert_eq!(upstream("[\"G1\", \"G2\"]"), Ok(2));
+    assert_eq!(upstream("\"G1\""), Ok(1));
+    let e = upstream("[\"G1\", \"OLD\"]").unwrap_err();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "login.grant_secret_env[1]: must differ from the access secret (keys.access_secret_env[1])"
+        ),
+        "{e:?}"
+    );
+    let e = upstream("[\"G1\", \"SESSIONGATE_REFRESH_SECRET\"]").unwrap_err();
+    assert!(
+        e[0].starts_with("login.grant_secret_env[1]: must differ from the refresh secret"),
+        "{e:?}"
+    );
+    let e = upstream("[\"G1\", \"G1\"]").unwrap_err();
+    assert!(
+        e[0].starts_with("login.grant_secret_env[1]: is the same secret"),
+        "{e:?}"
+    );
+    let e = upstream("[]").unwrap_err();
+    assert!(
+        e[0].starts_with("login.grant_secret_env: is an empty list"),
+        "{e:?}"
+    );
+    let e = upstream("[\"G1\", \"UNSET\"]").unwrap_err();
+    assert!(
+        e[0].starts_with("login.grant_secret_env[1]: names environment variable UNSET"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn dev_fills_in_a_random_secret_only_when_no_key_of_the_ring_is_set() {
+    let text = format!("{BASE}[keys]\naccess_secret_env = [\"UNSET1\", \"UNSET2\"]\n");
+    let c = validate(parse(&text).unwrap(), dev(), &no_env).unwrap();
+    assert_eq!(c.keys.access_secrets.len(), 1);
+    let src = ring_env(&[("NEW", NEW)]);
+    let text = format!("{BASE}[keys]\naccess_secret_env = [\"NEW\", \"UNSET\"]\n");
+    let e = validate(parse(&text).unwrap(), dev(), &src).unwrap_err();
+    assert_eq!(e.0[0].key, "keys.access_secret_env[1]", "{e}");
+}
+
+#[test]
+fn the_paths_of_a_file_ring_can_be_resolved_in_place() {
+    let text = format!("{BASE}[keys]\naccess_secret_file = [\"new\", \"/run/old\"]\n");
+    let mut raw = parse(&text).unwrap();
+    raw.resolve_paths(Path::new("/etc/sessiongate"));
+    let files = raw.keys.access_secret_file.as_ref().unwrap();
+    assert_eq!(
+        files.items(),
+        [
+            PathBuf::from("/etc/sessiongate/new"),
+            PathBuf::from("/run/old")
+        ]
+    );
 }
 
 #[test]
@@ -504,8 +741,8 @@ fn every_path_key_is_resolved_against_the_config_directory() {
     let got = [
         &raw.tls.cert,
         &raw.tls.key,
-        k.access_secret_file.as_ref().unwrap(),
-        k.refresh_secret_file.as_ref().unwrap(),
+        &k.access_secret_file.as_ref().unwrap().items()[0],
+        &k.refresh_secret_file.as_ref().unwrap().items()[0],
         k.assertion_key_file.as_ref().unwrap(),
         k.assertion_previous_key_file.as_ref().unwrap(),
         &raw.login.users_file,

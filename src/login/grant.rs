@@ -7,10 +7,16 @@
 //! another response (e.g. a page that reflects headers) — ignored and stripped; a client
 //! sending the header itself — stripped from every request by `strip`, and from every
 //! response before it reaches a client.
+//!
+//! Rotation: `login.grant_secret_env` may list several variables; a grant signed under any of
+//! them is accepted. The app signs grants and does not name the gateway's key ids, so each
+//! key is tried in turn (the list is the operator's, a few keys at most, and only the app's
+//! login responses carry a grant).
 
 use jsonwebtoken::{DecodingKey, Validation};
 use serde::Deserialize;
 
+use crate::config::SecretRing;
 use crate::util::now_unix;
 
 pub const MAX_GRANT_LIFETIME: u64 = 60;
@@ -30,8 +36,9 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._@-+".contains(&b))
 }
 
-/// Verify a grant; `None` when it is forged, expired, too long-lived or malformed.
-pub fn verify(secret: &[u8], token: &str) -> Option<GrantClaims> {
+/// Verify a grant under the keys of `secrets`; `None` when it is forged, expired, too
+/// long-lived or malformed.
+pub fn verify(secrets: &SecretRing, token: &str) -> Option<GrantClaims> {
     // `crit` and other parameters the gateway would not act on are refused, not ignored.
     if token.len() > 4096 || !crate::tokens::plain_header(token) {
         return None;
@@ -40,8 +47,12 @@ pub fn verify(secret: &[u8], token: &str) -> Option<GrantClaims> {
     v.leeway = 0;
     v.validate_aud = false;
     v.set_required_spec_claims(&["exp", "sub"]);
-    let c = jsonwebtoken::decode::<GrantClaims>(token, &DecodingKey::from_secret(secret), &v)
-        .ok()?
+    let c = secrets
+        .iter()
+        .find_map(|s| {
+            let key = DecodingKey::from_secret(s.secret.expose());
+            jsonwebtoken::decode::<GrantClaims>(token, &key, &v).ok()
+        })?
         .claims;
     let now = now_unix();
     let ok = c.exp > now
@@ -57,6 +68,18 @@ mod tests {
     use jsonwebtoken::{EncodingKey, Header};
 
     const S: &[u8] = b"grant-secret-grant-secret-grant-secret-01";
+    const T: &[u8] = b"another-secret-another-secret-another-sec";
+
+    fn ring(secrets: &[&[u8]]) -> SecretRing {
+        let keys = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| crate::config::RingSecret {
+                key: format!("login.grant_secret_env[{i}]"),
+                secret: crate::config::Secret::new(s.to_vec()),
+            });
+        SecretRing::new(keys.collect()).unwrap()
+    }
 
     fn grant(secret: &[u8], sub: &str, exp: u64) -> String {
         let claims = serde_json::json!({"sub": sub, "roles": ["dev"], "exp": exp});
@@ -69,28 +92,27 @@ mod tests {
     }
 
     #[test]
+    fn a_grant_under_any_key_of_the_ring_is_accepted_and_none_after_its_key_is_dropped() {
+        let g = grant(T, "alice", now_unix() + 30);
+        assert!(verify(&ring(&[S, T]), &g).is_some());
+        assert!(verify(&ring(&[T, S]), &g).is_some());
+        assert!(verify(&ring(&[S]), &g).is_none());
+    }
+
+    #[test]
     fn a_fresh_signed_grant_is_accepted() {
-        let c = verify(S, &grant(S, "alice", now_unix() + 30)).unwrap();
+        let c = verify(&ring(&[S]), &grant(S, "alice", now_unix() + 30)).unwrap();
         assert_eq!(c.sub, "alice");
         assert_eq!(c.roles, vec!["dev".to_string()]);
     }
 
     #[test]
     fn forged_expired_and_long_lived_grants_are_refused() {
-        assert!(
-            verify(
-                S,
-                &grant(
-                    b"another-secret-another-secret-another-sec",
-                    "alice",
-                    now_unix() + 30
-                )
-            )
-            .is_none()
-        );
-        assert!(verify(S, &grant(S, "alice", now_unix() - 1)).is_none());
-        assert!(verify(S, &grant(S, "alice", now_unix() + 3600)).is_none());
-        assert!(verify(S, &grant(S, "al ice", now_unix() + 30)).is_none());
-        assert!(verify(S, "garbage").is_none());
+        let r = &ring(&[S]);
+        assert!(verify(r, &grant(T, "alice", now_unix() + 30)).is_none());
+        assert!(verify(r, &grant(S, "alice", now_unix() - 1)).is_none());
+        assert!(verify(r, &grant(S, "alice", now_unix() + 3600)).is_none());
+        assert!(verify(r, &grant(S, "al ice", now_unix() + 30)).is_none());
+        assert!(verify(r, "garbage").is_none());
     }
 }

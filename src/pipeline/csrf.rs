@@ -17,6 +17,7 @@ use crate::refusal::Refusal;
 use crate::routing::Route;
 use crate::runtime::Runtime;
 use crate::sessions::Identity;
+use crate::tokens::DerivedKeys;
 
 /// The CSRF origin stage, before the session stage (a refusal must never lose a refresh-token
 /// rotation: nothing rotates for a request that is refused). An unsafe request (or a WebSocket
@@ -74,7 +75,7 @@ pub fn check_token<B>(
         return Ok(());
     };
     token_matches(
-        &rt.csrf_key,
+        &rt.csrf_keys,
         &id.sid,
         req.headers(),
         ctx.cookies.gateway.csrf.as_deref(),
@@ -137,29 +138,41 @@ pub fn is_unsafe(method: &Method, h: &HeaderMap, query: Option<&str>) -> bool {
         })
 }
 
-/// A CSRF token for `token` mode: `nonce.mac`, where the MAC binds the nonce to the session, so
-/// a token taken from another session (or planted in a cookie by a sibling domain) fails.
-pub fn mint_token(key: &[u8], sid: &str) -> String {
+/// A CSRF token for `token` mode: `kid.nonce.mac`, where the MAC binds the nonce to the
+/// session, so a token taken from another session (or planted in a cookie by a sibling
+/// domain) fails. The MAC key is derived from the signing access key, which `kid` names: a
+/// token minted before a key rotation keeps verifying while its key is in the ring (as the
+/// session's tokens do), and fails once that key is dropped.
+pub fn mint_token(keys: &DerivedKeys, sid: &str) -> String {
+    let key = keys.signing();
     let nonce = crate::util::random_token(16);
-    let mac = crate::util::hmac_sha256(key, format!("{sid}.{nonce}").as_bytes());
-    format!("{nonce}.{}", crate::util::b64(&mac))
+    format!("{}.{nonce}.{}", key.kid, mac(&key.key, sid, nonce.as_str()))
 }
 
-/// Whether `token` was minted for `sid`.
-pub fn token_is_for(key: &[u8], sid: &str, token: &str) -> bool {
-    let Some((nonce, mac)) = token.split_once('.') else {
-        return false;
-    };
-    let want = crate::util::b64(&crate::util::hmac_sha256(
+fn mac(key: &[u8], sid: &str, nonce: &str) -> String {
+    crate::util::b64(&crate::util::hmac_sha256(
         key,
         format!("{sid}.{nonce}").as_bytes(),
-    ));
-    crate::util::ct_eq(want.as_bytes(), mac.as_bytes())
+    ))
+}
+
+/// Whether `token` was minted for `sid`, under the key its `kid` names. A `nonce.mac` token
+/// from before key rings names no key: it is checked under each key of the ring.
+pub fn token_is_for(keys: &DerivedKeys, sid: &str, token: &str) -> bool {
+    let same = |key: &[u8], nonce: &str, m: &str| {
+        crate::util::ct_eq(mac(key, sid, nonce).as_bytes(), m.as_bytes())
+    };
+    let mut parts = token.splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(kid), Some(nonce), Some(m)) => keys.find(kid).is_some_and(|k| same(&k.key, nonce, m)),
+        (Some(nonce), Some(m), None) => keys.iter().any(|k| same(&k.key, nonce, m)),
+        _ => false,
+    }
 }
 
 /// `token` mode: the `X-CSRF-Token` header must equal the CSRF cookie and be bound to `sid`.
 pub fn token_matches(
-    key: &[u8],
+    keys: &DerivedKeys,
     sid: &str,
     h: &HeaderMap,
     cookie: Option<&str>,
@@ -167,7 +180,7 @@ pub fn token_matches(
     let header = h.get("x-csrf-token").and_then(|v| v.to_str().ok());
     match (header, cookie) {
         (Some(hd), Some(c))
-            if crate::util::ct_eq(hd.as_bytes(), c.as_bytes()) && token_is_for(key, sid, hd) =>
+            if crate::util::ct_eq(hd.as_bytes(), c.as_bytes()) && token_is_for(keys, sid, hd) =>
         {
             Ok(())
         }
@@ -301,18 +314,74 @@ mod tests {
         }
     }
 
+    fn keys(secrets: &[&str]) -> DerivedKeys {
+        let ring = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| crate::config::RingSecret {
+                key: format!("k[{i}]"),
+                secret: crate::config::Secret::new(s.as_bytes().to_vec()),
+            });
+        DerivedKeys::from_access(
+            &crate::config::SecretRing::new(ring.collect()).unwrap(),
+            b"sessiongate csrf",
+        )
+    }
+
     #[test]
     fn tokens_are_bound_to_their_session() {
-        let t = mint_token(b"k", "sid-a");
-        assert!(token_is_for(b"k", "sid-a", &t));
-        assert!(!token_is_for(b"k", "sid-b", &t));
-        assert!(!token_is_for(b"other", "sid-a", &t));
+        let k = keys(&["k"]);
+        let t = mint_token(&k, "sid-a");
+        assert!(token_is_for(&k, "sid-a", &t));
+        assert!(!token_is_for(&k, "sid-b", &t));
+        assert!(!token_is_for(&keys(&["other"]), "sid-a", &t));
         let mut hm = HeaderMap::new();
         hm.insert("x-csrf-token", HeaderValue::from_str(&t).unwrap());
-        assert!(token_matches(b"k", "sid-a", &hm, Some(&t)).is_ok());
-        assert!(token_matches(b"k", "sid-b", &hm, Some(&t)).is_err());
-        assert!(token_matches(b"k", "sid-a", &hm, Some("x.y")).is_err());
-        assert!(token_matches(b"k", "sid-a", &HeaderMap::new(), Some(&t)).is_err());
+        assert!(token_matches(&k, "sid-a", &hm, Some(&t)).is_ok());
+        assert!(token_matches(&k, "sid-b", &hm, Some(&t)).is_err());
+        assert!(token_matches(&k, "sid-a", &hm, Some("x.y")).is_err());
+        assert!(token_matches(&k, "sid-a", &HeaderMap::new(), Some(&t)).is_err());
+    }
+
+    #[test]
+    fn tokens_verify_under_their_key_while_it_is_in_the_ring() {
+        let step1 = keys(&["old", "new"]);
+        let step2 = keys(&["new", "old"]);
+        let step3 = keys(&["new"]);
+        let old = mint_token(&step1, "s");
+        let new = mint_token(&step2, "s");
+        for k in [&step1, &step2] {
+            assert!(token_is_for(k, "s", &old) && token_is_for(k, "s", &new));
+        }
+        assert!(token_is_for(&step3, "s", &new));
+        assert!(
+            !token_is_for(&step3, "s", &old),
+            "a dropped key binds nothing"
+        );
+        // The kid names the one key tried: the old token's MAC under another kid fails.
+        let (_, rest) = old.split_once('.').unwrap();
+        let renamed = format!("{}.{rest}", step2.signing().kid);
+        assert!(!token_is_for(&step2, "s", &renamed));
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a.b.c.d",
+            &format!("{}..", step2.signing().kid),
+        ] {
+            assert!(!token_is_for(&step2, "s", bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_from_before_key_rings_verify_under_any_key_of_the_ring() {
+        // `nonce.mac` with the MAC under the one access key of that time.
+        let legacy_key = crate::util::hmac_sha256(b"old", b"sessiongate csrf");
+        let legacy = format!("N0nce.{}", mac(&legacy_key, "s", "N0nce"));
+        assert!(token_is_for(&keys(&["new", "old"]), "s", &legacy));
+        assert!(token_is_for(&keys(&["old"]), "s", &legacy));
+        assert!(!token_is_for(&keys(&["new"]), "s", &legacy));
+        assert!(!token_is_for(&keys(&["old"]), "t", &legacy));
     }
 
     #[test]

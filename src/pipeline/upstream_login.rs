@@ -146,7 +146,7 @@ async fn honour_grant(
     let Some(claims) = grant
         .to_str()
         .ok()
-        .and_then(|g| grant::verify(up.grant_secret.expose(), g))
+        .and_then(|g| grant::verify(&up.grant_secrets, g))
     else {
         Metrics::outcome(&rt.metrics.logins, "grant_refused");
         rt.audit.emit(

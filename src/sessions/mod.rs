@@ -40,7 +40,7 @@ use crate::tokens::{Fingerprint, KeyRing, MintError, TokenError};
 /// For callers outside the crate that mint access tokens (benchmarks).
 pub use crate::tokens::AccessLifetime;
 pub use activity::Activity;
-pub use anomaly::{Fingerprinter, Verdict};
+pub use anomaly::{Checked, Fingerprinter, Verdict};
 pub use clock::Clock;
 use confirm::Confirmations;
 pub use lifecycle::{Ending, Issued};
@@ -175,7 +175,7 @@ impl Sessions {
                 RevocationSet::new().reporting(metrics.revocation_feed_synced.clone()),
             ),
             confirmations: Confirmations::default(),
-            fingerprints: Fingerprinter::new(cfg.keys.access_secret.expose(), &cfg.anomaly),
+            fingerprints: Fingerprinter::new(&cfg.keys.access_secrets, &cfg.anomaly),
             signer,
             audit,
             metrics,
@@ -208,9 +208,9 @@ impl Sessions {
         self.cfg.access_ttl.as_secs() + 1
     }
 
-    /// The non-secret handle of a session id.
+    /// The non-secret handle of a session id (the same through a key rotation).
     pub fn handle(&self, sid: &str) -> String {
-        self.keys.session_handle(sid)
+        crate::tokens::session_handle(sid)
     }
 
     pub fn keys(&self) -> &KeyRing {

@@ -66,8 +66,9 @@ impl Sessions {
         }
         // A refresh from somewhere else is checked before anything rotates: under `reauth` the
         // session must stay usable where it came from.
-        let fp = claims.fingerprint();
-        match self.anomaly(&fp, ip, ua, &claims.sub, &claims.sid) {
+        let bound = claims.fingerprint();
+        let checked = self.check_fingerprint(&bound, ip, ua, &claims.sub, &claims.sid);
+        match checked.verdict {
             Verdict::Pass => {}
             Verdict::Reauth => return Err(RefreshError::Anomaly),
             Verdict::Revoke => {
@@ -77,9 +78,15 @@ impl Sessions {
                 return Err(RefreshError::Anomaly);
             }
         }
-        // The new tokens are bound to this user agent (which just passed): a token of an
-        // earlier release gains the device binding.
-        let fp = self.fingerprints.rebind(fp, ua);
+        // A request that matched every bound signal comes from the session's network and
+        // browser: the new tokens carry them bound again under the signing key, so after a
+        // key rotation a session needs the old key only until its next refresh. (A changed
+        // signal that was let through keeps the fingerprint as bound at login.)
+        let fp = if checked.clean {
+            self.fingerprints.rebind(&bound, ip, ua)
+        } else {
+            bound
+        };
         let policy = RotatePolicy {
             now,
             now_ms,

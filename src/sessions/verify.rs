@@ -65,7 +65,8 @@ impl Sessions {
     fn verify_uncached(&self, token: &str, now: u64) -> Result<Arc<Identity>, VerifyError> {
         let c = self.keys.verify_access(token, now)?;
         Ok(Arc::new(Identity {
-            handle: self.keys.session_handle(&c.sid),
+            handle: crate::tokens::session_handle(&c.sid),
+            fp: c.fingerprint(),
             sub: c.sub,
             roles: c.roles,
             sid: c.sid,
@@ -73,11 +74,6 @@ impl Sessions {
             // A token minted before `sxp` existed: its own expiry is the only end known, so
             // a tunnel opened with it lasts no longer (fail closed; the client reconnects).
             session_end: c.sxp.unwrap_or(c.exp),
-            fp: Fingerprint {
-                ipn: c.ipn,
-                uah: c.uah,
-                uad: c.uad,
-            },
         }))
     }
 
@@ -97,13 +93,9 @@ impl Sessions {
         let now = self.clock.now();
         let found = match access.and_then(|t| self.keys.verify_access(t, now).ok()) {
             Some(c) => Some(Presented {
+                fp: c.fingerprint(),
                 user: c.sub,
                 sid: c.sid,
-                fp: Fingerprint {
-                    ipn: c.ipn,
-                    uah: c.uah,
-                    uad: c.uad,
-                },
             }),
             None => match refresh.and_then(|t| self.keys.verify_refresh(t, now).ok()) {
                 Some(c) => self.confirmed(c).await?,
@@ -142,13 +134,9 @@ impl Sessions {
                 .is_some_and(|p| ct_eq(p.as_bytes(), jti))
                 && rec.accepts_previous(now_ms, grace_ms));
         Ok(current.then_some(Presented {
+            fp: c.fingerprint(),
             user: c.sub,
             sid: c.sid,
-            fp: Fingerprint {
-                ipn: c.ipn,
-                uah: c.uah,
-                uad: c.uad,
-            },
         }))
     }
 }

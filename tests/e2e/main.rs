@@ -21,6 +21,7 @@ mod csrf;
 mod identity;
 mod identity_families;
 mod idle_connections;
+mod key_rotation;
 mod load_balancer;
 mod login;
 mod logs;

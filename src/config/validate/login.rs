@@ -3,9 +3,10 @@
 //! secrets ([`grant_secret_differs`]): an app that can mint grants must not be able to mint
 //! access or refresh tokens, nor a leaked token key forge grants.
 
-use super::{Errors, check_duration, keys::secret_weakness};
+use super::keys::{RingKeys, read_ring, rings_differ};
+use super::{Errors, check_duration};
 use crate::config::raw::RawLogin;
-use crate::config::{KeysConfig, LoginConfig, LoginMode, Secret, Source, UpstreamLogin};
+use crate::config::{KeysConfig, LoginConfig, LoginMode, SecretRing, Source, UpstreamLogin};
 
 /// The account-wide backstop when `login.max_failures_per_user_total` is not written (and
 /// `max_failures_per_user` is not higher).
@@ -83,11 +84,11 @@ fn upstream(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> Option<Upst
     for (i, p) in l.logout_paths.iter().enumerate() {
         normal_path(errs, &format!("login.logout_paths[{i}]"), p);
     }
-    let secret = grant_secret(l, source, errs);
+    let secrets = grant_secrets(l, source, errs);
     Some(UpstreamLogin {
         path: path?,
         page_path: page?,
-        grant_secret: secret?,
+        grant_secrets: secrets?,
         drop_cookies: l
             .drop_cookies
             .iter()
@@ -97,52 +98,43 @@ fn upstream(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> Option<Upst
     })
 }
 
-fn grant_secret(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> Option<Secret> {
-    let Some(name) = &l.grant_secret_env else {
+fn grant_secrets(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> Option<SecretRing> {
+    let Some(names) = &l.grant_secret_env else {
         errs.add(
             "login.grant_secret_env",
             "login.mode = \"upstream\" needs the grant's secret",
         );
         return None;
     };
-    let Some(b) = source.env(name).map(String::into_bytes) else {
-        errs.add(
-            "login.grant_secret_env",
-            format!("names environment variable {name}, which is not set"),
-        );
-        return None;
+    let keys = RingKeys {
+        env_key: "login.grant_secret_env",
+        env: Some(names),
+        file_key: "login.grant_secret_env",
+        files: None,
     };
-    match secret_weakness(&b) {
-        None => Some(Secret::new(b)),
-        Some(why) => {
-            errs.add("login.grant_secret_env", why);
-            None
-        }
-    }
+    // Never a random one, even in `--dev`: the app must know it.
+    read_ring(keys, false, source, errs, &mut Vec::new())
 }
 
-/// The grant's secret must be neither token secret: with one key for both, the app (or anyone
-/// holding the grant secret) could sign access or refresh tokens, and a token key could sign
-/// grants.
+/// No grant secret may be a token secret: with one key for both, the app (or anyone holding
+/// the grant secret) could sign access or refresh tokens, and a token key could sign grants.
+/// Every pair of the rings is compared, so a rotation cannot slip one in.
 pub(super) fn grant_secret_differs(login: &LoginConfig, keys: &KeysConfig, errs: &mut Errors) {
     let Some(up) = &login.upstream else {
         return;
     };
-    let grant = up.grant_secret.expose();
-    for (secret, which) in [
-        (&keys.access_secret, "access"),
-        (&keys.refresh_secret, "refresh"),
+    for (ring, which) in [
+        (&keys.access_secrets, "the access secret"),
+        (&keys.refresh_secrets, "the refresh secret"),
     ] {
-        if subtle::ConstantTimeEq::ct_eq(grant, secret.expose()).into() {
-            errs.add(
-                "login.grant_secret_env",
-                format!(
-                    "must differ from the {which} secret ([keys]): a grant secret that is also a \
-                     token key lets whoever mints grants mint tokens (make one with \
-                     `sessiongate gen-secret`)"
-                ),
-            );
-        }
+        rings_differ(
+            ring,
+            &up.grant_secrets,
+            which,
+            "a grant secret that is also a token key lets whoever mints grants mint tokens \
+             (make one with `sessiongate gen-secret`)",
+            errs,
+        );
     }
 }
 
@@ -163,6 +155,7 @@ fn normal_path(errs: &mut Errors, key: &str, p: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::raw::OneOrList;
 
     const GRANT: &str = "Zx9Lm2Nq4Rs6Tu8Vw0Yb1Cd3Ef5Gh7Jk9Pq2Sx4Vz6B";
 
@@ -174,7 +167,7 @@ mod tests {
         RawLogin {
             mode: LoginMode::Upstream,
             upstream_path: Some("/login".into()),
-            grant_secret_env: Some("GRANT".into()),
+            grant_secret_env: Some(OneOrList::One("GRANT".into())),
             drop_cookies: vec!["PHPSESSID".into()],
             ..RawLogin::default()
         }
@@ -189,14 +182,14 @@ mod tests {
         let u = c.upstream.unwrap();
         assert_eq!(u.page_path, "/login");
         assert_eq!(u.drop_cookies, ["phpsessid"]);
-        assert_eq!(u.grant_secret.expose(), GRANT.as_bytes());
+        assert_eq!(u.grant_secrets.signing().expose(), GRANT.as_bytes());
     }
 
     #[test]
     fn upstream_mode_names_each_missing_or_bad_key() {
         let raw = RawLogin {
             upstream_path: Some("/.auth/login".into()),
-            grant_secret_env: Some("UNSET".into()),
+            grant_secret_env: Some(OneOrList::One("UNSET".into())),
             logout_paths: vec!["/a/../b".into()],
             ..upstream_mode()
         };

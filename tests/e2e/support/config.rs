@@ -331,16 +331,28 @@ impl GatewayConfig {
 
 /// Run `sessiongate check-config --config <file>` with these secrets.
 pub fn check_config(config_path: &Path, access: &str, refresh: &str) -> (bool, String) {
-    let out = Command::new(bin())
-        .arg("check-config")
+    check_config_env(
+        config_path,
+        &[
+            ("SG_TEST_ACCESS_SECRET", access),
+            ("SG_TEST_REFRESH_SECRET", refresh),
+        ],
+    )
+}
+
+/// Run `sessiongate check-config --config <file>` with this environment (beside the
+/// process's own, without `RUST_LOG`).
+pub fn check_config_env(config_path: &Path, env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(bin());
+    cmd.arg("check-config")
         .arg("--config")
         .arg(config_path)
         .env_remove("RUST_LOG")
-        .env("SG_TEST_ACCESS_SECRET", access)
-        .env("SG_TEST_REFRESH_SECRET", refresh)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sessiongate check-config");
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run sessiongate check-config");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
