@@ -10,36 +10,9 @@
 //! - an `identity.strip_headers` entry that is no header name, or that would remove a header
 //!   every request needs (`Host`, `Content-*`), and a `[paths]` typo.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::harness::*;
-
-struct Written {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-/// Write a config rendered from `cfg`, optionally edited, with real cert and users files.
-fn write_config(cfg: &GatewayConfig, edit: impl Fn(String) -> String) -> Written {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::generate(dir.path());
-    let users = dir.path().join("users.toml");
-    std::fs::write(&users, users_toml()).unwrap();
-    let params = RenderParams {
-        https: LOOPBACK_ANY_PORT,
-        http: LOOPBACK_ANY_PORT,
-        admin: LOOPBACK_ANY_PORT,
-        cert: pki.cert_path.clone(),
-        key: pki.key_path.clone(),
-        upstream_url: format!("http://127.0.0.1:{}", free_port()),
-        users_file: users,
-        audit_file: dir.path().join("audit.log"),
-    };
-    let path = dir.path().join("gateway.toml");
-    std::fs::write(&path, edit(cfg.render(&params))).unwrap();
-    Written { _dir: dir, path }
-}
 
 fn assert_refused_naming(ok: bool, output: &str, key: &str, what: &str) {
     assert!(!ok, "{what}: check-config should fail; output:\n{output}");

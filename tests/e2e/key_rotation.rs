@@ -337,18 +337,6 @@ async fn refresh(t: &Traffic, b: &mut Browser) -> Result<(), String> {
     Ok(())
 }
 
-/// Status of a protected API request with this access token as its only cookie.
-async fn access_status(gw: &Gateway, access: &str) -> u16 {
-    gw.get("/private/probe")
-        .header("cookie", format!("{ACCESS_COOKIE}={access}"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 async fn refresh_status(gw: &Gateway, refresh: &str) -> u16 {
     gw.client
         .post(gw.url("/.auth/refresh"))
@@ -488,13 +476,13 @@ async fn before_the_old_key_goes(
     let live = t.browsers.lock().unwrap()[1].session.clone();
     let old_signed = resigned(&live.access, &step0.session.access, &secrets.access_old);
     assert_eq!(
-        access_status(gw, &old_signed).await,
+        gw.access_status(&old_signed).await,
         200,
         "step 2: a token signed with the old key verifies during the overlap"
     );
     let misnamed = resigned(&live.access, &live.access, &secrets.access_old);
     assert_eq!(
-        access_status(gw, &misnamed).await,
+        gw.access_status(&misnamed).await,
         401,
         "a token naming the new key but signed with the old one was accepted: every key tried?"
     );
@@ -530,7 +518,7 @@ async fn after_the_old_key_is_gone(
         &secrets.access_old,
     );
     assert_eq!(
-        access_status(gw, &old_access).await,
+        gw.access_status(&old_access).await,
         401,
         "an unexpired access token signed with the dropped key was accepted"
     );
@@ -624,15 +612,15 @@ async fn a_new_key_may_sign_only_once_every_instance_verifies_it() {
     let resp = a.refresh(&s).await;
     assert_eq!(resp.status(), 200);
     let promoted = Session::from_response_headers(resp.headers()).unwrap();
-    assert_eq!(access_status(&a, &promoted.access).await, 200);
+    assert_eq!(a.access_status(&promoted.access).await, 200);
     assert_eq!(
-        access_status(&b, &promoted.access).await,
+        b.access_status(&promoted.access).await,
         401,
         "an instance without the new key accepted a token signed with it"
     );
     // The session is not lost: once B verifies the new key, it accepts the same tokens.
     apply(&mut b, at(1)).await;
-    assert_eq!(access_status(&b, &promoted.access).await, 200);
+    assert_eq!(b.access_status(&promoted.access).await, 200);
     let resp = b.refresh(&promoted).await;
     assert_eq!(
         resp.status(),
@@ -641,14 +629,14 @@ async fn a_new_key_may_sign_only_once_every_instance_verifies_it() {
     );
     let s = Session::from_response_headers(resp.headers()).unwrap();
     // B (step 1) still signs with the old key; A (step 2) verifies it.
-    assert_eq!(access_status(&a, &s.access).await, 200);
+    assert_eq!(a.access_status(&s.access).await, 200);
     apply(&mut b, at(2)).await;
     let resp = b.refresh(&s).await;
     assert_eq!(resp.status(), 200);
     let s = Session::from_response_headers(resp.headers()).unwrap();
     // Step 3, one instance after the other: the session goes on on both.
     apply(&mut a, at(3)).await;
-    assert_eq!(access_status(&a, &s.access).await, 200);
+    assert_eq!(a.access_status(&s.access).await, 200);
     apply(&mut b, at(3)).await;
     assert_eq!(b.refresh(&s).await.status(), 200);
 }
@@ -891,27 +879,6 @@ async fn rotating_the_assertion_key_keeps_every_assertion_verifiable_while_it_li
 // ---------------------------------------------------------------------------------------------
 // Rings that cannot be right
 
-/// `cfg` written as a config file with a real certificate and users file, beside them.
-fn written(cfg: &GatewayConfig) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::generate(dir.path());
-    let users = dir.path().join("users.toml");
-    std::fs::write(&users, users_toml()).unwrap();
-    let params = RenderParams {
-        https: LOOPBACK_ANY_PORT,
-        http: LOOPBACK_ANY_PORT,
-        admin: LOOPBACK_ANY_PORT,
-        cert: pki.cert_path.clone(),
-        key: pki.key_path.clone(),
-        upstream_url: format!("http://127.0.0.1:{}", free_port()),
-        users_file: users,
-        audit_file: dir.path().join("audit.log"),
-    };
-    let path = dir.path().join("gateway.toml");
-    std::fs::write(&path, cfg.render(&params)).unwrap();
-    (dir, path)
-}
-
 #[tokio::test]
 async fn check_config_names_each_bad_entry_of_a_ring() {
     install_crypto_provider();
@@ -929,8 +896,8 @@ async fn check_config_names_each_bad_entry_of_a_ring() {
         ("RING_PLACEHOLDER", "changeme-changeme-changeme-changeme-00"),
     ];
     let check = |cfg: GatewayConfig| {
-        let (_dir, path) = written(&cfg);
-        check_config_env(&path, &env)
+        let w = write_config(&cfg, |s| s);
+        check_config_env(&w.path, &env)
     };
     let access = |value: &str| GatewayConfig::new().set("keys", "access_secret_env", value);
     let upstream = |grant: &str| {

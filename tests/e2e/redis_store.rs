@@ -84,18 +84,6 @@ async fn refreshed(gw: &Gateway, s: &Session, what: &str) -> Session {
     new
 }
 
-/// Status of a protected API request carrying only this access token as its cookie.
-async fn access_status(gw: &Gateway, access: &str) -> u16 {
-    gw.get("/private/probe")
-        .header("cookie", format!("{ACCESS_COOKIE}={access}"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .expect("GET /private/probe")
-        .status()
-        .as_u16()
-}
-
 /// The upstream's echo of a protected request with this access token: the identity it got.
 async fn identity_on(gw: &Gateway, access: &str, what: &str) -> Echo {
     let resp = gw
@@ -113,7 +101,7 @@ async fn identity_on(gw: &Gateway, access: &str, what: &str) -> Echo {
 async fn refused_within(gw: &Gateway, access: &str, within: Duration, what: &str) -> Duration {
     let start = Instant::now();
     loop {
-        let status = access_status(gw, access).await;
+        let status = gw.access_status(access).await;
         if status == 401 {
             return start.elapsed();
         }
@@ -257,7 +245,7 @@ async fn instance_with_another_public_origin_refuses_the_tokens() {
     let s = a.login_alice().await;
     identity_on(&a, &s.access, "control: the token on its own instance").await;
     assert_eq!(
-        access_status(&other, &s.access).await,
+        other.access_status(&s.access).await,
         401,
         "an access token issued for another origin"
     );
@@ -278,7 +266,7 @@ async fn logout_on_one_instance_refuses_the_old_access_token_on_another_within_a
         jwt_claims(&s.access)["exp"].as_u64().unwrap() > now_unix() + 60,
         "the refused access token had not expired"
     );
-    assert_eq!(access_status(&a, &s.access).await, 401, "and on A");
+    assert_eq!(a.access_status(&s.access).await, 401, "and on A");
     let resp = refresh_with_cookie(&b, &s.refresh).await;
     assert_eq!(resp.status(), 401, "the logged-out refresh token on B");
     assert_eq!(sessions_in_redis(&redis, "alice"), (vec![], vec![]));
@@ -329,12 +317,8 @@ async fn replayed_rotated_out_refresh_token_on_another_instance_revokes_the_sess
 
     // The whole session is gone, on both instances: the current pair too.
     refused_within(&a, &s1.access, PROPAGATION, "current access token on A").await;
-    assert_eq!(access_status(&b, &s1.access).await, 401, "on B");
-    assert_eq!(
-        access_status(&a, &s0.access).await,
-        401,
-        "first access on A"
-    );
+    assert_eq!(b.access_status(&s1.access).await, 401, "on B");
+    assert_eq!(a.access_status(&s0.access).await, 401, "first access on A");
     for (gw, name) in [(&a, "A"), (&b, "B")] {
         let resp = refresh_with_cookie(gw, &s1.refresh).await;
         assert_eq!(
@@ -536,7 +520,7 @@ async fn instance_restarted_after_a_logout_elsewhere_refuses_the_revoked_token()
     a.wait_readyz(200, Duration::from_secs(10)).await;
 
     assert_eq!(
-        access_status(&a, &gone.access).await,
+        a.access_status(&gone.access).await,
         401,
         "A, started after the logout on B, accepted the logged-out access token"
     );

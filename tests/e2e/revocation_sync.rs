@@ -75,23 +75,11 @@ async fn instances(redis: &RedisServer, admin: &str, b_own_user: bool) -> (Gatew
     (a, b)
 }
 
-/// Status of a protected API request carrying only this access token as its cookie.
-async fn access_status(gw: &Gateway, access: &str) -> u16 {
-    gw.get("/private/probe")
-        .header("cookie", format!("{ACCESS_COOKIE}={access}"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .expect("GET /private/probe")
-        .status()
-        .as_u16()
-}
-
 /// Poll until `gw` refuses this access token (401), within [`WITHIN`].
 async fn refused_within(gw: &Gateway, access: &str, what: &str) -> Duration {
     let start = Instant::now();
     loop {
-        let status = access_status(gw, access).await;
+        let status = gw.access_status(access).await;
         if status == 401 {
             return start.elapsed();
         }
@@ -124,11 +112,7 @@ async fn revocations_made_while_an_instance_is_out_of_sync_are_honoured_before_i
     let kept = a.login_alice().await;
     let bob = a.login("bob", BOB_PASSWORD).await;
     for (s, who) in [(&gone, "gone"), (&kept, "kept"), (&bob, "bob")] {
-        assert_eq!(
-            access_status(&b, &s.access).await,
-            200,
-            "control: {who} on B"
-        );
+        assert_eq!(b.access_status(&s.access).await, 200, "control: {who} on B");
     }
 
     // B's feed goes away and cannot come back.
@@ -137,7 +121,7 @@ async fn revocations_made_while_an_instance_is_out_of_sync_are_honoured_before_i
     assert_eq!(a.readyz().await, Some(200), "A's feed is fine");
     // Out of sync, a live session still works on B (confirmed with Redis).
     assert_eq!(
-        access_status(&b, &gone.access).await,
+        b.access_status(&gone.access).await,
         200,
         "live, out of sync"
     );
@@ -175,7 +159,7 @@ async fn revocations_made_while_an_instance_is_out_of_sync_are_honoured_before_i
     refused_within(&b, &bob.access, "bob's token after a revoke-all on A, on B").await;
 
     assert_eq!(
-        access_status(&b, &kept.access).await,
+        b.access_status(&kept.access).await,
         200,
         "the other session"
     );
@@ -191,21 +175,9 @@ async fn revocations_made_while_an_instance_is_out_of_sync_are_honoured_before_i
     allow_b_pubsub(&redis, true);
     b.wait_readyz(200, Duration::from_secs(10)).await;
     assert_eq!(feed_synced(&b).await, 1.0);
-    assert_eq!(
-        access_status(&b, &gone.access).await,
-        401,
-        "after the resync"
-    );
-    assert_eq!(
-        access_status(&b, &bob.access).await,
-        401,
-        "after the resync"
-    );
-    assert_eq!(
-        access_status(&b, &kept.access).await,
-        200,
-        "after the resync"
-    );
+    assert_eq!(b.access_status(&gone.access).await, 401, "after the resync");
+    assert_eq!(b.access_status(&bob.access).await, 401, "after the resync");
+    assert_eq!(b.access_status(&kept.access).await, 200, "after the resync");
 }
 
 #[tokio::test]

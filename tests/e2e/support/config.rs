@@ -7,7 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::util::{bin, wait_output_within};
+use super::pki::Pki;
+use super::users::users_toml;
+use super::util::{bin, free_port, wait_output_within};
 
 /// The host name of the gateway's public origin in tests: the test certificate's name, the SNI
 /// every client sends, and the name the clients resolve to the gateway's bound address.
@@ -327,6 +329,34 @@ impl GatewayConfig {
         self.secrets = Some((access.into(), refresh.into()));
         self
     }
+}
+
+/// A configuration file written for `check-config`, with the directory that holds it (and the
+/// files it names) alive as long as this is.
+pub struct Written {
+    pub _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+/// Write a config rendered from `cfg`, optionally edited, with real cert and users files.
+pub fn write_config(cfg: &GatewayConfig, edit: impl Fn(String) -> String) -> Written {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    let users = dir.path().join("users.toml");
+    std::fs::write(&users, users_toml()).unwrap();
+    let params = RenderParams {
+        https: LOOPBACK_ANY_PORT,
+        http: LOOPBACK_ANY_PORT,
+        admin: LOOPBACK_ANY_PORT,
+        cert: pki.cert_path.clone(),
+        key: pki.key_path.clone(),
+        upstream_url: format!("http://127.0.0.1:{}", free_port()),
+        users_file: users,
+        audit_file: dir.path().join("audit.log"),
+    };
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, edit(cfg.render(&params))).unwrap();
+    Written { _dir: dir, path }
 }
 
 /// Run `sessiongate check-config --config <file>` with these secrets.

@@ -3,7 +3,7 @@
 //! asserting logins, the session) so that the test asserts on it itself.
 
 use super::gateway::Gateway;
-use super::session::Session;
+use super::session::{ACCESS_COOKIE, Session};
 use super::users::ALICE_PASSWORD;
 use super::util::form_urlencode;
 
@@ -69,6 +69,18 @@ impl Gateway {
     }
 
     /// A protected-route request carrying `session`'s cookies.
+    /// Status of a protected API request carrying only this access token as its cookie.
+    pub async fn access_status(&self, access: &str) -> u16 {
+        self.get("/private/probe")
+            .header("cookie", format!("{ACCESS_COOKIE}={access}"))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("GET /private/probe")
+            .status()
+            .as_u16()
+    }
+
     pub async fn get_with(&self, path: &str, cookie: &str) -> reqwest::Response {
         self.get(path)
             .header("cookie", cookie)
