@@ -239,14 +239,23 @@ pub struct DerivedKey {
 impl DerivedKeys {
     /// `purpose` labels the derivation (`b"sessiongate csrf"`).
     pub fn from_access(access: &SecretRing, purpose: &[u8]) -> Self {
+        Self::derive(access, purpose, ACCESS_KID)
+    }
+
+    /// Keys named by the refresh keys' `kid`s: for what must open as long as a session lives.
+    pub fn from_refresh(refresh: &SecretRing, purpose: &[u8]) -> Self {
+        Self::derive(refresh, purpose, REFRESH_KID)
+    }
+
+    fn derive(ring: &SecretRing, purpose: &[u8], label: &str) -> Self {
         let derive = |s: &Secret| DerivedKey {
-            kid: kid_of(s.expose(), ACCESS_KID),
+            kid: kid_of(s.expose(), label),
             key: hmac_sha256(s.expose(), purpose),
             id: rand::random(),
         };
         Self {
-            signing: derive(access.signing()),
-            others: access.iter().skip(1).map(|s| derive(&s.secret)).collect(),
+            signing: derive(ring.signing()),
+            others: ring.iter().skip(1).map(|s| derive(&s.secret)).collect(),
         }
     }
 

@@ -21,6 +21,8 @@ use serde::Deserialize;
 
 pub mod parse;
 pub mod raw;
+mod oidc_standin;
+pub use oidc_standin::{OidcConfig, OidcProviderConfig};
 mod validate;
 
 pub use parse::Parsed;
@@ -82,6 +84,7 @@ pub enum LoginMode {
     #[default]
     UsersFile,
     Upstream,
+    Oidc,
 }
 
 /// What to do when a session's request differs from the session's origin.
@@ -469,6 +472,7 @@ pub struct Config {
     pub paths: PathsConfig,
     pub csrf: CsrfConfig,
     pub anomaly: AnomalyConfig,
+    pub oidc: OidcConfig,
     /// Bearer token of the admin API; `None` disables it.
     pub admin_token: Option<Secret>,
     pub audit_file: Option<PathBuf>,

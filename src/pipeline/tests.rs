@@ -201,6 +201,7 @@ async fn expired_access_cookie_is_refreshed_transparently() {
     let rt = runtime();
     let now = crate::util::now_unix();
     let rec = SessionRecord {
+        idp: None,
         sid: "sid-4".into(),
         user: "alice".into(),
         roles: vec!["admin".into()],

@@ -25,7 +25,7 @@ use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::web::headers;
 
-pub use tls::system_roots;
+pub use tls::{chain as error_chain, system_roots};
 pub use tunnel::Limits;
 
 /// A pooled client to one upstream: plain HTTP, or TLS for an `https://` upstream (whose

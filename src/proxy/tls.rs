@@ -82,7 +82,7 @@ pub(super) fn tls_cause<'a>(e: &'a (dyn Error + 'static)) -> Option<&'a rustls::
 
 /// An error and its causes on one line (`client error (Connect): invalid peer certificate:
 /// UnknownIssuer`), each message once.
-pub(super) fn chain(e: &(dyn Error + 'static)) -> String {
+pub fn chain(e: &(dyn Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(e);
     while let Some(err) = next {

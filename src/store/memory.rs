@@ -40,6 +40,7 @@ struct Stored {
 impl Stored {
     fn to_record(&self, sid: &str) -> SessionRecord {
         SessionRecord {
+            idp: None,
             sid: sid.to_string(),
             user: self.user.to_string(),
             roles: self.roles.iter().map(|r| r.to_string()).collect(),
@@ -349,6 +350,7 @@ mod tests {
 
     fn rec(sid: &str, user: &str, now: u64) -> SessionRecord {
         SessionRecord {
+            idp: None,
             sid: sid.into(),
             user: user.into(),
             roles: vec![],

@@ -37,6 +37,27 @@ pub struct SessionRecord {
     pub ip: String,
     pub user_agent: String,
     pub device: String,
+    /// STAND-IN (oidc-store branch).
+    #[serde(default)]
+    pub idp: Option<IdpLink>,
+}
+
+/// STAND-IN (replaced by the oidc-store branch at merge).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct IdpLink {
+    pub provider: String,
+    pub sub: String,
+    pub sid: Option<String>,
+    pub id_token_sealed: Option<String>,
+    pub refresh_token_sealed: Option<String>,
+    pub checked_at: u64,
+}
+
+/// Which sessions of a provider a back-channel logout names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdpKey<'a> {
+    Sid(&'a str),
+    Sub(&'a str),
 }
 
 impl SessionRecord {
@@ -170,4 +191,27 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// STAND-IN
+    async fn idp_sessions(
+        &self,
+        _provider: &str,
+        _key: IdpKey<'_>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// STAND-IN
+    async fn first_use(&self, _key: &str, _until: u64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    /// STAND-IN
+    async fn update_identity(
+        &self,
+        _user: &str,
+        _sid: &str,
+        _roles: &[String],
+        _idp: Option<&IdpLink>,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
 }

@@ -482,6 +482,7 @@ fn to_record(sid: &str, m: &HashMap<String, String>) -> Option<SessionRecord> {
         return None;
     }
     Some(SessionRecord {
+        idp: None,
         sid: sid.to_string(),
         user: field(m, "user").to_string(),
         // A record whose roles do not parse is not a record (never a user without roles).

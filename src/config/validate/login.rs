@@ -39,7 +39,7 @@ pub(super) fn validate(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> 
     check_duration(errs, "login.failure_window", l.failure_window);
     let upstream = match l.mode {
         LoginMode::Upstream => upstream(l, source, errs),
-        LoginMode::UsersFile => {
+        LoginMode::UsersFile | LoginMode::Oidc => {
             for (set, key) in [
                 (l.upstream_path.is_some(), "login.upstream_path"),
                 (l.page_path.is_some(), "login.page_path"),

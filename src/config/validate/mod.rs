@@ -87,6 +87,7 @@ pub fn validate(
         paths,
         csrf,
         anomaly,
+        oidc: Default::default(),
         admin_token,
         audit_file: raw.audit.file,
         log_level: raw.log.level,

@@ -1,0 +1,119 @@
+//! Sign-in with the organisation's identity providers (OpenID Connect 1.0): the
+//! authorization-code flow with PKCE, back-channel logout, RP-initiated logout, and re-checks
+//! with the provider at refresh time. The session that follows is the gateway's own: a new
+//! session id, the gateway's tokens; the provider's tokens never leave the gateway (the ID token
+//! and, with `oidc.recheck_interval`, the refresh token are kept sealed in the session record).
+//!
+//! - [`provider`]: discovery, keys, the code exchange and ID-token verification, userinfo, the
+//!   refresh grant (`openidconnect` does the protocol and the cryptography).
+//! - [`flow`]: the sealed, per-tab flow cookie.
+//! - [`claims`]: provider claims → user id and roles; `allowed_domains`, `allowed_groups`.
+//! - [`logout_token`]: Back-Channel Logout 1.0 token validation.
+//! - [`http`]: the HTTP client to the providers.
+//!
+//! The endpoints are in `crate::auth::oidc`; the re-check in `crate::sessions`.
+
+pub mod claims;
+pub mod flow;
+mod http;
+pub mod logout_token;
+pub mod provider;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, LoginMode};
+use crate::seal::Sealer;
+
+pub use provider::{Provider, Rechecked, SignedIn};
+
+/// The callback path: `{public_origin}/.auth/oidc/callback` is the redirect URI to register.
+pub const CALLBACK_PATH: &str = "/.auth/oidc/callback";
+pub const BACKCHANNEL_PATH: &str = "/.auth/oidc/backchannel-logout";
+/// Where a provider sends the browser after RP-initiated logout (register it as a
+/// post-logout redirect URI): the login page, which then does not start a new sign-in.
+pub const POST_LOGOUT_PATH: &str = "/.auth/login?signed_out=1";
+
+/// Why a sign-in through a provider did not happen. Each says what the user can do; none
+/// carries a token or a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OidcError {
+    #[error("the identity provider could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the identity provider's discovery document is not usable: {0}")]
+    Discovery(String),
+    #[error("the identity provider refused the code exchange: {0}")]
+    ProviderRefused(String),
+    #[error("the sign-in response is not valid: {0}")]
+    Callback(&'static str),
+    #[error("the ID token is not valid: {0}")]
+    IdToken(String),
+}
+
+/// The providers of one runtime, and the sealer for what they hand us.
+pub struct Oidc {
+    providers: Vec<Arc<Provider>>,
+    sealer: Sealer,
+    recheck_interval: Option<Duration>,
+    origin: String,
+}
+
+impl Oidc {
+    /// `None` unless `login.mode = "oidc"`.
+    pub fn new(cfg: &Config) -> Result<Option<Self>, String> {
+        if cfg.login.mode != LoginMode::Oidc {
+            return Ok(None);
+        }
+        let origin = cfg.server.public_origin.origin.clone();
+        let redirect = format!("{origin}{CALLBACK_PATH}");
+        let providers = cfg
+            .oidc
+            .providers
+            .iter()
+            .map(|p| Provider::new(p.clone(), &redirect).map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Some(Self {
+            providers,
+            sealer: Sealer::new(&cfg.keys.refresh_secrets),
+            recheck_interval: cfg.oidc.recheck_interval,
+            origin,
+        }))
+    }
+
+    pub fn providers(&self) -> &[Arc<Provider>] {
+        &self.providers
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.providers.iter().find(|p| p.name() == name)
+    }
+
+    pub fn by_issuer(&self, iss: &str) -> Option<&Arc<Provider>> {
+        self.providers.iter().find(|p| p.cfg.issuer == iss)
+    }
+
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    pub fn recheck_interval(&self) -> Option<Duration> {
+        self.recheck_interval
+    }
+
+    pub fn post_logout_uri(&self) -> String {
+        format!("{}{POST_LOGOUT_PATH}", self.origin)
+    }
+
+    /// A provider token sealed for the session record, bound to the provider and subject.
+    pub fn seal_token(&self, kind: &str, provider: &str, sub: &str, token: &str) -> Option<String> {
+        self.sealer
+            .seal(&format!("idp {kind}\0{provider}\0{sub}"), token.as_bytes())
+    }
+
+    pub fn open_token(&self, kind: &str, provider: &str, sub: &str, sealed: &str) -> Option<String> {
+        let raw = self
+            .sealer
+            .open(&format!("idp {kind}\0{provider}\0{sub}"), sealed)?;
+        String::from_utf8(raw).ok()
+    }
+}
