@@ -49,6 +49,11 @@ impl Event {
         self.0.insert("count".into(), n.into());
         self
     }
+    /// The identity provider (`[[oidc.provider]] name`) a sign-in or logout came through.
+    pub fn provider(mut self, p: &str) -> Self {
+        self.0.insert("provider".into(), p.into());
+        self
+    }
 }
 
 /// Lines waiting for the writer, at most. A request never waits for the disk, so when the

@@ -42,14 +42,38 @@ fn page(title: &str, body: &str) -> String {
 
 /// The login page; `return_to` must already be validated.
 pub fn login_page(return_to: &str, error: Option<&str>) -> String {
+    login_choices(return_to, error, None, &[], true)
+}
+
+/// The login page with a button per identity provider (`(name, display name)`), and the
+/// users-file form when `form`; `notice` is a non-error line (signed out).
+pub fn login_choices(
+    return_to: &str,
+    error: Option<&str>,
+    notice: Option<&str>,
+    providers: &[(&str, &str)],
+    form: bool,
+) -> String {
     let err = error.map_or_else(String::new, |e| {
         format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))
     });
-    page(
-        "Sign in",
-        &format!(
-            "<h1>Sign in</h1>{err}\
-<form method=\"post\" action=\"/.auth/login\">\
+    let note = notice.map_or_else(String::new, |n| format!("<p>{}</p>", escape(n)));
+    let enc: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+    let buttons: String = providers
+        .iter()
+        .map(|(name, display)| {
+            let n: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
+            format!(
+                "<p><a class=\"button\" href=\"/.auth/oidc/start?provider={}&amp;return_to={}\">Sign in with {}</a></p>",
+                escape(&n),
+                escape(&enc),
+                escape(display)
+            )
+        })
+        .collect();
+    let form = if form {
+        format!(
+            "<form method=\"post\" action=\"/.auth/login\">\
 <input type=\"hidden\" name=\"return_to\" value=\"{rt}\">\
 <label for=\"username\">Username</label>\
 <input id=\"username\" name=\"username\" autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" required autofocus>\
@@ -57,6 +81,26 @@ pub fn login_page(return_to: &str, error: Option<&str>) -> String {
 <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
 <button type=\"submit\">Sign in</button></form>",
             rt = escape(return_to)
+        )
+    } else {
+        String::new()
+    };
+    page(
+        "Sign in",
+        &format!("<h1>Sign in</h1>{err}{note}{buttons}{form}"),
+    )
+}
+
+/// A sign-in that failed: what happened, and a link to start again (never an automatic
+/// redirect: a failing provider must not become a loop).
+pub fn sign_in_failed(title: &str, message: &str, again: &str) -> String {
+    page(
+        title,
+        &format!(
+            "<h1>{}</h1><p>{}</p><p><a href=\"{}\">Start again</a></p>",
+            escape(title),
+            escape(message),
+            escape(again)
         ),
     )
 }

@@ -70,6 +70,17 @@ pub enum Refusal {
     AdminUnauthorized,
     #[error(transparent)]
     Upstream(#[from] ProxyError),
+    /// A sign-in through an identity provider that did not happen: a page saying why and
+    /// what to do, with a link to start again — never an automatic redirect, so a failing
+    /// provider cannot become a loop. `clear` removes the flow's cookie.
+    #[error("sign-in failed: {title}")]
+    SignInFailed {
+        status: StatusCode,
+        title: &'static str,
+        message: String,
+        again: String,
+        clear: Option<HeaderValue>,
+    },
     /// A refusal after this request rotated the refresh token: its answer carries the new
     /// cookies, or the client would keep a rotated-out token and later look like a thief.
     #[error("{refusal}")]
@@ -144,6 +155,7 @@ impl Refusal {
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Upstream(e) => e.status(),
+            SignInFailed { status, .. } => *status,
         }
     }
 
@@ -154,6 +166,8 @@ impl Refusal {
             Unauthenticated { .. } => Label::Unauthenticated,
             StoreUnavailable { .. } => Label::Unavailable,
             Upstream(_) => Label::UpstreamError,
+            SignInFailed { status, .. } if status.is_server_error() => Label::Unavailable,
+            SignInFailed { .. } => Label::Refused,
             Ambiguous(_)
             | Path(_)
             | Cookies(_)
@@ -248,6 +262,19 @@ impl Refusal {
                 r
             }
             Upstream(e) => e.response(),
+            SignInFailed {
+                title,
+                message,
+                again,
+                clear,
+                ..
+            } => {
+                let mut r = body::html(status, pages::sign_in_failed(title, &message, &again));
+                if let Some(c) = clear {
+                    r.headers_mut().append(header::SET_COOKIE, c);
+                }
+                r
+            }
             Rotated {
                 refusal,
                 set_cookies,

@@ -111,7 +111,10 @@ mod tests {
             },
         ])
         .unwrap();
-        assert_eq!(Sealer::new(&both).open("idp", &v).as_deref(), Some(&b"t"[..]));
+        assert_eq!(
+            Sealer::new(&both).open("idp", &v).as_deref(),
+            Some(&b"t"[..])
+        );
         let b = Sealer::new(&ring("the new secret, long enough to be a key"));
         assert_eq!(b.open("idp", &v), None);
     }

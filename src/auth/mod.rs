@@ -4,6 +4,7 @@
 //! victim into the attacker's account). Each endpoint answers `Ok(response)` or a `Refusal`;
 //! the session logic is `crate::sessions`'.
 
+mod oidc;
 pub(crate) mod return_to;
 pub(crate) mod sessions;
 
@@ -43,6 +44,14 @@ pub async fn handle(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx)
 }
 
 async fn route(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) -> Answer {
+    // Server to server from the provider: no ambient credential to protect, no Origin to show;
+    // the logout token's signature is what authenticates it.
+    if ctx.path == crate::oidc::BACKCHANNEL_PATH {
+        return match *req.method() {
+            Method::POST => oidc::backchannel(rt, req, ctx).await,
+            _ => Err(Refusal::MethodNotAllowed),
+        };
+    }
     csrf::check_gateway(rt, ctx, &req)?;
     // Copied: the body of a login or refresh consumes the request.
     let ua = UserAgent::from_headers(req.headers()).into_owned();
@@ -63,6 +72,8 @@ async fn route(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) -> A
     }
     match (path, &method) {
         ("/.auth/login", &Method::GET | &Method::HEAD) => Ok(login_page(rt, ctx)),
+        ("/.auth/oidc/start", &Method::GET | &Method::HEAD) => oidc::start(rt, &req, ctx).await,
+        ("/.auth/oidc/callback", &Method::GET) => oidc::callback(rt, &req, ctx, ua).await,
         ("/.auth/login", &Method::POST) => login(rt, req, ctx, ua).await,
         ("/.auth/refresh", &Method::POST) => refresh(rt, req, ctx, ua).await,
         ("/.auth/logout", &Method::POST) => logout(rt, &req, ctx, ua).await,
@@ -74,8 +85,16 @@ async fn route(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) -> A
         ("/.auth/csrf", &Method::GET) => csrf_token(rt, ctx, ua).await,
         ("/.auth/jwks.json", &Method::GET | &Method::HEAD) => jwks(rt),
         (
-            "/.auth/login" | "/.auth/refresh" | "/.auth/logout" | "/.auth/logout-all" | "/.auth/me"
-            | "/.auth/sessions" | "/.auth/csrf" | "/.auth/jwks.json",
+            "/.auth/login"
+            | "/.auth/refresh"
+            | "/.auth/logout"
+            | "/.auth/logout-all"
+            | "/.auth/me"
+            | "/.auth/sessions"
+            | "/.auth/csrf"
+            | "/.auth/jwks.json"
+            | "/.auth/oidc/start"
+            | "/.auth/oidc/callback",
             _,
         ) => Err(Refusal::MethodNotAllowed),
         _ => Err(Refusal::NotFound(None)),
@@ -131,7 +150,41 @@ fn login_page(rt: &Runtime, ctx: &RequestCtx) -> Response<Body> {
             &format!("{}?return_to={enc}", up.page_path),
         );
     }
-    body::html(StatusCode::OK, pages::login_page(&target, None))
+    let Some(o) = rt.sessions.oidc() else {
+        return body::html(StatusCode::OK, pages::login_page(&target, None));
+    };
+    let form = rt.cfg.login.users_file.is_some();
+    let signed_out = query_has(ctx, "signed_out");
+    let enc: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
+    // One way in and a navigation that wants in: straight to the provider. Not after a
+    // logout (that would sign the user in again at once).
+    if let [only] = o.providers()
+        && !form
+        && !signed_out
+        && ctx.navigation
+    {
+        let name: String = url::form_urlencoded::byte_serialize(only.name().as_bytes()).collect();
+        return body::redirect(
+            StatusCode::FOUND,
+            &format!("/.auth/oidc/start?provider={name}&return_to={enc}"),
+        );
+    }
+    let buttons: Vec<(&str, &str)> = o
+        .providers()
+        .iter()
+        .map(|p| (p.name(), p.cfg.display_name.as_str()))
+        .collect();
+    let notice = signed_out.then_some("You are signed out.");
+    body::html(
+        StatusCode::OK,
+        pages::login_choices(&target, None, notice, &buttons, form),
+    )
+}
+
+fn query_has(ctx: &RequestCtx, name: &str) -> bool {
+    ctx.query
+        .as_deref()
+        .is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == name))
 }
 
 #[derive(Deserialize)]
@@ -152,6 +205,11 @@ async fn login(
     if rt.cfg.login.mode == LoginMode::Upstream {
         return Err(Refusal::NotFound(Some(
             "sign-in is handled by the application",
+        )));
+    }
+    if rt.cfg.login.mode == LoginMode::Oidc && rt.cfg.login.users_file.is_none() {
+        return Err(Refusal::NotFound(Some(
+            "sign-in is handled by the identity provider",
         )));
     }
     let json = is_json(req.headers());
@@ -220,7 +278,10 @@ async fn check_credentials(
         });
     };
     attempt.succeeded();
-    let started = rt.sessions.start(&user.name, &user.roles, ip, ua).await;
+    let started = rt
+        .sessions
+        .start(&user.name, &user.roles, ip, ua, None)
+        .await;
     started.map_err(|e| {
         tracing::warn!(error = %e, "login: session store unavailable");
         Metrics::outcome(&rt.metrics.logins, "unavailable");
@@ -327,7 +388,11 @@ async fn logout(
     ctx: &RequestCtx,
     ua: &UserAgent<'_>,
 ) -> Answer {
+    let mut end_session = None;
     if let Some((user, sid)) = presented(rt, ctx, ua).await? {
+        if wants_html(req.headers()) {
+            end_session = oidc::end_session_url(rt, &user, &sid).await;
+        }
         let why = Ending {
             event: "logout",
             ip: ctx.client_ip,
@@ -339,6 +404,12 @@ async fn logout(
                 navigation: ctx.navigation || wants_html(req.headers()),
             });
         }
+    }
+    if let Some(to) = end_session {
+        // On to the provider, to end the session there too (RP-initiated logout).
+        let mut r = body::redirect(StatusCode::SEE_OTHER, &to);
+        refusal::append(&mut r, rt.sessions.clear_cookies());
+        return Ok(r);
     }
     Ok(signed_out(rt, req.headers()))
 }

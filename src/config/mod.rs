@@ -19,9 +19,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+mod oidc_standin;
 pub mod parse;
 pub mod raw;
-mod oidc_standin;
 pub use oidc_standin::{OidcConfig, OidcProviderConfig};
 mod validate;
 

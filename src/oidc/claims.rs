@@ -154,22 +154,35 @@ mod tests {
         let c = obj(json!({"sub": "u1", "groups": ["a", "b", "a"]}));
         assert_eq!(
             map(&cfg(), &c).unwrap(),
-            Mapped { user: "u1".into(), roles: vec!["a".into(), "b".into()] }
+            Mapped {
+                user: "u1".into(),
+                roles: vec!["a".into(), "b".into()]
+            }
         );
         let mut k = cfg();
         k.roles_claim = Some("realm_access.roles".into());
         k.user_claim = "preferred_username".into();
-        let c = obj(json!({"sub": "x", "preferred_username": "alice", "realm_access": {"roles": ["admin"]}}));
+        let c = obj(
+            json!({"sub": "x", "preferred_username": "alice", "realm_access": {"roles": ["admin"]}}),
+        );
         assert_eq!(map(&k, &c).unwrap().roles, vec!["admin".to_string()]);
         assert_eq!(map(&k, &c).unwrap().user, "alice");
         k.roles_claim = Some("https://example.com/roles".into());
-        let c = obj(json!({"sub": "x", "preferred_username": "a", "https://example.com/roles": "ops"}));
+        let c =
+            obj(json!({"sub": "x", "preferred_username": "a", "https://example.com/roles": "ops"}));
         assert_eq!(map(&k, &c).unwrap().roles, vec!["ops".to_string()]);
     }
 
     #[test]
     fn a_user_id_the_app_could_not_read_exactly_is_refused_and_bad_roles_left_out() {
-        for bad in [json!(""), json!("a\nb"), json!("jörg"), json!(" x"), json!(true), json!("x".repeat(300))] {
+        for bad in [
+            json!(""),
+            json!("a\nb"),
+            json!("jörg"),
+            json!(" x"),
+            json!(true),
+            json!("x".repeat(300)),
+        ] {
             let c = obj(json!({"sub": bad}));
             assert!(matches!(map(&cfg(), &c), Err(Denied::NoUser(_))), "{c:?}");
         }
@@ -187,9 +200,15 @@ mod tests {
         assert!(map(&k, &ok).is_ok());
         let absent_flag = obj(json!({"sub": "u", "email": "a@example.com"}));
         assert!(map(&k, &absent_flag).is_ok());
-        let unverified = obj(json!({"sub": "u", "email": "a@example.com", "email_verified": "false"}));
+        let unverified =
+            obj(json!({"sub": "u", "email": "a@example.com", "email_verified": "false"}));
         assert_eq!(map(&k, &unverified), Err(Denied::EmailUnverified));
-        for e in ["a@example.com.evil", "a@sub.example.com", "example.com", "a@evil@example.org"] {
+        for e in [
+            "a@example.com.evil",
+            "a@sub.example.com",
+            "example.com",
+            "a@evil@example.org",
+        ] {
             let c = obj(json!({"sub": "u", "email": e}));
             assert_eq!(map(&k, &c), Err(Denied::Domain), "{e}");
         }
@@ -201,7 +220,10 @@ mod tests {
         let mut k = cfg();
         k.allowed_groups = vec!["staff".into()];
         assert!(map(&k, &obj(json!({"sub": "u", "groups": ["x", "staff"]}))).is_ok());
-        assert_eq!(map(&k, &obj(json!({"sub": "u", "groups": ["Staff"]}))), Err(Denied::Group));
+        assert_eq!(
+            map(&k, &obj(json!({"sub": "u", "groups": ["Staff"]}))),
+            Err(Denied::Group)
+        );
         assert_eq!(map(&k, &obj(json!({"sub": "u"}))), Err(Denied::Group));
     }
 }

@@ -80,7 +80,9 @@ pub fn begin(sealer: &Sealer, flow: &Flow, req: &HeaderMap, now: u64) -> Option<
     let mut live: Vec<(u64, String)> = Vec::new();
     for (name, value) in carried(req) {
         match open(sealer, &value) {
-            Some(f) if f.expires > now && name == name_for(&f.state) => live.push((f.expires, name)),
+            Some(f) if f.expires > now && name == name_for(&f.state) => {
+                live.push((f.expires, name))
+            }
             _ => out.extend(cookie(&name, "", 0)),
         }
     }
@@ -135,7 +137,10 @@ mod tests {
     use crate::config::{Secret, SecretRing};
 
     fn sealer() -> Sealer {
-        Sealer::new(&SecretRing::single("k", Secret::new(b"a refresh secret long enough for tests".to_vec())))
+        Sealer::new(&SecretRing::single(
+            "k",
+            Secret::new(b"a refresh secret long enough for tests".to_vec()),
+        ))
     }
 
     fn flow(state: &str, expires: u64) -> Flow {
@@ -174,7 +179,13 @@ mod tests {
         assert_eq!(take(&s, "state-c", &both, 200).0, Err(Lost::Missing));
         assert_eq!(take(&s, "state-a", &both, 1000).0, Err(Lost::Expired));
         let set = a[0].to_str().unwrap();
-        for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/.auth/oidc/", "Max-Age=600"] {
+        for attr in [
+            "Secure",
+            "HttpOnly",
+            "SameSite=Lax",
+            "Path=/.auth/oidc/",
+            "Max-Age=600",
+        ] {
             assert!(set.contains(attr), "{set}");
         }
     }
@@ -183,13 +194,25 @@ mod tests {
     fn a_cookie_moved_to_another_state_or_changed_does_not_open() {
         let s = sealer();
         let a = begin(&s, &flow("state-a", 1000), &HeaderMap::new(), 100).unwrap();
-        let value = a[0].to_str().unwrap().split(';').next().unwrap().split_once('=').unwrap().1.to_string();
+        let value = a[0]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_string();
         let moved = format!("{}={value}", name_for("state-b"));
         let mut h = HeaderMap::new();
         h.insert(COOKIE, HeaderValue::from_str(&moved).unwrap());
         assert_eq!(take(&s, "state-b", &h, 200).0, Err(Lost::Invalid));
         let mut h = HeaderMap::new();
-        h.insert(COOKIE, HeaderValue::from_str(&format!("{}=x{value}", name_for("state-a"))).unwrap());
+        h.insert(
+            COOKIE,
+            HeaderValue::from_str(&format!("{}=x{value}", name_for("state-a"))).unwrap(),
+        );
         assert_eq!(take(&s, "state-a", &h, 200).0, Err(Lost::Invalid));
     }
 
@@ -198,12 +221,21 @@ mod tests {
         let s = sealer();
         let mut jar: Vec<HeaderValue> = Vec::new();
         for i in 0..MAX_FLOWS {
-            let set = begin(&s, &flow(&format!("s{i}"), 1000 + i as u64), &request_with(&jar), 100).unwrap();
+            let set = begin(
+                &s,
+                &flow(&format!("s{i}"), 1000 + i as u64),
+                &request_with(&jar),
+                100,
+            )
+            .unwrap();
             jar.push(set[0].clone());
         }
         let set = begin(&s, &flow("new", 2000), &request_with(&jar), 100).unwrap();
         let cleared: Vec<&str> = set[1..].iter().map(|c| c.to_str().unwrap()).collect();
         assert_eq!(cleared.len(), 1, "{cleared:?}");
-        assert!(cleared[0].starts_with(&format!("{}=;", name_for("s0"))), "{cleared:?}");
+        assert!(
+            cleared[0].starts_with(&format!("{}=;", name_for("s0"))),
+            "{cleared:?}"
+        );
     }
 }

@@ -31,8 +31,6 @@ pub enum HttpError {
     Timeout(Duration),
     #[error("the identity provider's answer is over {MAX_BODY} bytes or broken: {0}")]
     Body(String),
-    #[error("bad request to the identity provider: {0}")]
-    Request(String),
 }
 
 #[derive(Clone)]
@@ -67,7 +65,10 @@ impl IdpHttp {
         Ok(Self { client })
     }
 
-    async fn send(&self, req: openidconnect::HttpRequest) -> Result<openidconnect::HttpResponse, HttpError> {
+    async fn send(
+        &self,
+        req: openidconnect::HttpRequest,
+    ) -> Result<openidconnect::HttpResponse, HttpError> {
         let (parts, body) = req.into_parts();
         let req = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
         let exchange = async {

@@ -43,7 +43,11 @@ fn b64json(part: &str) -> Result<serde_json::Map<String, Value>, String> {
 /// The `iss` a token claims, unverified: which provider to verify it with.
 pub fn claimed_issuer(token: &str) -> Option<String> {
     let payload = token.split('.').nth(1)?;
-    b64json(payload).ok()?.get("iss")?.as_str().map(str::to_string)
+    b64json(payload)
+        .ok()?
+        .get("iss")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// The token's claims once its signature and every rule above hold.
@@ -61,7 +65,10 @@ pub async fn verify(p: &Provider, token: &str, now: u64) -> Result<Logout, Strin
     }
     if let Some(typ) = header.get("typ") {
         let typ = typ.as_str().unwrap_or("").to_ascii_lowercase();
-        if !matches!(typ.as_str(), "logout+jwt" | "application/logout+jwt" | "jwt") {
+        if !matches!(
+            typ.as_str(),
+            "logout+jwt" | "application/logout+jwt" | "jwt"
+        ) {
             return Err("typ is not logout+jwt".into());
         }
     }
@@ -111,7 +118,11 @@ async fn verify_signature(
         if candidates.is_empty() {
             return None; // no such key: maybe the provider rotated
         }
-        Some(candidates.iter().any(|k| k.verify_signature(alg, input, sig).is_ok()))
+        Some(
+            candidates
+                .iter()
+                .any(|k| k.verify_signature(alg, input, sig).is_ok()),
+        )
     };
     let verdict = match attempt(d.meta.jwks()) {
         Some(v) => v,

@@ -25,7 +25,7 @@ use std::time::Duration;
 use crate::config::{Config, LoginMode};
 use crate::seal::Sealer;
 
-pub use provider::{Provider, Rechecked, SignedIn};
+pub use provider::{Provider, Rechecked};
 
 /// The callback path: `{public_origin}/.auth/oidc/callback` is the redirect URI to register.
 pub const CALLBACK_PATH: &str = "/.auth/oidc/callback";
@@ -110,7 +110,13 @@ impl Oidc {
             .seal(&format!("idp {kind}\0{provider}\0{sub}"), token.as_bytes())
     }
 
-    pub fn open_token(&self, kind: &str, provider: &str, sub: &str, sealed: &str) -> Option<String> {
+    pub fn open_token(
+        &self,
+        kind: &str,
+        provider: &str,
+        sub: &str,
+        sealed: &str,
+    ) -> Option<String> {
         let raw = self
             .sealer
             .open(&format!("idp {kind}\0{provider}\0{sub}"), sealed)?;

@@ -14,20 +14,18 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreClaimName, CoreClaimType,
-    CoreClientAuthMethod, CoreErrorResponseType, CoreGenderClaim, CoreGrantType,
-    CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
-    CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType, CoreRevocableToken,
-    CoreRevocationErrorResponse, CoreSubjectIdentifierType, CoreTokenIntrospectionResponse,
-    CoreTokenType,
+    CoreClientAuthMethod, CoreErrorResponseType, CoreGenderClaim, CoreGrantType, CoreJsonWebKey,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreSubjectIdentifierType, CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
     AccessToken, AccessTokenHash, AdditionalClaims, AdditionalProviderMetadata, AuthType,
     AuthorizationCode, ClaimsVerificationError, Client, ClientId, ClientSecret, CsrfToken,
-    EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdToken,
-    IdTokenFields, IssuerUrl, JsonWebKeySet, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
-    PkceCodeVerifier, ProviderMetadata, RedirectUrl, RefreshToken, RequestTokenError, Scope,
-    SignatureVerificationError, StandardErrorResponse, StandardTokenResponse,
-    SubjectIdentifier, TokenResponse,
+    EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdToken, IdTokenFields,
+    IssuerUrl, JsonWebKeySet, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    ProviderMetadata, RedirectUrl, RefreshToken, RequestTokenError, Scope,
+    SignatureVerificationError, StandardErrorResponse, StandardTokenResponse, SubjectIdentifier,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -75,7 +73,8 @@ type Fields = IdTokenFields<
     CoreJwsSigningAlgorithm,
 >;
 type Tokens = StandardTokenResponse<Fields, CoreTokenType>;
-type IdTok = IdToken<Extra, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
+type IdTok =
+    IdToken<Extra, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
 type OidcClient = Client<
     Extra,
     CoreAuthDisplay,
@@ -196,7 +195,10 @@ impl Provider {
         if let (Some(t), Some(e)) = (f.last_try, &f.last_error)
             && t.elapsed() < FAILURE_COOLDOWN
         {
-            return self.state.load_full().ok_or_else(|| OidcError::Unreachable(e.clone()));
+            return self
+                .state
+                .load_full()
+                .ok_or_else(|| OidcError::Unreachable(e.clone()));
         }
         f.last_try = Some(Instant::now());
         match self.discover().await {
@@ -304,7 +306,7 @@ impl Provider {
     /// RFC 9207: the `iss` of the authorization response, when the provider sends it (or
     /// says it does), must be its issuer — a response from another provider (mix-up) is
     /// refused before any code is sent anywhere.
-    pub(super) async fn check_response_issuer(&self, iss: Option<&str>) -> Result<(), OidcError> {
+    pub async fn check_response_issuer(&self, iss: Option<&str>) -> Result<(), OidcError> {
         let d = self.discovered().await?;
         let promised = d
             .meta
@@ -337,14 +339,15 @@ impl Provider {
             .request_async(&self.http)
             .await
             .map_err(token_error)?;
-        let id_token = tokens
-            .extra_fields()
-            .id_token()
-            .ok_or(OidcError::IdToken("the token response has no ID token".into()))?;
+        let id_token = tokens.extra_fields().id_token().ok_or(OidcError::IdToken(
+            "the token response has no ID token".into(),
+        ))?;
         let nonce = Nonce::new(nonce.to_string());
         let (d, claims) = self
             .verified(d, id_token, now, |n: Option<&Nonce>| match n {
-                Some(n) if crate::util::ct_eq(n.secret().as_bytes(), nonce.secret().as_bytes()) => Ok(()),
+                Some(n) if crate::util::ct_eq(n.secret().as_bytes(), nonce.secret().as_bytes()) => {
+                    Ok(())
+                }
                 Some(_) => Err("the nonce is not this sign-in's".to_string()),
                 None => Err("the ID token has no nonce".to_string()),
             })
@@ -374,7 +377,10 @@ impl Provider {
         N: openidconnect::NonceVerifier + Clone,
     {
         let check = |d: &Discovered| {
-            let verifier = d.client.id_token_verifier().set_issue_time_verifier_fn(move |iat| iat_ok(iat.timestamp(), now));
+            let verifier = d
+                .client
+                .id_token_verifier()
+                .set_issue_time_verifier_fn(move |iat| iat_ok(iat.timestamp(), now));
             id_token
                 .claims(&verifier, nonce.clone())
                 .map(|c| serde_json::to_value(c).ok())
@@ -411,7 +417,10 @@ impl Provider {
         if !self.cfg.allowed_domains.is_empty() {
             needed.push("email");
         }
-        if needed.iter().all(|k| super::claims::lookup(&claims, k).is_some()) {
+        if needed
+            .iter()
+            .all(|k| super::claims::lookup(&claims, k).is_some())
+        {
             return Ok(claims);
         }
         let Some(sub) = claim_str(&claims, "sub") else {
@@ -437,7 +446,12 @@ impl Provider {
 
     /// The refresh grant: is the user still there, and what are their claims now. The
     /// refreshed ID token (when one comes) must name the same `sub`.
-    pub async fn recheck(&self, refresh: &str, sub: &str, now: u64) -> Result<Rechecked, OidcError> {
+    pub async fn recheck(
+        &self,
+        refresh: &str,
+        sub: &str,
+        now: u64,
+    ) -> Result<Rechecked, OidcError> {
         let d = self.discovered().await?;
         let res = d
             .client
@@ -463,7 +477,9 @@ impl Provider {
                 .verified(d, t, now, |_: Option<&Nonce>| Ok::<(), String>(()))
                 .await?;
             if claim_str(&c, "sub").as_deref() != Some(sub) {
-                return Err(OidcError::IdToken("a refreshed ID token names another sub".into()));
+                return Err(OidcError::IdToken(
+                    "a refreshed ID token names another sub".into(),
+                ));
             }
             d = newer;
             claims = c;
@@ -480,9 +496,17 @@ impl Provider {
 
     /// The RP-initiated logout URL for a session (OpenID Connect RP-Initiated Logout 1.0),
     /// when the provider has an `end_session_endpoint`.
-    pub async fn end_session_url(&self, id_token: Option<&str>, post_logout: &str) -> Option<String> {
+    pub async fn end_session_url(
+        &self,
+        id_token: Option<&str>,
+        post_logout: &str,
+    ) -> Option<String> {
         let d = self.discovered().await.ok()?;
-        let end = d.meta.additional_metadata().end_session_endpoint.as_deref()?;
+        let end = d
+            .meta
+            .additional_metadata()
+            .end_session_endpoint
+            .as_deref()?;
         let mut url = url::Url::parse(end).ok()?;
         if url.scheme() != "https" {
             return None;
@@ -530,7 +554,9 @@ fn check_at_hash(d: &Discovered, id_token: &IdTok, access: &AccessToken) -> Resu
     let actual = AccessTokenHash::from_token(access, alg, key)
         .map_err(|e| OidcError::IdToken(e.to_string()))?;
     if actual != *expected {
-        return Err(OidcError::IdToken("at_hash does not match the access token".into()));
+        return Err(OidcError::IdToken(
+            "at_hash does not match the access token".into(),
+        ));
     }
     Ok(())
 }
@@ -539,7 +565,9 @@ pub(super) fn claim_str(claims: &Map<String, Value>, k: &str) -> Option<String> 
     claims.get(k).and_then(Value::as_str).map(str::to_string)
 }
 
-fn discovery_error<E: std::error::Error + 'static>(e: &openidconnect::DiscoveryError<E>) -> OidcError {
+fn discovery_error<E: std::error::Error + 'static>(
+    e: &openidconnect::DiscoveryError<E>,
+) -> OidcError {
     match e {
         openidconnect::DiscoveryError::Request(inner) => {
             OidcError::Unreachable(crate::proxy::error_chain(inner))

@@ -158,7 +158,7 @@ async fn honour_grant(
     };
     let started = rt
         .sessions
-        .start(&claims.sub, &claims.roles, ctx.client_ip, ua)
+        .start(&claims.sub, &claims.roles, ctx.client_ip, ua, None)
         .await;
     match started {
         Ok(issued) => {

@@ -14,7 +14,7 @@ use super::{Identity, Sessions, StartError};
 use crate::audit::Event;
 use crate::cookies::{Outgoing, set_cookie};
 use crate::delivery::Delivery;
-use crate::store::{SessionRecord, StoreError};
+use crate::store::{IdpLink, SessionRecord, StoreError};
 use crate::tokens::{AccessLifetime, Fingerprint, MintError};
 use crate::util::random_token;
 use crate::web::user_agent::UserAgent;
@@ -49,6 +49,7 @@ impl Sessions {
         roles: &[String],
         ip: IpAddr,
         ua: &UserAgent<'_>,
+        idp: Option<IdpLink>,
     ) -> Result<Issued, StartError> {
         let now_ms = self.clock.now_ms();
         let now = now_ms / 1000;
@@ -66,7 +67,7 @@ impl Sessions {
             ip: ip.to_string(),
             device: ua.device().label(),
             user_agent: ua.as_str().to_string(),
-            idp: None,
+            idp,
         };
         let fp = self.fingerprints.bind(ip, ua);
         let issued = self.issue(&rec, now, &fp)?;
@@ -75,12 +76,14 @@ impl Sessions {
         self.metrics
             .store_op("create", started.elapsed().as_secs_f64());
         r?;
-        self.audit.emit(
-            Event::new("login_ok")
-                .user(&rec.user)
-                .session(&self.handle(&rec.sid))
-                .ip(&rec.ip),
-        );
+        let mut e = Event::new("login_ok")
+            .user(&rec.user)
+            .session(&self.handle(&rec.sid))
+            .ip(&rec.ip);
+        if let Some(l) = &rec.idp {
+            e = e.provider(&l.provider);
+        }
+        self.audit.emit(e);
         Ok(issued)
     }
 

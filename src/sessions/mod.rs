@@ -23,6 +23,7 @@ pub(crate) mod activity;
 pub(crate) mod anomaly;
 pub(crate) mod clock;
 pub(crate) mod confirm;
+pub(crate) mod idp;
 pub(crate) mod lifecycle;
 pub(crate) mod refresh;
 pub(crate) mod verify;
@@ -122,6 +123,8 @@ pub enum StartError {
 pub enum BuildError {
     #[error("keys.assertion_key_file: {0}")]
     Assertion(String),
+    #[error("{0}")]
+    Oidc(String),
 }
 
 /// The session domain for one runtime.
@@ -143,6 +146,8 @@ pub struct Sessions {
     activity: Arc<Activity>,
     /// Sessions the store confirmed while the revocation feed was out of sync.
     confirmations: Confirmations,
+    /// The identity providers (`login.mode = "oidc"`).
+    pub(crate) oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 impl Sessions {
@@ -159,7 +164,9 @@ impl Sessions {
             ),
             None => None,
         };
+        let oidc = crate::oidc::Oidc::new(cfg).map_err(BuildError::Oidc)?;
         Ok(Self {
+            oidc: oidc.map(Arc::new),
             id: rand::random(),
             cfg: cfg.session.clone(),
             keys: KeyRing::from_config(cfg),
@@ -235,6 +242,10 @@ impl Sessions {
 
     pub fn signer(&self) -> Option<&Signer> {
         self.signer.as_ref()
+    }
+
+    pub(crate) fn oidc(&self) -> Option<&Arc<crate::oidc::Oidc>> {
+        self.oidc.as_ref()
     }
 
     /// Note that a session was used now (batched, never awaited).

@@ -113,6 +113,12 @@ impl Sessions {
     async fn rotate(&self, user: &str, sid: &str, jti: &str, policy: RotatePolicy) -> FlightResult {
         let started = std::time::Instant::now();
         let (r, delivery) = self.rotate_in_task(user, sid, jti, policy).await;
+        let r = match r {
+            Ok(RotateOutcome::Rotated(rec)) if rec.idp.is_some() => {
+                Ok(self.rechecked(rec, policy.now).await)
+            }
+            other => other,
+        };
         self.metrics
             .store_op("rotate", started.elapsed().as_secs_f64());
         let label = match &r {
