@@ -25,6 +25,7 @@ pub use support::haproxy::*;
 pub use support::jwt::*;
 pub use support::logs::*;
 pub use support::metrics::*;
+pub use support::oidc::*;
 pub use support::pki::*;
 pub use support::raw::*;
 pub use support::redis::*;

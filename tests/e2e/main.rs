@@ -7,6 +7,7 @@
 
 mod harness;
 mod harness_selftest;
+mod oidc_provider_selftest;
 
 mod admin;
 mod ambiguous_requests;

@@ -12,6 +12,7 @@ pub mod jwt;
 pub mod launch;
 pub mod logs;
 pub mod metrics;
+pub mod oidc;
 pub mod pki;
 pub mod raw;
 pub mod redis;
