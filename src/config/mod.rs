@@ -19,10 +19,12 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+pub mod oidc;
 pub mod parse;
 pub mod raw;
 mod validate;
 
+pub use oidc::{OidcClientUris, OidcConfig, OidcProviderConfig};
 pub use parse::Parsed;
 pub use raw::RawConfig;
 pub use validate::{secret_weakness, validate};
@@ -82,6 +84,9 @@ pub enum LoginMode {
     #[default]
     UsersFile,
     Upstream,
+    /// OpenID Connect providers (`[[oidc.provider]]`), and the users file too when
+    /// `login.users_file` is written.
+    Oidc,
 }
 
 /// What to do when a session's request differs from the session's origin.
@@ -428,9 +433,10 @@ pub struct RedisConfig {
 #[derive(Debug, Clone)]
 pub struct LoginConfig {
     pub mode: LoginMode,
-    /// `login.users_file` in `users_file` mode, `None` in `upstream` mode. Whether the file
-    /// exists and parses is `preflight`'s question (in `--dev` a missing one leaves only the
-    /// demo user).
+    /// `login.users_file` in `users_file` mode (default `users.toml`), `None` in `upstream`
+    /// mode; in `oidc` mode `Some` only when `login.users_file` is written (the login page then
+    /// offers both). Whether the file exists and parses is `preflight`'s question (in `--dev` a
+    /// missing one leaves only the demo user).
     pub users_file: Option<PathBuf>,
     /// `upstream` mode settings.
     pub upstream: Option<UpstreamLogin>,
@@ -464,6 +470,8 @@ pub struct Config {
     pub keys: KeysConfig,
     pub store: StoreConfig,
     pub login: LoginConfig,
+    /// `[oidc]`: the providers of `login.mode = "oidc"` (none in another mode).
+    pub oidc: OidcConfig,
     pub url_tokens: UrlTokensConfig,
     pub identity: IdentityConfig,
     pub paths: PathsConfig,
@@ -573,6 +581,8 @@ pub fn load(path: &Path, opts: LoadOptions) -> Result<Config, ConfigErrors> {
     validate(read(path, opts)?.into_result()?, opts, &System)
 }
 
+#[cfg(test)]
+mod oidc_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
