@@ -103,6 +103,10 @@ fn check_config(config: &Path, dev: bool) -> ExitCode {
     match checked {
         Ok((cfg, checked)) => {
             print_warnings(&cfg, &checked);
+            // What to register at each OpenID provider: information, not a problem.
+            for line in cfg.oidc.registration(&cfg.server.public_origin) {
+                println!("config info: {line}");
+            }
             println!("{}: ok", config.display());
             ExitCode::SUCCESS
         }

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::assertion::Signer;
 use crate::config::raw::RawConfig;
-use crate::config::{
-    Config, ConfigError, ConfigErrors, LoadOptions, LoginMode, Parsed, Source, validate,
-};
+use crate::config::{Config, ConfigError, ConfigErrors, LoadOptions, Parsed, Source, validate};
 use crate::login::users::Users;
 
 /// The files a configuration names, as written: known before validation, so that their
@@ -20,7 +18,7 @@ use crate::login::users::Users;
 pub struct Files {
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
-    /// `login.users_file`, in `users_file` mode.
+    /// `login.users_file`: in `users_file` mode, and in `oidc` mode when written.
     pub users_file: Option<PathBuf>,
     /// `keys.assertion_key_file` and `keys.assertion_previous_key_file`, by key.
     pub assertion_keys: Vec<(&'static str, PathBuf)>,
@@ -62,8 +60,7 @@ impl Files {
             system_roots_for,
             tls_cert: raw.tls.cert.clone(),
             tls_key: raw.tls.key.clone(),
-            users_file: (raw.login.mode == LoginMode::UsersFile)
-                .then(|| raw.login.users_file.clone()),
+            users_file: raw.login.users_file_in_use(),
             assertion_keys,
             public_host: url::Url::parse(&raw.server.public_origin)
                 .ok()
@@ -75,7 +72,8 @@ impl Files {
 /// What preflight read, for `run` to use as checked.
 #[derive(Debug)]
 pub struct Checked {
-    /// The users of `login.users_file` (none in `upstream` mode, or in `--dev` without a file).
+    /// The users of `login.users_file` (none in `upstream` mode, in `oidc` mode without one, or
+    /// in `--dev` without a file).
     pub users: Users,
     /// What `--dev` left out, to tell the operator at start.
     pub notes: Vec<String>,
@@ -457,6 +455,32 @@ mod tests {
         let p = problems(&raw(&d.cert, &d.key, &d.users, ""), false);
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, "login.users_file");
+        assert!(p[0].1.contains("password_hash"), "{p:?}");
+    }
+
+    #[test]
+    fn oidc_mode_reads_a_users_file_only_when_one_is_written() {
+        let d = dir();
+        let provider = "[[oidc.provider]]\nname = \"corp\"\nissuer = \"https://idp.example.com\"\n\
+                        client_id = \"gw\"\nclient_secret_file = \"/dev/null\"\n";
+        let text = |login: &str| {
+            format!(
+                "[[upstream]]\nname = \"app\"\nurl = \"http://127.0.0.1:3000\"\n\
+                 [tls]\ncert = {:?}\nkey = {:?}\n[login]\nmode = \"oidc\"\n{login}\n{provider}",
+                d.cert, d.key
+            )
+        };
+        let r = config::parse(&text("")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(Files::named_by(&r).users_file, None);
+        assert_eq!(problems(&r, false), []);
+        let missing = d.dir.path().join("nobody.toml");
+        let r = config::parse(&text(&format!("users_file = {missing:?}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let p = problems(&r, false);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "login.users_file");
+        std::fs::write(&missing, "[[user]]\nname = \"a\"\npassword_hash = \"x\"\n").unwrap();
+        let p = problems(&r, false);
         assert!(p[0].1.contains("password_hash"), "{p:?}");
     }
 

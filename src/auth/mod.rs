@@ -46,7 +46,7 @@ pub async fn handle(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx)
 async fn route(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) -> Answer {
     // Server to server from the provider: no ambient credential to protect, no Origin to show;
     // the logout token's signature is what authenticates it.
-    if ctx.path == crate::oidc::BACKCHANNEL_PATH {
+    if ctx.path == crate::config::oidc::OIDC_BACKCHANNEL_LOGOUT_PATH {
         return match *req.method() {
             Method::POST => oidc::backchannel(rt, req, ctx).await,
             _ => Err(Refusal::MethodNotAllowed),

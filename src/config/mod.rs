@@ -19,12 +19,12 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-mod oidc_standin;
+pub mod oidc;
 pub mod parse;
 pub mod raw;
-pub use oidc_standin::{OidcConfig, OidcProviderConfig};
 mod validate;
 
+pub use oidc::{OidcClientUris, OidcConfig, OidcProviderConfig};
 pub use parse::Parsed;
 pub use raw::RawConfig;
 pub use validate::{secret_weakness, validate};
@@ -84,6 +84,8 @@ pub enum LoginMode {
     #[default]
     UsersFile,
     Upstream,
+    /// OpenID Connect providers (`[[oidc.provider]]`), and the users file too when
+    /// `login.users_file` is written.
     Oidc,
 }
 
@@ -431,9 +433,10 @@ pub struct RedisConfig {
 #[derive(Debug, Clone)]
 pub struct LoginConfig {
     pub mode: LoginMode,
-    /// `login.users_file` in `users_file` mode, `None` in `upstream` mode. Whether the file
-    /// exists and parses is `preflight`'s question (in `--dev` a missing one leaves only the
-    /// demo user).
+    /// `login.users_file` in `users_file` mode (default `users.toml`), `None` in `upstream`
+    /// mode; in `oidc` mode `Some` only when `login.users_file` is written (the login page then
+    /// offers both). Whether the file exists and parses is `preflight`'s question (in `--dev` a
+    /// missing one leaves only the demo user).
     pub users_file: Option<PathBuf>,
     /// `upstream` mode settings.
     pub upstream: Option<UpstreamLogin>,
@@ -467,12 +470,13 @@ pub struct Config {
     pub keys: KeysConfig,
     pub store: StoreConfig,
     pub login: LoginConfig,
+    /// `[oidc]`: the providers of `login.mode = "oidc"` (none in another mode).
+    pub oidc: OidcConfig,
     pub url_tokens: UrlTokensConfig,
     pub identity: IdentityConfig,
     pub paths: PathsConfig,
     pub csrf: CsrfConfig,
     pub anomaly: AnomalyConfig,
-    pub oidc: OidcConfig,
     /// Bearer token of the admin API; `None` disables it.
     pub admin_token: Option<Secret>,
     pub audit_file: Option<PathBuf>,
@@ -577,6 +581,8 @@ pub fn load(path: &Path, opts: LoadOptions) -> Result<Config, ConfigErrors> {
     validate(read(path, opts)?.into_result()?, opts, &System)
 }
 
+#[cfg(test)]
+mod oidc_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub keys: RawKeys,
     pub store: RawStore,
     pub login: RawLogin,
+    pub oidc: RawOidc,
     pub url_tokens: RawUrlTokens,
     pub identity: RawIdentity,
     pub paths: RawPaths,
@@ -79,6 +80,17 @@ impl RawConfig {
     /// Resolve every relative path key against `base`, the configuration file's directory.
     /// Every `PathBuf` of the schema is listed here (a test sets each one relative).
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        if self.login.mode == LoginMode::UsersFile {
+            // The default is a file beside the configuration too.
+            self.login
+                .users_file
+                .get_or_insert_with(|| DEFAULT_USERS_FILE.into());
+        }
+        let providers = self.oidc.provider.iter_mut().flat_map(|p| {
+            [p.client_secret_file.as_mut(), p.ca_file.as_mut()]
+                .into_iter()
+                .flatten()
+        });
         let k = &mut self.keys;
         let rings = [
             k.access_secret_file.as_mut(),
@@ -92,10 +104,10 @@ impl RawConfig {
             Some(&mut self.tls.key),
             k.assertion_key_file.as_mut(),
             k.assertion_previous_key_file.as_mut(),
-            Some(&mut self.login.users_file),
+            self.login.users_file.as_mut(),
             self.audit.file.as_mut(),
         ];
-        for p in paths.into_iter().flatten().chain(rings) {
+        for p in paths.into_iter().flatten().chain(rings).chain(providers) {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -387,7 +399,8 @@ impl Default for RawStore {
 #[serde(deny_unknown_fields, default, expecting = "a [login] table")]
 pub struct RawLogin {
     pub mode: LoginMode,
-    pub users_file: PathBuf,
+    /// As written; see [`RawLogin::users_file_in_use`] for the file each mode reads.
+    pub users_file: Option<PathBuf>,
     /// `upstream` mode: the app's login path whose response may carry a grant.
     pub upstream_path: Option<String>,
     /// `upstream` mode: where navigations without a session are sent (default `upstream_path`).
@@ -416,7 +429,7 @@ impl Default for RawLogin {
     fn default() -> Self {
         Self {
             mode: LoginMode::UsersFile,
-            users_file: "users.toml".into(),
+            users_file: None,
             upstream_path: None,
             page_path: None,
             grant_secret_env: None,
@@ -428,6 +441,79 @@ impl Default for RawLogin {
             failure_window: Duration::from_secs(15 * 60),
         }
     }
+}
+
+/// `login.users_file` when it is not written, in `users_file` mode.
+pub const DEFAULT_USERS_FILE: &str = "users.toml";
+
+impl RawLogin {
+    /// The users file the mode reads: in `users_file` mode the one written, else
+    /// [`DEFAULT_USERS_FILE`]; in `oidc` mode the one written, if any (the login page then
+    /// offers both); none in `upstream` mode (the app checks passwords).
+    pub fn users_file_in_use(&self) -> Option<PathBuf> {
+        match self.mode {
+            LoginMode::UsersFile => Some(
+                self.users_file
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_USERS_FILE.into()),
+            ),
+            LoginMode::Oidc => self.users_file.clone(),
+            LoginMode::Upstream => None,
+        }
+    }
+}
+
+/// `[oidc]`: the OpenID Connect providers of `login.mode = "oidc"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "an [oidc] table")]
+pub struct RawOidc {
+    /// How often a session's provider is asked again (with its refresh token, kept in the
+    /// session) whether the user is still there; unset: the refresh token is not kept.
+    #[serde(with = "humantime_serde")]
+    pub recheck_interval: Option<Duration>,
+    pub provider: Vec<RawOidcProvider>,
+}
+
+/// One `[[oidc.provider]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [[oidc.provider]] table")]
+pub struct RawOidcProvider {
+    /// `/.auth/oidc/start?provider=NAME`.
+    pub name: String,
+    /// The login button's text; `name` when unset.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// The issuer URL (discovery at `{issuer}/.well-known/openid-configuration`).
+    pub issuer: String,
+    pub client_id: String,
+    /// Environment variable holding the client secret (or `client_secret_file`).
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// File holding the client secret (one trailing newline is not part of it).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// The claim that becomes the gateway's user id.
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    /// A claim holding the user's roles (a string or a list of strings).
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+    /// PEM file of the CA certificates the provider's certificate must chain to.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(String::from).to_vec()
+}
+fn default_user_claim() -> String {
+    "sub".into()
 }
 
 #[derive(Debug, Deserialize)]

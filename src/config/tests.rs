@@ -727,7 +727,9 @@ fn every_path_key_is_resolved_against_the_config_directory() {
     let text = "[tls]\ncert = \"c.pem\"\nkey = \"k/k.pem\"\n[keys]\naccess_secret_file = \"a\"\n\
                 refresh_secret_file = \"r\"\nassertion_key_file = \"as.pem\"\n\
                 assertion_previous_key_file = \"old.pem\"\n[login]\nusers_file = \"u.toml\"\n\
-                [audit]\nfile = \"audit.log\"\n";
+                [audit]\nfile = \"audit.log\"\n[[oidc.provider]]\nname = \"a\"\n\
+                issuer = \"https://idp\"\nclient_id = \"c\"\nclient_secret_file = \"oidc/a\"\n\
+                ca_file = \"idp-ca.pem\"\n";
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("etc");
     std::fs::create_dir(&conf).unwrap();
@@ -745,8 +747,10 @@ fn every_path_key_is_resolved_against_the_config_directory() {
         &k.refresh_secret_file.as_ref().unwrap().items()[0],
         k.assertion_key_file.as_ref().unwrap(),
         k.assertion_previous_key_file.as_ref().unwrap(),
-        &raw.login.users_file,
+        raw.login.users_file.as_ref().unwrap(),
         raw.audit.file.as_ref().unwrap(),
+        raw.oidc.provider[0].client_secret_file.as_ref().unwrap(),
+        raw.oidc.provider[0].ca_file.as_ref().unwrap(),
     ];
     let want = [
         "c.pem",
@@ -757,7 +761,10 @@ fn every_path_key_is_resolved_against_the_config_directory() {
         "old.pem",
         "u.toml",
         "audit.log",
+        "oidc/a",
+        "idp-ca.pem",
     ];
+    assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(want) {
         assert_eq!(**g, conf.join(w));
     }
@@ -765,6 +772,11 @@ fn every_path_key_is_resolved_against_the_config_directory() {
     let mut raw = parse("[tls]\ncert = \"/abs/c.pem\"\n").unwrap();
     raw.resolve_paths(&conf);
     assert_eq!(raw.tls.cert, Path::new("/abs/c.pem"));
+    // The default users file is beside the configuration too; in oidc mode there is none.
+    assert_eq!(raw.login.users_file, Some(conf.join("users.toml")));
+    let mut raw = parse("[login]\nmode = \"oidc\"\n").unwrap();
+    raw.resolve_paths(&conf);
+    assert_eq!(raw.login.users_file, None);
     assert_eq!(base_dir(Path::new("gateway.toml")), Path::new(""));
     assert_eq!(Path::new("").join("certs/x.pem"), Path::new("certs/x.pem"));
 }

@@ -27,13 +27,6 @@ use crate::seal::Sealer;
 
 pub use provider::{Provider, Rechecked};
 
-/// The callback path: `{public_origin}/.auth/oidc/callback` is the redirect URI to register.
-pub const CALLBACK_PATH: &str = "/.auth/oidc/callback";
-pub const BACKCHANNEL_PATH: &str = "/.auth/oidc/backchannel-logout";
-/// Where a provider sends the browser after RP-initiated logout (register it as a
-/// post-logout redirect URI): the login page, which then does not start a new sign-in.
-pub const POST_LOGOUT_PATH: &str = "/.auth/login?signed_out=1";
-
 /// Why a sign-in through a provider did not happen. Each says what the user can do; none
 /// carries a token or a secret.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -55,7 +48,7 @@ pub struct Oidc {
     providers: Vec<Arc<Provider>>,
     sealer: Sealer,
     recheck_interval: Option<Duration>,
-    origin: String,
+    post_logout: String,
 }
 
 impl Oidc {
@@ -64,19 +57,18 @@ impl Oidc {
         if cfg.login.mode != LoginMode::Oidc {
             return Ok(None);
         }
-        let origin = cfg.server.public_origin.origin.clone();
-        let redirect = format!("{origin}{CALLBACK_PATH}");
+        let uris = cfg.server.public_origin.oidc_client_uris();
         let providers = cfg
             .oidc
             .providers
             .iter()
-            .map(|p| Provider::new(p.clone(), &redirect).map(Arc::new))
+            .map(|p| Provider::new(p.clone(), &uris.redirect).map(Arc::new))
             .collect::<Result<_, _>>()?;
         Ok(Some(Self {
             providers,
             sealer: Sealer::new(&cfg.keys.refresh_secrets),
             recheck_interval: cfg.oidc.recheck_interval,
-            origin,
+            post_logout: uris.post_logout_redirect,
         }))
     }
 
@@ -100,8 +92,8 @@ impl Oidc {
         self.recheck_interval
     }
 
-    pub fn post_logout_uri(&self) -> String {
-        format!("{}{POST_LOGOUT_PATH}", self.origin)
+    pub fn post_logout_uri(&self) -> &str {
+        &self.post_logout
     }
 
     /// A provider token sealed for the session record, bound to the provider and subject.

@@ -18,7 +18,8 @@
 //! - HSTS preload asked for on terms the preload list refuses;
 //! - a certificate/key mismatch told in Rust's debug names, a missing certificate or assertion
 //!   key with no word on how to make one;
-//! - a shipped example configuration that does not pass `check-config`.
+//! - a shipped example configuration that does not pass `check-config` (`gateway.toml`,
+//!   `gateway.*.example.toml` with the client secrets and CA files its OpenID providers name).
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -34,7 +35,7 @@ const WORD_KEYS: &[(&str, &str, &[&str])] = &[
     (
         "login",
         "mode",
-        &["user_file", "Upstream", "", "users-file"],
+        &["user_file", "Upstream", "", "users-file", "OIDC", "openid"],
     ),
     ("url_tokens", "action", &["redirct", "Redirect", "", "drop"]),
     ("csrf", "mode", &["orign", "Origin", "", "none"]),
@@ -551,17 +552,68 @@ fn a_missing_certificate_or_assertion_key_says_how_to_make_one() {
     );
 }
 
+/// What the `[[oidc.provider]]` tables of `text` need from the deployment: a random client
+/// secret in each `client_secret_env` (returned, to pass to the commands) and in each
+/// `client_secret_file`, and a CA certificate in each `ca_file`, under `etc`.
+fn provide_oidc_files(text: &str, etc: &Path) -> Vec<(String, String)> {
+    let doc: toml::Table = text.parse().unwrap();
+    let providers = doc
+        .get("oidc")
+        .and_then(|o| o.get("provider"))
+        .and_then(|p| p.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let mut env = Vec::new();
+    for p in providers {
+        let value = |k: &str| p.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let place = |rel: &str| {
+            let path = etc.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            path
+        };
+        if let Some(name) = value("client_secret_env") {
+            env.push((name, random_secret()));
+        }
+        if let Some(file) = value("client_secret_file") {
+            std::fs::write(place(&file), format!("{}\n", random_secret())).unwrap();
+        }
+        if let Some(file) = value("ca_file") {
+            let dir = place(&file).parent().unwrap().to_path_buf();
+            let ca = TestCa::new(&dir, "shipped-idp");
+            std::fs::rename(&ca.path, place(&file)).unwrap();
+        }
+    }
+    env
+}
+
 #[test]
 fn every_shipped_example_configuration_passes_check_config() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut shipped = vec![repo.join("gateway.toml")];
-    if let Ok(dir) = std::fs::read_dir(repo.join("examples")) {
+    // `gateway.<what>.example.toml` beside it, and `examples/*.toml`.
+    for (dir, beside) in [(repo.to_path_buf(), true), (repo.join("examples"), false)] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
         shipped.extend(
-            dir.filter_map(Result::ok)
+            entries
+                .filter_map(Result::ok)
                 .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "toml")),
+                .filter(|p| {
+                    let name = p.file_name().unwrap_or_default().to_string_lossy();
+                    match beside {
+                        true => name.starts_with("gateway.") && name.ends_with(".example.toml"),
+                        false => name.ends_with(".toml"),
+                    }
+                }),
         );
     }
+    assert!(
+        shipped
+            .iter()
+            .any(|p| p.ends_with("gateway.oidc.example.toml")),
+        "{shipped:?}"
+    );
     for example in shipped {
         let name = example.display().to_string();
         let text = std::fs::read_to_string(&example).unwrap();
@@ -569,13 +621,19 @@ fn every_shipped_example_configuration_passes_check_config() {
         let site = Site::new();
         let copy = site.etc.join("shipped.toml");
         std::fs::write(&copy, &text).unwrap();
+        // Client secrets are never made up, not even in --dev: the provider must know them.
+        let oidc_env = provide_oidc_files(&text, &site.etc);
+        let oidc_env: Vec<(&str, &str)> = oidc_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let dev = [
             OsStr::new("check-config"),
             OsStr::new("--dev"),
             OsStr::new("--config"),
             copy.as_os_str(),
         ];
-        let out = sessiongate(&dev, &site.elsewhere, &[]);
+        let out = sessiongate(&dev, &site.elsewhere, &oidc_env);
         assert!(out.ok, "{name} --dev: {}", out.text());
         assert!(
             !out.text().contains("warning"),
@@ -595,10 +653,11 @@ fn every_shipped_example_configuration_passes_check_config() {
             format!("{text}\n[[upstream]]\nname = \"app\"\nurl = \"http://127.0.0.1:3000\"\n")
         };
         std::fs::write(&copy, with_upstream).unwrap();
-        let env = [
+        let mut env = vec![
             ("SESSIONGATE_ACCESS_SECRET", site.access_secret.as_str()),
             ("SESSIONGATE_REFRESH_SECRET", site.refresh_secret.as_str()),
         ];
+        env.extend(oidc_env.iter().copied());
         let prod = [
             OsStr::new("check-config"),
             OsStr::new("--config"),
@@ -606,5 +665,16 @@ fn every_shipped_example_configuration_passes_check_config() {
         ];
         let out = sessiongate(&prod, &site.elsewhere, &env);
         assert!(out.ok, "{name}: {}", out.text());
+        if text.contains("\n[[oidc.provider]]") {
+            // The redirect URI to register, on the example's public origin.
+            assert!(
+                out.stdout
+                    .lines()
+                    .any(|l| l.starts_with("config info: oidc.provider[0]: ")
+                        && l.ends_with(" https://localhost:8443/.auth/oidc/callback")),
+                "{name}: {}",
+                out.text()
+            );
+        }
     }
 }

@@ -26,6 +26,7 @@ mod key_rotation;
 mod load_balancer;
 mod login;
 mod logs;
+mod oidc_config;
 mod path_encoding;
 mod path_parameters;
 mod paths;

@@ -1,5 +1,6 @@
-//! `[login]`: the users file (checked by `preflight`, not here) or the app's own login form
-//! with a signed grant, and the login throttles. The grant's secret must differ from the token
+//! `[login]`: the users file (checked by `preflight`, not here), the app's own login form
+//! with a signed grant, or OpenID Connect providers (`[oidc]`, validated by `oidc`), and the
+//! login throttles. The grant's secret must differ from the token
 //! secrets ([`grant_secret_differs`]): an app that can mint grants must not be able to mint
 //! access or refresh tokens, nor a leaked token key forge grants.
 
@@ -56,7 +57,7 @@ pub(super) fn validate(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> 
     };
     LoginConfig {
         mode: l.mode,
-        users_file: (l.mode == LoginMode::UsersFile).then(|| l.users_file.clone()),
+        users_file: l.users_file_in_use(),
         upstream,
         max_failures_per_user: l.max_failures_per_user,
         max_failures_per_user_total: total,
@@ -209,7 +210,7 @@ mod tests {
     #[test]
     fn users_file_mode_refuses_upstream_keys_and_keeps_the_path_unchecked() {
         let raw = RawLogin {
-            users_file: "/nonexistent/users.toml".into(),
+            users_file: Some("/nonexistent/users.toml".into()),
             page_path: Some("/login".into()),
             ..RawLogin::default()
         };

@@ -10,6 +10,7 @@ use super::{Config, ConfigError, ConfigErrors, LoadOptions, RawConfig, Source};
 mod input;
 mod keys;
 mod login;
+mod oidc;
 mod policy;
 mod routes;
 mod server;
@@ -51,6 +52,7 @@ pub fn validate(
     let keys = keys::validate(&raw.keys, opts.dev, source, &mut errs, &mut notes);
     let store = store::validate(&raw.store, source, &mut errs);
     let login = login::validate(&raw.login, source, &mut errs);
+    let (oidc, client_secrets) = oidc::validate(&raw.oidc, raw.login.mode, source, &mut errs);
     let anomaly = policy::anomaly(&raw.anomaly, &mut errs);
     let admin_token = policy::admin_token(&raw.admin, source, &mut errs);
     let url_tokens = policy::url_tokens(&raw.url_tokens, &mut errs);
@@ -63,6 +65,7 @@ pub fn validate(
     }
     if let Some(keys) = &keys {
         login::grant_secret_differs(&login, keys, &mut errs);
+        oidc::client_secrets_differ(client_secrets, keys, &mut errs);
     }
 
     if !errs.0.is_empty() {
@@ -82,12 +85,12 @@ pub fn validate(
         keys,
         store,
         login,
+        oidc,
         url_tokens,
         identity,
         paths,
         csrf,
         anomaly,
-        oidc: Default::default(),
         admin_token,
         audit_file: raw.audit.file,
         log_level: raw.log.level,

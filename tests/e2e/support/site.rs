@@ -54,6 +54,8 @@ pub struct Site {
     extra_env: Vec<(String, String)>,
     /// Run the commands in `elsewhere/` rather than `etc/`.
     elsewhere_cwd: bool,
+    /// Written after the tables, verbatim ([`Site::append`]).
+    tail: String,
 }
 
 impl Site {
@@ -79,6 +81,7 @@ impl Site {
             upstream_url: format!("http://127.0.0.1:{}", free_port()),
             extra_env: Vec::new(),
             elsewhere_cwd: false,
+            tail: String::new(),
         };
         site.write();
         site
@@ -140,6 +143,7 @@ impl Site {
             }
             s.push('\n');
         }
+        s.push_str(&self.tail);
         s
     }
 
@@ -150,6 +154,13 @@ impl Site {
     /// Run the commands in `elsewhere/`, not in the configuration's directory.
     pub fn run_elsewhere(mut self) -> Site {
         self.elsewhere_cwd = true;
+        self
+    }
+
+    /// Append `toml` verbatim after the tables (arrays of tables such as `[[oidc.provider]]`).
+    pub fn append(mut self, toml: &str) -> Site {
+        self.tail.push_str(toml);
+        self.write();
         self
     }
 
