@@ -27,6 +27,7 @@ mod load_balancer;
 mod login;
 mod logs;
 mod oidc_config;
+mod oidc_login;
 mod path_encoding;
 mod path_parameters;
 mod paths;
