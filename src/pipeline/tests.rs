@@ -214,6 +214,7 @@ async fn expired_access_cookie_is_refreshed_transparently() {
         ip: "127.0.0.1".into(),
         user_agent: String::new(),
         device: String::new(),
+        idp: None,
     };
     rt.sessions
         .store()

@@ -66,6 +66,7 @@ impl Sessions {
             ip: ip.to_string(),
             device: ua.device().label(),
             user_agent: ua.as_str().to_string(),
+            idp: None,
         };
         let fp = self.fingerprints.bind(ip, ua);
         let issued = self.issue(&rec, now, &fp)?;
