@@ -67,6 +67,7 @@ fn main() {
                     .device()
                     .label(),
                 user_agent: ua,
+                idp: None,
             };
             store.create(rec).await.expect("memory store never fails");
         }

@@ -21,7 +21,8 @@ use crate::refusal::Refusal;
 use crate::sessions::{Clock, Issued, RefreshError};
 use crate::store::memory::MemoryStore;
 use crate::store::{
-    FeedEvent, Revocation, RotateOutcome, RotatePolicy, SessionRecord, SessionStore, StoreError,
+    FeedEvent, IdpKey, IdpLink, Revocation, RotateOutcome, RotatePolicy, SessionRecord,
+    SessionStore, StoreError,
 };
 
 const CONFIG: &str = r#"
@@ -106,6 +107,28 @@ impl SessionStore for Switchable {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.up()
+    }
+    async fn idp_sessions(
+        &self,
+        provider: &str,
+        key: IdpKey<'_>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.up()?;
+        self.inner.idp_sessions(provider, key).await
+    }
+    async fn first_use(&self, key: &str, until: u64) -> Result<bool, StoreError> {
+        self.up()?;
+        self.inner.first_use(key, until).await
+    }
+    async fn update_identity(
+        &self,
+        user: &str,
+        sid: &str,
+        roles: &[String],
+        idp: Option<&IdpLink>,
+    ) -> Result<bool, StoreError> {
+        self.up()?;
+        self.inner.update_identity(user, sid, roles, idp).await
     }
 }
 

@@ -201,7 +201,6 @@ async fn expired_access_cookie_is_refreshed_transparently() {
     let rt = runtime();
     let now = crate::util::now_unix();
     let rec = SessionRecord {
-        idp: None,
         sid: "sid-4".into(),
         user: "alice".into(),
         roles: vec!["admin".into()],
@@ -215,6 +214,7 @@ async fn expired_access_cookie_is_refreshed_transparently() {
         ip: "127.0.0.1".into(),
         user_agent: String::new(),
         device: String::new(),
+        idp: None,
     };
     rt.sessions
         .store()

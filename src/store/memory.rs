@@ -5,6 +5,11 @@
 //! `SessionRecord`): each record is one boxed allocation behind a small table entry, the user
 //! name and roles are shared by all of a user's sessions, the IP is an `IpAddr`, and the device
 //! label is derived from the user agent when read rather than stored.
+//!
+//! Sessions signed in through an identity provider are also indexed by the provider's session
+//! id and subject (for back-channel logout), at most [`IDP_INDEX_MAX`] sessions per key; every
+//! removal of a session drops its entries under the same lock. `first_use` keys live in their
+//! own bounded table ([`FIRST_USE_MAX`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -12,13 +17,20 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
 use crate::web::user_agent::UserAgent;
 
 use super::{
-    FeedEvent, Revocation, RotateOutcome, RotatePolicy, SessionRecord, SessionStore, StoreError,
+    FeedEvent, IDP_INDEX_MAX, IdpKey, IdpLink, Revocation, RotateOutcome, RotatePolicy,
+    SessionRecord, SessionStore, StoreError,
 };
+
+/// How many `first_use` keys the memory store remembers at once. When the table is full of
+/// keys that have not expired, a new key is answered "already used" (`false`): a replay check
+/// that cannot remember must not accept.
+pub const FIRST_USE_MAX: usize = 100_000;
 
 /// A session as held in memory.
 struct Stored {
@@ -35,12 +47,13 @@ struct Stored {
     /// Parsed when it is an address (always, for sessions the gateway starts).
     ip: Result<IpAddr, Box<str>>,
     user_agent: Box<str>,
+    /// Boxed: most sessions have none, and the table entry stays small.
+    idp: Option<Box<IdpLink>>,
 }
 
 impl Stored {
     fn to_record(&self, sid: &str) -> SessionRecord {
         SessionRecord {
-            idp: None,
             sid: sid.to_string(),
             user: self.user.to_string(),
             roles: self.roles.iter().map(|r| r.to_string()).collect(),
@@ -59,19 +72,55 @@ impl Stored {
             device: UserAgent::from_bytes(self.user_agent.as_bytes())
                 .device()
                 .label(),
+            idp: self.idp.as_deref().cloned(),
         }
     }
 }
+
+/// A key of the IdP index: one provider's session id or subject.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct IdxKey {
+    provider: Box<str>,
+    by_sub: bool,
+    value: Box<str>,
+}
+
+impl IdxKey {
+    fn new(provider: &str, key: IdpKey<'_>) -> Self {
+        let (by_sub, value) = match key {
+            IdpKey::Sid(v) => (false, v),
+            IdpKey::Sub(v) => (true, v),
+        };
+        Self {
+            provider: provider.into(),
+            by_sub,
+            value: value.into(),
+        }
+    }
+
+    /// The keys `link` is indexed under.
+    fn of(link: &IdpLink) -> impl Iterator<Item = IdxKey> + '_ {
+        link.keys().map(|k| IdxKey::new(&link.provider, k))
+    }
+}
+
+/// Sessions under one [`IdxKey`], ordered by absolute end (the first ends first).
+type IdxEntries = Vec<(u64, Arc<str>)>;
 
 /// Bounded by what succeeded logins create: a session lives until its idle timeout or
 /// absolute end and `MemoryStore::sweep` (every 15 s) removes it then, and `recent` holds the
 /// revocations of the last access-token lifetime, popped by the same sweep. Logins are paced by
 /// the argon2 verification slots (`login::users`), so a client cannot mint sessions faster.
+///
+/// The IdP index holds at most two entries per session (its provider `sid` and `sub`), each
+/// key at most [`IDP_INDEX_MAX`], and loses a session's entries whenever the session is
+/// removed, so it is bounded by the sessions.
 #[derive(Default)]
 struct Inner {
     sessions: HashMap<Arc<str>, Box<Stored>>,
     by_user: HashMap<Arc<str>, Vec<Arc<str>>>,
     recent: VecDeque<Revocation>,
+    idp_index: HashMap<IdxKey, IdxEntries>,
 }
 
 impl Inner {
@@ -83,7 +132,38 @@ impl Inner {
                 self.by_user.remove(&rec.user);
             }
         }
+        if let Some(link) = &rec.idp {
+            self.unindex(link, sid);
+        }
         Some((key, rec))
+    }
+
+    /// Index session `sid` (ending at `abs_end`) under `link`'s keys; a key over
+    /// [`IDP_INDEX_MAX`] drops the session that ends first.
+    fn index(&mut self, link: &IdpLink, sid: &Arc<str>, abs_end: u64) {
+        for k in IdxKey::of(link) {
+            let list = self.idp_index.entry(k).or_default();
+            if list.iter().any(|(_, s)| s == sid) {
+                continue;
+            }
+            let at = list.partition_point(|(end, _)| *end <= abs_end);
+            list.insert(at, (abs_end, sid.clone()));
+            if list.len() > IDP_INDEX_MAX {
+                list.remove(0);
+            }
+        }
+    }
+
+    /// Drop session `sid`'s entries under `link`'s keys.
+    fn unindex(&mut self, link: &IdpLink, sid: &str) {
+        for k in IdxKey::of(link) {
+            if let Some(list) = self.idp_index.get_mut(&k) {
+                list.retain(|(_, s)| **s != *sid);
+                if list.is_empty() {
+                    self.idp_index.remove(&k);
+                }
+            }
+        }
     }
 
     /// The shared user name and roles for a new session of `user`.
@@ -110,8 +190,56 @@ impl Inner {
     }
 }
 
+/// `first_use` keys (their SHA-256, so an entry's size does not depend on the key) and when
+/// each may be forgotten.
+#[derive(Default)]
+struct Once {
+    until: HashMap<[u8; 32], u64>,
+    /// Whether "full" was logged since the table last had room (one warning per episode).
+    warned_full: bool,
+}
+
+impl Once {
+    fn sweep(&mut self, now: u64) {
+        self.until.retain(|_, until| *until > now);
+    }
+
+    /// `true` when `key` was not remembered (or had expired) and now is, until `until`.
+    fn first_use(&mut self, key: &str, until: u64, now: u64) -> bool {
+        if until <= now {
+            return false;
+        }
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        match self.until.get_mut(&digest) {
+            Some(t) if *t > now => return false,
+            Some(t) => {
+                *t = until;
+                return true;
+            }
+            None => {}
+        }
+        if self.until.len() >= FIRST_USE_MAX {
+            self.sweep(now);
+        }
+        if self.until.len() >= FIRST_USE_MAX {
+            if !self.warned_full {
+                self.warned_full = true;
+                tracing::warn!(
+                    max = FIRST_USE_MAX,
+                    "first-use table full of unexpired keys: new keys are treated as already used"
+                );
+            }
+            return false;
+        }
+        self.warned_full = false;
+        self.until.insert(digest, until);
+        true
+    }
+}
+
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    once: Mutex<Once>,
     /// Bounded (1024 events): a subscriber that falls behind gets `Lagged` and resynchronises.
     feed: broadcast::Sender<FeedEvent>,
 }
@@ -126,6 +254,7 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
+            once: Mutex::new(Once::default()),
             feed: broadcast::channel(1024).0,
         }
     }
@@ -140,9 +269,11 @@ impl MemoryStore {
         let _ = self.feed.send(FeedEvent::Revoked(r));
     }
 
-    /// Remove sessions past their absolute end or idle for longer than `idle_secs`, and
-    /// revocations nobody needs any more. Returns how many sessions were removed.
+    /// Remove sessions past their absolute end or idle for longer than `idle_secs` (with their
+    /// IdP index entries), revocations nobody needs any more and expired `first_use` keys.
+    /// Returns how many sessions were removed.
     pub fn sweep(&self, now: u64, idle_secs: u64) -> usize {
+        self.once.lock().sweep(now);
         let mut inner = self.inner.lock();
         let dead: Vec<Arc<str>> = inner
             .sessions
@@ -174,6 +305,7 @@ impl SessionStore for MemoryStore {
         let mut inner = self.inner.lock();
         let (user, roles) = inner.interned(&rec.user, &rec.roles);
         let sid: Arc<str> = rec.sid.as_str().into();
+        let idp = rec.idp.map(Box::new);
         let stored = Box::new(Stored {
             user: user.clone(),
             roles,
@@ -186,9 +318,13 @@ impl SessionStore for MemoryStore {
             prev_open: rec.prev_open,
             ip: rec.ip.parse().map_err(|_| rec.ip.into_boxed_str()),
             user_agent: rec.user_agent.into_boxed_str(),
+            idp,
         });
         if let Some((_, old)) = inner.remove(&sid) {
             drop(old);
+        }
+        if let Some(link) = &stored.idp {
+            inner.index(link, &sid, stored.abs_end);
         }
         inner.by_user.entry(user).or_default().push(sid.clone());
         inner.sessions.insert(sid, stored);
@@ -342,6 +478,79 @@ impl SessionStore for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    async fn idp_sessions(
+        &self,
+        provider: &str,
+        key: IdpKey<'_>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let k = IdxKey::new(provider, key);
+        let Some(list) = inner.idp_index.get_mut(&k) else {
+            return Ok(Vec::new());
+        };
+        // Every removal drops its entries already; an entry whose session is gone anyway (or
+        // no longer carries this link) is dropped here rather than answered.
+        let sessions = &inner.sessions;
+        list.retain(|(_, sid)| {
+            sessions
+                .get(sid)
+                .and_then(|r| r.idp.as_deref())
+                .is_some_and(|l| l.matches(provider, key))
+        });
+        let out = list
+            .iter()
+            .filter_map(|(_, sid)| {
+                let r = sessions.get(sid)?;
+                Some((r.user.to_string(), sid.to_string()))
+            })
+            .collect();
+        if list.is_empty() {
+            inner.idp_index.remove(&k);
+        }
+        Ok(out)
+    }
+
+    async fn first_use(&self, key: &str, until: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .once
+            .lock()
+            .first_use(key, until, crate::util::now_unix()))
+    }
+
+    async fn update_identity(
+        &self,
+        user: &str,
+        sid: &str,
+        roles: &[String],
+        idp: Option<&IdpLink>,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.inner.lock();
+        let Some(sid) = inner
+            .sessions
+            .get_key_value(sid)
+            .filter(|(_, r)| *r.user == *user)
+            .map(|(s, _)| s.clone())
+        else {
+            return Ok(false);
+        };
+        // Only the roles and the link change: the jti state, the times and the session's
+        // place in the user's index stay as they are.
+        let Some(r) = inner.sessions.get_mut(&sid) else {
+            return Ok(false);
+        };
+        let old = std::mem::replace(&mut r.idp, idp.cloned().map(Box::new));
+        r.roles = roles.iter().map(|x| x.as_str().into()).collect();
+        let abs_end = r.abs_end;
+        if let Some(old) = &old {
+            inner.unindex(old, &sid);
+        }
+        if let Some(link) = idp {
+            inner.index(link, &sid, abs_end);
+        }
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -350,7 +559,6 @@ mod tests {
 
     fn rec(sid: &str, user: &str, now: u64) -> SessionRecord {
         SessionRecord {
-            idp: None,
             sid: sid.into(),
             user: user.into(),
             roles: vec![],
@@ -364,6 +572,7 @@ mod tests {
             ip: "127.0.0.1".into(),
             user_agent: "ua".into(),
             device: "d".into(),
+            idp: None,
         }
     }
 
@@ -546,5 +755,185 @@ mod tests {
         assert!(s.list("u").await.unwrap().is_empty());
         assert_eq!(s.sweep(2001, 10_000), 1);
         assert!(s.is_empty());
+    }
+
+    /// The behaviours every store shares (`store::conformance`), on this one.
+    mod idp {
+        use std::sync::Arc;
+
+        use super::MemoryStore;
+        use crate::store::conformance as c;
+
+        #[tokio::test]
+        async fn idp_link_survives_every_path() {
+            c::idp_link_survives_every_path(&MemoryStore::new()).await
+        }
+        #[tokio::test]
+        async fn records_without_idp_load() {
+            c::records_without_idp_load(&MemoryStore::new()).await
+        }
+        #[tokio::test]
+        async fn idp_sessions_by_sid_and_sub() {
+            c::idp_sessions_by_sid_and_sub(&MemoryStore::new()).await
+        }
+        #[tokio::test]
+        async fn ended_sessions_leave_the_index() {
+            c::ended_sessions_leave_the_index(&MemoryStore::new()).await
+        }
+        #[tokio::test]
+        async fn index_is_bounded() {
+            c::index_is_bounded(&MemoryStore::new()).await
+        }
+        #[tokio::test]
+        async fn update_identity_replaces_roles_and_link() {
+            c::update_identity_replaces_roles_and_link(&MemoryStore::new()).await
+        }
+        #[tokio::test]
+        async fn update_identity_never_revives() {
+            c::update_identity_never_revives(&MemoryStore::new()).await
+        }
+        #[tokio::test]
+        async fn first_use_once_then_expires() {
+            c::first_use_once_then_expires(&MemoryStore::new()).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn first_use_race() {
+            c::first_use_race(Arc::new(MemoryStore::new())).await
+        }
+    }
+
+    fn linked(sid: &str, user: &str, now: u64, provider: &str, sub: &str) -> SessionRecord {
+        SessionRecord {
+            idp: Some(crate::store::conformance::link(
+                provider,
+                sub,
+                Some("idp-sid"),
+            )),
+            ..rec(sid, user, now)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_index_entry_whose_session_vanished_is_dropped_when_read() {
+        let s = MemoryStore::new();
+        s.create(linked("s1", "u", 1000, "kc", "x")).await.unwrap();
+        s.create(linked("s2", "u", 1000, "kc", "x")).await.unwrap();
+        // Gone without passing through `Inner::remove` (which drops the entries itself).
+        s.inner.lock().sessions.remove("s1");
+        let got = s.idp_sessions("kc", IdpKey::Sub("x")).await.unwrap();
+        assert_eq!(got, vec![("u".to_string(), "s2".to_string())]);
+        assert_eq!(
+            s.inner.lock().idp_index[&IdxKey::new("kc", IdpKey::Sub("x"))].len(),
+            1
+        );
+        s.inner.lock().sessions.remove("s2");
+        assert!(
+            s.idp_sessions("kc", IdpKey::Sub("x"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let inner = s.inner.lock();
+        assert_eq!(inner.idp_index.len(), 1, "only the sid key is left");
+        assert!(
+            !inner
+                .idp_index
+                .contains_key(&IdxKey::new("kc", IdpKey::Sub("x")))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sweep_empties_the_index_and_forgets_expired_first_use_keys() {
+        let s = MemoryStore::new();
+        for i in 0..70 {
+            s.create(linked(&format!("s{i}"), "u", 1000, "kc", "x"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(s.inner.lock().idp_index.len(), 2);
+        let now = crate::util::now_unix();
+        assert!(s.first_use("short", now + 5).await.unwrap());
+        assert!(s.first_use("long", now + 500).await.unwrap());
+        // Every session ended at 2000; the short key at now + 5.
+        assert_eq!(s.sweep(now + 5, 10_000), 70);
+        assert!(
+            s.inner.lock().idp_index.is_empty(),
+            "the index went with them"
+        );
+        assert_eq!(s.once.lock().until.len(), 1, "only the long key is left");
+        assert!(!s.first_use("long", now + 500).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_index_never_outgrows_the_sessions() {
+        let s = MemoryStore::new();
+        for i in 0..200 {
+            s.create(linked(
+                &format!("s{i}"),
+                &format!("u{}", i % 7),
+                1000,
+                "kc",
+                "x",
+            ))
+            .await
+            .unwrap();
+        }
+        {
+            let inner = s.inner.lock();
+            let entries: usize = inner.idp_index.values().map(Vec::len).sum();
+            assert_eq!(entries, 2 * IDP_INDEX_MAX, "two keys, each at its bound");
+        }
+        for u in 0..7 {
+            s.revoke_all(&format!("u{u}"), 60).await.unwrap();
+        }
+        assert!(s.inner.lock().idp_index.is_empty());
+    }
+
+    #[test]
+    fn a_full_first_use_table_answers_already_used_until_keys_expire() {
+        let mut once = Once::default();
+        for i in 0..FIRST_USE_MAX {
+            assert!(once.first_use(&format!("k{i}"), 1000, 500));
+        }
+        // Full of keys that have not expired: a new key cannot be remembered, so it is "used".
+        assert!(!once.first_use("new", 2000, 999));
+        assert!(
+            !once.first_use("new", 2000, 999),
+            "and still not remembered"
+        );
+        assert!(
+            !once.first_use("k7", 2000, 999),
+            "a remembered key stays used"
+        );
+        assert_eq!(once.until.len(), FIRST_USE_MAX);
+        // At 1000 every key has expired: the sweep makes room.
+        assert!(once.first_use("new", 2000, 1000));
+        assert_eq!(once.until.len(), 1);
+        assert!(
+            once.first_use("k7", 2000, 1000),
+            "an expired key is new again"
+        );
+    }
+
+    #[test]
+    fn an_expired_first_use_key_is_new_again_and_a_past_until_never_counts() {
+        let mut once = Once::default();
+        assert!(once.first_use("k", 100, 50));
+        assert!(!once.first_use("k", 200, 99));
+        assert!(once.first_use("k", 200, 100), "expired at its until");
+        assert!(!once.first_use("k", 300, 150));
+        assert!(!once.first_use("p", 150, 150), "until == now");
+        assert!(!once.first_use("p", 149, 150), "until before now");
+        assert!(once.first_use("p", 151, 150));
+    }
+
+    #[test]
+    fn first_use_keys_are_held_as_digests_whatever_their_length() {
+        let mut once = Once::default();
+        let long = "k".repeat(1 << 20);
+        assert!(once.first_use(&long, 100, 50));
+        assert!(!once.first_use(&long, 100, 50));
+        assert!(once.first_use(&long[1..], 100, 50), "a different key");
+        assert_eq!(std::mem::size_of_val(once.until.keys().next().unwrap()), 32);
     }
 }

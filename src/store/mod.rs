@@ -2,10 +2,14 @@
 //!
 //! The store is the single source of truth for sessions (who, until when, which refresh token
 //! is current). Access tokens are verified without it; only login, refresh, logout and the
-//! sessions page touch it. Records hold identifiers and metadata only — never a raw token.
+//! sessions page touch it. Records hold identifiers and metadata only — never a raw token
+//! (a session signed in through an identity provider holds the provider's tokens sealed by the
+//! gateway, opaque to the store: [`IdpLink`]).
 
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 pub mod memory;
-pub(crate) mod redis;
+pub mod redis;
 pub(crate) mod revocations;
 
 use async_trait::async_trait;
@@ -37,20 +41,56 @@ pub struct SessionRecord {
     pub ip: String,
     pub user_agent: String,
     pub device: String,
-    /// STAND-IN (oidc-store branch).
+    /// The identity provider the session was signed in through; absent for other logins and
+    /// in records written before it existed.
     #[serde(default)]
     pub idp: Option<IdpLink>,
 }
 
-/// STAND-IN (replaced by the oidc-store branch at merge).
+/// The identity provider a session was signed in through (OpenID Connect).
+///
+/// Every field is secrets-adjacent (the provider's subject and session id name the user at the
+/// provider; the sealed tokens are the provider's credentials, encrypted): the store keeps them
+/// and hands them back unchanged, and never logs them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct IdpLink {
+    /// `[[oidc.provider]] name`.
     pub provider: String,
+    /// The provider's `sub` for the user.
     pub sub: String,
+    /// The provider's session id (the ID token's `sid`), for back-channel logout.
+    #[serde(default)]
     pub sid: Option<String>,
+    /// The ID token, sealed (encrypted) by the gateway: opaque to the store.
+    #[serde(default)]
     pub id_token_sealed: Option<String>,
+    /// The provider's refresh token, sealed: opaque to the store.
+    #[serde(default)]
     pub refresh_token_sealed: Option<String>,
+    /// When the provider last confirmed the user (Unix seconds).
+    #[serde(default)]
     pub checked_at: u64,
+}
+
+impl IdpLink {
+    /// Whether this link is the one `key` names at `provider`.
+    pub fn matches(&self, provider: &str, key: IdpKey<'_>) -> bool {
+        self.provider == provider
+            && match key {
+                IdpKey::Sid(sid) => self.sid.as_deref() == Some(sid),
+                IdpKey::Sub(sub) => self.sub == sub,
+            }
+    }
+
+    /// The keys a back-channel logout may name this link by: its `sid` (when the provider
+    /// gave one) and its `sub`.
+    pub fn keys(&self) -> impl Iterator<Item = IdpKey<'_>> {
+        self.sid
+            .as_deref()
+            .map(IdpKey::Sid)
+            .into_iter()
+            .chain(std::iter::once(IdpKey::Sub(&self.sub)))
+    }
 }
 
 /// Which sessions of a provider a back-channel logout names.
@@ -59,6 +99,10 @@ pub enum IdpKey<'a> {
     Sid(&'a str),
     Sub(&'a str),
 }
+
+/// At most this many sessions are indexed under one [`IdpKey`] of a provider; a new one drops
+/// the one that ends first. Back-channel logout reaches these.
+pub const IDP_INDEX_MAX: usize = 64;
 
 impl SessionRecord {
     /// Whether `prev_jti`, presented at `now_ms`, is still the client's own token: within the
@@ -192,26 +236,86 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// STAND-IN
+    /// Sessions signed in through `provider` whose IdP session id (`IdpKey::Sid`) or IdP subject
+    /// (`IdpKey::Sub`) is the one given, as `(user, sid)`; only sessions that still exist (and
+    /// still carry that link), in no particular order. Index entries of sessions that ended
+    /// are dropped as they are found. At most [`IDP_INDEX_MAX`] sessions per key: a user with
+    /// more sessions through one provider is reached by the newest.
     async fn idp_sessions(
         &self,
-        _provider: &str,
-        _key: IdpKey<'_>,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(Vec::new())
-    }
-    /// STAND-IN
-    async fn first_use(&self, _key: &str, _until: u64) -> Result<bool, StoreError> {
-        Ok(true)
-    }
-    /// STAND-IN
+        provider: &str,
+        key: IdpKey<'_>,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Record `key` as used until `until` (Unix seconds); `true` when it was not already
+    /// recorded. Atomic across instances (Redis `SET NX EXAT`): a replay check (a logout token's
+    /// `jti`) and a lease (one instance re-checks a session with the provider at a time).
+    /// Whenever the store cannot remember the key (an `until` not in the future, or the memory
+    /// store's table full of unexpired keys) the answer is `false`: "cannot remember" is
+    /// treated as "already used", the safe answer for a replay check.
+    async fn first_use(&self, key: &str, until: u64) -> Result<bool, StoreError>;
+
+    /// Replace a session's roles and IdP link (after the provider was asked again): `false`
+    /// when the session no longer exists. Never revives an ended session, never changes its jti
+    /// state.
     async fn update_identity(
         &self,
-        _user: &str,
-        _sid: &str,
-        _roles: &[String],
-        _idp: Option<&IdpLink>,
-    ) -> Result<bool, StoreError> {
-        Ok(true)
+        user: &str,
+        sid: &str,
+        roles: &[String],
+        idp: Option<&IdpLink>,
+    ) -> Result<bool, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as the previous version serialised it (no `idp`) still loads, without a link;
+    /// a link with only the required fields loads with the rest empty.
+    #[test]
+    fn records_and_links_from_before_load() {
+        let old = r#"{"sid":"s","user":"u","roles":["a"],"created":1,"last_seen":2,"abs_end":3,
+            "cur_jti":"j","prev_jti":null,"rotated_at_ms":1000,"prev_open":false,"ip":"127.0.0.1",
+            "user_agent":"ua","device":"d"}"#;
+        let r: SessionRecord = serde_json::from_str(old).unwrap();
+        assert_eq!((r.sid.as_str(), r.idp), ("s", None));
+        let l: IdpLink = serde_json::from_str(r#"{"provider":"kc","sub":"x"}"#).unwrap();
+        assert_eq!(
+            l,
+            IdpLink {
+                provider: "kc".into(),
+                sub: "x".into(),
+                ..IdpLink::default()
+            }
+        );
+        assert!(serde_json::from_str::<IdpLink>(r#"{"provider":"kc"}"#).is_err());
+    }
+
+    #[test]
+    fn a_link_matches_its_own_keys_only() {
+        let l = IdpLink {
+            provider: "kc".into(),
+            sub: "x".into(),
+            sid: Some("s1".into()),
+            ..IdpLink::default()
+        };
+        assert_eq!(
+            l.keys().collect::<Vec<_>>(),
+            vec![IdpKey::Sid("s1"), IdpKey::Sub("x")]
+        );
+        assert!(l.matches("kc", IdpKey::Sid("s1")) && l.matches("kc", IdpKey::Sub("x")));
+        for (p, k) in [
+            ("kc", IdpKey::Sid("x")),
+            ("kc", IdpKey::Sub("s1")),
+            ("KC", IdpKey::Sub("x")),
+            ("kc", IdpKey::Sub("X")),
+            ("kc", IdpKey::Sid("")),
+        ] {
+            assert!(!l.matches(p, k), "{p} {k:?}");
+        }
+        let no_sid = IdpLink { sid: None, ..l };
+        assert_eq!(no_sid.keys().collect::<Vec<_>>(), vec![IdpKey::Sub("x")]);
+        assert!(!no_sid.matches("kc", IdpKey::Sid("")));
     }
 }

@@ -2,17 +2,35 @@
 //!
 //! Keys are hash-tagged by user so that one user's records share a Redis Cluster slot and one
 //! Lua script can change them atomically:
-//! - `{prefix}:{user}:s:{sid}` — hash: the session record, expiring at the absolute end;
+//! - `{prefix}:{user}:s:{sid}` — hash: the session record, expiring at the absolute end; a
+//!   session signed in through an identity provider has an `idp` field, its [`IdpLink`] as
+//!   JSON (absent otherwise, and in records written before it existed);
 //! - `{prefix}:{user}:sessions` — sorted set of the user's sids, scored by absolute end;
 //! - `{prefix}:revocations` — sorted set of revoked sids, scored by when the last access token
 //!   minted for them expires (for instances that start or reconnect);
-//! - channel `{prefix}:revocations` — every revocation as it happens, `"<sid> <until>"`.
+//! - channel `{prefix}:revocations` — every revocation as it happens, `"<sid> <until>"`;
+//! - `{prefix}:idp:sid:{n}:{provider}:{idp sid}` and `{prefix}:idp:sub:{n}:{provider}:{sub}`
+//!   (`n` is the provider name's length in bytes, so no provider/value pair reads as another)
+//!   — sorted sets of `["user","sid"]` (JSON), the sessions signed in through that provider
+//!   session or subject, scored by absolute end, at most [`IDP_INDEX_MAX`] (the first to end
+//!   is dropped), expiring with the last of them: what a back-channel logout looks up;
+//! - `{prefix}:once:{key}` — `first_use` keys (`SET NX EXAT`), expiring at their `until`.
 //!
 //! Create, rotate (grace, reuse detection), reopen (a rotation that never reached its client),
-//! revoke and revoke-all are each one script, so two instances racing on one refresh token can
-//! never both rotate it. Refresh `jti`s are stored, never a token. Every call is bounded by
-//! `store.command_timeout`; a failure is a `StoreError`, which the gateway answers with `503`,
-//! never a logout.
+//! revoke, revoke-all and update-identity are each one script, so two instances racing on one
+//! refresh token can never both rotate it. Refresh `jti`s are stored, never a token (the IdP's
+//! tokens only sealed by the gateway). Every call is bounded by `store.command_timeout`; a
+//! failure is a `StoreError`, which the gateway answers with `503`, never a logout.
+//!
+//! The IdP index is keyed by provider and IdP session, not by user, so in a Redis Cluster it
+//! lives in another slot than the user's keys and cannot be written by the same script: it is
+//! written in separate commands, after the record. `create` fails (and removes the record
+//! again) when the index cannot be written, so a login never completes with a session that
+//! back-channel logout cannot find; a crash between the two leaves a record without an index
+//! entry whose client never received its tokens, never an index entry that is believed. The
+//! entries of a session that ends are removed after it (revoke, revoke-all, reuse, idle; best
+//! effort), and `idp_sessions` drops any entry whose record is gone and answers only sessions
+//! whose record still carries the link it was looked up by.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +45,8 @@ use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::broadcast;
 
 use super::{
-    FeedEvent, Revocation, RotateOutcome, RotatePolicy, SessionRecord, SessionStore, StoreError,
+    FeedEvent, IDP_INDEX_MAX, IdpKey, IdpLink, Revocation, RotateOutcome, RotatePolicy,
+    SessionRecord, SessionStore, StoreError,
 };
 use crate::config::RedisConfig;
 use crate::util::now_unix;
@@ -133,6 +152,7 @@ impl ConnectionLike for Conn<'_> {
 }
 
 const CREATE: &str = r"
+redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('EXPIREAT', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
@@ -196,24 +216,54 @@ end
 return 0
 ";
 
-/// ARGV: sid, channel, revocation until.
+/// ARGV: sid, channel, revocation until. Returns {'1' or '0', the record's `idp` or ''}.
 const REVOKE: &str = r"
+local idp = redis.call('HGET', KEYS[1], 'idp') or ''
 local n = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if n == 1 then redis.call('PUBLISH', ARGV[2], ARGV[1] .. ' ' .. ARGV[3]) end
-return n
+return {tostring(n), idp}
 ";
 
-/// KEYS[1] the user's index; ARGV: session key prefix, channel, revocation until.
+/// KEYS[1] the user's index; ARGV: session key prefix, channel, revocation until. Returns
+/// {sid, its `idp` or '', ...} for every sid the index held.
 const REVOKE_ALL: &str = r"
 local sids = redis.call('ZRANGE', KEYS[1], 0, -1)
+local out = {}
 for _, sid in ipairs(sids) do
+  out[#out + 1] = sid
+  out[#out + 1] = redis.call('HGET', ARGV[1] .. sid, 'idp') or ''
   if redis.call('DEL', ARGV[1] .. sid) == 1 then
     redis.call('PUBLISH', ARGV[2], sid .. ' ' .. ARGV[3])
   end
 end
 redis.call('DEL', KEYS[1])
-return sids
+return out
+";
+
+/// ARGV: roles (JSON), idp link (JSON, or '' for none). Only on a record that exists (never
+/// creates one); touches no other field. Returns {'0'}, or {'1', abs_end, previous idp or ''}.
+const UPDATE_IDENTITY: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'0'} end
+local old = redis.call('HGET', KEYS[1], 'idp') or ''
+redis.call('HSET', KEYS[1], 'roles', ARGV[1])
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], 'idp')
+else
+  redis.call('HSET', KEYS[1], 'idp', ARGV[2])
+end
+return {'1', redis.call('HGET', KEYS[1], 'abs_end') or '0', old}
+";
+
+/// KEYS[1] one IdP index key; ARGV: member, its absolute end, now, the bound. Adds the member,
+/// drops ended ones and all but the `bound` that end last, and expires with the last.
+const IDP_INDEX: &str = r"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[4]) + 1))
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if last[2] then redis.call('EXPIREAT', KEYS[1], last[2]) end
+return 1
 ";
 
 /// ARGV: now. Moves `last_seen` forward only, and only on a live session.
@@ -230,6 +280,8 @@ struct Scripts {
     revoke: Script,
     revoke_all: Script,
     touch: Script,
+    update_identity: Script,
+    idp_index: Script,
 }
 
 pub struct RedisStore {
@@ -336,6 +388,8 @@ impl RedisStore {
                 revoke: Script::new(REVOKE),
                 revoke_all: Script::new(REVOKE_ALL),
                 touch: Script::new(TOUCH),
+                update_identity: Script::new(UPDATE_IDENTITY),
+                idp_index: Script::new(IDP_INDEX),
             },
             feed: broadcast::channel(4096).0,
             feed_started: OnceLock::new(),
@@ -350,6 +404,20 @@ impl RedisStore {
     }
     fn revocations_key(&self) -> String {
         format!("{}:revocations", self.prefix)
+    }
+    fn idp_key(&self, provider: &str, key: IdpKey<'_>) -> String {
+        let (kind, value) = match key {
+            IdpKey::Sid(v) => ("sid", v),
+            IdpKey::Sub(v) => ("sub", v),
+        };
+        format!(
+            "{}:idp:{kind}:{}:{provider}:{value}",
+            self.prefix,
+            provider.len()
+        )
+    }
+    fn once_key(&self, key: &str) -> String {
+        format!("{}:once:{key}", self.prefix)
     }
 
     /// A pooled connection (bounded by `store.connect_timeout`).
@@ -395,6 +463,68 @@ impl RedisStore {
         let mut c = self.conn().await?;
         let f = c.flag();
         self.timed(&f, p.query_async::<()>(&mut c)).await
+    }
+
+    /// The index keys a back-channel logout may find `link`'s sessions under.
+    fn idp_keys(&self, link: &IdpLink) -> Vec<String> {
+        link.keys()
+            .map(|k| self.idp_key(&link.provider, k))
+            .collect()
+    }
+
+    /// Add `member` (ending at `abs_end`) to each IdP index key of `keys`: one single-key
+    /// script per key (each may live in its own cluster slot).
+    async fn index_idp(
+        &self,
+        keys: &[String],
+        member: &str,
+        abs_end: u64,
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let now = now_unix();
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        for k in keys {
+            let mut inv = self.scripts.idp_index.key(k);
+            inv.arg(member).arg(abs_end).arg(now).arg(IDP_INDEX_MAX);
+            self.timed(&f, inv.invoke_async::<i64>(&mut c)).await?;
+        }
+        Ok(())
+    }
+
+    /// Remove `member` from the IdP index keys of `keys`, best effort: an entry left behind
+    /// expires with its key, and `idp_sessions` drops it once it finds the record gone.
+    async fn unindex_idp(&self, keys: &[String], member: &str) {
+        if keys.is_empty() {
+            return;
+        }
+        let r: Result<(), StoreError> = async {
+            let mut c = self.conn().await?;
+            let f = c.flag();
+            for k in keys {
+                let _: i64 = self
+                    .timed(
+                        &f,
+                        redis::cmd("ZREM").arg(k).arg(member).query_async(&mut c),
+                    )
+                    .await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not drop an ended session's IdP index entries");
+        }
+    }
+
+    /// After a session ended: drop its IdP index entries, if it had a link.
+    async fn unindex_ended(&self, user: &str, sid: &str, link: Option<&IdpLink>) {
+        if let Some(link) = link {
+            self.unindex_idp(&self.idp_keys(link), &idp_member(user, sid))
+                .await;
+        }
     }
 
     fn start_feed(&self) {
@@ -469,6 +599,20 @@ async fn feed_once(
     Ok(())
 }
 
+/// An IdP index member: `["user","sid"]` (JSON, so neither part can be read as the other).
+fn idp_member(user: &str, sid: &str) -> String {
+    serde_json::to_string(&(user, sid)).unwrap_or_default()
+}
+
+/// An `idp` field as a script returned it (`''` for none). One that does not parse is `None`:
+/// it only decides which index entries to drop, and a left-over entry is harmless.
+fn parse_link(json: &str) -> Option<IdpLink> {
+    if json.is_empty() {
+        return None;
+    }
+    serde_json::from_str(json).ok()
+}
+
 fn field<'a>(m: &'a HashMap<String, String>, k: &str) -> &'a str {
     m.get(k).map_or("", String::as_str)
 }
@@ -482,7 +626,6 @@ fn to_record(sid: &str, m: &HashMap<String, String>) -> Option<SessionRecord> {
         return None;
     }
     Some(SessionRecord {
-        idp: None,
         sid: sid.to_string(),
         user: field(m, "user").to_string(),
         // A record whose roles do not parse is not a record (never a user without roles).
@@ -500,6 +643,12 @@ fn to_record(sid: &str, m: &HashMap<String, String>) -> Option<SessionRecord> {
         ip: field(m, "ip").to_string(),
         user_agent: field(m, "ua").to_string(),
         device: field(m, "dev").to_string(),
+        // Absent: no provider (or a record from before the field). Present but unreadable: not
+        // a record, as with the roles (never a session that escaped its provider's logout).
+        idp: match m.get("idp") {
+            None => None,
+            Some(json) => Some(serde_json::from_str(json).ok()?),
+        },
     })
 }
 
@@ -555,16 +704,38 @@ impl SessionStore for RedisStore {
             ("ua", rec.user_agent.clone()),
             ("dev", rec.device.clone()),
         ];
+        let idp = match &rec.idp {
+            Some(link) => Some(serde_json::to_string(link).map_err(unavailable)?),
+            None => None,
+        };
         let mut inv = self.scripts.create.key(&hk);
         inv.key(&ik).arg(&rec.sid).arg(rec.abs_end).arg(now_unix());
         for (k, v) in &fields {
             inv.arg(*k).arg(v);
         }
+        if let Some(json) = &idp {
+            inv.arg("idp").arg(json);
+        }
         let mut c = self.conn().await?;
         let f = c.flag();
-        self.timed(&f, inv.invoke_async::<i64>(&mut c))
+        self.timed(&f, inv.invoke_async::<i64>(&mut c)).await?;
+        drop(c);
+        let Some(link) = &rec.idp else {
+            return Ok(());
+        };
+        // After the record (the index lives in other cluster slots). A session back-channel
+        // logout could not find must not start: take the record back and fail the login.
+        let member = idp_member(&rec.user, &rec.sid);
+        if let Err(e) = self
+            .index_idp(&self.idp_keys(link), &member, rec.abs_end)
             .await
-            .map(|_| ())
+        {
+            if let Err(undo) = self.revoke(&rec.user, &rec.sid, 0).await {
+                tracing::warn!(error = %undo, "could not remove a session whose IdP index failed");
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     async fn rotate(
@@ -592,11 +763,12 @@ impl SessionStore for RedisStore {
         let out: Vec<String> = self.timed(&f, inv.invoke_async(&mut c)).await?;
         drop(c);
         let outcome = rotate_outcome(sid, &out)?;
-        if matches!(outcome, RotateOutcome::Reused(_) | RotateOutcome::Idle(_)) {
+        if let RotateOutcome::Reused(rec) | RotateOutcome::Idle(rec) = &outcome {
             // The session is gone either way; the list only helps late joiners.
             if let Err(e) = self.remember_revocations(&[sid.to_string()], until).await {
                 tracing::warn!(error = %e, "could not record a revocation for resynchronisation");
             }
+            self.unindex_ended(user, sid, rec.idp.as_ref()).await;
         }
         Ok(outcome)
     }
@@ -639,16 +811,27 @@ impl SessionStore for RedisStore {
             .arg(until);
         let mut c = self.conn().await?;
         let f = c.flag();
-        let n: i64 = self.timed(&f, inv.invoke_async(&mut c)).await?;
+        let out: Vec<String> = self.timed(&f, inv.invoke_async(&mut c)).await?;
         drop(c);
-        if n == 1 {
+        let existed = match out.first().map(String::as_str) {
+            Some("1") => true,
+            Some("0") => false,
+            _ => {
+                return Err(StoreError::UnexpectedReply(
+                    "unexpected revoke reply".into(),
+                ));
+            }
+        };
+        if existed {
             // The session is gone and the revocation published; the list only helps instances
             // that join later, so its failure must not turn a done logout into an error.
             if let Err(e) = self.remember_revocations(&[sid.to_string()], until).await {
                 tracing::warn!(error = %e, "could not record a revocation for resynchronisation");
             }
+            let link = out.get(1).and_then(|j| parse_link(j));
+            self.unindex_ended(user, sid, link.as_ref()).await;
         }
-        Ok(n == 1)
+        Ok(existed)
     }
 
     async fn revoke_all(&self, user: &str, ttl: u64) -> Result<Vec<String>, StoreError> {
@@ -659,10 +842,20 @@ impl SessionStore for RedisStore {
             .arg(until);
         let mut c = self.conn().await?;
         let f = c.flag();
-        let sids: Vec<String> = self.timed(&f, inv.invoke_async(&mut c)).await?;
+        let out: Vec<String> = self.timed(&f, inv.invoke_async(&mut c)).await?;
         drop(c);
+        if out.len() % 2 != 0 {
+            return Err(StoreError::UnexpectedReply(
+                "unexpected revoke-all reply".into(),
+            ));
+        }
+        let sids: Vec<String> = out.iter().step_by(2).cloned().collect();
         if let Err(e) = self.remember_revocations(&sids, until).await {
             tracing::warn!(error = %e, "could not record revocations for resynchronisation");
+        }
+        for pair in out.chunks_exact(2) {
+            self.unindex_ended(user, &pair[0], parse_link(&pair[1]).as_ref())
+                .await;
         }
         Ok(sids)
     }
@@ -749,6 +942,161 @@ impl SessionStore for RedisStore {
         } else {
             Err(StoreError::UnexpectedReply("unexpected PING answer".into()))
         }
+    }
+
+    async fn idp_sessions(
+        &self,
+        provider: &str,
+        key: IdpKey<'_>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let ik = self.idp_key(provider, key);
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        let () = self
+            .timed(
+                &f,
+                redis::cmd("ZREMRANGEBYSCORE")
+                    .arg(&ik)
+                    .arg("-inf")
+                    .arg(now_unix())
+                    .query_async(&mut c),
+            )
+            .await?;
+        let members: Vec<String> = self
+            .timed(
+                &f,
+                redis::cmd("ZRANGE")
+                    .arg(&ik)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut c),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(members.len());
+        let mut gone = Vec::new();
+        for member in members {
+            let Ok((user, sid)) = serde_json::from_str::<(String, String)>(&member) else {
+                gone.push(member);
+                continue;
+            };
+            // Another slot than the index (the user's): one read per session, at most
+            // IDP_INDEX_MAX of them.
+            let (owner, link): (Option<String>, Option<String>) = self
+                .timed(
+                    &f,
+                    redis::cmd("HMGET")
+                        .arg(self.session_key(&user, &sid))
+                        .arg("user")
+                        .arg("idp")
+                        .query_async(&mut c),
+                )
+                .await?;
+            if owner.is_none() {
+                gone.push(member);
+            } else if link
+                .and_then(|j| parse_link(&j))
+                .is_some_and(|l| l.matches(provider, key))
+            {
+                out.push((user, sid));
+            }
+        }
+        if !gone.is_empty() {
+            let r: Result<i64, StoreError> = self
+                .timed(
+                    &f,
+                    redis::cmd("ZREM").arg(&ik).arg(&gone).query_async(&mut c),
+                )
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "could not drop ended sessions' IdP index entries");
+            }
+        }
+        Ok(out)
+    }
+
+    async fn first_use(&self, key: &str, until: u64) -> Result<bool, StoreError> {
+        // Nothing to remember: "already used" (Redis would accept a past EXAT and forget it).
+        if until <= now_unix() {
+            return Ok(false);
+        }
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        let v: Value = self
+            .timed(
+                &f,
+                redis::cmd("SET")
+                    .arg(self.once_key(key))
+                    .arg("1")
+                    .arg("NX")
+                    .arg("EXAT")
+                    .arg(until)
+                    .query_async(&mut c),
+            )
+            .await?;
+        match v {
+            Value::Okay => Ok(true),
+            Value::SimpleString(s) if s == "OK" => Ok(true),
+            Value::Nil => Ok(false),
+            _ => Err(StoreError::UnexpectedReply(
+                "unexpected SET NX answer".into(),
+            )),
+        }
+    }
+
+    async fn update_identity(
+        &self,
+        user: &str,
+        sid: &str,
+        roles: &[String],
+        idp: Option<&IdpLink>,
+    ) -> Result<bool, StoreError> {
+        let roles_json = serde_json::to_string(roles).map_err(unavailable)?;
+        let idp_json = match idp {
+            Some(link) => serde_json::to_string(link).map_err(unavailable)?,
+            None => String::new(),
+        };
+        let mut inv = self
+            .scripts
+            .update_identity
+            .key(self.session_key(user, sid));
+        inv.arg(roles_json).arg(idp_json);
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        let out: Vec<String> = self.timed(&f, inv.invoke_async(&mut c)).await?;
+        drop(c);
+        let (abs_end, old) = match out.as_slice() {
+            [applied] if applied == "0" => return Ok(false),
+            [applied, abs_end, old] if applied == "1" => match abs_end.parse::<u64>() {
+                Ok(end) => (end, parse_link(old)),
+                Err(_) => {
+                    return Err(StoreError::UnexpectedReply(
+                        "update-identity reply without an absolute end".into(),
+                    ));
+                }
+            },
+            _ => {
+                return Err(StoreError::UnexpectedReply(
+                    "unexpected update-identity reply".into(),
+                ));
+            }
+        };
+        // The record first, then the index (another slot): the keys the new link adds, then
+        // the ones it no longer has.
+        let member = idp_member(user, sid);
+        let old_keys = old.as_ref().map(|l| self.idp_keys(l)).unwrap_or_default();
+        let new_keys = idp.map(|l| self.idp_keys(l)).unwrap_or_default();
+        let added: Vec<String> = new_keys
+            .iter()
+            .filter(|k| !old_keys.contains(k))
+            .cloned()
+            .collect();
+        let dropped: Vec<String> = old_keys
+            .into_iter()
+            .filter(|k| !new_keys.contains(k))
+            .collect();
+        self.index_idp(&added, &member, abs_end).await?;
+        self.unindex_idp(&dropped, &member).await;
+        Ok(true)
     }
 }
 

@@ -40,6 +40,7 @@ mod revocation_sync;
 mod rotation_safety;
 mod self_service;
 mod session_lifetime;
+mod store_idp;
 mod token_forgery;
 mod transport;
 mod upstream_failure;

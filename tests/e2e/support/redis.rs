@@ -1,6 +1,6 @@
 //! Real Redis for the Redis store: one `redis-server` (append-only, survives kill and restart on
-//! the same port) and a three-master Redis Cluster, each on free loopback ports, and
-//! `redis-cli` against them.
+//! the same port) and a Redis Cluster (three masters, or three masters with a replica each),
+//! each on free loopback ports, and `redis-cli` against them.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -250,8 +250,10 @@ impl Drop for RedisServer {
     }
 }
 
-/// Three `redis-server --cluster-enabled yes` masters (no replicas) on free loopback ports,
-/// each with its own directory, joined with `redis-cli --cluster create`. Killed on drop.
+/// `redis-server --cluster-enabled yes` nodes on free loopback ports, each with its own
+/// directory, joined with `redis-cli --cluster create`: three masters ([`RedisCluster::start`])
+/// or six nodes, three masters with a replica each ([`RedisCluster::start_six`]). Killed on
+/// drop.
 pub struct RedisCluster {
     pub ports: Vec<u16>,
     dirs: Vec<tempfile::TempDir>,
@@ -259,19 +261,33 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
+    /// Three masters, no replicas.
     pub async fn start() -> RedisCluster {
         tokio::task::spawn_blocking(RedisCluster::start_blocking)
             .await
             .expect("redis cluster start task")
     }
 
+    /// Six nodes: three masters, each with one replica.
+    pub async fn start_six() -> RedisCluster {
+        tokio::task::spawn_blocking(|| RedisCluster::start_nodes(6, 1))
+            .await
+            .expect("redis cluster start task")
+    }
+
     pub fn start_blocking() -> RedisCluster {
+        RedisCluster::start_nodes(3, 0)
+    }
+
+    /// `nodes` nodes, `replicas` replicas per master (`redis-cli --cluster create
+    /// --cluster-replicas`).
+    fn start_nodes(nodes: usize, replicas: usize) -> RedisCluster {
         let mut cluster = RedisCluster {
             ports: Vec::new(),
             dirs: Vec::new(),
             children: Vec::new(),
         };
-        for _ in 0..3 {
+        for _ in 0..nodes {
             let dir = tempfile::Builder::new()
                 .prefix("sessiongate-redis-cluster-")
                 .tempdir()
@@ -326,7 +342,7 @@ impl RedisCluster {
         for p in &cluster.ports {
             cmd.arg(format!("127.0.0.1:{p}"));
         }
-        cmd.args(["--cluster-replicas", "0", "--cluster-yes"])
+        cmd.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -348,7 +364,11 @@ impl RedisCluster {
                 .iter()
                 .map(|p| redis_inline(*p, "CLUSTER INFO").unwrap_or_else(|e| e))
                 .collect();
-            if states.iter().all(|s| s.contains("cluster_state:ok")) {
+            let known = format!("cluster_known_nodes:{nodes}");
+            if states
+                .iter()
+                .all(|s| s.contains("cluster_state:ok") && s.contains(&known))
+            {
                 break;
             }
             assert!(
