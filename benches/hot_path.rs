@@ -141,6 +141,7 @@ fn benches(c: &mut Criterion) {
             &["admin".into(), "dev".into()],
             conn.peer.ip(),
             &UserAgent::from_bytes(FIREFOX.as_bytes()),
+            None,
         ))
         .expect("bench session");
     let bound_cookie = format!(

@@ -135,6 +135,15 @@ pub(super) async fn start(rt: &Arc<Runtime>, req: &Request<Incoming>, ctx: &Requ
     Ok(r)
 }
 
+fn audit(rt: &Runtime, ctx: &RequestCtx, p: &Provider, event: &'static str, reason: &str) {
+    rt.audit.emit(
+        Event::new(event)
+            .ip(&ctx.client_ip.to_string())
+            .provider(p.name())
+            .reason(reason),
+    );
+}
+
 /// `GET /.auth/oidc/callback`: the provider's answer. The flow named by `state`, RFC 9207's
 /// `iss`, the provider's error if any, then the code exchange and the ID token; then the
 /// user's admission; then a new gateway session.
@@ -190,12 +199,7 @@ pub(super) async fn callback(
         } else {
             "unknown"
         };
-        rt.audit.emit(
-            Event::new("login_failed")
-                .ip(&ctx.client_ip.to_string())
-                .provider(p.name())
-                .reason(code),
-        );
+        audit(rt, ctx, p, "login_failed", code);
         return Err(failed(
             StatusCode::FORBIDDEN,
             "Sign-in did not happen",
@@ -212,16 +216,27 @@ pub(super) async fn callback(
             clear,
         ));
     };
+    complete(rt, o, p, &f, code, ctx, ua, now, clear).await
+}
+
+/// The code exchanged and the ID token verified, the user admitted, a new gateway session.
+#[allow(clippy::too_many_arguments)]
+async fn complete(
+    rt: &Runtime,
+    o: &Oidc,
+    p: &Provider,
+    f: &Flow,
+    code: &str,
+    ctx: &RequestCtx,
+    ua: &UserAgent<'_>,
+    now: u64,
+    clear: Option<HeaderValue>,
+) -> Answer {
     let signed = match p.finish(code, &f.verifier, &f.nonce, now).await {
         Ok(s) => s,
         Err(e) => {
             Metrics::outcome(&rt.metrics.logins, "oidc_failed");
-            rt.audit.emit(
-                Event::new("login_failed")
-                    .ip(&ctx.client_ip.to_string())
-                    .provider(p.name())
-                    .reason("id_token"),
-            );
+            audit(rt, ctx, p, "login_failed", "id_token");
             return Err(explained(p, &e, &f.return_to, clear));
         }
     };
@@ -229,12 +244,7 @@ pub(super) async fn callback(
         Ok(m) => m,
         Err(d) => {
             Metrics::outcome(&rt.metrics.logins, "oidc_denied");
-            rt.audit.emit(
-                Event::new("login_denied")
-                    .ip(&ctx.client_ip.to_string())
-                    .provider(p.name())
-                    .reason(&d.to_string()),
-            );
+            audit(rt, ctx, p, "login_denied", &d.to_string());
             return Err(failed(
                 StatusCode::FORBIDDEN,
                 "Access denied",
@@ -403,6 +413,6 @@ pub(super) async fn end_session_url(rt: &Runtime, user: &str, sid: &str) -> Opti
         .id_token_sealed
         .as_deref()
         .and_then(|s| o.open_token("id", &link.provider, &link.sub, s));
-    p.end_session_url(hint.as_deref(), &o.post_logout_uri())
+    p.end_session_url(hint.as_deref(), o.post_logout_uri())
         .await
 }

@@ -77,7 +77,7 @@ pub fn map(cfg: &OidcProviderConfig, claims: &Map<String, Value>) -> Result<Mapp
             .and_then(Value::as_str)
             .and_then(|e| e.rsplit_once('@'))
             .map(|(_, d)| d.to_ascii_lowercase());
-        if !domain.is_some_and(|d| cfg.allowed_domains.iter().any(|a| *a == d)) {
+        if !domain.is_some_and(|d| cfg.allowed_domains.contains(&d)) {
             return Err(Denied::Domain);
         }
     }

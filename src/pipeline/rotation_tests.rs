@@ -190,7 +190,13 @@ impl Pair {
 async fn login(s: &Setup) -> Pair {
     let t =
         s.rt.sessions
-            .start("alice", &["dev".into()], ip(), &UserAgent::from_bytes(b""))
+            .start(
+                "alice",
+                &["dev".into()],
+                ip(),
+                &UserAgent::from_bytes(b""),
+                None,
+            )
             .await;
     Pair::of(&t.unwrap_or_else(|e| panic!("{e}")))
 }

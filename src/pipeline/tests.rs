@@ -280,7 +280,13 @@ async fn signed_in_at(start: u64) -> (Runtime, crate::sessions::Clock, String, S
     let ip = "127.0.0.1".parse().unwrap_or_else(|e| panic!("{e}"));
     let t = rt
         .sessions
-        .start("alice", &["dev".into()], ip, &UserAgent::from_bytes(b""))
+        .start(
+            "alice",
+            &["dev".into()],
+            ip,
+            &UserAgent::from_bytes(b""),
+            None,
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let c = rt.sessions.cookies();

@@ -23,7 +23,7 @@ const LEASE_SECS: u64 = 60;
 
 enum Verdict {
     Keep,
-    Update(SessionRecord),
+    Update(Box<SessionRecord>),
     End(&'static str),
 }
 
@@ -40,7 +40,7 @@ impl Sessions {
         };
         match verdict {
             Verdict::Keep => RotateOutcome::Rotated(rec),
-            Verdict::Update(next) => RotateOutcome::Rotated(next),
+            Verdict::Update(next) => RotateOutcome::Rotated(*next),
             Verdict::End(reason) => {
                 let why = Ending {
                     event: "session_revoked",
@@ -125,13 +125,13 @@ impl Sessions {
             .update_identity(&next.user, &next.sid, &next.roles, next.idp.as_ref())
             .await
         {
-            Ok(true) => Verdict::Update(next),
+            Ok(true) => Verdict::Update(Box::new(next)),
             Ok(false) => Verdict::End("session ended during the re-check"),
             Err(e) => {
                 // The provider rotated its token and we could not keep the new one: the next
                 // re-check would present a rotated-out token. Keep the session; say so.
                 tracing::warn!(error = %e, "oidc: could not keep the re-checked identity");
-                Verdict::Update(next)
+                Verdict::Update(Box::new(next))
             }
         }
     }

@@ -28,12 +28,21 @@ async fn setup(cfg: GatewayConfig) -> (OidcProvider, Gateway) {
 async fn smoke_login_through_the_provider_reaches_the_app_with_the_identity() {
     let (idp, gw) = setup(GatewayConfig::new()).await;
     let b = browser(&gw, &idp);
-    let hops = follow(&b, &gw.url("/.auth/oidc/start?provider=corp&return_to=/app/x"), Some(("alice", "alice-pw")), None).await;
+    let hops = follow(
+        &b,
+        &gw.url("/.auth/oidc/start?provider=corp&return_to=/app/x"),
+        Some(("alice", "alice-pw")),
+        None,
+    )
+    .await;
     for h in &hops.hops {
         eprintln!("{} {} {} {:?}", h.method, h.url, h.status, h.location);
     }
     eprintln!("last {} {} {}", hops.status, hops.url, hops.body);
-    eprintln!("gw stderr: {}", std::fs::read_to_string(&gw.stderr_log).unwrap_or_default());
+    eprintln!(
+        "gw stderr: {}",
+        std::fs::read_to_string(&gw.stderr_log).unwrap_or_default()
+    );
     assert_eq!(hops.status, 200, "{}", hops.body);
     let v: Value = serde_json::from_str(&hops.body).unwrap();
     eprintln!("{v:#}");

@@ -14,7 +14,7 @@ use crate::config::{
 };
 
 /// `oidc.recheck_interval`'s least value: each re-check is a round trip to the provider.
-const MIN_RECHECK: Duration = Duration::from_secs(30);
+const MIN_RECHECK: Duration = Duration::from_secs(10);
 
 /// Longest `name` (the pattern `[a-z0-9][a-z0-9_-]{0,31}`).
 const MAX_NAME: usize = 32;
@@ -65,7 +65,7 @@ pub(super) fn validate(
             errs.add(
                 "oidc.recheck_interval",
                 format!(
-                    "must be at least 30s (each re-check asks the provider); leave it out to keep \
+                    "must be at least 10s (each re-check asks the provider); leave it out to keep \
                      no refresh token of the provider and re-check nothing (it is {})",
                     humantime::format_duration(d)
                 ),
