@@ -680,7 +680,7 @@ fn schema_mistakes_in_the_oidc_tables_are_named() {
 #[test]
 fn every_problem_of_every_provider_is_named_at_once() {
     let text = oidc(&format!(
-        "[oidc]\nrecheck_interval = \"10s\"\n{}{}{}",
+        "[oidc]\nrecheck_interval = \"9s\"\n{}{}{}",
         provider("Corp", "scopes = [\"email\"]"),
         provider("ok", "client_id = \"x\"").replace("client_id = \"gateway\"\n", ""),
         provider(
