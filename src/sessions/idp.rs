@@ -104,6 +104,12 @@ impl Sessions {
                 id_token,
             } => (claims, refresh_token, id_token),
         };
+        // The user id cannot change within a session: a refreshed answer without the claim
+        // (no ID token on refresh, no userinfo) keeps it; a different one ends the session.
+        let mut claims = claims;
+        if claims::lookup(&claims, &p.cfg.user_claim).is_none() {
+            claims.insert(p.cfg.user_claim.clone(), rec.user.clone().into());
+        }
         let mapped = match claims::map(&p.cfg, &claims) {
             Ok(m) => m,
             Err(d) => {
@@ -111,6 +117,9 @@ impl Sessions {
                 return Verdict::End("identity provider claims no longer allowed");
             }
         };
+        if mapped.user != rec.user {
+            return Verdict::End("identity provider changed the user id");
+        }
         let mut next = rec.clone();
         let mut l = link.clone();
         l.checked_at = now;
