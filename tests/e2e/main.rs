@@ -28,6 +28,7 @@ mod login;
 mod logs;
 mod oidc_config;
 mod oidc_login;
+mod oidc_logout;
 mod path_encoding;
 mod path_parameters;
 mod paths;

@@ -78,6 +78,8 @@ pub struct GatewayConfig {
     /// `keys`, `login`, ...), replacing the harness's own value of that key; see
     /// [`GatewayConfig::set`].
     pub table_keys: Vec<(String, String, String)>,
+    /// `(table, key)` removed from a table the harness writes; see [`GatewayConfig::unset`].
+    pub unset_keys: Vec<(String, String)>,
     /// The session store, rendered as `[store]` (default memory); see [`StoreSpec`].
     pub store: StoreSpec,
     /// `(access, refresh)` secrets instead of fresh random ones: instances that share them
@@ -101,6 +103,7 @@ impl Default for GatewayConfig {
             extra_toml: String::new(),
             env: vec![],
             table_keys: vec![],
+            unset_keys: vec![],
             store: StoreSpec::Memory,
             secrets: None,
         }
@@ -213,7 +216,7 @@ impl GatewayConfig {
         writeln!(s, "\n[audit]\nfile = \"{}\"", p.audit_file.display()).unwrap();
         s.push('\n');
         s.push_str(&self.extra_toml);
-        set_table_keys(&s, &self.table_keys)
+        unset_table_keys(&set_table_keys(&s, &self.table_keys), &self.unset_keys)
     }
 }
 
@@ -243,6 +246,14 @@ impl GatewayConfig {
     pub fn set(mut self, table: &str, key: &str, raw_value: &str) -> Self {
         self.table_keys
             .push((table.into(), key.into(), raw_value.into()));
+        self
+    }
+
+    /// Remove `key` from `[table]` (the harness's own line, or one [`GatewayConfig::set`] wrote),
+    /// so that the gateway takes the key's default: `unset("login", "users_file")` in `oidc`
+    /// mode leaves the login page without the password form.
+    pub fn unset(mut self, table: &str, key: &str) -> Self {
+        self.unset_keys.push((table.into(), key.into()));
         self
     }
 
@@ -287,6 +298,29 @@ fn set_table_keys(rendered: &str, keys: &[(String, String, String)]) -> String {
     }
     let mut out = lines.join("\n");
     out.push('\n');
+    out
+}
+
+/// Apply [`GatewayConfig::unset`] entries to a rendered `gateway.toml`.
+fn unset_table_keys(rendered: &str, keys: &[(String, String)]) -> String {
+    let mut table = String::new();
+    let mut out = String::with_capacity(rendered.len());
+    for line in rendered.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+        let drop = keys.iter().any(|(tb, k)| {
+            *tb == table
+                && line
+                    .split_once('=')
+                    .is_some_and(|(have, _)| have.trim() == k.as_str())
+        });
+        if !drop {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
     out
 }
 
