@@ -70,7 +70,12 @@ fn registered(id: &str, secret: &str, backchannel: &Gateway) -> IdpClient {
 }
 
 /// Clients and users at `idp`, which trusts `backchannel`'s CA for its logout POSTs.
-async fn configure(idp: &OidcProvider, client: IdpClient, backchannel: &Gateway, users: Vec<IdpUser>) {
+async fn configure(
+    idp: &OidcProvider,
+    client: IdpClient,
+    backchannel: &Gateway,
+    users: Vec<IdpUser>,
+) {
     let mut s = IdpSetup::new(vec![client], users);
     s.trust_ca = Some(backchannel.ca_file());
     idp.configure(&s).await;
@@ -80,7 +85,13 @@ async fn configure(idp: &OidcProvider, client: IdpClient, backchannel: &Gateway,
 async fn setup(cfg: GatewayConfig) -> (OidcProvider, Gateway) {
     let idp = OidcProvider::launch().await;
     let gw = Gateway::start(cfg.oidc_provider_with(&idp, "corp", CLIENT, SECRET, GROUPS)).await;
-    configure(&idp, registered(CLIENT, SECRET, &gw), &gw, vec![alice(), bob()]).await;
+    configure(
+        &idp,
+        registered(CLIENT, SECRET, &gw),
+        &gw,
+        vec![alice(), bob()],
+    )
+    .await;
     (idp, gw)
 }
 
@@ -98,7 +109,13 @@ async fn two_instances(redis: &RedisServer) -> (OidcProvider, Gateway, Gateway) 
         a.wait_readyz(200, Duration::from_secs(10)),
         b.wait_readyz(200, Duration::from_secs(10))
     );
-    configure(&idp, registered(CLIENT, SECRET, &b), &b, vec![alice(), bob()]).await;
+    configure(
+        &idp,
+        registered(CLIENT, SECRET, &b),
+        &b,
+        vec![alice(), bob()],
+    )
+    .await;
     (idp, a, b)
 }
 
@@ -259,6 +276,41 @@ async fn browser_logout(b: &reqwest::Client, gw: &Gateway) -> reqwest::Response 
         .expect("POST /.auth/logout")
 }
 
+/// A browser that sends what browsers send on every request (`Accept: text/html, ...`), so
+/// that the gateway takes each of its GETs as a top-level navigation — and would send it on to
+/// the provider from the login page if the page did that; else as [`browser`].
+fn navigating_browser(gw: &Gateway, idp: &OidcProvider) -> reqwest::Client {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(gw.pki.ca_der.clone()).unwrap();
+    roots
+        .add(CertificateDer::from_pem_file(idp.ca_file()).unwrap())
+        .unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::ACCEPT,
+        reqwest::header::HeaderValue::from_static(BROWSER_ACCEPT),
+    );
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .default_headers(headers)
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .resolve(PUBLIC_HOST, gw.https)
+        .build()
+        .unwrap()
+}
+
 // ---------------------------------------------------------------- RP-initiated logout
 
 /// RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0). A browser's `POST
@@ -268,14 +320,16 @@ async fn browser_logout(b: &reqwest::Client, gw: &Gateway) -> reqwest::Response 
 /// `client_id` and the registered post-logout URI. After the user confirms there, the walk
 /// ends at the gateway's login page saying "You are signed out" — and stays there (the same
 /// page without `signed_out` would start a sign-in by itself: one provider, no password form).
-/// The provider session is over: a new sign-in shows the provider's login form again. A
-/// logout that did not reach the provider would leave the user one click from being signed in
-/// again by whoever uses the browser next.
+/// The provider session is over: a new sign-in shows the provider's login form again; the
+/// provider's back-channel logout that follows ends nothing more (alice's session from another
+/// browser is another provider session). A logout that did not reach the provider would leave
+/// the user one click from being signed in again by whoever uses the browser next.
 #[tokio::test]
 async fn browser_logout_ends_the_provider_session_too_and_lands_on_the_signed_out_page() {
     let (idp, gw) = setup(GatewayConfig::new().unset("login", "users_file")).await;
-    let b = browser(&gw, &idp);
+    let b = navigating_browser(&gw, &idp);
     let s = sign_in(&gw, &b, "corp", ALICE).await;
+    let elsewhere = sign_in(&gw, &browser(&gw, &idp), "corp", ALICE).await;
     assert_eq!(gw.access_status(&s.access).await, 200, "control: signed in");
 
     let resp = browser_logout(&b, &gw).await;
@@ -291,7 +345,11 @@ async fn browser_logout_ends_the_provider_session_too_and_lands_on_the_signed_ou
     bare.set_query(None);
     assert_eq!(bare.as_str(), end, "to the end-session endpoint: {to}");
     let q = query_map(&url);
-    assert_eq!(url.query_pairs().count(), 3, "exactly three parameters: {to}");
+    assert_eq!(
+        url.query_pairs().count(),
+        3,
+        "exactly three parameters: {to}"
+    );
     assert_eq!(q.get("client_id").map(String::as_str), Some(CLIENT));
     assert_eq!(
         q.get("post_logout_redirect_uri").map(String::as_str),
@@ -326,23 +384,31 @@ async fn browser_logout_ends_the_provider_session_too_and_lands_on_the_signed_ou
         done.body
     );
     assert_eq!(gw.access_status(&s.access).await, 401, "still refused");
-    // The provider told the gateway by back channel too (nothing was left to end).
+    // The provider told the gateway by back channel too, naming that provider session: nothing
+    // was left to end, and alice's session from another browser lives on.
     let d = idp.deliveries().await;
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0]["uri"], gw.oidc_backchannel_uri());
     assert_eq!(d[0]["outcome"], "success", "{d:?}");
-    assert_eq!(audit_events_n(&gw, "backchannel_logout", 1).await[0]["count"], 0);
+    assert_eq!(d[0]["sid"], claims["sid"], "{d:?}");
+    assert_eq!(
+        audit_events_n(&gw, "backchannel_logout", 1).await[0]["count"],
+        0
+    );
+    assert_eq!(
+        gw.access_status(&elsewhere.access).await,
+        200,
+        "the other browser"
+    );
 
     // Without `signed_out`, a navigation to the login page goes straight to the provider...
-    let login = b
-        .get(gw.url("/.auth/login"))
-        .header("accept", BROWSER_ACCEPT)
-        .send()
-        .await
-        .unwrap();
+    let login = b.get(gw.url("/.auth/login")).send().await.unwrap();
     assert_eq!(login.status(), 302);
     let start = location(&login).unwrap_or_default();
-    assert!(start.starts_with("/.auth/oidc/start?provider=corp"), "{start}");
+    assert!(
+        start.starts_with("/.auth/oidc/start?provider=corp"),
+        "{start}"
+    );
     // ...where the provider session is gone: it asks for the password again.
     let again = follow(&b, &gw.url(&start), None, None).await;
     assert!(
@@ -374,21 +440,32 @@ async fn api_logout_answers_204_without_a_redirect_and_other_logouts_stay_at_the
         assert_eq!(gw.refresh(&s).await.status(), 401, "Accept {accept:?}");
         dead.push(s);
     }
-    assert!(idp.deliveries().await.is_empty(), "the provider was not involved");
+    assert!(
+        idp.deliveries().await.is_empty(),
+        "the provider was not involved"
+    );
 
     let p = gw.login_alice().await;
     let resp = gw
         .logout_with(&p.cookie_header(), &[("accept", BROWSER_ACCEPT)])
         .await;
     assert_eq!(resp.status(), 303);
-    assert_eq!(location(&resp).as_deref(), Some("/.auth/login"), "password session");
+    assert_eq!(
+        location(&resp).as_deref(),
+        Some("/.auth/login"),
+        "password session"
+    );
     assert_eq!(gw.access_status(&p.access).await, 401);
 
     let resp = gw
         .logout_with(&dead[0].cookie_header(), &[("accept", BROWSER_ACCEPT)])
         .await;
     assert_eq!(resp.status(), 303);
-    assert_eq!(location(&resp).as_deref(), Some("/.auth/login"), "dead cookies");
+    assert_eq!(
+        location(&resp).as_deref(),
+        Some("/.auth/login"),
+        "dead cookies"
+    );
 }
 
 // ---------------------------------------------------------------- back-channel logout
@@ -404,7 +481,11 @@ async fn backchannel_logout_at_one_instance_ends_the_session_on_the_other_within
     let (idp, a, b) = two_instances(&redis).await;
     let mut s = sign_in(&a, &browser(&a, &idp), "corp", ALICE).await;
     let mut other = sign_in(&a, &browser(&a, &idp), "corp", BOB).await;
-    assert_eq!(b.access_status(&s.access).await, 200, "control: B honours A's session");
+    assert_eq!(
+        b.access_status(&s.access).await,
+        200,
+        "control: B honours A's session"
+    );
 
     let t0 = Instant::now();
     let ended = idp.end_sessions("sub-alice").await;
@@ -427,12 +508,20 @@ async fn backchannel_logout_at_one_instance_ends_the_session_on_the_other_within
     assert_eq!(d[0]["status"], 200, "{d:?}");
     assert_eq!(d[0]["outcome"], "success", "{d:?}");
     let ev = b.wait_for_audit("backchannel_logout").await;
-    assert_eq!((&ev["provider"], &ev["count"]), (&json!("corp"), &json!(1)), "{ev}");
+    assert_eq!(
+        (&ev["provider"], &ev["count"]),
+        (&json!("corp"), &json!(1)),
+        "{ev}"
+    );
     let revoked = audit_events_n(&b, "session_revoked", 1).await;
     assert_eq!(revoked.len(), 1, "{revoked:?}");
     assert_eq!(revoked[0]["user"], "sub-alice");
     assert_eq!(revoked[0]["reason"], "backchannel_logout");
-    assert_eq!(count_events(&a, "backchannel_logout"), 0, "A was not called");
+    assert_eq!(
+        count_events(&a, "backchannel_logout"),
+        0,
+        "A was not called"
+    );
 }
 
 /// The provider sid of the gateway session that browser `b` holds: read from the
@@ -453,34 +542,45 @@ async fn provider_sid(gw: &Gateway, b: &reqwest::Client) -> String {
 
 /// Logout tokens naming only a `sid`, then only a `sub`, posted to `receiver`; the sessions
 /// were issued by `issuer` (the same gateway on the memory store, another instance on Redis).
-/// By `sid`: exactly the sessions of that provider session end (two sign-ins in one browser),
-/// not the same user's sessions from another browser. By `sub`: every remaining session of the
-/// user at this provider. Bob's lives through both (and is returned).
+/// By `sid` (with the `sub`, as providers send it, and alone): exactly the sessions of that
+/// provider session end, not the same user's session from another browser. By `sub`: every
+/// remaining session of the user at this provider. Bob's lives through both (and is returned).
 async fn by_sid_then_by_sub(idp: &OidcProvider, issuer: &Gateway, receiver: &Gateway) -> Session {
     let x = browser(issuer, idp);
     sign_in(issuer, &x, "corp", ALICE).await;
     let sid = provider_sid(issuer, &x).await;
-    let same_browser = sign_in(issuer, &x, "corp", None).await;
     let elsewhere = sign_in(issuer, &browser(issuer, idp), "corp", ALICE).await;
     let bob = sign_in(issuer, &browser(issuer, idp), "corp", BOB).await;
     let base = count_events(receiver, "backchannel_logout");
 
-    let t = idp.logout_token(json!({ "sid": sid, "sub": null })).await;
-    assert_eq!(post_logout_token(receiver, &t).await.0, 200, "by sid");
-    refused_within(issuer, &same_browser.access, "the session of that sid").await;
-    assert_eq!(issuer.refresh(&same_browser).await.status(), 401);
-    assert_eq!(issuer.access_status(&elsewhere.access).await, 200, "other sid");
-    assert_eq!(issuer.access_status(&bob.access).await, 200, "bob");
-    let ev = audit_events_n(receiver, "backchannel_logout", base + 1).await;
-    assert_eq!(ev[base]["count"], 1, "{ev:?}");
+    // As providers send it (`sid` and `sub`), then `sid` alone: that provider session only.
+    let by_sid = [
+        ("by sid and sub", json!({ "sid": sid, "sub": "sub-alice" })),
+        ("by sid alone", json!({ "sid": sid, "sub": null })),
+    ];
+    for (n, (what, claims)) in by_sid.into_iter().enumerate() {
+        // The provider session lives on (only the gateway heard of a logout): no password.
+        let same_browser = sign_in(issuer, &x, "corp", None).await;
+        let t = idp.logout_token(claims).await;
+        assert_eq!(post_logout_token(receiver, &t).await.0, 200, "{what}");
+        refused_within(issuer, &same_browser.access, what).await;
+        assert_eq!(issuer.refresh(&same_browser).await.status(), 401, "{what}");
+        let other = issuer.access_status(&elsewhere.access).await;
+        assert_eq!(other, 200, "{what}: alice's other provider session");
+        assert_eq!(issuer.access_status(&bob.access).await, 200, "{what}: bob");
+        let ev = audit_events_n(receiver, "backchannel_logout", base + n + 1).await;
+        assert_eq!(ev[base + n]["count"], 1, "{what}: {ev:?}");
+    }
 
-    let t = idp.logout_token(json!({ "sub": "sub-alice", "sid": null })).await;
+    let t = idp
+        .logout_token(json!({ "sub": "sub-alice", "sid": null }))
+        .await;
     assert_eq!(post_logout_token(receiver, &t).await.0, 200, "by sub");
     refused_within(issuer, &elsewhere.access, "alice's session, by sub").await;
     assert_eq!(issuer.refresh(&elsewhere).await.status(), 401);
     assert_eq!(issuer.access_status(&bob.access).await, 200, "bob");
-    let ev = audit_events_n(receiver, "backchannel_logout", base + 2).await;
-    assert_eq!(ev[base + 1]["count"], 1, "{ev:?}");
+    let ev = audit_events_n(receiver, "backchannel_logout", base + 3).await;
+    assert_eq!(ev[base + 2]["count"], 1, "{ev:?}");
     bob
 }
 
@@ -508,13 +608,21 @@ async fn logout_tokens_by_sid_and_by_sub_on_the_memory_store() {
     let d = idp.deliveries().await;
     assert_eq!(d.len(), 2, "{d:?}");
     for d in &d {
-        assert_eq!((&d["status"], &d["outcome"]), (&json!(200), &json!("success")), "{d}");
+        assert_eq!(
+            (&d["status"], &d["outcome"]),
+            (&json!(200), &json!("success")),
+            "{d}"
+        );
     }
 
     let t = idp.logout_token(json!({ "sub": "sub-nobody" })).await;
     assert_eq!(post_logout_token(&gw, &t).await.0, 200);
     let (status, body) = post_logout_token(&gw, &t).await;
-    assert_eq!((status, &body["error"]), (400, &json!("invalid_request")), "{body}");
+    assert_eq!(
+        (status, &body["error"]),
+        (400, &json!("invalid_request")),
+        "{body}"
+    );
 }
 
 /// Two providers configured; alice signs in through each (one gateway user, `sub-alice`, with
@@ -530,8 +638,20 @@ async fn backchannel_logout_leaves_the_same_users_session_from_another_provider(
         .oidc_provider_with(&corp, "corp", CLIENT, SECRET, GROUPS)
         .oidc_provider_with(&other, "other", CLIENT_2, SECRET_2, GROUPS);
     let gw = Gateway::start(cfg).await;
-    configure(&corp, registered(CLIENT, SECRET, &gw), &gw, vec![alice(), bob()]).await;
-    configure(&other, registered(CLIENT_2, SECRET_2, &gw), &gw, vec![alice()]).await;
+    configure(
+        &corp,
+        registered(CLIENT, SECRET, &gw),
+        &gw,
+        vec![alice(), bob()],
+    )
+    .await;
+    configure(
+        &other,
+        registered(CLIENT_2, SECRET_2, &gw),
+        &gw,
+        vec![alice()],
+    )
+    .await;
     let x = browser(&gw, &corp);
     let via_corp = sign_in(&gw, &x, "corp", ALICE).await;
     let xo = browser(&gw, &other);
@@ -545,26 +665,50 @@ async fn backchannel_logout_leaves_the_same_users_session_from_another_provider(
 
     assert_eq!(corp.end_sessions("sub-alice").await["sessions"], 1);
     refused_within(&gw, &via_corp.access, "alice through corp").await;
-    assert_eq!(gw.access_status(&via_other.access).await, 200, "through other");
+    assert_eq!(
+        gw.access_status(&via_other.access).await,
+        200,
+        "through other"
+    );
     assert_eq!(gw.access_status(&bob.access).await, 200, "bob");
     let t = corp.logout_token(json!({ "sub": "sub-alice" })).await;
     assert_eq!(post_logout_token(&gw, &t).await.0, 200);
     let ev = audit_events_n(&gw, "backchannel_logout", 2).await;
-    assert_eq!((&ev[1]["provider"], &ev[1]["count"]), (&json!("corp"), &json!(0)), "{ev:?}");
-    assert_eq!(gw.access_status(&via_other.access).await, 200, "through other");
+    assert_eq!(
+        (&ev[1]["provider"], &ev[1]["count"]),
+        (&json!("corp"), &json!(0)),
+        "{ev:?}"
+    );
+    assert_eq!(
+        gw.access_status(&via_other.access).await,
+        200,
+        "through other"
+    );
 
     let forged = other
         .logout_token(json!({ "sub": "sub-alice", "iss": corp.issuer(), "aud": CLIENT }))
         .await;
-    assert_eq!(post_logout_token(&gw, &forged).await.0, 400, "other's key as corp");
-    assert_eq!(gw.access_status(&via_other.access).await, 200, "through other");
+    assert_eq!(
+        post_logout_token(&gw, &forged).await.0,
+        400,
+        "other's key as corp"
+    );
+    assert_eq!(
+        gw.access_status(&via_other.access).await,
+        200,
+        "through other"
+    );
 
     let t = other.logout_token(json!({ "sub": "sub-alice" })).await;
     assert_eq!(post_logout_token(&gw, &t).await.0, 200);
     refused_within(&gw, &via_other.access, "alice through other").await;
     assert_eq!(gw.access_status(&bob.access).await, 200, "bob");
     let ev = audit_events_n(&gw, "backchannel_logout", 3).await;
-    assert_eq!((&ev[2]["provider"], &ev[2]["count"]), (&json!("other"), &json!(1)), "{ev:?}");
+    assert_eq!(
+        (&ev[2]["provider"], &ev[2]["count"]),
+        (&json!("other"), &json!(1)),
+        "{ev:?}"
+    );
 }
 
 /// A captured logout token replayed: the same token a second time at the same instance, at
@@ -595,10 +739,24 @@ async fn a_replayed_logout_token_is_refused_on_every_instance() {
         let (status, body) = post_logout_token(gw, token).await;
         assert_eq!(status, 400, "{what}: {body}");
         assert_eq!(body["error"], "invalid_request", "{what}: {body}");
-        assert_eq!(a.access_status(&again.access).await, 200, "{what}: new session");
+        assert_eq!(
+            a.access_status(&again.access).await,
+            200,
+            "{what}: new session"
+        );
     }
-    assert_eq!(audit_events_n(&a, "backchannel_logout_refused", 2).await.len(), 2);
-    assert_eq!(audit_events_n(&b, "backchannel_logout_refused", 2).await.len(), 2);
+    assert_eq!(
+        audit_events_n(&a, "backchannel_logout_refused", 2)
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        audit_events_n(&b, "backchannel_logout_refused", 2)
+            .await
+            .len(),
+        2
+    );
 
     let fresh = idp.logout_token(json!({ "sub": "sub-alice" })).await;
     assert_eq!(post_logout_token(&b, &fresh).await.0, 200, "a fresh token");
@@ -617,14 +775,26 @@ async fn invalid_logout_tokens_are_refused_and_end_nothing() {
     let now = now_unix();
     let bad: Vec<(&str, Value)> = vec![
         ("aud of another client", json!({ "aud": "another-client" })),
-        ("aud a list without ours", json!({ "aud": ["another-client", "third"] })),
+        (
+            "aud a list without ours",
+            json!({ "aud": ["another-client", "third"] }),
+        ),
         ("no aud", json!({ "aud": null })),
-        ("an unknown issuer", json!({ "iss": "https://idp.example.test" })),
-        ("the issuer with a trailing slash", json!({ "iss": format!("{}/", idp.issuer()) })),
+        (
+            "an unknown issuer",
+            json!({ "iss": "https://idp.example.test" }),
+        ),
+        (
+            "the issuer with a trailing slash",
+            json!({ "iss": format!("{}/", idp.issuer()) }),
+        ),
         ("no iss", json!({ "iss": null })),
         ("no events", json!({ "events": null })),
         ("events empty", json!({ "events": {} })),
-        ("another event only", json!({ "events": { "http://schemas.openid.net/event/other": {} } })),
+        (
+            "another event only",
+            json!({ "events": { "http://schemas.openid.net/event/other": {} } }),
+        ),
         ("the event a string", json!({ "events": { EVENT: "yes" } })),
         ("the event a list", json!({ "events": { EVENT: [] } })),
         ("the event true", json!({ "events": { EVENT: true } })),
@@ -632,7 +802,10 @@ async fn invalid_logout_tokens_are_refused_and_end_nothing() {
         ("a nonce", json!({ "nonce": "n-1" })),
         ("an empty nonce", json!({ "nonce": "" })),
         ("iat 20 minutes old", json!({ "iat": now - 1200 })),
-        ("iat an hour ahead", json!({ "iat": now + 3600, "exp": now + 3720 })),
+        (
+            "iat an hour ahead",
+            json!({ "iat": now + 3600, "exp": now + 3720 }),
+        ),
         ("no iat", json!({ "iat": null })),
         ("iat a string", json!({ "iat": now.to_string() })),
         ("exp past", json!({ "exp": now - 5 })),
@@ -657,9 +830,15 @@ async fn invalid_logout_tokens_are_refused_and_end_nothing() {
         let (status, body) = post_logout_token(&gw, &t).await;
         assert_eq!(status, 400, "{what}: {body}");
         assert_eq!(body["error"], "invalid_request", "{what}: {body}");
-        assert_eq!(gw.access_status(&s.access).await, 200, "{what}: the session");
         assert_eq!(
-            audit_events_n(&gw, "backchannel_logout_refused", i + 1).await.len(),
+            gw.access_status(&s.access).await,
+            200,
+            "{what}: the session"
+        );
+        assert_eq!(
+            audit_events_n(&gw, "backchannel_logout_refused", i + 1)
+                .await
+                .len(),
             i + 1,
             "{what}"
         );
@@ -668,9 +847,15 @@ async fn invalid_logout_tokens_are_refused_and_end_nothing() {
 
     let good: Vec<(&str, Value)> = vec![
         ("typ JWT", json!({ "typ": "JWT" })),
-        ("typ application/logout+jwt", json!({ "typ": "application/logout+jwt" })),
+        (
+            "typ application/logout+jwt",
+            json!({ "typ": "application/logout+jwt" }),
+        ),
         ("no typ", json!({ "typ": null })),
-        ("aud a list holding ours", json!({ "aud": ["another-client", CLIENT] })),
+        (
+            "aud a list holding ours",
+            json!({ "aud": ["another-client", CLIENT] }),
+        ),
         ("iat 9 minutes old", json!({ "iat": now - 540 })),
         ("iat 30 s ahead", json!({ "iat": now + 30 })),
         ("no exp", json!({ "exp": null })),
@@ -681,9 +866,16 @@ async fn invalid_logout_tokens_are_refused_and_end_nothing() {
         let t = idp.logout_token(claims).await;
         let (status, body) = post_logout_token(&gw, &t).await;
         assert_eq!(status, 200, "{what}: {body}");
-        assert_eq!(audit_events_n(&gw, "backchannel_logout", i + 1).await.len(), i + 1);
+        assert_eq!(
+            audit_events_n(&gw, "backchannel_logout", i + 1).await.len(),
+            i + 1
+        );
     }
-    assert_eq!(gw.access_status(&s.access).await, 200, "nothing named alice yet");
+    assert_eq!(
+        gw.access_status(&s.access).await,
+        200,
+        "nothing named alice yet"
+    );
 
     let t = idp.logout_token(json!({ "sub": "sub-alice" })).await;
     assert_eq!(post_logout_token(&gw, &t).await.0, 200);
@@ -703,13 +895,33 @@ async fn the_backchannel_endpoint_refuses_requests_without_a_form_encoded_token(
     let form = "application/x-www-form-urlencoded";
     let big = "a".repeat(20 * 1024);
     let cases: Vec<(&str, &str, String, u16)> = vec![
-        ("no logout_token", form, form_urlencode(&[("token", good.as_str())]), 400),
+        (
+            "no logout_token",
+            form,
+            form_urlencode(&[("token", good.as_str())]),
+            400,
+        ),
         ("an empty logout_token", form, "logout_token=".into(), 400),
         ("not a JWS", form, "logout_token=abc".into(), 400),
         ("an empty body", form, String::new(), 400),
-        ("a body past the limit", form, format!("logout_token={big}"), 413),
-        ("JSON", "application/json", json!({ "logout_token": good }).to_string(), 415),
-        ("text/plain", "text/plain", format!("logout_token={good}"), 415),
+        (
+            "a body past the limit",
+            form,
+            format!("logout_token={big}"),
+            413,
+        ),
+        (
+            "JSON",
+            "application/json",
+            json!({ "logout_token": good }).to_string(),
+            415,
+        ),
+        (
+            "text/plain",
+            "text/plain",
+            format!("logout_token={good}"),
+            415,
+        ),
     ];
     for (what, ct, body, want) in cases {
         let (status, answer) = post_backchannel(&gw, ct, body).await;
@@ -717,7 +929,11 @@ async fn the_backchannel_endpoint_refuses_requests_without_a_form_encoded_token(
         if want == 400 {
             assert_eq!(answer["error"], "invalid_request", "{what}: {answer}");
         }
-        assert_eq!(gw.access_status(&s.access).await, 200, "{what}: the session");
+        assert_eq!(
+            gw.access_status(&s.access).await,
+            200,
+            "{what}: the session"
+        );
     }
     for method in [reqwest::Method::GET, reqwest::Method::PUT] {
         let resp = gw
@@ -758,8 +974,9 @@ const RECHECK_SLACK: Duration = Duration::from_secs(5);
 
 /// Poll `s` with protected API requests (each refreshing when due) every 400 ms until `done`
 /// says so of `(status, echo)`, for at most the interval and [`RECHECK_SLACK`]; how long after
-/// `since` that was. Fails if it happens sooner than 1 s before the interval (the interval's
-/// seconds are whole, so the first re-check may come up to 1 s early).
+/// `since` (taken before the sign-in began) that was. Fails if it happens sooner than 1 s
+/// before the interval (the interval's seconds are whole, so the first re-check may come up to
+/// 1 s early).
 async fn poll_until(
     gw: &Gateway,
     s: &mut Session,
@@ -796,13 +1013,13 @@ async fn poll_until(
 #[tokio::test]
 async fn a_user_deleted_at_the_provider_is_signed_out_at_the_next_recheck() {
     let (idp, gw) = setup(recheck_config()).await;
+    let since = Instant::now();
     let mut s = sign_in(&gw, &browser(&gw, &idp), "corp", ALICE).await;
     let mut other = sign_in(&gw, &browser(&gw, &idp), "corp", BOB).await;
-    let since = Instant::now();
     idp.delete_user("sub-alice").await;
 
     let at = poll_until(&gw, &mut s, since, "alice signed out", |st, _| st == 401).await;
-    eprintln!("the deleted user was signed out {at:?} after signing in");
+    eprintln!("the deleted user was signed out {at:?} after the sign-in began");
     assert_eq!(refreshed(&gw, &mut s).await, 401, "the refresh token");
     let nav = gw
         .get(LANDING)
@@ -812,11 +1029,18 @@ async fn a_user_deleted_at_the_provider_is_signed_out_at_the_next_recheck() {
         .await
         .unwrap();
     assert_eq!(nav.status(), 302, "a navigation is sent to log in");
-    assert!(location(&nav).unwrap_or_default().starts_with("/.auth/login"));
+    assert!(
+        location(&nav)
+            .unwrap_or_default()
+            .starts_with("/.auth/login")
+    );
     let ev = audit_events_n(&gw, "session_revoked", 1).await;
     assert_eq!(ev.len(), 1, "only alice's session: {ev:?}");
     assert_eq!(ev[0]["user"], "sub-alice");
-    assert_eq!(ev[0]["reason"], "identity provider ended the grant", "{ev:?}");
+    assert_eq!(
+        ev[0]["reason"], "identity provider ended the grant",
+        "{ev:?}"
+    );
 
     // Bob's re-check is due too (his session is as old, his access token long expired), and
     // the provider still has him.
@@ -836,10 +1060,17 @@ async fn changed_groups_at_the_provider_change_the_roles_at_the_next_recheck() {
     let keys = format!("{GROUPS}allowed_groups = [\"staff\", \"admins\"]\n");
     let cfg = recheck_config().oidc_provider_with(&idp, "corp", CLIENT, SECRET, &keys);
     let gw = Gateway::start(cfg).await;
-    configure(&idp, registered(CLIENT, SECRET, &gw), &gw, vec![alice(), bob()]).await;
-    let mut s = sign_in(&gw, &browser(&gw, &idp), "corp", ALICE).await;
-    let mut other = sign_in(&gw, &browser(&gw, &idp), "corp", BOB).await;
+    configure(
+        &idp,
+        registered(CLIENT, SECRET, &gw),
+        &gw,
+        vec![alice(), bob()],
+    )
+    .await;
     let since = Instant::now();
+    let mut s = sign_in(&gw, &browser(&gw, &idp), "corp", ALICE).await;
+    let since_bob = Instant::now();
+    let mut other = sign_in(&gw, &browser(&gw, &idp), "corp", BOB).await;
     let (_, echo) = app_request(&gw, &mut s).await;
     assert_eq!(echo.unwrap().header("x-auth-roles"), Some("staff"));
     idp.put_user(&alice().groups(&["admins", "auditors"])).await;
@@ -849,7 +1080,7 @@ async fn changed_groups_at_the_provider_change_the_roles_at_the_next_recheck() {
         e.and_then(|e| e.header("x-auth-roles")) == Some("admins,auditors")
     };
     let at = poll_until(&gw, &mut s, since, "alice's new roles", roles).await;
-    eprintln!("the new roles reached the app {at:?} after signing in");
+    eprintln!("the new roles reached the app {at:?} after the sign-in began");
     let me: Value = gw
         .get_with("/.auth/me", &s.access_only())
         .await
@@ -858,12 +1089,18 @@ async fn changed_groups_at_the_provider_change_the_roles_at_the_next_recheck() {
         .unwrap();
     assert_eq!(me["roles"], json!(["admins", "auditors"]), "{me}");
 
-    let at = poll_until(&gw, &mut other, since, "bob signed out", |st, _| st == 401).await;
-    eprintln!("bob, out of allowed_groups, was signed out {at:?} after signing in");
+    let at = poll_until(&gw, &mut other, since_bob, "bob signed out", |st, _| {
+        st == 401
+    })
+    .await;
+    eprintln!("bob, out of allowed_groups, was signed out {at:?} after his sign-in began");
     let ev = audit_events_n(&gw, "session_revoked", 1).await;
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0]["user"], "sub-bob");
-    assert_eq!(ev[0]["reason"], "identity provider claims no longer allowed");
+    assert_eq!(
+        ev[0]["reason"],
+        "identity provider claims no longer allowed"
+    );
     let (status, _) = app_request(&gw, &mut s).await;
     assert_eq!(status, 200, "alice stays");
 }
@@ -875,8 +1112,8 @@ async fn changed_groups_at_the_provider_change_the_roles_at_the_next_recheck() {
 #[tokio::test]
 async fn an_unreachable_provider_at_recheck_ends_no_session() {
     let (mut idp, gw) = setup(recheck_config()).await;
-    let mut s = sign_in(&gw, &browser(&gw, &idp), "corp", ALICE).await;
     let since = Instant::now();
+    let mut s = sign_in(&gw, &browser(&gw, &idp), "corp", ALICE).await;
     idp.kill();
 
     let mut refreshes = 0;
