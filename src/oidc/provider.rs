@@ -5,8 +5,8 @@
 //! `openidconnect` does the protocol and the cryptography: discovery (the document's `issuer`
 //! must equal the configured one), PKCE S256, the ID token's signature with the provider's
 //! JWKS, only with an `alg` the provider advertises (never `none`, never a shared-secret alg),
-//! `iss`, `aud`, `azp`, `exp`, `nonce`; this module adds `iat` bounds, `at_hash`, RFC 9207's
-//! `iss` response parameter and the refetch rules.
+//! `iss`, `aud`, `exp`, `nonce`; this module adds `azp` (which `openidconnect` does not check),
+//! `iat` bounds, `at_hash`, RFC 9207's `iss` response parameter and the refetch rules.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -397,6 +397,14 @@ impl Provider {
             other => (d, other),
         };
         match out {
+            // `openidconnect` leaves `azp` unchecked (Core §3.1.3.7 step 5): when present it
+            // must name us, or the token was issued to another client.
+            Ok(Some(Value::Object(m)))
+                if m.get("azp")
+                    .is_some_and(|a| a.as_str() != Some(&self.cfg.client_id)) =>
+            {
+                Err(OidcError::IdToken("azp names another client".into()))
+            }
             Ok(Some(Value::Object(m))) => Ok((d, m)),
             Ok(_) => Err(OidcError::IdToken("unreadable claims".into())),
             Err(e) => Err(OidcError::IdToken(e.to_string())),
