@@ -118,6 +118,9 @@ pub(super) struct Discovered {
 struct Fetches {
     last_try: Option<Instant>,
     last_error: Option<String>,
+    /// The last refetch of the keys for an unknown `kid` (not the discovery's own fetch: a
+    /// rotation right after it must not lock sign-ins out for the cooldown).
+    last_refetch: Option<Instant>,
 }
 
 pub struct Provider {
@@ -259,10 +262,12 @@ impl Provider {
         {
             return cur;
         }
-        if f.last_try.is_some_and(|t| t.elapsed() < REFETCH_COOLDOWN) {
+        if f.last_refetch
+            .is_some_and(|t| t.elapsed() < REFETCH_COOLDOWN)
+        {
             return stale.clone();
         }
-        f.last_try = Some(Instant::now());
+        f.last_refetch = Some(Instant::now());
         match JsonWebKeySet::fetch_async(stale.meta.jwks_uri(), &self.http).await {
             Ok(keys) => {
                 let meta = stale.meta.clone().set_jwks(keys);
