@@ -26,6 +26,7 @@ use openidconnect::{
     IssuerUrl, JsonWebKeySet, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
     ProviderMetadata, RedirectUrl, RefreshToken, RequestTokenError, Scope,
     SignatureVerificationError, StandardErrorResponse, StandardTokenResponse, SubjectIdentifier,
+    UserInfoError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -448,7 +449,20 @@ impl Provider {
         let info = req
             .request_async::<Extra, _, CoreGenderClaim>(&self.http)
             .await
-            .map_err(|e| OidcError::Unreachable(format!("userinfo: {e}")))?;
+            .map_err(|e| {
+                let why = format!("userinfo: {}", crate::proxy::error_chain(&e));
+                match e {
+                    // Another `sub` than the ID token's, or claims that do not parse: the
+                    // answer is not one to trust — not an outage.
+                    UserInfoError::ClaimsVerification(_) | UserInfoError::Parse(_) => {
+                        OidcError::IdToken(why)
+                    }
+                    UserInfoError::Request(_) => OidcError::Unreachable(why),
+                    // `Response`, `Other`, and what a later `openidconnect` adds
+                    // (`#[non_exhaustive]`): the provider answered, not usefully.
+                    _ => OidcError::ProviderRefused(why),
+                }
+            })?;
         if let Ok(Value::Object(extra)) = serde_json::to_value(&info) {
             for (k, v) in extra {
                 claims.entry(k).or_insert(v);
