@@ -154,7 +154,16 @@ pub(super) async fn callback(
     ua: &UserAgent<'_>,
 ) -> Answer {
     let o = oidc(rt)?;
-    let ps = params(ctx)?;
+    // A navigation from the provider: a malformed answer gets the page with "Start again" too.
+    let ps = params(ctx).map_err(|_| {
+        failed(
+            StatusCode::BAD_REQUEST,
+            "Sign-in could not be completed",
+            "This sign-in response is malformed (a parameter is given twice). Start again.",
+            "/",
+            None,
+        )
+    })?;
     let now = rt.sessions.clock().now();
     let Some(state) = param(&ps, "state") else {
         return Err(failed(

@@ -607,6 +607,13 @@ fn token_error(
     e: RequestTokenError<HttpError, StandardErrorResponse<CoreErrorResponseType>>,
 ) -> OidcError {
     match e {
+        // The code is not valid: changed, used before, expired, or exchanged with another
+        // flow's PKCE verifier — the callback's fault (a 400), not the provider's.
+        RequestTokenError::ServerResponse(r)
+            if *r.error() == CoreErrorResponseType::InvalidGrant =>
+        {
+            OidcError::Callback("the provider refused the code (invalid_grant)")
+        }
         RequestTokenError::ServerResponse(r) => OidcError::ProviderRefused(r.error().to_string()),
         RequestTokenError::Request(e) => OidcError::Unreachable(e.to_string()),
         other => OidcError::Unreachable(crate::proxy::error_chain(&other)),
