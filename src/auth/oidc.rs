@@ -125,6 +125,7 @@ pub(super) async fn start(rt: &Arc<Runtime>, req: &Request<Incoming>, ctx: &Requ
         verifier: begun.verifier,
         return_to: target.clone(),
         expires: now + flow::FLOW_TTL_SECS,
+        started: flow::now_micros(),
     };
     let cookies = flow::begin(o.sealer(), &f, req.headers(), now)
         .ok_or(Refusal::StoreUnavailable { navigation: true })?;
