@@ -78,6 +78,9 @@ pub struct GatewayConfig {
     /// `keys`, `login`, ...), replacing the harness's own value of that key; see
     /// [`GatewayConfig::set`].
     pub table_keys: Vec<(String, String, String)>,
+    /// `(table, key)` removed from a table the harness writes (after `table_keys`); see
+    /// [`GatewayConfig::unset`].
+    pub unset_keys: Vec<(String, String)>,
     /// The session store, rendered as `[store]` (default memory); see [`StoreSpec`].
     pub store: StoreSpec,
     /// `(access, refresh)` secrets instead of fresh random ones: instances that share them
@@ -101,6 +104,7 @@ impl Default for GatewayConfig {
             extra_toml: String::new(),
             env: vec![],
             table_keys: vec![],
+            unset_keys: vec![],
             store: StoreSpec::Memory,
             secrets: None,
         }
@@ -213,7 +217,7 @@ impl GatewayConfig {
         writeln!(s, "\n[audit]\nfile = \"{}\"", p.audit_file.display()).unwrap();
         s.push('\n');
         s.push_str(&self.extra_toml);
-        set_table_keys(&s, &self.table_keys)
+        unset_table_keys(&set_table_keys(&s, &self.table_keys), &self.unset_keys)
     }
 }
 
@@ -243,6 +247,13 @@ impl GatewayConfig {
     pub fn set(mut self, table: &str, key: &str, raw_value: &str) -> Self {
         self.table_keys
             .push((table.into(), key.into(), raw_value.into()));
+        self
+    }
+
+    /// Remove `key` from `[table]`, where the harness writes one (`login.users_file`, so that
+    /// `login.mode = "oidc"` runs without the users-file form).
+    pub fn unset(mut self, table: &str, key: &str) -> Self {
+        self.unset_keys.push((table.into(), key.into()));
         self
     }
 
@@ -287,6 +298,27 @@ fn set_table_keys(rendered: &str, keys: &[(String, String, String)]) -> String {
     }
     let mut out = lines.join("\n");
     out.push('\n');
+    out
+}
+
+/// Apply [`GatewayConfig::unset`] entries: each key's line inside its table is dropped.
+fn unset_table_keys(rendered: &str, keys: &[(String, String)]) -> String {
+    let mut table = String::new();
+    let mut out = String::new();
+    for line in rendered.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            table = t.trim_matches(|c| c == '[' || c == ']').to_string();
+        }
+        let unset = line.split_once('=').is_some_and(|(k, _)| {
+            keys.iter()
+                .any(|(tb, key)| *tb == table && k.trim() == key.as_str())
+        });
+        if !unset {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
     out
 }
 
@@ -446,7 +478,17 @@ pub fn run_refused(
 
 #[cfg(test)]
 mod tests {
-    use super::set_table_keys;
+    use super::{set_table_keys, unset_table_keys};
+
+    #[test]
+    fn unset_table_keys_drops_only_that_tables_key() {
+        let toml = "[login]\nmode = \"oidc\"\nusers_file = \"u\"\n\n[other]\nusers_file = \"x\"\n";
+        let keys = [("login".to_string(), "users_file".to_string())];
+        assert_eq!(
+            unset_table_keys(toml, &keys),
+            "[login]\nmode = \"oidc\"\n\n[other]\nusers_file = \"x\"\n"
+        );
+    }
 
     #[test]
     fn set_table_keys_replaces_adds_and_appends() {
