@@ -125,6 +125,7 @@ pub(super) async fn start(rt: &Arc<Runtime>, req: &Request<Incoming>, ctx: &Requ
         verifier: begun.verifier,
         return_to: target.clone(),
         expires: now + flow::FLOW_TTL_SECS,
+        started: flow::now_micros(),
     };
     let cookies = flow::begin(o.sealer(), &f, req.headers(), now)
         .ok_or(Refusal::StoreUnavailable { navigation: true })?;
@@ -154,7 +155,16 @@ pub(super) async fn callback(
     ua: &UserAgent<'_>,
 ) -> Answer {
     let o = oidc(rt)?;
-    let ps = params(ctx)?;
+    // A navigation from the provider: a malformed answer gets the page with "Start again" too.
+    let ps = params(ctx).map_err(|_| {
+        failed(
+            StatusCode::BAD_REQUEST,
+            "Sign-in could not be completed",
+            "This sign-in response is malformed (a parameter is given twice). Start again.",
+            "/",
+            None,
+        )
+    })?;
     let now = rt.sessions.clock().now();
     let Some(state) = param(&ps, "state") else {
         return Err(failed(

@@ -5,8 +5,8 @@
 //! `openidconnect` does the protocol and the cryptography: discovery (the document's `issuer`
 //! must equal the configured one), PKCE S256, the ID token's signature with the provider's
 //! JWKS, only with an `alg` the provider advertises (never `none`, never a shared-secret alg),
-//! `iss`, `aud`, `azp`, `exp`, `nonce`; this module adds `iat` bounds, `at_hash`, RFC 9207's
-//! `iss` response parameter and the refetch rules.
+//! `iss`, `aud`, `exp`, `nonce`; this module adds `azp` (which `openidconnect` does not check),
+//! `iat` bounds, `at_hash`, RFC 9207's `iss` response parameter and the refetch rules.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use openidconnect::{
     IssuerUrl, JsonWebKeySet, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
     ProviderMetadata, RedirectUrl, RefreshToken, RequestTokenError, Scope,
     SignatureVerificationError, StandardErrorResponse, StandardTokenResponse, SubjectIdentifier,
+    UserInfoError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -118,6 +119,9 @@ pub(super) struct Discovered {
 struct Fetches {
     last_try: Option<Instant>,
     last_error: Option<String>,
+    /// The last refetch of the keys for an unknown `kid` (not the discovery's own fetch: a
+    /// rotation right after it must not lock sign-ins out for the cooldown).
+    last_refetch: Option<Instant>,
 }
 
 pub struct Provider {
@@ -259,10 +263,12 @@ impl Provider {
         {
             return cur;
         }
-        if f.last_try.is_some_and(|t| t.elapsed() < REFETCH_COOLDOWN) {
+        if f.last_refetch
+            .is_some_and(|t| t.elapsed() < REFETCH_COOLDOWN)
+        {
             return stale.clone();
         }
-        f.last_try = Some(Instant::now());
+        f.last_refetch = Some(Instant::now());
         match JsonWebKeySet::fetch_async(stale.meta.jwks_uri(), &self.http).await {
             Ok(keys) => {
                 let meta = stale.meta.clone().set_jwks(keys);
@@ -397,6 +403,14 @@ impl Provider {
             other => (d, other),
         };
         match out {
+            // `openidconnect` leaves `azp` unchecked (Core §3.1.3.7 step 5): when present it
+            // must name us, or the token was issued to another client.
+            Ok(Some(Value::Object(m)))
+                if m.get("azp")
+                    .is_some_and(|a| a.as_str() != Some(&self.cfg.client_id)) =>
+            {
+                Err(OidcError::IdToken("azp names another client".into()))
+            }
             Ok(Some(Value::Object(m))) => Ok((d, m)),
             Ok(_) => Err(OidcError::IdToken("unreadable claims".into())),
             Err(e) => Err(OidcError::IdToken(e.to_string())),
@@ -435,7 +449,20 @@ impl Provider {
         let info = req
             .request_async::<Extra, _, CoreGenderClaim>(&self.http)
             .await
-            .map_err(|e| OidcError::Unreachable(format!("userinfo: {e}")))?;
+            .map_err(|e| {
+                let why = format!("userinfo: {}", crate::proxy::error_chain(&e));
+                match e {
+                    // Another `sub` than the ID token's, or claims that do not parse: the
+                    // answer is not one to trust — not an outage.
+                    UserInfoError::ClaimsVerification(_) | UserInfoError::Parse(_) => {
+                        OidcError::IdToken(why)
+                    }
+                    UserInfoError::Request(_) => OidcError::Unreachable(why),
+                    // `Response`, `Other`, and what a later `openidconnect` adds
+                    // (`#[non_exhaustive]`): the provider answered, not usefully.
+                    _ => OidcError::ProviderRefused(why),
+                }
+            })?;
         if let Ok(Value::Object(extra)) = serde_json::to_value(&info) {
             for (k, v) in extra {
                 claims.entry(k).or_insert(v);
@@ -580,6 +607,13 @@ fn token_error(
     e: RequestTokenError<HttpError, StandardErrorResponse<CoreErrorResponseType>>,
 ) -> OidcError {
     match e {
+        // The code is not valid: changed, used before, expired, or exchanged with another
+        // flow's PKCE verifier — the callback's fault (a 400), not the provider's.
+        RequestTokenError::ServerResponse(r)
+            if *r.error() == CoreErrorResponseType::InvalidGrant =>
+        {
+            OidcError::Callback("the provider refused the code (invalid_grant)")
+        }
         RequestTokenError::ServerResponse(r) => OidcError::ProviderRefused(r.error().to_string()),
         RequestTokenError::Request(e) => OidcError::Unreachable(e.to_string()),
         other => OidcError::Unreachable(crate::proxy::error_chain(&other)),

@@ -480,7 +480,17 @@ pub fn run_refused(
 
 #[cfg(test)]
 mod tests {
-    use super::set_table_keys;
+    use super::{set_table_keys, unset_table_keys};
+
+    #[test]
+    fn unset_table_keys_drops_only_that_tables_key() {
+        let toml = "[login]\nmode = \"oidc\"\nusers_file = \"u\"\n\n[other]\nusers_file = \"x\"\n";
+        let keys = [("login".to_string(), "users_file".to_string())];
+        assert_eq!(
+            unset_table_keys(toml, &keys),
+            "[login]\nmode = \"oidc\"\n\n[other]\nusers_file = \"x\"\n"
+        );
+    }
 
     #[test]
     fn set_table_keys_replaces_adds_and_appends() {
