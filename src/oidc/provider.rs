@@ -102,6 +102,8 @@ const METADATA_TTL: Duration = Duration::from_secs(6 * 3600);
 /// The shortest time between two fetches of a provider's keys or document: tokens naming
 /// unknown keys cannot make the gateway hammer the provider.
 const REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+/// A sign-in starts only after the provider answered within this long (see `begin`).
+const START_FRESHNESS: Duration = Duration::from_secs(2);
 /// After a failed discovery, logins fail fast for this long instead of each waiting.
 const FAILURE_COOLDOWN: Duration = Duration::from_secs(5);
 /// An ID token issued further in the future than this is refused (clock skew allowance).
@@ -183,26 +185,33 @@ impl Provider {
     }
 
     /// The discovery document and keys: cached, fetched at first use and after
-    /// [`METADATA_TTL`]; a failure answers at once for [`FAILURE_COOLDOWN`].
+    /// [`METADATA_TTL`]; a failure answers at once for [`FAILURE_COOLDOWN`], and a stale
+    /// document serves while the provider is away (the code exchange, keys and re-checks).
     pub(super) async fn discovered(&self) -> Result<Arc<Discovered>, OidcError> {
-        if let Some(d) = self.state.load_full()
-            && d.at.elapsed() < METADATA_TTL
-        {
+        self.within(METADATA_TTL, true).await
+    }
+
+    /// The documents as [`Provider::discovered`], no older than `max_age`; with `stale_ok`
+    /// false, a failed fetch is the answer even when an older document is cached. One fetch
+    /// at a time per provider.
+    async fn within(
+        &self,
+        max_age: Duration,
+        stale_ok: bool,
+    ) -> Result<Arc<Discovered>, OidcError> {
+        let fresh = |d: &Arc<Discovered>| d.at.elapsed() < max_age;
+        if let Some(d) = self.state.load_full().filter(fresh) {
             return Ok(d);
         }
         let mut f = self.fetches.lock().await;
-        if let Some(d) = self.state.load_full()
-            && d.at.elapsed() < METADATA_TTL
-        {
+        if let Some(d) = self.state.load_full().filter(fresh) {
             return Ok(d);
         }
+        let stale = || self.state.load_full().filter(|_| stale_ok);
         if let (Some(t), Some(e)) = (f.last_try, &f.last_error)
             && t.elapsed() < FAILURE_COOLDOWN
         {
-            return self
-                .state
-                .load_full()
-                .ok_or_else(|| OidcError::Unreachable(e.clone()));
+            return stale().ok_or_else(|| OidcError::Unreachable(e.clone()));
         }
         f.last_try = Some(Instant::now());
         match self.discover().await {
@@ -215,8 +224,7 @@ impl Provider {
             Err(e) => {
                 tracing::warn!(provider = %self.cfg.name, error = %e, "oidc discovery failed");
                 f.last_error = Some(e.to_string());
-                // A stale document beats none while the provider is away.
-                self.state.load_full().ok_or(e)
+                stale().ok_or(e)
             }
         }
     }
@@ -286,8 +294,13 @@ impl Provider {
 
     /// Where to send the browser: an authorization request with PKCE (S256), `state` and
     /// `nonce`, and the configured scopes.
+    ///
+    /// The provider is asked for its documents first (unless another request did so within
+    /// [`START_FRESHNESS`]): a provider that went away gets the user a clear page here rather
+    /// than a browser error at its address, and a flood of starts costs it at most one fetch
+    /// per [`START_FRESHNESS`].
     pub async fn begin(&self) -> Result<Begun, OidcError> {
-        let d = self.discovered().await?;
+        let d = self.within(START_FRESHNESS, false).await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut req = d
             .client
