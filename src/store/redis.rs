@@ -421,6 +421,30 @@ impl RedisStore {
     }
 
     /// A pooled connection (bounded by `store.connect_timeout`).
+    /// The members of a sorted set scored by expiry, once the expired ones are removed.
+    async fn live_members(
+        &self,
+        c: &mut Conn<'_>,
+        f: &AtomicBool,
+        key: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let () = self
+            .timed(
+                f,
+                redis::cmd("ZREMRANGEBYSCORE")
+                    .arg(key)
+                    .arg("-inf")
+                    .arg(now_unix())
+                    .query_async(c),
+            )
+            .await?;
+        self.timed(
+            f,
+            redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).query_async(c),
+        )
+        .await
+    }
+
     async fn conn(&self) -> Result<Conn<'_>, StoreError> {
         Ok(match &self.pool {
             Pool::Single(p) => Conn::Single(p.get().await.map_err(unavailable)?),
@@ -864,26 +888,7 @@ impl SessionStore for RedisStore {
         let ik = self.index_key(user);
         let mut c = self.conn().await?;
         let f = c.flag();
-        let () = self
-            .timed(
-                &f,
-                redis::cmd("ZREMRANGEBYSCORE")
-                    .arg(&ik)
-                    .arg("-inf")
-                    .arg(now_unix())
-                    .query_async(&mut c),
-            )
-            .await?;
-        let sids: Vec<String> = self
-            .timed(
-                &f,
-                redis::cmd("ZRANGE")
-                    .arg(&ik)
-                    .arg(0)
-                    .arg(-1)
-                    .query_async(&mut c),
-            )
-            .await?;
+        let sids = self.live_members(&mut c, &f, &ik).await?;
         let mut out = Vec::with_capacity(sids.len());
         for sid in sids {
             let m: HashMap<String, String> = self
@@ -952,26 +957,7 @@ impl SessionStore for RedisStore {
         let ik = self.idp_key(provider, key);
         let mut c = self.conn().await?;
         let f = c.flag();
-        let () = self
-            .timed(
-                &f,
-                redis::cmd("ZREMRANGEBYSCORE")
-                    .arg(&ik)
-                    .arg("-inf")
-                    .arg(now_unix())
-                    .query_async(&mut c),
-            )
-            .await?;
-        let members: Vec<String> = self
-            .timed(
-                &f,
-                redis::cmd("ZRANGE")
-                    .arg(&ik)
-                    .arg(0)
-                    .arg(-1)
-                    .query_async(&mut c),
-            )
-            .await?;
+        let members = self.live_members(&mut c, &f, &ik).await?;
         let mut out = Vec::with_capacity(members.len());
         let mut gone = Vec::new();
         for member in members {
