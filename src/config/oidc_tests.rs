@@ -761,3 +761,31 @@ fn the_uris_to_register_are_on_the_https_public_origin() {
     let c = good(UPSTREAM);
     assert!(c.oidc.registration(&c.server.public_origin).is_empty());
 }
+
+#[test]
+fn several_providers_naming_users_by_sub_is_a_warning() {
+    let second = |claim: &str| {
+        format!(
+            "[[oidc.provider]]\nname = \"other\"\nissuer = \"https://other.example.com\"\n\
+             client_id = \"gateway\"\nclient_secret_env = \"CORP_SECRET\"\nuser_claim = {claim:?}\n"
+        )
+    };
+    let c = good(&oidc(&format!(
+        "{}{}",
+        provider("corp", ""),
+        second("email")
+    )));
+    let keys: Vec<&str> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(keys, ["oidc.provider[0].user_claim"]);
+    assert!(
+        c.warnings[0].message.contains("several providers"),
+        "{:?}",
+        c.warnings
+    );
+    let c = good(&oidc(&format!(
+        "{}{}",
+        provider("corp", "user_claim = \"email\""),
+        second("email")
+    )));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}

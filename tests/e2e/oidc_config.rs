@@ -57,8 +57,14 @@ fn check_config_prints_the_uris_to_register_for_each_provider_as_information() {
     let secret = random_secret();
     let site = oidc_site(&secret)
         .set("server", "public_origin = \"https://sso.example.test\"")
-        .append(&provider("corp", "display_name = \"Corp SSO\""))
-        .append(&provider("partner", "").replace("client_id = \"gateway\"", "client_id = \"p\""));
+        .append(&provider(
+            "corp",
+            "display_name = \"Corp SSO\"\nuser_claim = \"email\"",
+        ))
+        .append(
+            &provider("partner", "user_claim = \"email\"")
+                .replace("client_id = \"gateway\"", "client_id = \"p\""),
+        );
     let out = site.check(&[]);
     assert!(out.ok, "{}", out.text());
     let info: Vec<&str> = out

@@ -90,11 +90,30 @@ pub(super) fn validate(
         });
         providers.push(checked);
     }
+    shared_user_ids(&providers, errs);
     let oidc = OidcConfig {
         recheck_interval: raw.recheck_interval,
         providers,
     };
     (oidc, secrets)
+}
+
+/// With several providers, a user id is one gateway user whichever provider vouched for it:
+/// `sub` is only unique per provider, so two providers' subjects could be one user.
+fn shared_user_ids(providers: &[OidcProviderConfig], errs: &mut Errors) {
+    if providers.len() < 2 {
+        return;
+    }
+    for (i, p) in providers.iter().enumerate() {
+        if p.user_claim == "sub" {
+            errs.warn(
+                format!("oidc.provider[{i}].user_claim"),
+                "is \"sub\" with several providers: a subject is unique only at its own \
+                 provider, and the same value from two providers is one gateway user; prefer a \
+                 claim the providers agree on (a verified email with allowed_domains)",
+            );
+        }
+    }
 }
 
 /// No client secret may be a token secret: the provider (and whoever administers it) knows
