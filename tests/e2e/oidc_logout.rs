@@ -196,20 +196,7 @@ async fn post_backchannel(gw: &Gateway, content_type: &str, body: String) -> (u1
 /// Poll until `gw` refuses this access token (401) and return how long that took; fails past
 /// [`WITHIN`].
 async fn refused_within(gw: &Gateway, access: &str, what: &str) -> Duration {
-    let start = Instant::now();
-    loop {
-        let status = gw.access_status(access).await;
-        if status == 401 {
-            return start.elapsed();
-        }
-        assert_eq!(status, 200, "{what}: unexpected status while polling");
-        assert!(
-            start.elapsed() < WITHIN,
-            "{what}: still accepted {:?} after the back-channel logout was answered",
-            start.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gw.refused_within(access, WITHIN, what).await
 }
 
 /// The audit events named `event`, once there are at least `n` of them (audit lines are

@@ -81,6 +81,30 @@ impl Gateway {
             .as_u16()
     }
 
+    /// Poll until this gateway refuses the access token (401), every 20 ms; panics on any
+    /// other status, or when that takes longer than `within`. Returns how long it took.
+    pub async fn refused_within(
+        &self,
+        access: &str,
+        within: std::time::Duration,
+        what: &str,
+    ) -> std::time::Duration {
+        let start = std::time::Instant::now();
+        loop {
+            let status = self.access_status(access).await;
+            if status == 401 {
+                return start.elapsed();
+            }
+            assert_eq!(status, 200, "{what}: unexpected status while polling");
+            assert!(
+                start.elapsed() < within,
+                "{what}: the access token was still accepted {:?} later",
+                start.elapsed()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn get_with(&self, path: &str, cookie: &str) -> reqwest::Response {
         self.get(path)
             .header("cookie", cookie)
