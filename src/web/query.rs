@@ -15,11 +15,14 @@
 //!   `parse_qs` before 3.9.2, Go before 1.17);
 //! - the name is percent-decoded (with `+` as a space), more than once if it still holds
 //!   escapes (an app that decodes twice), cut at a NUL (PHP's C strings) and trimmed;
-//! - letter case is ignored, Unicode case too (Java's `equalsIgnoreCase` reads `ſid` as `sid`);
+//! - letter case is ignored, Unicode case too (Java's `equalsIgnoreCase` reads `ſid` and `sİd`
+//!   as `sid`);
 //! - `.` and space read as `_` (PHP's `access.token` is `$_GET['access_token']`), and so does
 //!   an unmatched `[` (PHP);
 //! - an array or nested form is the parameter (`token[]`, `token[x]`, `token[a][b]`: PHP,
-//!   Rails/Rack).
+//!   Rails/Rack), and so is a name after brackets (Rack 2 reads `[token]`, `]token` and
+//!   `[token` as `token`, as Express's `qs` reads `[token]`);
+//! - a `+` that a decoding made (`%2B`) is a space to the next decoding.
 
 use std::borrow::Cow;
 
@@ -36,15 +39,14 @@ const MAX_DECODINGS: usize = 3;
 
 /// The name of one `name=value` piece as a lenient framework reads it, case-folded.
 fn param_name(piece: &str) -> String {
-    let mut name = piece
-        .split_once('=')
-        .map_or(piece, |(n, _)| n)
-        .replace('+', " ");
+    let mut name = piece.split_once('=').map_or(piece, |(n, _)| n).to_string();
+    // Each decoding reads `+` as a space, so a `+` that a decoding made (`%2B`) is a space to
+    // an app that decodes again.
     for _ in 0..MAX_DECODINGS {
-        if !has_escape(&name) {
+        if !has_escape(&name) && !name.contains('+') {
             break;
         }
-        name = percent_encoding::percent_decode_str(&name)
+        name = percent_encoding::percent_decode_str(&name.replace('+', " "))
             .decode_utf8_lossy()
             .into_owned();
     }
@@ -59,20 +61,23 @@ fn has_escape(s: &str) -> bool {
 }
 
 /// Lower case, the way a case-insensitive comparison on either case would match (`ſ` is `s`,
-/// the Kelvin sign is `k`).
+/// the Kelvin sign is `k`, and `İ` is `i`: Java's `equalsIgnoreCase` compares the *simple*
+/// lower case of the upper case, and `İ`'s is `i`, where its full lower case adds a dot).
 fn fold_case(s: &str) -> String {
     if s.is_ascii() {
         return s.to_ascii_lowercase();
     }
     s.chars()
         .flat_map(char::to_uppercase)
-        .flat_map(char::to_lowercase)
+        .map(|u| u.to_lowercase().next().unwrap_or(u))
         .collect()
 }
 
 /// Whether a (case-folded) name read from a query is the credential parameter `param`: the
-/// name itself, the name before an array or nested form (`token[]`), or with an unmatched `[`
-/// read as `_` (PHP), with `.` and space read as `_`.
+/// name itself; the name before an array or nested form (`token[]`); the name Rack 2 reads,
+/// which skips brackets before it and ends at the next one (`[token]`, `]token`, `token[x`);
+/// or with an unmatched `[` read as `_` (PHP, which from version 8 also reads a later `[` so);
+/// with `.` and space read as `_`.
 fn names_param(name: &str, param: &str) -> bool {
     let same = |n: &str| {
         n.len() == param.len()
@@ -83,9 +88,15 @@ fn names_param(name: &str, param: &str) -> bool {
     if same(name) {
         return true;
     }
+    let rack = name.trim_start_matches(['[', ']']);
+    if same(rack.split(['[', ']']).next().unwrap_or(rack)) {
+        return true;
+    }
     match name.split_once('[') {
         Some((base, rest)) if rest.contains(']') => same(base),
-        Some((base, rest)) => same(&format!("{base}_{rest}")),
+        Some((base, rest)) => {
+            same(&format!("{base}_{rest}")) || same(&format!("{base}_{}", rest.replace('[', "_")))
+        }
         None => false,
     }
 }
@@ -199,6 +210,57 @@ mod tests {
         let extra = vec!["api.key".to_string()];
         assert!(scan(Some("api_key=x"), &extra).found);
         assert!(scan(Some("API.KEY[]=x"), &extra).found);
+    }
+
+    #[test]
+    fn names_rack_2_reads_after_brackets_are_credential_params() {
+        // Found by the `query` fuzz target: Rack 2 skips brackets before a name and ends it at
+        // the next bracket; `qs` reads `[token]` as `token` too.
+        for q in [
+            "[access_token]=x",
+            "[refresh_token=v",
+            "]token=x",
+            "[[[session[[[][=1",
+            "%5Bsession=1",
+            "token[8000=x",
+            "a=1;sid[=y",
+        ] {
+            let s = scan(Some(q), &params());
+            assert!(s.found, "{q}");
+        }
+        assert_eq!(
+            scan(Some("a=1&[token]=x&b=2"), &params()).clean.as_deref(),
+            Some("a=1&b=2")
+        );
+    }
+
+    #[test]
+    fn a_plus_a_decoding_made_is_a_space_to_the_next() {
+        // `%2B` decodes to `+`, which an app that decodes again reads as a space, and PHP then
+        // as `_`: `access_token`.
+        for q in ["access%2Btoken=x", "access%252Btoken=x", "id%2Btoken=x"] {
+            assert!(scan(Some(q), &params()).found, "{q}");
+        }
+        assert!(!scan(Some("my%2Btoken=x"), &params()).found);
+    }
+
+    #[test]
+    fn a_dotted_capital_i_is_an_i_to_java() {
+        // Java's `equalsIgnoreCase` reads `İ` (U+0130) as `i`: its simple lower case.
+        for q in [
+            "s\u{130}d=x",
+            "s%C4%B0d=x",
+            "SESS\u{130}ON=x",
+            "\u{130}d_token=x",
+        ] {
+            assert!(scan(Some(q), &params()).found, "{q}");
+        }
+        let extra = vec!["api.key".to_string(), "x_y_z".to_string()];
+        assert!(scan(Some("api[key=1"), &extra).found);
+        assert!(
+            scan(Some("x[y[z=1"), &extra).found,
+            "PHP 8 reads a later [ as _"
+        );
     }
 
     #[test]
