@@ -93,13 +93,16 @@ impl CookieNames {
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
-        self.drop.contains(&name) || self.is_gateway(&name)
+        self.drop.contains(&name) || self.is_gateway(name.as_bytes())
     }
 
-    /// Whether a cookie name belongs to the gateway (case-insensitive, either prefix).
-    fn is_gateway(&self, name: &str) -> bool {
-        let lower = name.trim().to_ascii_lowercase();
-        lower.starts_with("__host-sg-") || lower.starts_with("__secure-sg-")
+    /// Whether a cookie name belongs to the gateway (case-insensitive, either prefix), whatever
+    /// bytes follow the prefix.
+    fn is_gateway(&self, name: &[u8]) -> bool {
+        let name = name.trim_ascii();
+        [&b"__host-sg-"[..], b"__secure-sg-"]
+            .iter()
+            .any(|p| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p))
     }
 
     fn is_dropped(&self, name: &str) -> bool {
@@ -164,25 +167,24 @@ pub fn scan(headers: &HeaderMap, names: &CookieNames) -> Result<CookieScan, Cook
                 Some(i) => (&pair_trim[..i], &pair_trim[i + 1..]),
                 None => (pair_trim, &b""[..]),
             };
-            // Gateway names are ASCII: a name that is not text is an app cookie.
-            let Ok(name) = std::str::from_utf8(name.trim_ascii()) else {
-                kept.push(pair_trim);
-                continue;
-            };
-            if names.is_dropped(name) {
-                any_gateway = true;
-                continue;
-            }
+            let name = name.trim_ascii();
             if !names.is_gateway(name) {
-                kept.push(pair_trim);
+                // `login.drop_cookies` names are text: a name that is not stays the app's.
+                if std::str::from_utf8(name).is_ok_and(|n| names.is_dropped(n)) {
+                    any_gateway = true;
+                } else {
+                    kept.push(pair_trim);
+                }
                 continue;
             }
+            // A name in the gateway's namespace never reaches the app, whatever bytes follow
+            // the prefix; only the exact names are read.
             any_gateway = true;
-            let slot = if name == names.access {
+            let slot = if name == names.access.as_bytes() {
                 Some((&mut out.gateway.access, "access"))
-            } else if name == names.refresh {
+            } else if name == names.refresh.as_bytes() {
                 Some((&mut out.gateway.refresh, "refresh"))
-            } else if name == names.csrf {
+            } else if name == names.csrf.as_bytes() {
                 Some((&mut out.gateway.csrf, "csrf"))
             } else {
                 None // a look-alike (other case or prefix): dropped, never trusted
@@ -369,6 +371,32 @@ mod tests {
         .unwrap_err();
         assert_eq!(err, CookieError::Duplicate("access"));
         assert_eq!(err.reason(), "a gateway cookie was sent more than once");
+    }
+
+    #[test]
+    fn a_name_of_the_gateways_namespace_never_reaches_the_app_whatever_its_bytes() {
+        // Found by the `cookies` fuzz target: a name with a byte that is not UTF-8 after the
+        // prefix passed as an app cookie.
+        let n = CookieNames::new(&session());
+        for raw in [
+            &b"__Host-sg-\xff=x; ok=1"[..],
+            b"__HOST-SG-csrf\xe9=x; ok=1",
+            b"ok=1; __Secure-sg-\x80\x80=y",
+            b"__host-sg-access\xff=stolen;ok=1",
+        ] {
+            let s = scan(&raw_headers(&[raw]), &n).unwrap();
+            assert_eq!(
+                s.forward,
+                Some(Some(HeaderValue::from_static("ok=1"))),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+            assert_eq!(s.gateway, GatewayCookies::default());
+        }
+        // The exact names are still read beside them.
+        let s = scan(&raw_headers(&[b"__Host-sg-\xff=x; __Host-sg-access=t"]), &n).unwrap();
+        assert_eq!(s.gateway.access.as_deref(), Some("t"));
+        assert_eq!(s.forward, Some(None));
     }
 
     #[test]
