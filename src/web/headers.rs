@@ -255,11 +255,67 @@ pub fn wants_json(h: &HeaderMap) -> bool {
     accepts(h, "application/json")
 }
 
-#[inline]
+/// Whether the `Accept` list (RFC 9110 §12.5.1) names `media` (`type/subtype`, any case) with
+/// a weight that is not `q=0`. A wildcard (`*/*`, `text/*`) names nothing: a client that takes
+/// anything is no browser asking for a page. Written by hand: a few lines over the grammar,
+/// where the media-type crates parse one type, not a list with weights.
 fn accepts(h: &HeaderMap, media: &str) -> bool {
     h.get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains(media))
+        .is_some_and(|a| outside_quotes(a, b',').any(|range| names_media(range, media)))
+}
+
+/// One element of an `Accept` list: whether it is `media` with a non-zero weight.
+fn names_media(range: &str, media: &str) -> bool {
+    let mut parts = outside_quotes(range, b';');
+    if !parts
+        .next()
+        .is_some_and(|m| m.trim_matches([' ', '\t']).eq_ignore_ascii_case(media))
+    {
+        return false;
+    }
+    for p in parts {
+        if let Some((name, value)) = p.trim_matches([' ', '\t']).split_once('=') {
+            if name.eq_ignore_ascii_case("q") {
+                return non_zero_weight(value);
+            }
+        }
+    }
+    true
+}
+
+/// `qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )` (RFC 9110 §12.4.2), above 0;
+/// a weight that is not a qvalue makes the element invalid, so it names nothing.
+fn non_zero_weight(q: &str) -> bool {
+    let (int, frac) = q.split_once('.').unwrap_or((q, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    match int {
+        "0" => frac.bytes().any(|b| b != b'0'),
+        "1" => frac.bytes().all(|b| b == b'0'),
+        _ => false,
+    }
+}
+
+/// `s` split at `sep` where it is not inside a quoted string (`"…"`, with `\` escapes).
+fn outside_quotes(s: &str, sep: u8) -> impl Iterator<Item = &str> {
+    let (mut quoted, mut escaped) = (false, false);
+    s.split(move |c: char| {
+        let at = if escaped {
+            escaped = false;
+            false
+        } else if quoted && c == '\\' {
+            escaped = true;
+            false
+        } else if c == '"' {
+            quoted = !quoted;
+            false
+        } else {
+            !quoted && c == char::from(sep)
+        };
+        at
+    })
 }
 
 /// Whether the request body is `want` (`Content-Type` without parameters, any case).
@@ -412,6 +468,39 @@ mod tests {
         assert_eq!(bearer_token(&h), None);
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
         assert_eq!(bearer_token(&h), None);
+    }
+
+    #[test]
+    fn accept_names_a_media_type_only_as_a_list_element_with_a_weight() {
+        // Found by the `headers` fuzz target: `Accept` was searched for a substring, in one
+        // letter case, so `TEXT/HTML` named nothing while `text/html;q=0`, `text/htmlx` and a
+        // quoted `"text/html"` named HTML.
+        let accept = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+            (wants_html(&h), wants_json(&h))
+        };
+        for (v, want) in [
+            ("text/html,application/xhtml+xml,*/*;q=0.8", (true, false)),
+            ("TEXT/HTML", (true, false)),
+            ("texT/html ; level=1", (true, false)),
+            ("application/json, text/plain", (false, true)),
+            ("Application/JSON;q=0.5", (false, true)),
+            ("text/html;q=1.000", (true, false)),
+            ("text/html;q=0", (false, false)),
+            ("text/html;Q=0.000, application/json;q=0.001", (false, true)),
+            ("text/html;q=1.5", (false, false)),
+            ("text/htmlx, application/jsonp", (false, false)),
+            ("xtext/html", (false, false)),
+            ("\"text/html\"", (false, false)),
+            ("application/xml;x=\"a,text/html\"", (false, false)),
+            ("application/xml;x=\"a\\\",text/html\"", (false, false)),
+            ("*/*", (false, false)),
+            ("text/*", (false, false)),
+            ("", (false, false)),
+        ] {
+            assert_eq!(accept(v), want, "{v:?}");
+        }
     }
 
     #[test]
