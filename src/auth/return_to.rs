@@ -62,11 +62,26 @@ fn check(raw: &str, params: &[String]) -> Option<String> {
         return None;
     }
     let q = url_tokens::scan(query, params);
+    // The query as a browser sends it (the WHATWG query percent-encode set, and every byte
+    // that is not ASCII): the target goes into a `Location` header, which takes ASCII only.
+    let query = q
+        .clean
+        .as_deref()
+        .map(|q| percent_encoding::utf8_percent_encode(q, QUERY_ENCODE).to_string());
     Some(url_tokens::with_query(
         &route::encode(&normal),
-        q.clean.as_deref(),
+        query.as_deref(),
     ))
 }
+
+/// What a browser percent-encodes in the query of an `https:` URL; `%` stays as it is.
+const QUERY_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\'');
 
 #[cfg(test)]
 mod tests {
@@ -162,6 +177,24 @@ mod tests {
             "https://user@gw.example.com/a",
         ] {
             assert_eq!(validate_with_origin(Some(bad), &p, o), "/", "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_query_is_sent_as_a_browser_sends_it_so_that_location_takes_it() {
+        // Found by the `return_to` fuzz target: a query with a character outside ASCII (a C1
+        // control, a letter) was kept raw, and `Location` cannot carry it: the login answered
+        // a redirect without one.
+        for (raw, want) in [
+            ("/a?q=caf\u{e9}", "/a?q=caf%C3%A9"),
+            ("/a?x=\u{9c}", "/a?x=%C2%9C"),
+            ("/a?x=\"<y>'", "/a?x=%22%3Cy%3E%27"),
+            ("/a?x=%41%zz&b=`", "/a?x=%41%zz&b=`"),
+        ] {
+            let out = v(raw);
+            assert_eq!(out, want, "{raw:?}");
+            assert!(http::HeaderValue::from_str(&out).is_ok(), "{out:?}");
+            assert_eq!(v(&out), out, "a fixed point");
         }
     }
 
