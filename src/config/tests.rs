@@ -305,6 +305,33 @@ fn errors_print_one_line_each() {
 }
 
 #[test]
+fn a_value_or_key_quoted_from_the_file_cannot_break_a_problem_into_lines() {
+    // Found by the `config` fuzz target: a TOML string holds any character, and the schema's
+    // message quotes it (`unknown variant ...`), so a NUL, an escape sequence or a carriage
+    // return reached the `config error:` line raw (and, in a quoted key, a line break too).
+    for text in [
+        "[anomaly]\nip_change = \"\\u001b[31mauth\"\n",
+        "[csrf]\nmode = \"origi\\t\"\n",
+        "[url_tokens]\naction = \"a\\u0000b\"\n",
+        "[log]\nformat = \"x\\nconfig error: forged: line\"\n",
+        "[server]\n\"a\\rb\\u0007\" = 1\n",
+    ] {
+        let e = parse(text).unwrap_err();
+        for p in &e.0 {
+            assert!(
+                !p.key.chars().any(char::is_control) && !p.message.chars().any(char::is_control),
+                "{text:?}: {p:?}"
+            );
+        }
+        assert_eq!(e.to_string().lines().count(), e.0.len(), "{e}");
+    }
+    let e = parse("[anomaly]\nip_change = \"\\u001bx\"\n").unwrap_err();
+    assert!(e.0[0].message.contains("\\u{1b}x"), "{}", e.0[0].message);
+    let e = parse("[server]\n\"a\\tb\" = 1\n").unwrap_err();
+    assert_eq!(e.0[0].key, "server.a\\tb");
+}
+
+#[test]
 fn a_secret_file_alone_replaces_the_default_variable() {
     let mut src = Fake::default();
     src.env.insert("SESSIONGATE_ACCESS_SECRET", A.into());
