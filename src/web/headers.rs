@@ -302,7 +302,7 @@ fn non_zero_weight(q: &str) -> bool {
 fn outside_quotes(s: &str, sep: u8) -> impl Iterator<Item = &str> {
     let (mut quoted, mut escaped) = (false, false);
     s.split(move |c: char| {
-        let at = if escaped {
+        if escaped {
             escaped = false;
             false
         } else if quoted && c == '\\' {
@@ -313,8 +313,7 @@ fn outside_quotes(s: &str, sep: u8) -> impl Iterator<Item = &str> {
             false
         } else {
             !quoted && c == char::from(sep)
-        };
-        at
+        }
     })
 }
 
