@@ -6,8 +6,11 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches tests/e2e && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+# The workspace's fuzz targets are not built here; cargo only needs their manifest.
+COPY fuzz/Cargo.toml fuzz/
+RUN mkdir -p src benches tests/e2e fuzz/src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && echo 'fn main() {}' > benches/hot_path.rs && echo 'fn main() {}' > tests/e2e/main.rs \
+    && echo 'fn main() {}' > fuzz/src/main.rs \
     && cargo build --release --locked \
     && rm -rf src benches tests
 COPY src ./src

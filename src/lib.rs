@@ -12,6 +12,8 @@ pub mod cookies;
 pub mod delivery;
 pub mod dev;
 pub(crate) mod framing_guard;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod login;
 pub(crate) mod metrics;
 pub(crate) mod oidc;

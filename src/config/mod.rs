@@ -41,12 +41,32 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// A problem of `key`; control characters in either (a path or value quoted from the
+    /// file, which a TOML string lets hold any) are escaped, so that it prints on one line.
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            key: key.into(),
-            message: message.into(),
+            key: one_line(key.into()),
+            message: one_line(message.into()),
         }
     }
+}
+
+/// `s` with its control characters escaped (`\u{1b}`, `\n`): a key, path or value quoted from
+/// the file can neither break the `config error:` line in two nor send the terminal an escape
+/// sequence.
+fn one_line(s: String) -> String {
+    if !s.chars().any(char::is_control) {
+        return s;
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// All problems of one configuration, one line each (`config error: <key>: <message>`).

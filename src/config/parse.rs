@@ -241,31 +241,13 @@ fn display_path(path: &[Segment]) -> String {
                 if !s.is_empty() {
                     s.push('.');
                 }
-                s.push_str(&one_line(key));
+                s.push_str(key);
             }
             Segment::Seq { index } => s.push_str(&format!("[{index}]")),
             Segment::Unknown => s.push_str(".?"),
         }
     }
     s
-}
-
-/// `s` with its control characters escaped (`\u{1b}`, `\t`): a key or a value quoted from
-/// the file (a TOML string may hold any) can neither break the `config error:` line in two
-/// nor send the terminal an escape sequence.
-fn one_line(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_string();
-    }
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 /// serde's words for the schema's types, in the operator's words.
@@ -279,9 +261,9 @@ fn human(message: &str) -> String {
         .replace("invalid value: ", "")
 }
 
-/// `message (line N)` when the span is known, on one line.
+/// `message (line N)` when the span is known, its line breaks as `; `.
 fn with_line(message: &str, text: &str, span: Option<Range<usize>>) -> String {
-    let message = one_line(&message.trim_end_matches('\n').replace('\n', "; "));
+    let message = message.trim_end_matches('\n').replace('\n', "; ");
     match span {
         Some(r) => {
             let start = r.start.min(text.len());

@@ -329,6 +329,13 @@ fn a_value_or_key_quoted_from_the_file_cannot_break_a_problem_into_lines() {
     assert!(e.0[0].message.contains("\\u{1b}x"), "{}", e.0[0].message);
     let e = parse("[server]\n\"a\\tb\" = 1\n").unwrap_err();
     assert_eq!(e.0[0].key, "server.a\\tb");
+    // Found by the fuzz target next: validation quotes a path as written (`cannot read ...`).
+    let text = format!("{BASE}[keys]\nrefresh_secret_file = \"secr\\nets/\\u001b[2Jr\"\n");
+    let src = env_with(A, R);
+    let e = validate(parse(&text).unwrap(), LoadOptions::default(), &src).unwrap_err();
+    assert_eq!(e.0[0].key, "keys.refresh_secret_file", "{e}");
+    assert!(e.0[0].message.contains("secr\\nets/\\u{1b}[2Jr"), "{e}");
+    assert_eq!(e.to_string().lines().count(), e.0.len(), "{e}");
 }
 
 #[test]

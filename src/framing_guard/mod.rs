@@ -26,6 +26,8 @@
 //! ([`FramingLog::on_response`]). A refused upgrade leaves the guard on.
 
 mod chunked;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod differential;
 mod head;
 #[cfg(test)]
 mod tests;
@@ -57,8 +59,9 @@ pub struct FramingLog {
     reason: OnceLock<&'static str>,
     /// hyper has handed the connection over (`101`, or `2xx` to `CONNECT`): no more HTTP.
     tunnel: AtomicBool,
-    /// The heads the guard framed, as `METHOD target`, for the tests that compare with hyper.
-    #[cfg(test)]
+    /// The heads the guard framed, as `METHOD target`, for the tests and the fuzz target that
+    /// compare with hyper.
+    #[cfg(any(test, feature = "fuzzing"))]
     heads: parking_lot::Mutex<Vec<String>>,
 }
 
@@ -69,7 +72,7 @@ impl Default for FramingLog {
             served: AtomicU64::new(0),
             reason: OnceLock::new(),
             tunnel: AtomicBool::new(false),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fuzzing"))]
             heads: parking_lot::Mutex::new(Vec::new()),
         }
     }
@@ -147,7 +150,7 @@ impl<IO> FramingGuard<IO> {
     }
 
     fn head_done(&mut self, body: Body) {
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fuzzing"))]
         self.log.heads.lock().push(head_line(&self.acc));
         self.heads += 1;
         self.acc.clear();
@@ -237,8 +240,8 @@ impl<IO> FramingGuard<IO> {
     }
 }
 
-/// `METHOD target` of a complete head, for the tests.
-#[cfg(test)]
+/// `METHOD target` of a complete head, for the tests and the fuzz target.
+#[cfg(any(test, feature = "fuzzing"))]
 fn head_line(head: &[u8]) -> String {
     let mut headers = [httparse::EMPTY_HEADER; 100];
     let mut req = httparse::Request::new(&mut headers);

@@ -3,31 +3,16 @@
 //! hyper's real HTTP/1 server through the guard, and every request hyper serves before the
 //! guard's first conflict must be the head the guard framed at that position.
 
-use std::convert::Infallible;
-use std::time::Duration;
-
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
+use super::differential::Served;
 use super::*;
 
 const MAX_HEAD: usize = 16 * 1024;
 
 /// Scan `chunks`; return the heads framed and the first refused request, if any.
 fn run(chunks: &[&[u8]]) -> (u64, Option<u64>) {
-    let log = Arc::new(FramingLog::default());
-    let mut g = FramingGuard::new((), MAX_HEAD, log.clone());
-    for c in chunks {
-        g.scan(c);
-    }
-    let first = log.first_conflict.load(Ordering::Relaxed);
-    (g.heads, (first != u64::MAX).then_some(first))
+    let f = differential::scan(chunks, MAX_HEAD);
+    let first = f.conflict;
+    (f.heads.len() as u64, (first != u64::MAX).then_some(first))
 }
 
 /// `run` on `input` whole and split in two at every byte: all must agree.
@@ -162,6 +147,7 @@ fn what_the_guard_cannot_frame_refuses_the_rest_of_the_connection() {
     // A head hyper refuses: hyper closes; were it to go on, nothing after would be served.
     let garbage: &[u8] = b"GET /a HTTP/1.1\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     assert_eq!(run_every_split(garbage), (1, Some(1)));
+    assert!(differential::scan(&[garbage], MAX_HEAD).refused_head());
     // A chunked body hyper fails: the request it belongs to is served, not the next one.
     let body: &[u8] = b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
     assert_eq!(run_every_split(body), (1, Some(1)));
@@ -365,75 +351,15 @@ fn mutate(rng: &mut Rng, s: &mut Vec<u8>) {
     }
 }
 
-/// Serve `input`, written in pieces of the given sizes, with hyper's HTTP/1 server (as the
-/// gateway builds it) through a guard. Returns what hyper served (`METHOD target`, in order),
-/// the heads the guard framed, and the guard's first conflict.
-async fn through_hyper(
-    input: &[u8],
-    pieces: &[usize],
-    read_bodies: bool,
-) -> (Vec<String>, Vec<String>, u64) {
-    let (client, server) = tokio::io::duplex(1 << 16);
-    let log = Arc::new(FramingLog::default());
-    let served = Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let (svc_log, svc_served) = (log.clone(), served.clone());
-    let svc = service_fn(move |req: Request<Incoming>| {
-        let (log, served) = (svc_log.clone(), svc_served.clone());
-        async move {
-            served
-                .lock()
-                .push(format!("{} {}", req.method(), req.uri()));
-            let method = req.method().clone();
-            if read_bodies {
-                let _ = req.into_body().collect().await;
-            }
-            // What the gateway does with every response (server::conn).
-            log.on_response(&method, StatusCode::OK);
-            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
-        }
-    });
-    let guard = FramingGuard::new(server, MAX_HEAD, log.clone());
-    let conn = http1::Builder::new()
-        .max_buf_size(MAX_HEAD)
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(guard), svc)
-        .with_upgrades();
-    let server = tokio::spawn(conn);
-    let (mut rd, mut wr) = tokio::io::split(client);
-    let reader = tokio::spawn(async move {
-        let mut sink = Vec::new();
-        let _ = rd.read_to_end(&mut sink).await;
-    });
-    let mut rest = input;
-    let mut sizes = pieces.iter().cycle();
-    while !rest.is_empty() {
-        let n = (*sizes.next().unwrap_or(&1)).clamp(1, rest.len());
-        if wr.write_all(&rest[..n]).await.is_err() {
-            break;
-        }
-        rest = &rest[n..];
-        tokio::task::yield_now().await;
-    }
-    let _ = wr.shutdown().await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
-    reader.abort();
-    let served = served.lock().clone();
-    let heads = log.heads.lock().clone();
-    (served, heads, log.first_conflict.load(Ordering::Relaxed))
+async fn through_hyper(input: &[u8], pieces: &[usize], read_bodies: bool) -> Served {
+    differential::through_hyper(input, pieces, read_bodies, MAX_HEAD).await
 }
 
 /// Every request hyper served before the guard's first conflict is the head the guard framed
 /// at the same position (else a request could reach the app unseen).
-fn assert_agrees(case: &str, served: &[String], heads: &[String], conflict: u64) {
-    for (i, s) in served.iter().enumerate() {
-        if i as u64 >= conflict {
-            break;
-        }
-        assert_eq!(
-            heads.get(i),
-            Some(s),
-            "{case}: request {i}\nhyper: {served:?}\nguard: {heads:?} (conflict at {conflict})"
-        );
+fn assert_agrees(case: &str, s: &Served) {
+    if let Some(d) = s.disagreement() {
+        panic!("{case}: {d}");
     }
 }
 
@@ -464,15 +390,16 @@ async fn hyper_serves_nothing_the_guard_did_not_frame() {
     let mut stats = [0usize; 5];
     for n in 0..3000 {
         let (input, pieces, read_bodies) = case(&mut rng, false);
-        let (served, heads, conflict) = through_hyper(&input, &pieces, read_bodies).await;
+        let s = through_hyper(&input, &pieces, read_bodies).await;
         let what = format!(
             "case {n} {:?} pieces {pieces:?}",
             String::from_utf8_lossy(&input)
         );
-        assert_agrees(&what, &served, &heads, conflict);
-        let compared = served
+        assert_agrees(&what, &s);
+        let compared = s
+            .served
             .len()
-            .min(usize::try_from(conflict).unwrap_or(usize::MAX));
+            .min(usize::try_from(s.conflict).unwrap_or(usize::MAX));
         stats[compared.min(4)] += 1;
     }
     // The generator must keep producing connections where hyper serves several requests.
@@ -487,17 +414,19 @@ async fn well_formed_connections_are_framed_like_hyper_with_no_conflict() {
     let mut rng = Rng(0x600d_f00d);
     for n in 0..500 {
         let (input, pieces, read_bodies) = case(&mut rng, true);
-        let (served, heads, conflict) = through_hyper(&input, &pieces, read_bodies).await;
+        let s = through_hyper(&input, &pieces, read_bodies).await;
         let what = format!(
             "case {n} {:?} pieces {pieces:?}",
             String::from_utf8_lossy(&input)
         );
         assert_eq!(
-            conflict,
+            s.conflict,
             u64::MAX,
-            "{what}: guard refused\nhyper: {served:?}\nguard: {heads:?}"
+            "{what}: guard refused\nhyper: {:?}\nguard: {:?}",
+            s.served,
+            s.heads
         );
-        assert_agrees(&what, &served, &heads, conflict);
-        assert!(!served.is_empty(), "{what}: hyper served nothing");
+        assert_agrees(&what, &s);
+        assert!(!s.served.is_empty(), "{what}: hyper served nothing");
     }
 }

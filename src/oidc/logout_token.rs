@@ -14,6 +14,7 @@ use openidconnect::core::{CoreJsonWebKey, CoreJwsSigningAlgorithm};
 use serde_json::Value;
 
 use super::provider::Provider;
+use crate::config::OidcProviderConfig;
 
 pub const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 /// A logout token older than this is refused; its `jti` is remembered this long (plus skew).
@@ -83,7 +84,7 @@ pub async fn verify(p: &Provider, token: &str, now: u64) -> Result<Logout, Strin
     let kid = header.get("kid").and_then(Value::as_str);
     let signing_input = format!("{h}.{c}");
     verify_signature(p, &alg, kid, signing_input.as_bytes(), &signature).await?;
-    claims(p, &b64json(c)?, now)
+    claims(&p.cfg, &b64json(c)?, now)
 }
 
 async fn verify_signature(
@@ -138,11 +139,16 @@ async fn verify_signature(
     }
 }
 
-fn claims(p: &Provider, c: &serde_json::Map<String, Value>, now: u64) -> Result<Logout, String> {
-    if c.get("iss").and_then(Value::as_str) != Some(p.cfg.issuer.as_str()) {
+/// The claim rules above, for the provider `p`, once the signature holds.
+pub fn claims(
+    p: &OidcProviderConfig,
+    c: &serde_json::Map<String, Value>,
+    now: u64,
+) -> Result<Logout, String> {
+    if c.get("iss").and_then(Value::as_str) != Some(p.issuer.as_str()) {
         return Err("iss is not the provider's".into());
     }
-    let ours = |v: &Value| v.as_str() == Some(p.cfg.client_id.as_str());
+    let ours = |v: &Value| v.as_str() == Some(p.client_id.as_str());
     let aud_ok = match c.get("aud") {
         Some(Value::Array(a)) => a.iter().any(ours),
         Some(v) => ours(v),
