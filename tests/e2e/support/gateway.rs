@@ -248,15 +248,32 @@ impl Gateway {
     /// An HTTPS client for the gateway's name that connects to `at` (the gateway, or something
     /// in front of it) from `local`.
     pub fn client_at(&self, at: SocketAddr, local: std::net::IpAddr) -> reqwest::Client {
+        self.client_builder_at(at, local, &[b"h2", b"http/1.1"])
+            .build()
+            .expect("reqwest client")
+    }
+
+    /// Like [`Gateway::client_from`], HTTP/1.1 only.
+    pub fn client_h1_from(&self, local: std::net::IpAddr) -> reqwest::Client {
+        self.client_builder_at(self.https, local, &[b"http/1.1"])
+            .http1_only()
+            .build()
+            .expect("reqwest client")
+    }
+
+    fn client_builder_at(
+        &self,
+        at: SocketAddr,
+        local: std::net::IpAddr,
+        alpn: &[&[u8]],
+    ) -> reqwest::ClientBuilder {
         reqwest::Client::builder()
-            .tls_backend_preconfigured(self.pki.client_config(&[b"h2", b"http/1.1"]))
+            .tls_backend_preconfigured(self.pki.client_config(alpn))
             .redirect(reqwest::redirect::Policy::none())
             .resolve(PUBLIC_HOST, at)
             .local_address(local)
             .no_proxy()
             .timeout(Duration::from_secs(60))
-            .build()
-            .expect("reqwest client")
     }
 
     /// A URL on the admin listener (plain HTTP).
