@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::harness::Gateway;
 use crate::load::{Outcome, Phase, Tally};
 
 pub struct Report {
@@ -13,7 +14,12 @@ pub struct Report {
     pub fault_window: Duration,
     /// Checks of the scenario's own: what, and whether it held.
     pub checks: Vec<(String, bool)>,
+    /// The gateways' warnings and errors (distinct lines, at most [`MAX_LOG_LINES`]), printed
+    /// when the scenario fails, to say why.
+    pub gateway_log: Vec<String>,
 }
+
+const MAX_LOG_LINES: usize = 12;
 
 impl Report {
     pub fn new(tally: Tally, allowed_in_fault: &[Outcome], fault_window: Duration) -> Report {
@@ -22,7 +28,22 @@ impl Report {
             allowed_in_fault: allowed_in_fault.to_vec(),
             fault_window,
             checks: Vec::new(),
+            gateway_log: Vec::new(),
         }
+    }
+
+    /// Keep `gw`'s `WARN` and `ERROR` lines, timestamps cut, each once.
+    pub fn log_of(mut self, gw: &Gateway) -> Report {
+        for line in gw.stderr_plain().lines() {
+            let Some(at) = line.find(" WARN ").or_else(|| line.find(" ERROR ")) else {
+                continue;
+            };
+            let line = line[at + 1..].to_string();
+            if self.gateway_log.len() < MAX_LOG_LINES && !self.gateway_log.contains(&line) {
+                self.gateway_log.push(line);
+            }
+        }
+        self
     }
 
     pub fn check(mut self, what: impl Into<String>, held: bool) -> Report {
@@ -98,6 +119,12 @@ impl Report {
             );
             if let Some(sample) = self.tally.phase(p).samples.get(&o) {
                 println!("         first: {sample}");
+            }
+        }
+        if !self.passed() && !self.gateway_log.is_empty() {
+            println!("  the gateway's warnings and errors:");
+            for line in &self.gateway_log {
+                println!("    {line}");
             }
         }
         println!("{}", if self.passed() { "PASS" } else { "FAIL" });

@@ -74,11 +74,13 @@ pub async fn redis_restart() -> Report {
     let tally = load.stop().await;
 
     let n = refused(&gw, &revoked).await;
-    Report::new(tally, &[Outcome::Store503], window).check(
-        format!(
-            "sessions logged out before the fault refused after it: {n}/{}",
-            revoked.len()
-        ),
-        n == revoked.len(),
-    )
+    Report::new(tally, &[Outcome::Store503], window)
+        .log_of(&gw)
+        .check(
+            format!(
+                "sessions logged out before the fault refused after it: {n}/{}",
+                revoked.len()
+            ),
+            n == revoked.len(),
+        )
 }
