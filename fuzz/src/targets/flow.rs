@@ -58,6 +58,8 @@ pub fn run(data: &[u8]) {
                 nonce: "n".into(),
                 verifier: "v".into(),
                 return_to: w.next().unwrap_or("/").to_string(),
+                // Distinct per flow, in order, as `now_micros` gives them.
+                started: now * 1_000_000 + sealed.len() as u64,
             };
             let Some(set) = begin(s, &flow, &HeaderMap::new(), now) else {
                 continue;
