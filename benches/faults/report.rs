@@ -13,6 +13,8 @@ pub struct Report {
     pub fault_window: Duration,
     /// Checks of the scenario's own: what, and whether it held.
     pub checks: Vec<(String, bool)>,
+    /// What the scenario measured or found beside its checks (evidence for a failure).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -22,7 +24,13 @@ impl Report {
             allowed_in_fault: allowed_in_fault.to_vec(),
             fault_window,
             checks: Vec::new(),
+            notes: Vec::new(),
         }
+    }
+
+    pub fn note(mut self, text: impl Into<String>) -> Report {
+        self.notes.push(text.into());
+        self
     }
 
     pub fn check(mut self, what: impl Into<String>, held: bool) -> Report {
@@ -89,6 +97,9 @@ impl Report {
         );
         for (what, held) in &self.checks {
             println!("  [{}] {what}", if *held { "ok" } else { "FAIL" });
+        }
+        for n in &self.notes {
+            println!("  note: {n}");
         }
         for (p, o, n) in self.undocumented() {
             println!(
