@@ -19,6 +19,7 @@
 mod harness;
 
 mod load;
+mod process;
 mod report;
 mod store;
 
@@ -37,11 +38,28 @@ struct Scenario {
 }
 
 fn scenarios() -> Vec<Scenario> {
-    vec![Scenario {
-        name: "redis-restart",
-        about: "Redis (one node, append-only file) killed for 5 s and restarted",
-        run: || Box::pin(store::redis_restart()),
-    }]
+    vec![
+        Scenario {
+            name: "redis-restart",
+            about: "Redis (one node, append-only file) killed for 5 s and restarted",
+            run: || Box::pin(store::redis_restart()),
+        },
+        Scenario {
+            name: "cluster-failover",
+            about: "Redis Cluster (3 masters, 3 replicas): a master killed, its replica promoted",
+            run: || Box::pin(store::cluster_failover()),
+        },
+        Scenario {
+            name: "upstream-restart",
+            about: "the app killed for 5 s and restarted on the same port",
+            run: || Box::pin(process::upstream_restart()),
+        },
+        Scenario {
+            name: "sigterm-one-of-two",
+            about: "one of two instances (shared Redis) stopped with SIGTERM, slow requests in flight",
+            run: || Box::pin(process::sigterm_one_of_two()),
+        },
+    ]
 }
 
 fn main() {
