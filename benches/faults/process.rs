@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use crate::harness::{
-    BOB_PASSWORD, Gateway, RedisServer, Session, StoreSpec, random_secret, tls_to,
+    BOB_PASSWORD, Gateway, RedisServer, Session, Stopped, StoreSpec, random_secret, tls_to,
 };
 use crate::load::{Kind, Load, Outcome, Phase};
 use crate::report::Report;
@@ -240,6 +240,88 @@ async fn sessions_work_on(gw: &Gateway, sessions: &[Session]) -> usize {
     ok
 }
 
+/// What `sigterm-one-of-two` saw of the stopped instance, beside the load's tally.
+struct Drained {
+    stopped: Stopped,
+    /// A new connection opened while it drained.
+    probe: Probe,
+    /// Whether the slow requests had all reached the app before SIGTERM.
+    in_flight: bool,
+    /// The slow requests that did not get their answer, and what they got.
+    slow_failed: Vec<String>,
+    /// Sessions logged in on the stopped instance that worked on the survivor afterwards.
+    carried: usize,
+}
+
+/// The checks of `sigterm-one-of-two`: instance 0 of the load is the stopped one.
+fn judge_sigterm(report: Report, seen: &Drained) -> Report {
+    let tally = &report.tally;
+    let before_transport = tally.phase(Phase::Before).count(Outcome::Transport);
+    let failed_on = |i: usize| {
+        tally
+            .total()
+            .count_by(|inst, _, o| inst == i && o != Outcome::Ok)
+    };
+    let (failed_stopped, failed_survivor) = (failed_on(0), failed_on(1));
+    let drained_on_stopped = tally
+        .phase(Phase::Fault)
+        .count_by(|i, _, o| i == 0 && o == Outcome::Ok);
+    let stopped = &seen.stopped;
+    let how = match stopped.exited {
+        Some(s) if s.success() => "cleanly".to_string(),
+        Some(s) => format!("with {s}"),
+        None => "only when killed".to_string(),
+    };
+    let exited_by_itself = stopped.exited.is_some_and(|s| s.success());
+    report
+        .check(
+            format!(
+                "the stopped instance exited {how} {:.2} s after SIGTERM (shutdown_grace {} s)",
+                stopped.after.as_secs_f64(),
+                SHUTDOWN_GRACE.as_secs()
+            ),
+            exited_by_itself && stopped.after <= SHUTDOWN_GRACE,
+        )
+        .check(
+            format!(
+                "slow requests in flight at SIGTERM answered: {}/{SLOW_REQUESTS}{}",
+                SLOW_REQUESTS - seen.slow_failed.len(),
+                if seen.in_flight {
+                    ""
+                } else {
+                    " (they never all reached the app)"
+                }
+            ),
+            seen.in_flight && seen.slow_failed.is_empty(),
+        )
+        .check(
+            format!(
+                "a new connection while it drained (slow requests in flight): {:?}",
+                seen.probe
+            ),
+            seen.probe == Probe::Refused,
+        )
+        .check(
+            format!("requests sent before SIGTERM that broke (transport): {before_transport}"),
+            before_transport == 0,
+        )
+        .check(
+            format!(
+                "failed requests: {failed_stopped} on the stopped instance ({drained_on_stopped} \
+                 answered there after SIGTERM), {failed_survivor} on the survivor"
+            ),
+            failed_stopped == 0 && failed_survivor == 0,
+        )
+        .check(
+            format!(
+                "sessions logged in on the stopped instance that work on the survivor (page and \
+                 refresh): {}/{SLOW_REQUESTS}",
+                seen.carried
+            ),
+            seen.carried == SLOW_REQUESTS,
+        )
+}
+
 /// Two gateway instances sharing one Redis and the same secrets, under load spread over both
 /// (client-side round robin); slow requests in flight on the first when it gets SIGTERM
 /// (`server.shutdown_grace = "5s"`). The fault phase lasts from SIGTERM until that instance
@@ -290,67 +372,15 @@ pub async fn sigterm_one_of_two() -> Report {
     }
     tokio::time::sleep(STEADY).await;
     let tally = load.stop().await;
-    let carried = sessions_work_on(&survivor, &carried_over).await;
-
-    let before_transport = tally.phase(Phase::Before).count(Outcome::Transport);
-    let fault = tally.phase(Phase::Fault);
-    let failed_on = |i: usize| {
-        tally
-            .total()
-            .count_by(|inst, _, o| inst == i && o != Outcome::Ok)
+    let seen = Drained {
+        stopped,
+        probe,
+        in_flight,
+        carried: sessions_work_on(&survivor, &carried_over).await,
+        slow_failed,
     };
-    let (failed_stopped, failed_survivor) = (failed_on(0), failed_on(1));
-    let drained_on_stopped = fault.count_by(|i, _, o| i == 0 && o == Outcome::Ok);
-    let exited_by_itself = stopped.exited.is_some_and(|s| s.success());
-    let mut report = Report::new(tally, &[], window)
-        .check(
-            format!(
-                "the stopped instance exited {} {:.2} s after SIGTERM (shutdown_grace {} s)",
-                match stopped.exited {
-                    Some(s) if s.success() => "cleanly".to_string(),
-                    Some(s) => format!("with {s}"),
-                    None => "only when killed".to_string(),
-                },
-                stopped.after.as_secs_f64(),
-                SHUTDOWN_GRACE.as_secs()
-            ),
-            exited_by_itself && stopped.after <= SHUTDOWN_GRACE,
-        )
-        .check(
-            format!(
-                "slow requests in flight at SIGTERM answered: {}/{SLOW_REQUESTS}{}",
-                SLOW_REQUESTS - slow_failed.len(),
-                if in_flight {
-                    ""
-                } else {
-                    " (they never all reached the app)"
-                }
-            ),
-            in_flight && slow_failed.is_empty(),
-        )
-        .check(
-            format!("a new connection while it drained (slow requests in flight): {probe:?}"),
-            probe == Probe::Refused,
-        )
-        .check(
-            format!("requests sent before SIGTERM that broke (transport): {before_transport}"),
-            before_transport == 0,
-        )
-        .check(
-            format!(
-                "failed requests: {failed_stopped} on the stopped instance ({drained_on_stopped} \
-                 answered there after SIGTERM), {failed_survivor} on the survivor"
-            ),
-            failed_stopped == 0 && failed_survivor == 0,
-        )
-        .check(
-            format!(
-                "sessions logged in on the stopped instance that work on the survivor (page and \
-                 refresh): {carried}/{SLOW_REQUESTS}"
-            ),
-            carried == SLOW_REQUESTS,
-        );
-    for e in &slow_failed {
+    let mut report = judge_sigterm(Report::new(tally, &[], window), &seen);
+    for e in &seen.slow_failed {
         report = report.note(e.clone());
     }
     if !report.passed() {
