@@ -305,7 +305,7 @@ enum Answer {
 }
 
 /// An error and its sources, `: `-separated.
-fn causes(e: &dyn std::error::Error) -> String {
+pub fn causes(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut next = e.source();
     while let Some(s) = next {

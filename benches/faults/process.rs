@@ -1,14 +1,18 @@
 //! Process faults: the app behind the gateway killed and restarted; one of two gateway
 //! instances stopped with SIGTERM under load.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
 use crate::harness::{
-    BOB_PASSWORD, Gateway, RedisServer, Session, Stopped, StoreSpec, random_secret, tls_to,
+    BOB_PASSWORD, DEFAULT_PUBLIC_ORIGIN, Gateway, RedisServer, Session, Stopped, StoreSpec,
+    random_secret, tls_to,
 };
-use crate::load::{Kind, Load, Outcome, Phase};
+use crate::load::{Kind, Load, Outcome, Phase, Tally, causes};
 use crate::report::Report;
 use crate::store::{LOAD, STEADY, config, gateway_evidence};
 
@@ -392,4 +396,144 @@ pub async fn sigterm_one_of_two() -> Report {
         }
     }
     report
+}
+
+/// Clients of the keep-alive race experiment, and how long they run before SIGTERM.
+const RACE_CLIENTS: usize = 32;
+const RACE_BEFORE_TERM: Duration = Duration::from_secs(3);
+
+/// What one request of the keep-alive race got.
+struct RaceResult {
+    /// Its path (unique), to look up in the app's journal.
+    path: String,
+    /// Its send started before the scenario sent SIGTERM.
+    phase: Phase,
+    elapsed: Duration,
+    /// The status, or whether it was a connect error and the error's causes.
+    outcome: Result<u16, (bool, String)>,
+}
+
+/// One keep-alive HTTP/1.1 client sending back to back (no think time) until a connection is
+/// refused.
+fn race_client(gw: &Gateway, i: usize, term: &Arc<AtomicBool>) -> JoinHandle<Vec<RaceResult>> {
+    let client = gw.client_h1_from(crate::load::user_address(i));
+    let base = gw.url(&format!("/public/race-{i}/"));
+    let term = term.clone();
+    tokio::spawn(async move {
+        let mut out = Vec::new();
+        for n in 0..100_000 {
+            let url = format!("{base}{n}");
+            let phase = if term.load(Ordering::SeqCst) {
+                Phase::Fault
+            } else {
+                Phase::Before
+            };
+            let started = Instant::now();
+            let outcome = match client.get(&url).send().await {
+                Ok(r) => {
+                    let s = r.status().as_u16();
+                    match r.text().await {
+                        Ok(_) => Ok(s),
+                        Err(e) => Err((false, format!("body: {}", causes(&e)))),
+                    }
+                }
+                Err(e) => Err((e.is_connect(), causes(&e))),
+            };
+            let refused = matches!(&outcome, Err((true, _)));
+            out.push(RaceResult {
+                path: url.trim_start_matches(DEFAULT_PUBLIC_ORIGIN).to_string(),
+                phase,
+                elapsed: started.elapsed(),
+                outcome,
+            });
+            if refused {
+                break;
+            }
+        }
+        out
+    })
+}
+
+/// Experiment (run only when named): HTTP/1.1 keep-alive clients sending back to back to one
+/// instance (memory store, public route) when it gets SIGTERM. Its drain closes each idle
+/// keep-alive connection at once; a request the client wrote as that close crossed it is
+/// never read, and the client sees the connection end without an answer. Each failed request
+/// is looked up in the app's journal: one the gateway forwarded must have been answered.
+/// A connection refused after the listener closed ends a client (allowed after SIGTERM).
+pub async fn sigterm_h1_race() -> Report {
+    let mut gw = Gateway::start(config(StoreSpec::Memory).set(
+        "server",
+        "shutdown_grace",
+        &format!("\"{}s\"", SHUTDOWN_GRACE.as_secs()),
+    ))
+    .await;
+    let term = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..RACE_CLIENTS)
+        .map(|i| race_client(&gw, i, &term))
+        .collect();
+    tokio::time::sleep(RACE_BEFORE_TERM).await;
+    term.store(true, Ordering::SeqCst);
+    let t0 = Instant::now();
+    let stopped = gw
+        .stop_within(SHUTDOWN_GRACE + Duration::from_secs(5))
+        .await
+        .expect("the instance was running");
+    let window = t0.elapsed();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("race client task"));
+    }
+    let forwarded: HashSet<String> = gw.journal().await.into_iter().map(|e| e.path).collect();
+
+    let mut tally = Tally::default();
+    let (mut raced, mut lost_forwarded) = (0, 0);
+    for r in &all {
+        let t = &mut tally.phases[r.phase as usize];
+        let outcome = match &r.outcome {
+            Ok(200) => Outcome::Ok,
+            Ok(s) => Outcome::Other(*s),
+            Err((true, _)) => Outcome::Connect,
+            Err((false, _)) => Outcome::Transport,
+        };
+        *t.outcomes.entry(outcome).or_default() += 1;
+        if let Err((connect, e)) = &r.outcome {
+            let reached = forwarded.contains(&r.path);
+            if !connect && reached {
+                lost_forwarded += 1;
+            } else if !connect {
+                raced += 1;
+            }
+            let what = if reached {
+                "forwarded to the app"
+            } else {
+                "never forwarded"
+            };
+            t.samples
+                .entry(outcome)
+                .or_insert_with(|| format!("{} ({what}): {e}", r.path));
+        } else {
+            t.micros
+                .push(u32::try_from(r.elapsed.as_micros()).unwrap_or(u32::MAX));
+        }
+    }
+    Report::new(tally, &[Outcome::Connect], window)
+        .check(
+            format!(
+                "the instance exited {:.2} s after SIGTERM (by itself: {})",
+                stopped.after.as_secs_f64(),
+                stopped.exited.is_some()
+            ),
+            stopped.exited.is_some_and(|s| s.success()) && stopped.after <= SHUTDOWN_GRACE,
+        )
+        .check(
+            format!("requests forwarded to the app whose answer was lost: {lost_forwarded}"),
+            lost_forwarded == 0,
+        )
+        .check(
+            format!(
+                "requests written to a keep-alive connection as the drain closed it (never \
+                 forwarded, no answer): {raced}"
+            ),
+            raced == 0,
+        )
 }
