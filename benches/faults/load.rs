@@ -88,10 +88,24 @@ impl Outcome {
     }
 }
 
+/// What a request was for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Login,
+    Page,
+    Refresh,
+    Logout,
+    /// The page asked with the cookies of a session just logged out.
+    CheckRefused,
+}
+
 /// Counts and latencies of one phase.
 #[derive(Default, Clone)]
 pub struct PhaseTally {
     pub outcomes: BTreeMap<Outcome, u64>,
+    /// The same counts by instance (its index in `Load::start`'s list: where the request was
+    /// last sent) and kind of request.
+    pub by: BTreeMap<(usize, Kind, Outcome), u64>,
     /// Latency of every answered request, in microseconds.
     pub micros: Vec<u32>,
     /// The first answer of each unexpected outcome (status and the start of the body), to
@@ -106,9 +120,20 @@ impl PhaseTally {
     pub fn count(&self, o: Outcome) -> u64 {
         self.outcomes.get(&o).copied().unwrap_or(0)
     }
+    /// How many requests matched `pick(instance, kind, outcome)`.
+    pub fn count_by(&self, pick: impl Fn(usize, Kind, Outcome) -> bool) -> u64 {
+        self.by
+            .iter()
+            .filter(|((i, k, o), _)| pick(*i, *k, *o))
+            .map(|(_, n)| n)
+            .sum()
+    }
     fn merge(&mut self, other: PhaseTally) {
         for (k, v) in other.outcomes {
             *self.outcomes.entry(k).or_default() += v;
+        }
+        for (k, v) in other.by {
+            *self.by.entry(k).or_default() += v;
         }
         self.micros.extend(other.micros);
         for (k, v) in other.samples {
@@ -271,11 +296,24 @@ struct User {
     tally: Tally,
 }
 
-/// What a request got back, before it is judged.
+/// What a request got back, before it is judged. A failure carries the error's chain of
+/// causes, for the report's sample.
 enum Answer {
     Status(StatusCode, reqwest::header::HeaderMap, String),
-    Connect,
-    Transport,
+    Connect(String),
+    Transport(String),
+}
+
+/// An error and its sources, `: `-separated.
+pub fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
 }
 
 impl User {
@@ -316,7 +354,8 @@ impl User {
                 _ => self.client(),
             };
             let Some((k, client)) = picked else {
-                return (phase, started.elapsed(), Answer::Connect);
+                let why = "every instance refused a connection".to_string();
+                return (phase, started.elapsed(), Answer::Connect(why));
             };
             self.last = k;
             match build(&client).send().await {
@@ -327,27 +366,42 @@ impl User {
                     let elapsed = started.elapsed();
                     return match body {
                         Ok(b) => (phase, elapsed, Answer::Status(status, headers, b)),
-                        Err(_) => (phase, elapsed, Answer::Transport),
+                        Err(e) => (phase, elapsed, Answer::Transport(causes(&e))),
                     };
                 }
                 Err(e) if e.is_connect() && self.instances.len() > 1 => {
                     self.instances[k].up.store(false, Ordering::Relaxed);
                 }
-                Err(e) if e.is_connect() => return (phase, started.elapsed(), Answer::Connect),
-                Err(_) => return (phase, started.elapsed(), Answer::Transport),
+                Err(e) if e.is_connect() => {
+                    return (phase, started.elapsed(), Answer::Connect(causes(&e)));
+                }
+                Err(e) => return (phase, started.elapsed(), Answer::Transport(causes(&e))),
             }
         }
     }
 
-    fn record(&mut self, phase: Phase, elapsed: Duration, outcome: Outcome, answer: &Answer) {
+    fn record(
+        &mut self,
+        (phase, elapsed, kind): (Phase, Duration, Kind),
+        outcome: Outcome,
+        answer: &Answer,
+    ) {
         let t = &mut self.tally.phases[phase as usize];
         *t.outcomes.entry(outcome).or_default() += 1;
-        if outcome != Outcome::Ok
-            && let Answer::Status(status, _, body) = answer
-        {
+        *t.by.entry((self.last, kind, outcome)).or_default() += 1;
+        if outcome != Outcome::Ok {
             t.samples.entry(outcome).or_insert_with(|| {
-                let body: String = body.chars().take(160).collect();
-                format!("{status} {body}")
+                let what = match answer {
+                    Answer::Status(status, _, body) => {
+                        let body: String = body.chars().take(160).collect();
+                        format!("{status} {body}")
+                    }
+                    Answer::Connect(e) | Answer::Transport(e) => e.clone(),
+                };
+                format!(
+                    "{kind:?} on instance {}, after {elapsed:.1?}: {what}",
+                    self.last
+                )
             });
         }
         if !matches!(outcome, Outcome::Connect | Outcome::Transport) {
@@ -442,7 +496,7 @@ impl User {
             Answer::Status(s, h, _) if *s == StatusCode::SEE_OTHER => {
                 match Session::from_response_headers(h) {
                     Some(session) => {
-                        self.record(phase, elapsed, Outcome::Ok, &answer);
+                        self.record((phase, elapsed, Kind::Login), Outcome::Ok, &answer);
                         return Some(session);
                     }
                     None => Outcome::Other(303),
@@ -453,10 +507,10 @@ impl User {
                 Outcome::Lost401 => Outcome::Other(401),
                 o => o,
             },
-            Answer::Connect => Outcome::Connect,
-            Answer::Transport => Outcome::Transport,
+            Answer::Connect(_) => Outcome::Connect,
+            Answer::Transport(_) => Outcome::Transport,
         };
-        self.record(phase, elapsed, outcome, &answer);
+        self.record((phase, elapsed, Kind::Login), outcome, &answer);
         self.pause(self.think.max(Duration::from_millis(100))).await;
         None
     }
@@ -493,10 +547,10 @@ impl User {
                     },
                 )
             }
-            Answer::Connect => (Outcome::Connect, None),
-            Answer::Transport => (Outcome::Transport, None),
+            Answer::Connect(_) => (Outcome::Connect, None),
+            Answer::Transport(_) => (Outcome::Transport, None),
         };
-        self.record(phase, elapsed, outcome, &answer);
+        self.record((phase, elapsed, Kind::Page), outcome, &answer);
         result
     }
 
@@ -537,10 +591,10 @@ impl User {
                     },
                 )
             }
-            Answer::Connect => (Outcome::Connect, None),
-            Answer::Transport => (Outcome::Transport, None),
+            Answer::Connect(_) => (Outcome::Connect, None),
+            Answer::Transport(_) => (Outcome::Transport, None),
         };
-        self.record(phase, elapsed, outcome, &answer);
+        self.record((phase, elapsed, Kind::Refresh), outcome, &answer);
         result
     }
 
@@ -563,10 +617,10 @@ impl User {
         let outcome = match &answer {
             Answer::Status(s, _, _) if *s == StatusCode::NO_CONTENT => Outcome::Ok,
             Answer::Status(s, h, b) => Self::unexpected(*s, h, b),
-            Answer::Connect => Outcome::Connect,
-            Answer::Transport => Outcome::Transport,
+            Answer::Connect(_) => Outcome::Connect,
+            Answer::Transport(_) => Outcome::Transport,
         };
-        self.record(phase, elapsed, outcome, &answer);
+        self.record((phase, elapsed, Kind::Logout), outcome, &answer);
         outcome == Outcome::Ok
     }
 
@@ -589,9 +643,9 @@ impl User {
             }
             Answer::Status(s, _, _) if *s == StatusCode::OK => Outcome::RevokedAccepted,
             Answer::Status(s, h, b) => Self::unexpected(*s, h, b),
-            Answer::Connect => Outcome::Connect,
-            Answer::Transport => Outcome::Transport,
+            Answer::Connect(_) => Outcome::Connect,
+            Answer::Transport(_) => Outcome::Transport,
         };
-        self.record(phase, elapsed, outcome, &answer);
+        self.record((phase, elapsed, Kind::CheckRefused), outcome, &answer);
     }
 }

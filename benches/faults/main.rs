@@ -12,6 +12,7 @@
 //!
 //! Run: `cargo bench --bench faults` (every scenario, a few minutes), `cargo bench --bench
 //! faults -- redis-restart upstream-restart` (those), `cargo bench --bench faults -- --list`.
+//! An experiment (`sigterm-h1-race`) runs only when named.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a finding
 
@@ -19,6 +20,7 @@
 mod harness;
 
 mod load;
+mod process;
 mod report;
 mod store;
 
@@ -34,14 +36,44 @@ struct Scenario {
     name: &'static str,
     about: &'static str,
     run: Run,
+    /// Run without arguments too (an experiment runs only when named).
+    in_all: bool,
 }
 
 fn scenarios() -> Vec<Scenario> {
-    vec![Scenario {
-        name: "redis-restart",
-        about: "Redis (one node, append-only file) killed for 5 s and restarted",
-        run: || Box::pin(store::redis_restart()),
-    }]
+    vec![
+        Scenario {
+            name: "redis-restart",
+            about: "Redis (one node, append-only file) killed for 5 s and restarted",
+            run: || Box::pin(store::redis_restart()),
+            in_all: true,
+        },
+        Scenario {
+            name: "cluster-failover",
+            about: "Redis Cluster (3 masters, 3 replicas): a master killed, its replica promoted",
+            run: || Box::pin(store::cluster_failover()),
+            in_all: true,
+        },
+        Scenario {
+            name: "upstream-restart",
+            about: "the app killed for 5 s and restarted on the same port",
+            run: || Box::pin(process::upstream_restart()),
+            in_all: true,
+        },
+        Scenario {
+            name: "sigterm-one-of-two",
+            about: "one of two instances (shared Redis) stopped with SIGTERM, slow requests in flight",
+            run: || Box::pin(process::sigterm_one_of_two()),
+            in_all: true,
+        },
+        Scenario {
+            name: "sigterm-h1-race",
+            about: "experiment, only when named: 32 HTTP/1.1 keep-alive clients, no think \
+                    time, one instance stopped with SIGTERM",
+            run: || Box::pin(process::sigterm_h1_race()),
+            in_all: false,
+        },
+    ]
 }
 
 fn main() {
@@ -57,7 +89,7 @@ fn main() {
         return;
     }
     let picked: Vec<&Scenario> = if args.is_empty() {
-        all.iter().collect()
+        all.iter().filter(|s| s.in_all).collect()
     } else {
         args.iter()
             .map(|a| {

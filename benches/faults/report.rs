@@ -17,6 +17,8 @@ pub struct Report {
     /// The gateways' warnings and errors (distinct lines, at most [`MAX_LOG_LINES`]), printed
     /// when the scenario fails, to say why.
     pub gateway_log: Vec<String>,
+    /// What the scenario measured or found beside its checks (evidence for a failure).
+    pub notes: Vec<String>,
 }
 
 const MAX_LOG_LINES: usize = 12;
@@ -29,20 +31,20 @@ impl Report {
             fault_window,
             checks: Vec::new(),
             gateway_log: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
-    /// Keep `gw`'s `WARN` and `ERROR` lines, timestamps cut, each once.
+    /// Keep what `gw` logged (its distinct warnings and errors, its audit events), printed
+    /// when the scenario fails, to say why.
     pub fn log_of(mut self, gw: &Gateway) -> Report {
-        for line in gw.stderr_plain().lines() {
-            let Some(at) = line.find(" WARN ").or_else(|| line.find(" ERROR ")) else {
-                continue;
-            };
-            let line = line[at + 1..].to_string();
-            if self.gateway_log.len() < MAX_LOG_LINES && !self.gateway_log.contains(&line) {
-                self.gateway_log.push(line);
-            }
-        }
+        self.gateway_log
+            .extend(crate::store::gateway_evidence(gw).into_iter().take(MAX_LOG_LINES));
+        self
+    }
+
+    pub fn note(mut self, text: impl Into<String>) -> Report {
+        self.notes.push(text.into());
         self
     }
 
@@ -110,6 +112,9 @@ impl Report {
         );
         for (what, held) in &self.checks {
             println!("  [{}] {what}", if *held { "ok" } else { "FAIL" });
+        }
+        for n in &self.notes {
+            println!("  note: {n}");
         }
         for (p, o, n) in self.undocumented() {
             println!(

@@ -1,9 +1,11 @@
-//! Store faults: the Redis node killed and restarted; (more to come).
+//! Store faults: the Redis node killed and restarted; a Redis Cluster master killed and its
+//! replica promoted.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Gateway, GatewayConfig, RedisServer, Session, StoreSpec};
-use crate::load::{Load, LoadSpec, Outcome, Phase};
+use crate::harness::{Gateway, GatewayConfig, RedisCluster, RedisServer, Session, StoreSpec};
+use crate::load::{Kind, Load, LoadSpec, Outcome, Phase};
 use crate::report::Report;
 
 /// The load every store scenario runs.
@@ -83,4 +85,98 @@ pub async fn redis_restart() -> Report {
             ),
             n == revoked.len(),
         )
+}
+
+/// What the gateway logged that an operator would look at: each distinct warning or error
+/// (timestamps and fields aside) with its count, and the audit events by name.
+pub fn gateway_evidence(gw: &Gateway) -> Vec<String> {
+    let mut lines: BTreeMap<String, usize> = BTreeMap::new();
+    for l in gw.stderr_plain().lines() {
+        let Some(at) = l.find(" WARN ").or_else(|| l.find(" ERROR ")) else {
+            continue;
+        };
+        let msg: String = l[at + 1..].chars().take(200).collect();
+        *lines.entry(msg).or_default() += 1;
+    }
+    let mut events: BTreeMap<String, usize> = BTreeMap::new();
+    for e in gw.audit_events() {
+        if let Some(name) = e.get("event").and_then(|v| v.as_str()) {
+            *events.entry(name.to_string()).or_default() += 1;
+        }
+    }
+    let mut out: Vec<String> = lines
+        .into_iter()
+        .map(|(msg, n)| format!("gateway log ×{n}: {msg}"))
+        .collect();
+    out.push(format!("audit events: {events:?}"));
+    out
+}
+
+/// The hash tag of alice's keys: every session of hers (half the virtual users) lives in its
+/// slot, so the master that serves it is the one to kill.
+const ALICE_KEYS: &str = "{alice}";
+/// `cluster-node-timeout` of the failover scenario: the master is failed a second after it
+/// stops answering, and its replica promoted about a second later.
+const FAILOVER_NODE_TIMEOUT_MS: u64 = 1000;
+
+/// A Redis Cluster of three masters and three replicas; under load, the master that serves
+/// alice's slot is killed with SIGKILL and not restarted. The fault phase lasts until every
+/// live node says `cluster_state:ok` with the slot on a live master (its former replica), and
+/// then until the gateway's `/readyz` answers 200.
+pub async fn cluster_failover() -> Report {
+    let mut cluster = RedisCluster::start_six_node_timeout(FAILOVER_NODE_TIMEOUT_MS).await;
+    let gw = Gateway::start(config(StoreSpec::Cluster {
+        nodes: cluster.nodes(),
+    }))
+    .await;
+    gw.wait_readyz(200, Duration::from_secs(30)).await;
+    let revoked = revoked_sessions(&gw, 40).await;
+    let slot = cluster.key_slot(ALICE_KEYS);
+
+    let load = Load::start(&[&gw], LOAD);
+    tokio::time::sleep(STEADY).await;
+    load.phase(Phase::Fault);
+    let t0 = Instant::now();
+    let killed = tokio::task::block_in_place(|| cluster.kill_master_of(ALICE_KEYS));
+    let promoted = cluster.wait_failover(slot, Duration::from_secs(30)).await;
+    let failed_over = t0.elapsed();
+    gw.wait_readyz(200, Duration::from_secs(30)).await;
+    let window = t0.elapsed();
+    load.phase(Phase::After);
+    tokio::time::sleep(STEADY).await;
+    let tally = load.stop().await;
+
+    let n = refused(&gw, &revoked).await;
+    let lost_refreshes = tally
+        .total()
+        .count_by(|_, k, o| k == Kind::Refresh && o == Outcome::Lost401);
+    let mut report = Report::new(tally, &[Outcome::Store503], window)
+        .check(
+            match &promoted {
+                Ok(p) => format!(
+                    "slot {slot} (alice) moved from the killed master {killed} to {p}, \
+                     cluster_state:ok {:.1} s after the kill",
+                    failed_over.as_secs_f64()
+                ),
+                Err(e) => format!("slot {slot} never failed over from {killed}: {e}"),
+            },
+            promoted.is_ok(),
+        )
+        .check(
+            format!("refreshes answered 401 (a rotation the failover lost): {lost_refreshes}"),
+            lost_refreshes == 0,
+        )
+        .check(
+            format!(
+                "sessions logged out before the fault refused after it: {n}/{}",
+                revoked.len()
+            ),
+            n == revoked.len(),
+        );
+    if !report.passed() {
+        for line in gateway_evidence(&gw) {
+            report = report.note(line);
+        }
+    }
+    report
 }

@@ -470,6 +470,10 @@ async fn serve_https(
             drop(admitted);
         });
     }
+    // Closed, not only no longer accepted from: a connection that arrives while the open ones
+    // drain is refused at once (its client goes elsewhere) instead of waiting in the kernel's
+    // accept queue until the process exits.
+    drop(listener);
     drain
         .run(live.runtime().cfg.server.shutdown_grace, "https")
         .await;

@@ -14,7 +14,9 @@
 //!   addresses — and trusted proxies, which carry many clients — are still served;
 //! - floods of idle connections to the plain-HTTP redirect and admin listeners;
 //! - idle connections holding up a shutdown (the drain must finish the requests in flight
-//!   and close the idle ones at once).
+//!   and close the idle ones at once);
+//! - connections that arrive while the gateway drains: refused at once, so that clients and
+//!   balancers go elsewhere, not left in the kernel's accept queue until the process exits.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -553,5 +555,66 @@ async fn shutdown_finishes_requests_in_flight_and_does_not_wait_for_idle_connect
     assert!(
         stopped < Duration::from_secs(8),
         "the gateway took {stopped:?} to stop: the drain waited for idle connections"
+    );
+}
+
+/// While a request in flight keeps the drain going, every listener refuses new connections:
+/// it is closed, not merely no longer accepted from (the kernel would complete the handshake
+/// and queue the connection until the process exits, and a client would wait for nothing).
+#[tokio::test]
+async fn shutdown_refuses_new_connections_while_it_drains() {
+    let mut gw =
+        Gateway::start(GatewayConfig::new().set("server", "shutdown_grace", "\"20s\"")).await;
+    // In flight while the gateway drains: a request the app answers after 3 s.
+    let (client, url) = (gw.client.clone(), gw.url("/public/slow?ms=3000"));
+    let slow =
+        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.journal().await.iter().any(|e| e.path == "/public/slow") {
+        assert!(Instant::now() < deadline, "the slow request never reached the app");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listeners = [
+        ("server.listen", gw.https),
+        ("server.redirect_listen", gw.http),
+        ("server.admin_listen", gw.admin),
+    ];
+    let stderr_log = gw.stderr_log.clone();
+    let probe = async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !std::fs::read_to_string(&stderr_log)
+            .unwrap_or_default()
+            .contains("shutting down")
+        {
+            assert!(Instant::now() < deadline, "the gateway never logged its shutdown");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The listeners stop a moment after the log line: each has 1 s (the request in flight
+        // keeps the drain going for 2 s more) to refuse.
+        let mut accepted = Vec::new();
+        for (key, addr) in listeners {
+            let until = Instant::now() + Duration::from_secs(1);
+            loop {
+                match TcpStream::connect(addr).await {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                    _ if Instant::now() > until => {
+                        accepted.push(key);
+                        break;
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }
+        accepted
+    };
+    let (accepted, ()) = tokio::join!(probe, gw.stop());
+    assert_eq!(
+        slow.await.unwrap().ok(),
+        Some(200),
+        "the request in flight is answered"
+    );
+    assert!(
+        accepted.is_empty(),
+        "new connections were accepted while the gateway drained: {accepted:?}"
     );
 }

@@ -156,34 +156,56 @@ impl Gateway {
 
     /// Stop the gateway with SIGTERM (graceful: logs flushed), then SIGKILL after 10 s.
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
+        self.stop_within(Duration::from_secs(10)).await;
+    }
+
+    /// SIGTERM, then wait for the process to exit, SIGKILL after `kill_after`: how long it
+    /// took, and how it ended (`None`: already stopped).
+    pub async fn stop_within(&mut self, kill_after: Duration) -> Option<Stopped> {
+        let mut child = self.child.take()?;
         let pid = child.id();
         let stdout_thread = self.stdout_thread.take();
-        tokio::task::spawn_blocking(move || {
+        let stopped = tokio::task::spawn_blocking(move || {
+            let sent = Instant::now();
             let _ = Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
+            let deadline = sent + kill_after;
+            let stopped = loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    break Stopped {
+                        after: sent.elapsed(),
+                        exited: Some(status),
+                    };
                 }
                 if Instant::now() > deadline {
                     let _ = child.kill();
                     let _ = child.wait();
-                    break;
+                    break Stopped {
+                        after: sent.elapsed(),
+                        exited: None,
+                    };
                 }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+                std::thread::sleep(Duration::from_millis(5));
+            };
             if let Some(t) = stdout_thread {
                 let _ = t.join();
             }
+            stopped
         })
         .await
         .unwrap();
+        Some(stopped)
     }
+}
+
+/// How a [`Gateway::stop_within`] went.
+#[derive(Debug)]
+pub struct Stopped {
+    /// From SIGTERM to the process's exit (or to its SIGKILL).
+    pub after: Duration,
+    /// Its exit status when it exited by itself; `None` when it had to be killed.
+    pub exited: Option<std::process::ExitStatus>,
 }
 
 impl Drop for Gateway {

@@ -13,6 +13,8 @@ use super::util::{free_port, wait_output_within};
 const REDIS_MISSING: &str = "redis-server is not installed: install redis-server \
      (`apt-get install redis-server`, or run scripts/test, which installs it)";
 const REDIS_READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// The cluster's `cluster-node-timeout` unless a test asks for another.
+const CLUSTER_NODE_TIMEOUT_MS: u64 = 5000;
 
 /// Run `redis-cli --raw` against a loopback port; its standard output. Quick, but blocking.
 pub fn redis_cli(port: u16, args: &[&str]) -> Vec<u8> {
@@ -255,9 +257,53 @@ impl Drop for RedisServer {
 /// or six nodes, three masters with a replica each ([`RedisCluster::start_six`]). Killed on
 /// drop.
 pub struct RedisCluster {
+    /// Every node's port, masters and replicas, in start order (a node killed stays listed).
     pub ports: Vec<u16>,
     dirs: Vec<tempfile::TempDir>,
     children: Vec<Child>,
+    /// Nodes killed by [`RedisCluster::kill_master_of`].
+    killed: Vec<u16>,
+}
+
+/// One node as a `CLUSTER NODES` line describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterNode {
+    pub port: u16,
+    /// `master` in its flags (a failed master keeps it).
+    pub master: bool,
+    /// `fail` in its flags: the cluster agreed it is down.
+    pub failed: bool,
+    /// The slot ranges it serves, inclusive (a master's; a replica serves none).
+    pub slots: Vec<(u16, u16)>,
+}
+
+/// Parse `CLUSTER NODES`: `<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link>
+/// <slot or range>...` per line (slots being migrated, `[..]`, are skipped).
+pub fn parse_cluster_nodes(text: &str) -> Vec<ClusterNode> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 8 {
+                return None;
+            }
+            let port = f[1].split('@').next()?.rsplit(':').next()?.parse().ok()?;
+            let flags: Vec<&str> = f[2].split(',').collect();
+            let slots = f[8..]
+                .iter()
+                .filter(|s| !s.starts_with('['))
+                .filter_map(|s| match s.split_once('-') {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => s.parse().ok().map(|n| (n, n)),
+                })
+                .collect();
+            Some(ClusterNode {
+                port,
+                master: flags.contains(&"master"),
+                failed: flags.contains(&"fail"),
+                slots,
+            })
+        })
+        .collect()
 }
 
 impl RedisCluster {
@@ -270,22 +316,29 @@ impl RedisCluster {
 
     /// Six nodes: three masters, each with one replica.
     pub async fn start_six() -> RedisCluster {
-        tokio::task::spawn_blocking(|| RedisCluster::start_nodes(6, 1))
+        RedisCluster::start_six_node_timeout(CLUSTER_NODE_TIMEOUT_MS).await
+    }
+
+    /// Six nodes as [`RedisCluster::start_six`], with this `cluster-node-timeout`: a master
+    /// unreachable for that long is failed, and its replica promoted, about a second later.
+    pub async fn start_six_node_timeout(node_timeout_ms: u64) -> RedisCluster {
+        tokio::task::spawn_blocking(move || RedisCluster::start_nodes(6, 1, node_timeout_ms))
             .await
             .expect("redis cluster start task")
     }
 
     pub fn start_blocking() -> RedisCluster {
-        RedisCluster::start_nodes(3, 0)
+        RedisCluster::start_nodes(3, 0, CLUSTER_NODE_TIMEOUT_MS)
     }
 
     /// `nodes` nodes, `replicas` replicas per master (`redis-cli --cluster create
     /// --cluster-replicas`).
-    fn start_nodes(nodes: usize, replicas: usize) -> RedisCluster {
+    fn start_nodes(nodes: usize, replicas: usize, node_timeout_ms: u64) -> RedisCluster {
         let mut cluster = RedisCluster {
             ports: Vec::new(),
             dirs: Vec::new(),
             children: Vec::new(),
+            killed: Vec::new(),
         };
         for _ in 0..nodes {
             let dir = tempfile::Builder::new()
@@ -311,7 +364,7 @@ impl RedisCluster {
                     "--cluster-config-file",
                     &format!("{d}/nodes.conf"),
                     "--cluster-node-timeout",
-                    "5000",
+                    &node_timeout_ms.to_string(),
                     "--save",
                     "",
                     "--appendonly",
@@ -391,7 +444,7 @@ impl RedisCluster {
     /// Every key of every node, as `(port, key)`.
     pub fn keys(&self) -> Vec<(u16, String)> {
         let mut out = Vec::new();
-        for p in &self.ports {
+        for p in &self.live_ports() {
             let text = String::from_utf8_lossy(&redis_cli(*p, &["--scan"])).into_owned();
             out.extend(
                 text.lines()
@@ -400,6 +453,115 @@ impl RedisCluster {
             );
         }
         out
+    }
+}
+
+impl RedisCluster {
+    /// The nodes not killed.
+    pub fn live_ports(&self) -> Vec<u16> {
+        self.ports
+            .iter()
+            .copied()
+            .filter(|p| !self.killed.contains(p))
+            .collect()
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`, asked of a live node).
+    pub fn key_slot(&self, key: &str) -> u16 {
+        let port = self.live_ports()[0];
+        let reply = redis_inline(port, &format!("CLUSTER KEYSLOT {key}"))
+            .unwrap_or_else(|e| panic!("CLUSTER KEYSLOT on {port}: {e}"));
+        reply
+            .parse()
+            .unwrap_or_else(|_| panic!("CLUSTER KEYSLOT: {reply:?}"))
+    }
+
+    /// The live master that serves `slot` as node `via` sees it; see [`master_of_slot`].
+    pub fn master_of_slot(&self, via: u16, slot: u16) -> Result<u16, String> {
+        master_of_slot(via, slot, &self.killed)
+    }
+
+    /// SIGKILL the master that serves `key`'s slot (no shutdown: what it had not yet sent to
+    /// its replica is lost); its port.
+    pub fn kill_master_of(&mut self, key: &str) -> u16 {
+        let slot = self.key_slot(key);
+        let port = self
+            .master_of_slot(self.live_ports()[0], slot)
+            .unwrap_or_else(|e| panic!("kill_master_of({key:?}): {e}"));
+        let i = self
+            .ports
+            .iter()
+            .position(|p| *p == port)
+            .expect("a node of this cluster");
+        let _ = self.children[i].kill();
+        let _ = self.children[i].wait();
+        self.killed.push(port);
+        port
+    }
+
+    /// After a kill: wait until every live node reports `cluster_state:ok` and names the same
+    /// live master (a promoted replica) for `slot`; that master's port, or what the nodes
+    /// said last when that did not happen within `within`.
+    pub async fn wait_failover(&self, slot: u16, within: Duration) -> Result<u16, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let (live, killed) = (self.live_ports(), self.killed.clone());
+            let verdict = tokio::task::spawn_blocking(move || {
+                let mut owners = Vec::new();
+                for p in &live {
+                    let info = redis_inline(*p, "CLUSTER INFO").unwrap_or_else(|e| e);
+                    if !info.contains("cluster_state:ok") {
+                        let state = info.lines().next().unwrap_or_default();
+                        return Err(format!("node {p}: {state}"));
+                    }
+                    owners.push(master_of_slot(*p, slot, &killed)?);
+                }
+                owners.sort_unstable();
+                owners.dedup();
+                match owners.as_slice() {
+                    [one] => Ok(*one),
+                    _ => Err(format!(
+                        "the nodes disagree on slot {slot}'s master: {owners:?}"
+                    )),
+                }
+            })
+            .await
+            .expect("cluster probe task");
+            match verdict {
+                Ok(port) => return Ok(port),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!("after {within:?}: {e}"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
+
+/// The live master that serves `slot` as node `via` sees it: its `CLUSTER NODES` names it a
+/// master (not failed, not one of `killed`) with the slot, and the node itself says
+/// `role:master`.
+pub fn master_of_slot(via: u16, slot: u16, killed: &[u16]) -> Result<u16, String> {
+    let nodes = parse_cluster_nodes(&redis_inline(via, "CLUSTER NODES")?);
+    let serves = |n: &ClusterNode| n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot));
+    let owner = nodes
+        .iter()
+        .find(|n| n.master && !n.failed && serves(n))
+        .ok_or_else(|| format!("node {via} names no live master for slot {slot}: {nodes:?}"))?;
+    if killed.contains(&owner.port) {
+        return Err(format!(
+            "node {via} still names the killed {} for slot {slot}",
+            owner.port
+        ));
+    }
+    let role = redis_inline(owner.port, "INFO replication")?;
+    if role.lines().any(|l| l.trim() == "role:master") {
+        Ok(owner.port)
+    } else {
+        Err(format!(
+            "node {} serves slot {slot} but does not say role:master",
+            owner.port
+        ))
     }
 }
 

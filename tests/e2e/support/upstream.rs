@@ -14,6 +14,8 @@ use super::util::upstream_script;
 pub struct Upstream {
     child: Child,
     pub addr: SocketAddr,
+    /// The arguments it was started with beyond the port, for [`Upstream::restart`].
+    extra: Vec<String>,
 }
 
 /// How a TLS upstream serves: its certificate and key, and the CA whose client certificates
@@ -47,9 +49,31 @@ impl Upstream {
     }
 
     fn spawn(extra: &[&str]) -> Upstream {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = Upstream::spawn_on(0, &extra);
+        Upstream { child, addr, extra }
+    }
+
+    /// SIGKILL: the connections to it break, its port refuses connections.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// After [`Upstream::kill`]: start it again on the same port with the same arguments;
+    /// returns once it listens (blocking: a fraction of a second). Its journal starts empty.
+    pub fn start_again(&mut self) {
+        self.kill();
+        let (child, addr) = Upstream::spawn_on(self.addr.port(), &self.extra);
+        assert_eq!(addr, self.addr, "the upstream came back on another address");
+        self.child = child;
+    }
+
+    /// Start `tests/upstream.py` on `port` (0: any) and wait for its listening line.
+    fn spawn_on(port: u16, extra: &[String]) -> (Child, SocketAddr) {
         let mut child = Command::new("python3")
             .arg(upstream_script())
-            .args(["--port", "0", "--journal-stdout"])
+            .args(["--port", &port.to_string(), "--journal-stdout"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -76,7 +100,7 @@ impl Upstream {
                 panic!("upstream did not print its listening line: {e}");
             }
         };
-        Upstream { child, addr }
+        (child, addr)
     }
 
     pub fn url(&self) -> String {
