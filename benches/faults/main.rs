@@ -18,8 +18,12 @@
 #[path = "../../tests/e2e/harness.rs"]
 mod harness;
 
+mod h2_abuse;
 mod load;
+mod pressure;
+mod procfs;
 mod report;
+mod soak;
 mod store;
 
 use std::future::Future;
@@ -34,14 +38,37 @@ struct Scenario {
     name: &'static str,
     about: &'static str,
     run: Run,
+    /// Run when no scenario is named (`false`: only when named, as the long soak).
+    default: bool,
 }
 
 fn scenarios() -> Vec<Scenario> {
-    vec![Scenario {
-        name: "redis-restart",
-        about: "Redis (one node, append-only file) killed for 5 s and restarted",
-        run: || Box::pin(store::redis_restart()),
-    }]
+    vec![
+        Scenario {
+            name: "redis-restart",
+            about: "Redis (one node, append-only file) killed for 5 s and restarted",
+            run: || Box::pin(store::redis_restart()),
+            default: true,
+        },
+        Scenario {
+            name: "slowloris-and-idle",
+            about: "5,000 slowloris clients and 5,000 idle TLS sockets held while 64 users browse",
+            run: || Box::pin(pressure::slowloris_and_idle()),
+            default: true,
+        },
+        Scenario {
+            name: "h2-abuse",
+            about: "HTTP/2 rapid reset, CONTINUATION, SETTINGS and WINDOW_UPDATE floods while 64 users browse",
+            run: || Box::pin(h2_abuse::h2_abuse()),
+            default: true,
+        },
+        Scenario {
+            name: "soak",
+            about: "the steady load (Redis) for SG_SOAK_MINUTES (default 30): RSS and fds stay flat; only when named",
+            run: || Box::pin(soak::soak()),
+            default: false,
+        },
+    ]
 }
 
 fn main() {
@@ -57,7 +84,7 @@ fn main() {
         return;
     }
     let picked: Vec<&Scenario> = if args.is_empty() {
-        all.iter().collect()
+        all.iter().filter(|s| s.default).collect()
     } else {
         args.iter()
             .map(|a| {

@@ -13,6 +13,8 @@ pub struct Report {
     pub fault_window: Duration,
     /// Checks of the scenario's own: what, and whether it held.
     pub checks: Vec<(String, bool)>,
+    /// What the scenario measured or set up that is no check (printed before the checks).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -22,11 +24,17 @@ impl Report {
             allowed_in_fault: allowed_in_fault.to_vec(),
             fault_window,
             checks: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
     pub fn check(mut self, what: impl Into<String>, held: bool) -> Report {
         self.checks.push((what.into(), held));
+        self
+    }
+
+    pub fn note(mut self, what: impl Into<String>) -> Report {
+        self.notes.push(what.into());
         self
     }
 
@@ -87,6 +95,9 @@ impl Report {
             self.tally.sessions_lost,
             self.tally.revocations_checked
         );
+        for n in &self.notes {
+            println!("  {n}");
+        }
         for (what, held) in &self.checks {
             println!("  [{}] {what}", if *held { "ok" } else { "FAIL" });
         }
