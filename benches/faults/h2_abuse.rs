@@ -4,8 +4,9 @@
 //! - **rapid reset** (CVE-2023-44487): HEADERS of a request to a public route, then at once
 //!   RST_STREAM(CANCEL), stream after stream, written back to back: each costs the client two
 //!   frames and the server a request it may already have started.
-//! - **paced rapid reset**: the same, 100 HEADERS at a time, their 100 RST_STREAMs 2 ms later,
-//!   so that the server has taken the requests up (and started them) before they are reset.
+//! - **paced rapid reset**: the same, 100 HEADERS at a time, their 100 RST_STREAMs 20 ms
+//!   later, so that the server has taken the requests up (and started them) before they are
+//!   reset (back to back, h2 sees the reset before the stream is accepted, and counts it).
 //! - **CONTINUATION flood** (CVE-2024-27316 class): HEADERS without END_HEADERS, then
 //!   CONTINUATION frames of header literals that never end the block: a server that buffers
 //!   the block until it ends buffers for ever.
@@ -66,8 +67,8 @@ enum Flood {
 
 /// Streams per round of the paced rapid reset (under the gateway's 256 concurrent streams).
 const PACED_ROUND: u64 = 100;
-/// HEADERS frames one batch carries in the paced rapid reset, and the pause before its resets.
-const PACED_PAUSE: Duration = Duration::from_millis(2);
+/// The pause between a round's HEADERS and its resets in the paced rapid reset.
+const PACED_PAUSE: Duration = Duration::from_millis(20);
 
 impl Flood {
     const ALL: [Flood; 6] = [
@@ -426,6 +427,20 @@ struct Run {
     rss_peak: u64,
     alive: bool,
     healthz: Option<u16>,
+    /// The attacker's requests the upstream received (its journal).
+    reached_app: usize,
+}
+
+/// How many requests of the attacker (paths under `/public/rapid-reset` and
+/// `/public/continuation`) the upstream has received.
+async fn attacker_requests_at_app(gw: &Gateway) -> usize {
+    gw.journal()
+        .await
+        .iter()
+        .filter(|e| {
+            e.path.starts_with("/public/rapid-reset") || e.path.starts_with("/public/continuation")
+        })
+        .count()
 }
 
 /// The attack with the gateway's RSS sampled every 100 ms for [`ATTACK`] at least (the
@@ -468,6 +483,7 @@ async fn healthz(gw: &Gateway) -> Option<u16> {
 }
 
 async fn run_one(gw: &Gateway, pid: u32, flood: Flood) -> Run {
+    let at_app = attacker_requests_at_app(gw).await;
     let load = Load::start(&[gw], USERS);
     tokio::time::sleep(WARM).await;
     let rss_before = procfs::rss_kib(pid).unwrap_or(0);
@@ -478,6 +494,7 @@ async fn run_one(gw: &Gateway, pid: u32, flood: Flood) -> Run {
     let alive = procfs::alive(pid);
     let healthz = healthz(gw).await;
     let tally = load.stop().await;
+    let reached_app = attacker_requests_at_app(gw).await - at_app;
     Run {
         flood,
         campaign,
@@ -486,6 +503,7 @@ async fn run_one(gw: &Gateway, pid: u32, flood: Flood) -> Run {
         rss_peak,
         alive,
         healthz,
+        reached_app,
     }
 }
 
@@ -547,7 +565,7 @@ fn row(r: &Run, control_p99: Option<f64>) -> String {
             format!(
                 "{} frames on {} connections in {:.1} s (p50 {} frames per connection): \
                  {}\n{:<15}first connection: {}\n{:<15}the gateway answered {} HEADERS, \
-                 {} RST_STREAM, {} SETTINGS ACK",
+                 {} RST_STREAM, {} SETTINGS ACK; {} of its requests reached the app",
                 c.frames(),
                 c.conns.len(),
                 c.took.as_secs_f64(),
@@ -559,6 +577,7 @@ fn row(r: &Run, control_p99: Option<f64>) -> String {
                 sum(|s| s.headers),
                 sum(|s| s.resets),
                 sum(|s| s.settings_acks),
+                r.reached_app,
             )
         }
     };
