@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -128,7 +128,7 @@ impl PhaseTally {
             .map(|(_, n)| n)
             .sum()
     }
-    fn merge(&mut self, other: PhaseTally) {
+    pub fn merge(&mut self, other: PhaseTally) {
         for (k, v) in other.outcomes {
             *self.outcomes.entry(k).or_default() += v;
         }
@@ -165,7 +165,8 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn merge(&mut self, other: Tally) {
+    /// Add `other`'s counts to these (the tallies of several loads in one report).
+    pub fn merge(&mut self, other: Tally) {
         for (mine, theirs) in self.phases.iter_mut().zip(other.phases) {
             mine.merge(theirs);
         }
@@ -206,7 +207,16 @@ pub struct LoadSpec {
 pub struct Load {
     stop: Arc<AtomicBool>,
     phase: Arc<AtomicU8>,
+    live: Arc<LiveCounts>,
     tasks: Vec<tokio::task::JoinHandle<Tally>>,
+}
+
+/// Requests answered so far and how many of them were not [`Outcome::Ok`], readable while the
+/// load runs (the soak prints them once a minute).
+#[derive(Default)]
+struct LiveCounts {
+    requests: AtomicU64,
+    not_ok: AtomicU64,
 }
 
 /// A loopback source address per virtual user, each in its own /24 (`127.<1 + i/250>.<i%250>.1`):
@@ -240,6 +250,7 @@ impl Load {
         let origin = gateways[0].origin();
         let stop = Arc::new(AtomicBool::new(false));
         let phase = Arc::new(AtomicU8::new(Phase::Before as u8));
+        let live = Arc::new(LiveCounts::default());
         let tasks = (0..spec.users)
             .map(|i| {
                 let user = User {
@@ -249,6 +260,7 @@ impl Load {
                     last: 0,
                     stop: stop.clone(),
                     phase: phase.clone(),
+                    live: live.clone(),
                     think: spec.think,
                     login_url: url("/.auth/login"),
                     logout_url: url("/.auth/logout"),
@@ -260,7 +272,20 @@ impl Load {
                 tokio::spawn(user.run())
             })
             .collect();
-        Load { stop, phase, tasks }
+        Load {
+            stop,
+            phase,
+            live,
+            tasks,
+        }
+    }
+
+    /// `(requests, not ok)` recorded so far, every phase together.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.live.requests.load(Ordering::Relaxed),
+            self.live.not_ok.load(Ordering::Relaxed),
+        )
     }
 
     /// From now on, requests count in `p`.
@@ -287,6 +312,7 @@ struct User {
     last: usize,
     stop: Arc<AtomicBool>,
     phase: Arc<AtomicU8>,
+    live: Arc<LiveCounts>,
     think: Duration,
     login_url: String,
     logout_url: String,
@@ -389,6 +415,10 @@ impl User {
         let t = &mut self.tally.phases[phase as usize];
         *t.outcomes.entry(outcome).or_default() += 1;
         *t.by.entry((self.last, kind, outcome)).or_default() += 1;
+        self.live.requests.fetch_add(1, Ordering::Relaxed);
+        if outcome != Outcome::Ok {
+            self.live.not_ok.fetch_add(1, Ordering::Relaxed);
+        }
         if outcome != Outcome::Ok {
             t.samples.entry(outcome).or_insert_with(|| {
                 let what = match answer {

@@ -19,9 +19,13 @@
 #[path = "../../tests/e2e/harness.rs"]
 mod harness;
 
+mod h2_abuse;
 mod load;
+mod pressure;
 mod process;
+mod procfs;
 mod report;
+mod soak;
 mod store;
 
 use std::future::Future;
@@ -36,8 +40,8 @@ struct Scenario {
     name: &'static str,
     about: &'static str,
     run: Run,
-    /// Run without arguments too (an experiment runs only when named).
-    in_all: bool,
+    /// Run when no scenario is named (`false`: only when named, as the long soak).
+    default: bool,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -46,32 +50,50 @@ fn scenarios() -> Vec<Scenario> {
             name: "redis-restart",
             about: "Redis (one node, append-only file) killed for 5 s and restarted",
             run: || Box::pin(store::redis_restart()),
-            in_all: true,
+            default: true,
         },
         Scenario {
             name: "cluster-failover",
             about: "Redis Cluster (3 masters, 3 replicas): a master killed, its replica promoted",
             run: || Box::pin(store::cluster_failover()),
-            in_all: true,
+            default: true,
         },
         Scenario {
             name: "upstream-restart",
             about: "the app killed for 5 s and restarted on the same port",
             run: || Box::pin(process::upstream_restart()),
-            in_all: true,
+            default: true,
         },
         Scenario {
             name: "sigterm-one-of-two",
             about: "one of two instances (shared Redis) stopped with SIGTERM, slow requests in flight",
             run: || Box::pin(process::sigterm_one_of_two()),
-            in_all: true,
+            default: true,
         },
         Scenario {
             name: "sigterm-h1-race",
             about: "experiment, only when named: 32 HTTP/1.1 keep-alive clients, no think \
                     time, one instance stopped with SIGTERM",
             run: || Box::pin(process::sigterm_h1_race()),
-            in_all: false,
+            default: false,
+        },
+        Scenario {
+            name: "slowloris-and-idle",
+            about: "5,000 slowloris clients and 5,000 idle TLS sockets held while 64 users browse",
+            run: || Box::pin(pressure::slowloris_and_idle()),
+            default: true,
+        },
+        Scenario {
+            name: "h2-abuse",
+            about: "HTTP/2 rapid reset, CONTINUATION, SETTINGS and WINDOW_UPDATE floods while 64 users browse",
+            run: || Box::pin(h2_abuse::h2_abuse()),
+            default: true,
+        },
+        Scenario {
+            name: "soak",
+            about: "the steady load (Redis) for SG_SOAK_MINUTES (default 30): RSS and fds stay flat; only when named",
+            run: || Box::pin(soak::soak()),
+            default: false,
         },
     ]
 }
@@ -89,7 +111,7 @@ fn main() {
         return;
     }
     let picked: Vec<&Scenario> = if args.is_empty() {
-        all.iter().filter(|s| s.in_all).collect()
+        all.iter().filter(|s| s.default).collect()
     } else {
         args.iter()
             .map(|a| {

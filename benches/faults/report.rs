@@ -17,7 +17,7 @@ pub struct Report {
     /// The gateways' warnings and errors (distinct lines, at most [`MAX_LOG_LINES`]), printed
     /// when the scenario fails, to say why.
     pub gateway_log: Vec<String>,
-    /// What the scenario measured or found beside its checks (evidence for a failure).
+    /// What the scenario measured, set up or found that is no check (evidence for a failure).
     pub notes: Vec<String>,
 }
 
@@ -38,8 +38,11 @@ impl Report {
     /// Keep what `gw` logged (its distinct warnings and errors, its audit events), printed
     /// when the scenario fails, to say why.
     pub fn log_of(mut self, gw: &Gateway) -> Report {
-        self.gateway_log
-            .extend(crate::store::gateway_evidence(gw).into_iter().take(MAX_LOG_LINES));
+        self.gateway_log.extend(
+            crate::store::gateway_evidence(gw)
+                .into_iter()
+                .take(MAX_LOG_LINES),
+        );
         self
     }
 
@@ -110,11 +113,11 @@ impl Report {
             self.tally.sessions_lost,
             self.tally.revocations_checked
         );
+        for n in &self.notes {
+            println!("  {n}");
+        }
         for (what, held) in &self.checks {
             println!("  [{}] {what}", if *held { "ok" } else { "FAIL" });
-        }
-        for n in &self.notes {
-            println!("  note: {n}");
         }
         for (p, o, n) in self.undocumented() {
             println!(

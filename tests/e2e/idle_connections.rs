@@ -571,7 +571,10 @@ async fn shutdown_refuses_new_connections_while_it_drains() {
         tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
     let deadline = Instant::now() + Duration::from_secs(10);
     while !gw.journal().await.iter().any(|e| e.path == "/public/slow") {
-        assert!(Instant::now() < deadline, "the slow request never reached the app");
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never reached the app"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let listeners = [
@@ -586,7 +589,10 @@ async fn shutdown_refuses_new_connections_while_it_drains() {
             .unwrap_or_default()
             .contains("shutting down")
         {
-            assert!(Instant::now() < deadline, "the gateway never logged its shutdown");
+            assert!(
+                Instant::now() < deadline,
+                "the gateway never logged its shutdown"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // The listeners stop a moment after the log line: each has 1 s (the request in flight

@@ -151,11 +151,38 @@ pub mod frame {
     pub const SETTINGS: u8 = 4;
     pub const PING: u8 = 6;
     pub const GOAWAY: u8 = 7;
+    pub const WINDOW_UPDATE: u8 = 8;
+    pub const CONTINUATION: u8 = 9;
     pub const END_STREAM: u8 = 0x1;
     pub const ACK: u8 = 0x1;
     pub const END_HEADERS: u8 = 0x4;
     /// RST_STREAM error code CANCEL (RFC 9113 §7): the client no longer wants the stream.
     pub const CANCEL: u32 = 0x8;
+    /// SETTINGS_INITIAL_WINDOW_SIZE (RFC 9113 §6.5.2).
+    pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+
+    /// The name of an HTTP/2 error code (RFC 9113 §7), as a GOAWAY or RST_STREAM carries it.
+    pub fn error_name(code: u32) -> String {
+        const NAMES: [&str; 14] = [
+            "NO_ERROR",
+            "PROTOCOL_ERROR",
+            "INTERNAL_ERROR",
+            "FLOW_CONTROL_ERROR",
+            "SETTINGS_TIMEOUT",
+            "STREAM_CLOSED",
+            "FRAME_SIZE_ERROR",
+            "REFUSED_STREAM",
+            "CANCEL",
+            "COMPRESSION_ERROR",
+            "CONNECT_ERROR",
+            "ENHANCE_YOUR_CALM",
+            "INADEQUATE_SECURITY",
+            "HTTP_1_1_REQUIRED",
+        ];
+        NAMES
+            .get(code as usize)
+            .map_or_else(|| format!("0x{code:x}"), |n| (*n).to_string())
+    }
 }
 
 #[derive(Debug, Clone)]
