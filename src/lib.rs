@@ -14,6 +14,7 @@ pub mod dev;
 pub(crate) mod framing_guard;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod healthcheck;
 pub mod login;
 pub(crate) mod metrics;
 pub(crate) mod oidc;

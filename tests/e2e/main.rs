@@ -19,6 +19,7 @@ mod cli;
 mod config_mistakes;
 mod cookie_bytes;
 mod csrf;
+mod healthcheck;
 mod identity;
 mod identity_families;
 mod idle_connections;
