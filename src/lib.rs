@@ -32,4 +32,5 @@ pub mod sessions;
 pub mod store;
 pub(crate) mod tokens;
 pub mod util;
+pub mod version;
 pub mod web;

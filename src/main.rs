@@ -17,7 +17,7 @@ use sessiongate::preflight::{self, Checked};
 #[derive(Parser)]
 #[command(
     name = "sessiongate",
-    version,
+    version = sessiongate::version::LONG,
     about = "A TLS-terminating reverse proxy that owns the sessions of the apps behind it"
 )]
 struct Cli {

@@ -1,4 +1,4 @@
-//! `sessiongate healthcheck` (the container image's `HEALTHCHECK`).
+//! `sessiongate healthcheck` (the container image's `HEALTHCHECK`) and `sessiongate --version`.
 //!
 //! Failures covered:
 //! - a health check that needs the secrets' environment variables (a container's health check
@@ -6,7 +6,8 @@
 //! - a health check that passes while the gateway is not ready (its Redis store down), or
 //!   when nothing listens, or hangs on a listener that never answers;
 //! - an admin listener on every address (`0.0.0.0`) that the check cannot reach;
-//! - a failure that says nothing an operator can act on (not naming the key, not one line).
+//! - a failure that says nothing an operator can act on (not naming the key, not one line);
+//! - a `--version` that does not say which revision was built.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -165,4 +166,32 @@ fn healthcheck_refuses_a_config_it_cannot_ask_naming_the_key() {
     let missing = site.etc.join("missing.toml");
     let out = healthcheck(&missing, &[]);
     unhealthy(&out, &["--config", "missing.toml"], "no such file");
+}
+
+#[test]
+fn version_names_the_crate_version_and_the_git_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sessiongate(&["--version"], dir.path(), &[]);
+    assert!(out.ok, "{}", out.text());
+    let line = out.stdout.trim_end();
+    let want_prefix = format!("sessiongate {} (revision ", env!("CARGO_PKG_VERSION"));
+    let revision = line
+        .strip_prefix(&want_prefix)
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{line:?} is not `{want_prefix}REV)`"));
+    // This test runs from the git checkout: the revision is HEAD's, not a fallback.
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    if head.status.success() {
+        let head = String::from_utf8(head.stdout).unwrap();
+        assert_eq!(revision, head.trim(), "--version: {line}");
+    } else {
+        // A source tree without git (a container build): the build's SESSIONGATE_REVISION,
+        // else "unknown".
+        let want = std::env::var("SESSIONGATE_REVISION").unwrap_or_else(|_| "unknown".into());
+        assert_eq!(revision, want, "--version: {line}");
+    }
 }
