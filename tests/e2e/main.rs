@@ -30,6 +30,7 @@ mod logs;
 mod oidc_config;
 mod oidc_login;
 mod oidc_logout;
+mod packaging;
 mod path_encoding;
 mod path_parameters;
 mod paths;

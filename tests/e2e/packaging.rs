@@ -1,0 +1,211 @@
+//! What ships beside the binary, checked against the binary: the container image's
+//! configuration and the README's `docker run`. (`scripts/docker-check` builds and starts the
+//! image itself.)
+//!
+//! Failures covered:
+//! - a `docker run` (README) that does not mount a file the image's configuration needs (the
+//!   `keys/` directory once), or mounts one nobody makes; an image configuration that does not
+//!   listen on every interface of the container, or fails `check-config`;
+//! - a Dockerfile that floats its base images (`latest`, a bare major), runs as root, or has
+//!   no health check.
+
+use std::path::{Path, PathBuf};
+
+use crate::harness::*;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// An operator's checkout after the documented preparation steps: `docker/` from the
+/// repository, and what `dev-cert`, `gen-key` and a users file make (`certs/`, `keys/`,
+/// `users.toml`), made with this build's binary.
+fn prepared_checkout(dir: &Path) -> PathBuf {
+    let checkout = dir.join("checkout");
+    copy_tree(&repo().join("docker"), &checkout.join("docker"));
+    for args in [
+        vec![
+            "dev-cert",
+            "--cert",
+            "certs/localhost.pem",
+            "--key",
+            "certs/localhost-key.pem",
+        ],
+        vec!["gen-key", "--out", "keys/assertion.pem"],
+    ] {
+        std::fs::create_dir_all(checkout.join(args[2]).parent().unwrap()).unwrap();
+        let out = sessiongate(&args, &checkout, &[]);
+        assert!(out.ok, "{args:?}: {}", out.text());
+    }
+    std::fs::write(checkout.join("users.toml"), users_toml()).unwrap();
+    checkout
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    }
+}
+
+/// The runtime stage's `COPY <file> /etc/sessiongate/...` lines: what the image carries in
+/// its configuration directory before anything is mounted.
+fn image_files() -> Vec<(String, String)> {
+    let dockerfile = read("Dockerfile");
+    let runtime = dockerfile.rsplit("\nFROM ").next().unwrap();
+    runtime
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--"))
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() == 2 && w[1].starts_with("/etc/sessiongate/"))
+                .then(|| (w[0].to_string(), w[1].to_string()))
+        })
+        .collect()
+}
+
+/// The container's `/etc/sessiongate`, laid out under `root` from the image's own files and
+/// the `mounts` (`(host path, container path)`; host paths relative to `checkout`); checks
+/// that every mounted host path exists. Returns the container's configuration file there.
+fn container_tree(root: &Path, checkout: &Path, mounts: &[(String, String)]) -> PathBuf {
+    for (src, dest) in image_files() {
+        copy_tree(&repo().join(src), &root.join(dest.trim_start_matches('/')));
+    }
+    for (src, dest) in mounts {
+        let host = checkout.join(src.trim_start_matches("./"));
+        assert!(
+            host.exists(),
+            "{src} is mounted at {dest}, but the documented steps make no such file"
+        );
+        copy_tree(&host, &root.join(dest.trim_start_matches('/')));
+    }
+    root.join("etc/sessiongate/gateway.toml")
+}
+
+/// `check-config` of the container's configuration as the container would read it, with
+/// `env` names set to fresh secrets; must pass.
+fn container_config_checks(config: &Path, env_names: &[String], what: &str) -> toml::Value {
+    let secrets: Vec<(String, String)> = env_names
+        .iter()
+        .map(|n| (n.clone(), random_secret()))
+        .collect();
+    let env: Vec<(&str, &str)> = secrets
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let args = ["check-config".as_ref(), "-c".as_ref(), config.as_os_str()];
+    let out = sessiongate(&args, config.parent().unwrap(), &env);
+    assert!(
+        out.ok,
+        "{what}: check-config of the container's configuration fails:\n{}",
+        out.text()
+    );
+    let text = std::fs::read_to_string(config).unwrap();
+    let cfg: toml::Value = toml::from_str(&text).unwrap();
+    for key in ["listen", "redirect_listen"] {
+        let addr = cfg["server"][key].as_str().unwrap_or("");
+        assert!(
+            addr.starts_with("0.0.0.0:"),
+            "{what}: server.{key} = {addr:?}: a container must listen on every interface"
+        );
+    }
+    cfg
+}
+
+/// `docker run …` in the README's Docker section: its `-v SRC:DST[:ro]` and `-e NAME`.
+fn readme_docker_run() -> (Vec<(String, String)>, Vec<String>) {
+    let readme = read("README.md");
+    let section = readme
+        .split("\n## Docker\n")
+        .nth(1)
+        .expect("README has a Docker section");
+    let joined = section.replace("\\\n", " ");
+    let run = joined
+        .lines()
+        .find(|l| l.trim_start().starts_with("docker run -p"))
+        .expect("the Docker section has a `docker run -p …` command");
+    let words: Vec<String> = run
+        .split_whitespace()
+        .map(|w| w.trim_matches('"').replace("$PWD/", "./"))
+        .collect();
+    let (mut mounts, mut env) = (Vec::new(), Vec::new());
+    for pair in words.windows(2) {
+        match pair[0].as_str() {
+            "-v" => {
+                let mut parts = pair[1].split(':');
+                let (src, dest) = (parts.next().unwrap(), parts.next().unwrap());
+                mounts.push((src.to_string(), dest.to_string()));
+            }
+            "-e" => env.push(pair[1].clone()),
+            _ => {}
+        }
+    }
+    (mounts, env)
+}
+
+#[test]
+fn the_readme_docker_run_mounts_everything_the_image_configuration_needs() {
+    let (mounts, env) = readme_docker_run();
+    assert!(
+        mounts.iter().any(|(_, d)| d == "/etc/sessiongate/keys"),
+        "the keys/ directory is mounted: {mounts:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = prepared_checkout(dir.path());
+    let config = container_tree(&dir.path().join("image"), &checkout, &mounts);
+    container_config_checks(&config, &env, "README docker run");
+}
+
+#[test]
+fn the_dockerfile_pins_its_bases_runs_as_non_root_and_checks_its_health() {
+    let dockerfile = read("Dockerfile");
+    let froms: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(froms.len(), 2, "a build and a runtime stage: {froms:?}");
+    for image in &froms {
+        let tag = image.split_once(':').map(|(_, t)| t).unwrap_or("");
+        let version = tag.split('-').next().unwrap_or("");
+        assert!(
+            version.split('.').count() >= 2 && version.split('.').all(|p| p.parse::<u32>().is_ok()),
+            "{image}: a base image pinned to an exact release (rust:1.95.0-…, debian:12.15-slim)"
+        );
+    }
+    let runtime = dockerfile.rsplit("\nFROM ").next().unwrap();
+    let user = runtime
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("the runtime stage sets USER");
+    assert!(
+        !user.starts_with("root") && !user.starts_with('0'),
+        "USER {user}"
+    );
+    assert!(
+        runtime.contains("HEALTHCHECK") && runtime.contains("\"healthcheck\"]"),
+        "a HEALTHCHECK running `sessiongate healthcheck`"
+    );
+    assert!(
+        runtime.contains("ENV SESSIONGATE_CONFIG=/etc/sessiongate/gateway.toml"),
+        "run and healthcheck read the same file"
+    );
+    let ignore = read(".dockerignore");
+    for must in ["target", ".git", "**/node_modules"] {
+        assert!(
+            ignore.lines().any(|l| l.trim() == must),
+            ".dockerignore keeps out {must}"
+        );
+    }
+}
