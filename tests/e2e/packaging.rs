@@ -1,15 +1,17 @@
 //! What ships beside the binary, checked against the binary: the container image's
-//! configuration and the README's `docker run`. (`scripts/docker-check` builds and starts the
-//! image itself.)
+//! configuration and the README's `docker run`, and the systemd unit. (`scripts/docker-check`
+//! builds and starts the image itself.)
 //!
 //! Failures covered:
 //! - a `docker run` (README) that does not mount a file the image's configuration needs (the
 //!   `keys/` directory once), or mounts one nobody makes; an image configuration that does not
 //!   listen on every interface of the container, or fails `check-config`;
 //! - a Dockerfile that floats its base images (`latest`, a bare major), runs as root, or has
-//!   no health check.
+//!   no health check;
+//! - a systemd unit `systemd-analyze verify` warns about, or that drops the sandboxing.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use crate::harness::*;
 
@@ -208,4 +210,50 @@ fn the_dockerfile_pins_its_bases_runs_as_non_root_and_checks_its_health() {
             ".dockerignore keeps out {must}"
         );
     }
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_keeps_its_sandboxing() {
+    let unit = read("contrib/sessiongate.service");
+    let tool = "systemd-analyze";
+    assert!(
+        Command::new(tool).arg("--version").output().is_ok(),
+        "{tool} is missing: apt-get install systemd (scripts/test installs it)"
+    );
+    // The unit runs /usr/local/bin/sessiongate; verify resolves the command, so the copy
+    // verified names this build's binary there instead.
+    assert!(unit.contains("ExecStart=/usr/local/bin/sessiongate run -c "));
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("sessiongate.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/sessiongate", bin())).unwrap();
+    let out = Command::new(tool)
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "systemd-analyze verify contrib/sessiongate.service:\n{text}"
+    );
+    let out = Command::new(tool)
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for sessiongate.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(
+        score <= 2.0,
+        "systemd-analyze security rates the unit {score} (docs/production.md says 1.7):\n{text}"
+    );
 }
