@@ -1,17 +1,21 @@
 //! What ships beside the binary, checked against the binary: the container image's
-//! configuration and the README's `docker run`, and the systemd unit. (`scripts/docker-check`
-//! builds and starts the image itself.)
+//! configuration and the README's `docker run`, `docker-compose.yml` and its HAProxy, and the
+//! systemd unit. (`scripts/docker-check` builds and starts the image itself.)
 //!
 //! Failures covered:
-//! - a `docker run` (README) that does not mount a file the image's configuration needs (the
-//!   `keys/` directory once), or mounts one nobody makes; an image configuration that does not
-//!   listen on every interface of the container, or fails `check-config`;
+//! - a `docker run` (README) or compose service that does not mount a file its configuration
+//!   needs (the `keys/` directory once), or mounts one nobody makes; an image configuration
+//!   that does not listen on every interface of the container, or fails `check-config`;
 //! - a Dockerfile that floats its base images (`latest`, a bare major), runs as root, or has
 //!   no health check;
+//! - a compose file that does not parse, an unpinned image, an HAProxy configuration HAProxy
+//!   refuses or a load balancer the gateways do not trust;
 //! - a systemd unit `systemd-analyze verify` warns about, or that drops the sandboxing.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
 
 use crate::harness::*;
 
@@ -212,6 +216,108 @@ fn the_dockerfile_pins_its_bases_runs_as_non_root_and_checks_its_health() {
     }
 }
 
+/// `docker-compose.yml` as JSON (python3's yaml reads it).
+fn compose() -> Value {
+    let out = Command::new(python_with("yaml", "python3-yaml"))
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
+        ])
+        .stdin(std::fs::File::open(repo().join("docker-compose.yml")).unwrap())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("python3 (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "docker-compose.yml does not parse (or python3-yaml is missing: apt-get install \
+         python3-yaml):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_compose_file_parses_and_each_instance_gets_what_its_configuration_needs() {
+    let doc = compose();
+    let services = doc["services"].as_object().expect("services");
+    for name in ["redis", "app", "gateway-a", "gateway-b", "lb"] {
+        assert!(services.contains_key(name), "service {name}");
+    }
+    for (name, s) in services {
+        if s.get("build").is_some() {
+            continue; // built from this repository's Dockerfile
+        }
+        let image = s["image"].as_str().unwrap_or("");
+        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+        assert!(
+            !tag.is_empty() && tag != "latest" && tag.chars().any(|c| c.is_ascii_digit()),
+            "service {name}: image {image:?} is not pinned"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = prepared_checkout(dir.path());
+    let mut lb_address = None;
+    if let Some(nets) = services["lb"]["networks"].as_object() {
+        lb_address = nets
+            .values()
+            .find_map(|n| n["ipv4_address"].as_str().map(String::from));
+    }
+    let lb_address = lb_address.expect("the load balancer has a fixed address");
+    for name in ["gateway-a", "gateway-b"] {
+        let s = &services[name];
+        let mounts: Vec<(String, String)> = s["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                let v = v.as_str().unwrap();
+                let mut p = v.split(':');
+                (p.next().unwrap().to_string(), p.next().unwrap().to_string())
+            })
+            .collect();
+        let env: Vec<String> = s["environment"]
+            .as_object()
+            .expect("environment")
+            .keys()
+            .cloned()
+            .collect();
+        let root = dir.path().join(name);
+        let config = container_tree(&root, &checkout, &mounts);
+        let cfg = container_config_checks(&config, &env, name);
+        let trusted: Vec<&str> = cfg["server"]["trusted_proxies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert!(
+            trusted.contains(&lb_address.as_str()),
+            "{name}: the load balancer {lb_address} is not in trusted_proxies {trusted:?}"
+        );
+        assert_eq!(cfg["store"]["kind"].as_str(), Some("redis"), "{name}");
+    }
+    // The load balancer's configuration is mounted from the repository and HAProxy takes it.
+    let lb_cfg = services["lb"]["volumes"][0].as_str().unwrap();
+    let host = lb_cfg.split(':').next().unwrap().trim_start_matches("./");
+    let out = Command::new("haproxy")
+        .args(["-c", "-f"])
+        .arg(repo().join(host))
+        .output()
+        .expect("haproxy (scripts/test installs it)");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "haproxy -c {host}:\n{text}");
+    for line in text
+        .lines()
+        .filter(|l| l.contains("[WARNING]") || l.contains("[ALERT]"))
+    {
+        assert!(
+            line.contains("could not resolve address"),
+            "haproxy -c {host}: {line}\n(only the compose service names may be unknown here)"
+        );
+    }
+}
+
 #[test]
 fn the_systemd_unit_verifies_and_keeps_its_sandboxing() {
     let unit = read("contrib/sessiongate.service");
@@ -256,4 +362,19 @@ fn the_systemd_unit_verifies_and_keeps_its_sandboxing() {
         score <= 2.0,
         "systemd-analyze security rates the unit {score} (docs/production.md says 1.7):\n{text}"
     );
+}
+
+/// A python3 (the one on PATH, else Debian's) that imports `modules`.
+fn python_with(modules: &str, packages: &str) -> String {
+    for py in ["python3", "/usr/bin/python3"] {
+        let ok = Command::new(py)
+            .args(["-c", &format!("import {modules}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return py.to_string();
+        }
+    }
+    panic!("no python3 imports {modules}: apt-get install {packages} (scripts/test installs them)");
 }
