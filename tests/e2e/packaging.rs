@@ -1,6 +1,7 @@
 //! What ships beside the binary, checked against the binary: the container image's
-//! configuration and the README's `docker run`, `docker-compose.yml` and its HAProxy, and the
-//! systemd unit. (`scripts/docker-check` builds and starts the image itself.)
+//! configuration and the README's `docker run`, `docker-compose.yml` and its HAProxy, the
+//! systemd unit, and the assertion verifiers of `docs/production.md` run against a real
+//! gateway's assertion. (`scripts/docker-check` builds and starts the image itself.)
 //!
 //! Failures covered:
 //! - a `docker run` (README) or compose service that does not mount a file its configuration
@@ -10,11 +11,15 @@
 //!   no health check;
 //! - a compose file that does not parse, an unpinned image, an HAProxy configuration HAProxy
 //!   refuses or a load balancer the gateways do not trust;
-//! - a systemd unit `systemd-analyze verify` warns about, or that drops the sandboxing.
+//! - a systemd unit `systemd-analyze verify` warns about, or that drops the sandboxing;
+//! - documented assertion verifiers that do not verify the gateway's assertion, or accept a
+//!   tampered one or one for another audience.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use base64::Engine as _;
 use serde_json::Value;
 
 use crate::harness::*;
@@ -377,4 +382,116 @@ fn python_with(modules: &str, packages: &str) -> String {
         }
     }
     panic!("no python3 imports {modules}: apt-get install {packages} (scripts/test installs them)");
+}
+
+/// Run a verifier `cmd` with `token` on standard input.
+fn verifier(
+    cmd: &[&str],
+    token: &str,
+    args: &[&str],
+    env: &BTreeMap<&str, String>,
+) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .args(args)
+        .envs(env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test]
+async fn the_documented_verifiers_accept_the_gateways_assertion_and_refuse_forgeries() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("assertion.pem");
+    let out = sessiongate(
+        &["gen-key", "--out", key.to_str().unwrap()],
+        keys.path(),
+        &[],
+    );
+    assert!(out.ok, "{}", out.text());
+    let gw = Gateway::start(GatewayConfig::new().set(
+        "keys",
+        "assertion_key_file",
+        &format!("\"{}\"", key.display()),
+    ))
+    .await;
+    let s = gw.login_alice().await;
+    let echo = Echo::from(gw.get_with("/private/verify-me", &s.cookie_header()).await).await;
+    let token = echo
+        .header("x-auth-assertion")
+        .expect("an assertion")
+        .to_string();
+    // The JWKS as an app fetches it: over HTTPS from the gateway, trusting the test CA.
+    let jwks = format!("https://localhost:{}/.auth/jwks.json", gw.https.port());
+    let ca = gw.dir.path().join("ca.pem").display().to_string();
+    let env = BTreeMap::from([("SSL_CERT_FILE", ca.clone()), ("NODE_EXTRA_CA_CERTS", ca)]);
+    let python = python_with("jwt, cryptography", "python3-jwt python3-cryptography");
+    let py_script = repo().join("docs/examples/verify_assertion.py");
+    let node_script = repo().join("docs/examples/verify-assertion.mjs");
+    let verifiers: [(&str, Vec<&str>); 2] = [
+        ("python", vec![python.as_str(), py_script.to_str().unwrap()]),
+        ("node", vec!["node", node_script.to_str().unwrap()]),
+    ];
+    let issuer = gw.origin();
+    // One character of the signature changed, away from its end (the last character of a
+    // 64-byte signature carries padding bits a decoder may drop).
+    let at = token.len() - 10;
+    let flipped = if &token[at..=at] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{flipped}{}", &token[..at], &token[at + 1..]);
+    // Another payload under the real signature: the subject changed to bob.
+    let parts: Vec<&str> = token.split('.').collect();
+    let claims = jwt_claims(&token);
+    let mut forged_claims = claims.clone();
+    forged_claims["sub"] = "bob".into();
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged_claims.to_string()),
+        parts[2]
+    );
+    for (name, cmd) in &verifiers {
+        let (ok, out) = verifier(cmd, &token, &[&jwks, "upstream", &issuer], &env);
+        assert!(ok, "{name}: the gateway's assertion is refused: {out}");
+        let got: Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("{name}: not the claims as JSON ({e}): {out}"));
+        assert_eq!(got["sub"], "alice", "{name}: {got}");
+        assert_eq!(got["roles"], claims["roles"], "{name}: {got}");
+        assert_eq!(got["sid"], echo.header("x-auth-session").unwrap(), "{name}");
+
+        for (what, bad, audience) in [
+            ("a tampered signature", tampered.as_str(), "upstream"),
+            (
+                "another subject under the signature",
+                forged.as_str(),
+                "upstream",
+            ),
+            ("another audience", token.as_str(), "another-app"),
+        ] {
+            let (ok, out) = verifier(cmd, bad, &[&jwks, audience, &issuer], &env);
+            assert!(!ok, "{name} accepts {what}: {out}");
+            assert!(out.contains("refused"), "{name}, {what}: {out}");
+        }
+        let (ok, out) = verifier(
+            cmd,
+            &token,
+            &[&jwks, "upstream", "https://evil.example"],
+            &env,
+        );
+        assert!(!ok, "{name} accepts another issuer: {out}");
+    }
 }
