@@ -34,7 +34,7 @@ FROM debian:12.15-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --home-dir /nonexistent --no-create-home \
+    && useradd --uid 10001 --user-group --home-dir /nonexistent --no-create-home \
        --shell /usr/sbin/nologin sessiongate
 COPY --from=build /out/sessiongate /usr/local/bin/sessiongate
 COPY docker/gateway.toml /etc/sessiongate/gateway.toml
