@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # sessiongate's container image: a release build in the Rust image, run from Debian slim as an
-# unprivileged user (README, "Docker").
+# unprivileged user (README, "Docker"). scripts/docker-check verifies this file on a machine
+# without Docker.
 #
 #   docker build --build-arg SESSIONGATE_REVISION=$(git rev-parse --short=12 HEAD) -t sessiongate .
 #
