@@ -14,6 +14,7 @@ pub mod dev;
 pub(crate) mod framing_guard;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod healthcheck;
 pub mod login;
 pub(crate) mod metrics;
 pub(crate) mod oidc;
@@ -31,4 +32,5 @@ pub mod sessions;
 pub mod store;
 pub(crate) mod tokens;
 pub mod util;
+pub mod version;
 pub mod web;

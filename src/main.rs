@@ -17,7 +17,7 @@ use sessiongate::preflight::{self, Checked};
 #[derive(Parser)]
 #[command(
     name = "sessiongate",
-    version,
+    version = sessiongate::version::LONG,
     about = "A TLS-terminating reverse proxy that owns the sessions of the apps behind it"
 )]
 struct Cli {
@@ -56,6 +56,14 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Exit 0 when the running gateway is ready: `GET /readyz` on `server.admin_listen`
+    /// answers 200 (for container health checks). Reads only that key of the configuration,
+    /// so it needs none of the secrets.
+    Healthcheck {
+        /// Give up after this long (connect and answer).
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Tell the running gateway to reload its configuration: SIGHUP to the pid in
     /// `server.pid_file`.
     Reload,
@@ -91,6 +99,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::GenKey { out } => gen_key(out.as_deref()),
+        Cmd::Healthcheck { timeout } => healthcheck(&config, timeout),
         Cmd::Reload => signal_reload(&config),
         Cmd::DevCert { cert, key, force } => dev_cert(&cert, &key, force),
     }
@@ -262,6 +271,21 @@ impl sessiongate::server::reload::Reload for FromFiles {
             if let Err(e) = handle.reload(level) {
                 tracing::warn!(error = %e, "log.level: cannot apply the new level");
             }
+        }
+    }
+}
+
+/// `sessiongate healthcheck`: one line, exit 0 when ready and 1 otherwise (what container
+/// health checks read: 0 healthy, 1 unhealthy).
+fn healthcheck(config: &Path, timeout: std::time::Duration) -> ExitCode {
+    match sessiongate::healthcheck::run(config, timeout) {
+        Ok(line) => {
+            println!("healthy: {line}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("unhealthy: {why}");
+            ExitCode::FAILURE
         }
     }
 }

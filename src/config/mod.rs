@@ -604,6 +604,8 @@ pub fn load(path: &Path, opts: LoadOptions) -> Result<Config, ConfigErrors> {
 #[cfg(test)]
 mod oidc_tests;
 #[cfg(test)]
+mod reference_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tls_tests;
