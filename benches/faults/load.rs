@@ -162,6 +162,9 @@ pub struct Tally {
     pub sessions: u64,
     /// Logouts whose cookies were then checked and refused.
     pub revocations_checked: u64,
+    /// Requests sent in one phase and answered in another: in flight when the fault began or
+    /// ended, so judged as the fault phase's.
+    pub crossed: u64,
 }
 
 impl Tally {
@@ -173,6 +176,7 @@ impl Tally {
         self.sessions_lost += other.sessions_lost;
         self.sessions += other.sessions;
         self.revocations_checked += other.revocations_checked;
+        self.crossed += other.crossed;
     }
     pub fn phase(&self, p: Phase) -> &PhaseTally {
         &self.phases[p as usize]
@@ -365,6 +369,22 @@ impl User {
     /// the next one, as a client-side balancer does; it is an outcome only when no instance
     /// is left.
     async fn send(
+        &mut self,
+        same: bool,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> (Phase, Duration, Answer) {
+        let (began, elapsed, answer) = self.send_once(same, build).await;
+        // A request in flight when the fault began (or ended) met the fault: judge it there.
+        // Phases only move forward, so a different phase at the end means it crossed one.
+        let ended = Phase::from_u8(self.phase.load(Ordering::SeqCst));
+        if ended != began {
+            self.tally.crossed += 1;
+            return (Phase::Fault, elapsed, answer);
+        }
+        (began, elapsed, answer)
+    }
+
+    async fn send_once(
         &mut self,
         same: bool,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,

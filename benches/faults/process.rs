@@ -192,11 +192,24 @@ async fn probe_while_draining(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    match tokio::time::timeout(Duration::from_secs(1), tls_to(https, tls, None)).await {
-        Err(_) => Probe::Hung,
-        Ok(Ok(_)) => Probe::Served,
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Probe::Refused,
-        Ok(Err(e)) => Probe::Failed(e.to_string()),
+    // The line is written as the drain begins, a moment before the listeners are closed:
+    // a connection in that moment is still served. Try again for up to a second; what the
+    // last attempt got is the answer.
+    let t1 = Instant::now();
+    loop {
+        let got =
+            match tokio::time::timeout(Duration::from_secs(1), tls_to(https, tls.clone(), None))
+                .await
+            {
+                Err(_) => Probe::Hung,
+                Ok(Ok(_)) => Probe::Served,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Probe::Refused,
+                Ok(Err(e)) => Probe::Failed(e.to_string()),
+            };
+        if got == Probe::Refused || t1.elapsed() > Duration::from_secs(1) {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

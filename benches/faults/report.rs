@@ -107,11 +107,13 @@ impl Report {
             );
         }
         println!(
-            "fault window {:.1} s; sessions {} started, {} lost; logouts checked refused: {}",
+            "fault window {:.1} s; sessions {} started, {} lost; logouts checked refused: {}; \
+             in flight across a phase change (judged as fault): {}",
             self.fault_window.as_secs_f64(),
             self.tally.sessions,
             self.tally.sessions_lost,
-            self.tally.revocations_checked
+            self.tally.revocations_checked,
+            self.tally.crossed
         );
         for n in &self.notes {
             println!("  {n}");

@@ -22,7 +22,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -47,6 +47,48 @@ use crate::runtime::{ConnCtx, Runtime};
 /// go away before it is dropped: a client that answers neither GOAWAY nor the PING after it
 /// does not keep its slot.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
+
+/// How long an HTTP/1.1 connection stays open once its listener drains, answering with
+/// `Connection: close`, before it is closed if idle (at most half of `server.shutdown_grace`).
+const LAME_DUCK: Duration = Duration::from_secs(1);
+
+/// How an HTTP/1.1 connection closes when its listener drains: as a load balancer's lame
+/// duck. HTTP/1.1 has no GOAWAY, and closing an idle keep-alive connection at once races a
+/// client that has just written its next request on it: the request is lost ("connection
+/// closed before message completed"), and a client cannot know whether it was acted on, so it
+/// does not retry it (a POST never). So every response from then on says `Connection: close`
+/// (the client's next request opens a new connection, which the closed listener refuses: it
+/// goes elsewhere), and only a connection still idle after [`LAME_DUCK`] is closed, when its
+/// client is least likely to be writing. A request in flight is finished either way.
+pub(crate) struct LameDuck {
+    closing: Arc<AtomicBool>,
+    wait: Duration,
+}
+
+impl LameDuck {
+    pub(crate) fn new(shutdown_grace: Duration) -> LameDuck {
+        LameDuck {
+            closing: Arc::new(AtomicBool::new(false)),
+            wait: LAME_DUCK.min(shutdown_grace / 2),
+        }
+    }
+
+    /// The flag the service reads: set once the listener drains.
+    pub(crate) fn flag(&self) -> Arc<AtomicBool> {
+        self.closing.clone()
+    }
+}
+
+/// While the connection is a lame duck, tell the client this response is its last on it (a
+/// `101` switches protocols: nothing to close).
+pub(crate) fn mark_last(closing: &AtomicBool, resp: &mut hyper::Response<Body>) {
+    if closing.load(Ordering::Relaxed) && resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+}
 
 /// Serve one connection whose TLS handshake is done, until it ends.
 pub(crate) async fn serve(
@@ -95,13 +137,17 @@ async fn serve_h1(
     let framing = Arc::new(FramingLog::default());
     let ctx = conn_ctx(&rt, peer, Some(framing.clone()));
     let io = FramingGuard::new(tls, s.max_header_bytes, framing.clone());
+    let lame_duck = LameDuck::new(s.shutdown_grace);
+    let closing = lame_duck.flag();
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let (rt, ctx, framing) = (live.runtime(), ctx.clone(), framing.clone());
+        let closing = closing.clone();
         let method = req.method().clone();
         async move {
-            let resp = crate::service::handle(rt, ctx, req).await;
+            let mut resp = crate::service::handle(rt, ctx, req).await;
             // The guard stays on until hyper really stops reading HTTP (a `101`).
             framing.on_response(&method, resp.status());
+            mark_last(&closing, &mut resp);
             Ok::<_, Infallible>(resp)
         }
     });
@@ -112,7 +158,7 @@ async fn serve_h1(
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
-    drive(conn, drain, None).await
+    drive(conn, drain, Close::LameDuck(lame_duck)).await
 }
 
 async fn serve_h2(
@@ -148,7 +194,7 @@ async fn serve_h2(
         first_request: s.header_read_timeout,
         idle: s.http2_idle_timeout,
     };
-    drive(conn, drain, Some(idle)).await
+    drive(conn, drain, Close::Idle(idle)).await
 }
 
 /// How a connection ended.
@@ -162,22 +208,36 @@ pub(crate) enum Ended {
     Unresponsive,
 }
 
-/// Serve `conn` to its end. A graceful close starts when the listener drains, or when `idle`
-/// (HTTP/2) says the connection has been idle too long; the connection is dropped when it sent
-/// no request in time, or did not go away after a graceful close.
-pub(crate) async fn drive<C: GracefulConn>(
-    conn: C,
-    mut drain: DrainWatch,
-    idle: Option<Idle>,
-) -> Ended {
+/// How a connection closes when its listener drains, beside hyper's own deadlines.
+pub(crate) enum Close {
+    /// Close gracefully at once (a plain listener: the admin and redirect listeners).
+    AtOnce,
+    /// HTTP/1.1 on the HTTPS listener: see [`LameDuck`].
+    LameDuck(LameDuck),
+    /// HTTP/2: GOAWAY at once; also closed when idle too long (see [`Idle`]).
+    Idle(Idle),
+}
+
+/// Serve `conn` to its end. A graceful close starts when the listener drains (at once, or
+/// after the lame duck's wait), or when the HTTP/2 `idle` clock says the connection has been
+/// idle too long; the connection is dropped when it sent no request in time, or did not go
+/// away after a graceful close.
+pub(crate) async fn drive<C: GracefulConn>(conn: C, mut drain: DrainWatch, close: Close) -> Ended {
+    let (idle, lame_duck) = match close {
+        Close::AtOnce => (None, None),
+        Close::LameDuck(l) => (None, Some(l)),
+        Close::Idle(i) => (Some(i), None),
+    };
     let mut conn = std::pin::pin!(conn);
     let mut draining = false;
     // Set once a graceful close has started (HTTP/2 only: HTTP/1 closes by itself).
     let mut close_by: Option<Instant> = None;
+    // A lame duck's graceful close, once its wait is over.
+    let mut shut_at: Option<Instant> = None;
     loop {
         let now = Instant::now();
         let wake = match &idle {
-            None => None,
+            None => shut_at,
             Some(idle) => match (idle.verdict(now), close_by) {
                 (Verdict::Busy, _) => None,
                 (Verdict::Unused, _) => return Ended::NoRequest,
@@ -198,6 +258,11 @@ pub(crate) async fn drive<C: GracefulConn>(
                 }
             },
         };
+        if shut_at.is_some_and(|t| now >= t) {
+            shut_at = None;
+            conn.as_mut().graceful_shutdown();
+            continue;
+        }
         let changed = async {
             match &idle {
                 Some(idle) => idle.streams.changed.notified().await,
@@ -214,7 +279,10 @@ pub(crate) async fn drive<C: GracefulConn>(
             _ = conn.as_mut() => return Ended::Closed,
             _ = drain.draining(), if !draining => {
                 draining = true;
-                if close_by.is_none() {
+                if let Some(l) = &lame_duck {
+                    l.closing.store(true, Ordering::Relaxed);
+                    shut_at = Some(Instant::now() + l.wait);
+                } else if close_by.is_none() {
                     conn.as_mut().graceful_shutdown();
                     if idle.is_some() {
                         close_by = Some(Instant::now() + CLOSE_GRACE);

@@ -91,7 +91,7 @@ pub async fn serve(
                 .header_read_timeout(timeout)
                 .max_buf_size(16 * 1024)
                 .serve_connection(TokioIo::new(tcp), svc);
-            super::conn::drive(conn, watch, None).await;
+            super::conn::drive(conn, watch, super::conn::Close::AtOnce).await;
             drop(slot);
         });
     }

@@ -624,3 +624,95 @@ async fn shutdown_refuses_new_connections_while_it_drains() {
         "new connections were accepted while the gateway drained: {accepted:?}"
     );
 }
+
+/// While the gateway drains, an HTTP/1.1 keep-alive connection is a lame duck: a request its
+/// client writes on it is answered, with `Connection: close`, and the connection closes after
+/// the answer; a connection left idle is closed a moment later. HTTP/1.1 has no GOAWAY:
+/// closing an idle keep-alive connection at once loses the request a client is writing on it
+/// at that moment (it cannot tell whether it was acted on, so it does not retry it).
+#[tokio::test]
+async fn shutdown_answers_a_request_written_on_a_keep_alive_connection_then_closes_it() {
+    let mut gw =
+        Gateway::start(GatewayConfig::new().set("server", "shutdown_grace", "\"20s\"")).await;
+    let head = format!(
+        "GET /public/x HTTP/1.1\r\nHost: {}\r\n\r\n",
+        gw.host_header()
+    );
+    let mut writes = gw.raw_connect().await;
+    let mut stays_idle = gw.raw_connect().await;
+    for s in [&mut writes, &mut stays_idle] {
+        s.write_all(head.as_bytes()).await.unwrap();
+        let r = read_response(s, true).await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("connection"), None, "kept alive before the drain");
+    }
+    // In flight while the gateway drains, so that the drain lasts.
+    let (client, url) = (gw.client.clone(), gw.url("/public/slow?ms=3000"));
+    let slow =
+        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.journal().await.iter().any(|e| e.path == "/public/slow") {
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never reached the app"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stderr_log = gw.stderr_log.clone();
+    let during = async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !std::fs::read_to_string(&stderr_log)
+            .unwrap_or_default()
+            .contains("shutting down")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the gateway never logged its shutdown"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The drain has begun (or begins a moment after the line): a request written now.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writes.write_all(head.as_bytes()).await.unwrap();
+        let answered = read_response(&mut writes, true).await;
+        let closed_after = hold(
+            &mut writes,
+            b"",
+            b"",
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+        )
+        .await;
+        let idle_closed = hold(
+            &mut stays_idle,
+            b"",
+            b"",
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+        )
+        .await;
+        (answered, closed_after, idle_closed)
+    };
+    let ((answered, closed_after, idle_closed), ()) = tokio::join!(during, gw.stop());
+    let answered =
+        answered.expect("a request written on a keep-alive connection during the drain was lost");
+    assert_eq!(answered.status, 200);
+    assert_eq!(
+        answered.header("connection"),
+        Some("close"),
+        "the answer during the drain tells the client to go elsewhere"
+    );
+    assert!(
+        closed_after.is_some_and(|d| d < Duration::from_secs(1)),
+        "the connection closes after that answer: {closed_after:?}"
+    );
+    assert!(
+        idle_closed.is_some(),
+        "an idle keep-alive connection is closed during the drain"
+    );
+    assert_eq!(
+        slow.await.unwrap().ok(),
+        Some(200),
+        "the request in flight is answered"
+    );
+}
