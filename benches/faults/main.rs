@@ -12,7 +12,7 @@
 //!
 //! Run: `cargo bench --bench faults` (every scenario, a few minutes), `cargo bench --bench
 //! faults -- redis-restart upstream-restart` (those), `cargo bench --bench faults -- --list`.
-//! An experiment (`sigterm-h1-race`) runs only when named.
+//! The soak runs only when named.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a finding
 
@@ -72,10 +72,10 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "sigterm-h1-race",
-            about: "experiment, only when named: 32 HTTP/1.1 keep-alive clients, no think \
-                    time, one instance stopped with SIGTERM",
+            about: "32 HTTP/1.1 keep-alive clients, no think time, one instance stopped with \
+                    SIGTERM: no request written on a connection the drain closes",
             run: || Box::pin(process::sigterm_h1_race()),
-            default: false,
+            default: true,
         },
         Scenario {
             name: "slowloris-and-idle",

@@ -467,12 +467,13 @@ fn race_client(gw: &Gateway, i: usize, term: &Arc<AtomicBool>) -> JoinHandle<Vec
     })
 }
 
-/// Experiment (run only when named): HTTP/1.1 keep-alive clients sending back to back to one
-/// instance (memory store, public route) when it gets SIGTERM. Its drain closes each idle
-/// keep-alive connection at once; a request the client wrote as that close crossed it is
-/// never read, and the client sees the connection end without an answer. Each failed request
-/// is looked up in the app's journal: one the gateway forwarded must have been answered.
-/// A connection refused after the listener closed ends a client (allowed after SIGTERM).
+/// HTTP/1.1 keep-alive clients sending back to back to one instance (memory store, public
+/// route) when it gets SIGTERM. A drain that closes an idle keep-alive connection at once
+/// races the request its client is writing on it: never read, and the client sees the
+/// connection end without an answer (`0-5` per stop before the drain became a lame duck, see
+/// `server::conn::LameDuck`). Each failed request is looked up in the app's journal: one the
+/// gateway forwarded must have been answered. A connection refused after the listener closed
+/// ends a client (allowed after SIGTERM).
 pub async fn sigterm_h1_race() -> Report {
     let mut gw = Gateway::start(config(StoreSpec::Memory).set(
         "server",

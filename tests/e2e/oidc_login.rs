@@ -1034,8 +1034,8 @@ async fn after_the_provider_rotates_its_keys_the_next_sign_in_still_works() {
     assert_eq!(me(&second).await.1["sub"], "sub-alice");
     assert_eq!(me(&first).await.0, 200, "the first session survives");
     assert!(
-        gw.stderr_plain()
-            .contains("fetched the provider's keys again"),
+        gw.stderr_shows("fetched the provider's keys again", Duration::from_secs(5))
+            .await,
         "{}",
         gw.stderr_plain()
     );

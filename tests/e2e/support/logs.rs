@@ -34,6 +34,20 @@ impl Gateway {
         }
         out
     }
+    /// Wait up to `within` for `needle` in [`Gateway::stderr_plain`] (a log line is written a
+    /// moment after the answer it goes with); whether it came.
+    pub async fn stderr_shows(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.stderr_plain().contains(needle) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     pub fn audit_text(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.audit_log).unwrap_or_default()).into_owned()
     }
