@@ -21,8 +21,12 @@
 //! (GOAWAY and its error code, the close, after how many frames and how long, or that it
 //! stopped reading) and what it cost (the gateway's RSS, the users' p99 against the control's).
 //! Pass, for each: the gateway still runs, every user request in the attack's window was
-//! answered as it should be, `/healthz` answers 200, and the gateway's RSS grew by at most
-//! [`RSS_GROWTH_LIMIT_MIB`] during the attack.
+//! answered as it should be, `/healthz` answers 200, and the gateway's peak RSS during the
+//! attack is at most [`RSS_GROWTH_LIMIT_MIB`] above the control run's peak (or above its own
+//! reading before the attack, when that is higher). The control's peak, not a reading just
+//! before the attack: each run's 64 users log in as it starts, and every login hashes its
+//! password with argon2id (19 MiB each, several at once), so the users alone move RSS by
+//! 80 MiB from one moment to the next — what the attack adds is what lies above that.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -531,8 +535,9 @@ pub async fn h2_abuse() -> Report {
     for r in &runs {
         report = report.note(row(r, control_p99));
     }
+    let control_peak = runs[0].rss_peak;
     for r in &runs {
-        report = judge(report, r);
+        report = judge(report, r, control_peak);
     }
     if !report.passed() {
         eprintln!("gateway stderr:\n{}", gw.stderr_text());
@@ -597,13 +602,15 @@ fn row(r: &Run, control_p99: Option<f64>) -> String {
     )
 }
 
-fn judge(report: Report, r: &Run) -> Report {
+fn judge(report: Report, r: &Run, control_peak: u64) -> Report {
     let t = r.tally.phase(Phase::Fault);
-    let growth_mib = r.rss_peak.saturating_sub(r.rss_before) / 1024;
+    let base = r.rss_before.max(control_peak);
+    let growth_mib = r.rss_peak.saturating_sub(base) / 1024;
     let users_ok = t.requests() > 0 && t.count(Outcome::Ok) == t.requests();
     report.check(
         format!(
-            "{}: gateway running {}, /healthz {}, users {}/{} ok, RSS +{growth_mib} MiB (at most {RSS_GROWTH_LIMIT_MIB})",
+            "{}: gateway running {}, /healthz {}, users {}/{} ok, peak RSS +{growth_mib} MiB \
+             over the control's peak (at most {RSS_GROWTH_LIMIT_MIB})",
             r.flood.name(),
             if r.alive { "yes" } else { "NO" },
             r.healthz.map_or("no answer".to_string(), |s| s.to_string()),
