@@ -15,6 +15,7 @@ pub(crate) mod framing_guard;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod healthcheck;
+pub mod logging;
 pub mod login;
 pub(crate) mod metrics;
 pub(crate) mod oidc;

@@ -207,6 +207,7 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!(
+        target: crate::logging::LIFECYCLE,
         grace_ms = live.runtime().cfg.server.shutdown_grace.as_millis() as u64,
         "shutting down: no new connections, draining"
     );
@@ -216,7 +217,7 @@ pub async fn run(
         let _ = t.await;
     }
     drop(pid_file);
-    tracing::info!("stopped");
+    tracing::info!(target: crate::logging::LIFECYCLE, "stopped");
     Ok(())
 }
 

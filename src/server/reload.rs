@@ -154,6 +154,7 @@ fn restart_only(old: &Config, new: &Config) -> Vec<String> {
     );
     check("store", same_store(&old.store, &new.store));
     check("audit.file", old.audit_file == new.audit_file);
+    check("access_log", old.access_log == new.access_log);
     out
 }
 
