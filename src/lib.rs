@@ -2,6 +2,7 @@
 //! it. The README has the request diagram and the source layout; each module documents its
 //! stage. Modules are crate-private unless the binary, the benchmarks or the tests need them.
 
+pub mod access_log;
 pub(crate) mod admin;
 pub(crate) mod assertion;
 pub(crate) mod audit;
@@ -24,6 +25,7 @@ pub mod pipeline;
 pub mod preflight;
 pub(crate) mod proxy;
 pub(crate) mod refusal;
+pub mod request_id;
 pub(crate) mod routing;
 pub mod runtime;
 pub(crate) mod seal;
@@ -32,6 +34,7 @@ pub(crate) mod service;
 pub mod sessions;
 pub mod store;
 pub(crate) mod tokens;
+pub mod trace_context;
 pub mod util;
 pub mod version;
 pub mod web;
