@@ -139,23 +139,27 @@ impl RequestCounters {
     }
 }
 
-/// Histogram buckets: exponential from 0.5 ms, doubling, to the first bound at or past
-/// `longest`, and `longest` itself (the longest upstream timeout: a request that timed out is
-/// in a bucket of its own rather than in `+Inf` with everything slow).
+/// Histogram buckets: exponential from 0.5 ms, doubling, to the first bound past the longest
+/// of `timeouts`, and each of `timeouts` itself (the upstreams' timeouts: a request that timed
+/// out is in a bucket of its own rather than in `+Inf` with everything slow).
 #[derive(Clone)]
 pub struct Buckets(Vec<f64>);
 
 impl Buckets {
-    pub fn reaching(longest: Duration) -> Self {
-        let top = longest.as_secs_f64().max(0.001);
-        let mut b = vec![];
+    pub fn reaching(timeouts: &[Duration]) -> Self {
+        let top = timeouts
+            .iter()
+            .map(Duration::as_secs_f64)
+            .fold(0.001, f64::max);
+        let mut b: Vec<f64> = timeouts.iter().map(Duration::as_secs_f64).collect();
         let mut x = 0.0005;
-        while x < top {
+        while x <= top {
             b.push(x);
             x *= 2.0;
         }
-        b.push(top);
         b.push(x);
+        b.sort_by(f64::total_cmp);
+        b.dedup();
         Self(b)
     }
 }
@@ -215,7 +219,7 @@ pub struct Metrics {
 pub const SESSION_END_REASONS: [&str; 5] = ["logout", "revoked", "idle", "reuse", "admin"];
 
 fn store_buckets() -> Buckets {
-    Buckets::reaching(Duration::from_secs(8))
+    Buckets::reaching(&[Duration::from_secs(8)])
 }
 
 /// Reloads and the login throttle's table: the gateway's own housekeeping.
@@ -251,9 +255,9 @@ fn register_operations(
 }
 
 impl Metrics {
-    /// The metrics of a gateway whose longest upstream timeout is `upstream_timeout` (the
-    /// upstream latency buckets reach it).
-    pub fn new(upstream_timeout: Duration) -> Self {
+    /// The metrics of a gateway whose upstreams time out after `upstream_timeouts` (the
+    /// upstream latency buckets reach each).
+    pub fn new(upstream_timeouts: &[Duration]) -> Self {
         let mut registry = Registry::with_prefix("sessiongate");
         let requests = Family::<RequestLabels, Counter>::default();
         let refreshes = Family::<Outcome, Counter>::default();
@@ -265,7 +269,7 @@ impl Metrics {
         let (reloads, throttle_keys, throttle_swept) = register_operations(&mut registry);
         let store_seconds = Family::<Op, Histogram, Buckets>::new_with_constructor(store_buckets());
         let upstream_seconds = Family::<UpstreamLabel, Histogram, Buckets>::new_with_constructor(
-            Buckets::reaching(upstream_timeout),
+            Buckets::reaching(upstream_timeouts),
         );
         registry.register(
             "requests",
@@ -644,5 +648,41 @@ impl ProcessGauges {
         self.threads
             .set(i64::try_from(p.threads).unwrap_or(i64::MAX));
         self.start.set(p.start_time);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_buckets_reach_every_timeout() {
+        let b = Buckets::reaching(&[Duration::from_secs(30), Duration::from_millis(1500)]).0;
+        assert_eq!(b[0], 0.0005);
+        assert!(b.contains(&1.5) && b.contains(&30.0), "{b:?}");
+        assert!(*b.last().unwrap() > 30.0, "{b:?}");
+        assert!(b.windows(2).all(|w| w[0] < w[1]), "{b:?}");
+    }
+
+    #[test]
+    fn requests_are_counted_by_outcome_status_class_and_upstream() {
+        let m = Metrics::new(&[Duration::from_secs(30)]);
+        let t = m.request_counters(&["app".into()]);
+        t.count(RequestOutcome::Forwarded, 204, Some(0));
+        t.count(RequestOutcome::UpstreamError, 504, Some(0));
+        t.count(RequestOutcome::Refused, 403, None);
+        // A reload's table continues the same series.
+        let again = m.request_counters(&["app".into(), "new".into()]);
+        again.count(RequestOutcome::Forwarded, 200, Some(0));
+        again.count(RequestOutcome::Forwarded, 200, Some(1));
+        let text = m.render();
+        for line in [
+            "sessiongate_requests_total{outcome=\"forwarded\",status_class=\"2xx\",upstream=\"app\"} 2",
+            "sessiongate_requests_total{outcome=\"upstream_error\",status_class=\"5xx\",upstream=\"app\"} 1",
+            "sessiongate_requests_total{outcome=\"refused\",status_class=\"4xx\",upstream=\"-\"} 1",
+            "sessiongate_requests_total{outcome=\"forwarded\",status_class=\"2xx\",upstream=\"new\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
     }
 }

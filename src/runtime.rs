@@ -62,13 +62,8 @@ impl Runtime {
         access_log: AccessLog,
         clock: Clock,
     ) -> Result<Self, BuildError> {
-        let longest = cfg
-            .upstreams
-            .iter()
-            .map(|u| u.timeout)
-            .max()
-            .unwrap_or(std::time::Duration::from_secs(30));
-        let mut metrics = Metrics::new(longest);
+        let timeouts: Vec<_> = cfg.upstreams.iter().map(|u| u.timeout).collect();
+        let mut metrics = Metrics::new(&timeouts);
         metrics.register_audit_dropped(audit.dropped());
         metrics.register_access_log_dropped(access_log.dropped());
         let metrics = Arc::new(metrics);

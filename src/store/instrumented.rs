@@ -149,7 +149,7 @@ mod tests {
 
     #[tokio::test]
     async fn operations_are_timed_and_counted() {
-        let m = Metrics::new(std::time::Duration::from_secs(30));
+        let m = Metrics::new(&[std::time::Duration::from_secs(30)]);
         let s = Instrumented::wrap(Arc::new(MemoryStore::new()), &m);
         assert!(s.get("u", "nope").await.unwrap().is_none());
         s.ping().await.unwrap();

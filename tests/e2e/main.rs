@@ -27,6 +27,8 @@ mod key_rotation;
 mod load_balancer;
 mod login;
 mod logs;
+mod metrics_doc;
+mod observability;
 mod oidc_config;
 mod oidc_login;
 mod oidc_logout;
