@@ -20,6 +20,8 @@ pub mod logging;
 pub mod login;
 pub(crate) mod metrics;
 pub(crate) mod oidc;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub(crate) mod pages;
 pub mod pipeline;
 pub mod preflight;

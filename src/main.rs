@@ -392,6 +392,9 @@ fn run(config: &Path, args: RunArgs) -> ExitCode {
             }
         },
     ));
+    // Spans still queued for the collector go out before the process ends.
+    #[cfg(feature = "otel")]
+    sessiongate::otel::shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

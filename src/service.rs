@@ -55,7 +55,18 @@ pub async fn handle(
     let (parent, trace_id) = trace_context::incoming(req.headers(), &id);
     let span = tracing::info_span!("request", request_id = %id);
     let span_id = trace_context::new_span_id();
-    trace_context::forward(req.headers_mut(), parent.as_ref(), trace_id, span_id, false);
+    // With spans exported (feature `otel`), the upstream's parent is the exported span.
+    #[cfg(feature = "otel")]
+    let (trace_id, span_id, sampled) = crate::otel::link(&span, parent.as_ref(), trace_id, span_id);
+    #[cfg(not(feature = "otel"))]
+    let sampled = false;
+    trace_context::forward(
+        req.headers_mut(),
+        parent.as_ref(),
+        trace_id,
+        span_id,
+        sampled,
+    );
     let logged = rt.access_log.enabled().then(|| {
         let ip = pipeline::client_ip(&rt, &conn, req.headers());
         (req.method().clone(), req.uri().clone(), ip)

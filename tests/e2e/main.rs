@@ -32,6 +32,8 @@ mod observability;
 mod oidc_config;
 mod oidc_login;
 mod oidc_logout;
+#[cfg(feature = "otel")]
+mod otel;
 mod packaging;
 mod path_encoding;
 mod path_parameters;
