@@ -9,17 +9,20 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
+/// What the receiver got: `(request target, body)` of each POST.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// Every body POSTed to `/v1/traces` on a loopback port, answered `200`.
 struct Receiver {
     port: u16,
-    bodies: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    bodies: Received,
 }
 
 impl Receiver {
     fn start() -> Receiver {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let bodies: Received = Arc::new(Mutex::new(Vec::new()));
         let seen = bodies.clone();
         std::thread::spawn(move || {
             for conn in l.incoming() {
