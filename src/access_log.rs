@@ -16,7 +16,6 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
-use serde_json::{Map, Value};
 
 use crate::config::{AccessLogConfig, LogFormat};
 
@@ -126,28 +125,45 @@ fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
+/// One JSON line, serialised from a struct (no map to build: a third of the cost).
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    time: &'a str,
+    level: &'static str,
+    target: &'static str,
+    msg: &'static str,
+    request_id: &'a str,
+    client_ip: IpAddr,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
+    bytes: u64,
+    duration_ms: f64,
+    upstream: &'a str,
+    session: &'a str,
+    reason: &'a str,
+}
+
 /// `{"time":…,"level":"info","target":"sessiongate::access","msg":"request",…}` and a newline.
 pub fn json_line(e: &Entry) -> String {
-    let mut m = Map::new();
-    let opt = |v: Option<&str>| Value::from(v.unwrap_or("-"));
-    m.insert(
-        "time".into(),
-        humantime::format_rfc3339_millis(e.time).to_string().into(),
-    );
-    m.insert("level".into(), "info".into());
-    m.insert("target".into(), "sessiongate::access".into());
-    m.insert("msg".into(), "request".into());
-    m.insert("request_id".into(), e.request_id.as_str().into());
-    m.insert("client_ip".into(), e.client_ip.to_string().into());
-    m.insert("method".into(), e.method.as_str().into());
-    m.insert("path".into(), e.path.as_str().into());
-    m.insert("status".into(), e.status.into());
-    m.insert("bytes".into(), e.bytes.into());
-    m.insert("duration_ms".into(), millis(e.duration).into());
-    m.insert("upstream".into(), opt(e.upstream.as_deref()));
-    m.insert("session".into(), opt(e.session.as_deref()));
-    m.insert("reason".into(), opt(e.reason));
-    let mut s = Value::Object(m).to_string();
+    let time = humantime::format_rfc3339_millis(e.time).to_string();
+    let line = JsonLine {
+        time: &time,
+        level: "info",
+        target: "sessiongate::access",
+        msg: "request",
+        request_id: &e.request_id,
+        client_ip: e.client_ip,
+        method: e.method.as_str(),
+        path: &e.path,
+        status: e.status,
+        bytes: e.bytes,
+        duration_ms: millis(e.duration),
+        upstream: e.upstream.as_deref().unwrap_or("-"),
+        session: e.session.as_deref().unwrap_or("-"),
+        reason: e.reason.unwrap_or("-"),
+    };
+    let mut s = serde_json::to_string(&line).unwrap_or_default();
     s.push('\n');
     s
 }
@@ -176,6 +192,7 @@ pub fn text_line(e: &Entry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn entry() -> Entry {
         Entry {
