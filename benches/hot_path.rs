@@ -6,6 +6,9 @@
 //! and with one bound to the client's network and device — the valid-cookie path must do no
 //! store round trip and no blocking work, so its cost is pure CPU and shows here.
 //!
+//! The `observe_*` benches measure what observability adds to each request outside the
+//! pipeline (request id, trace context, the access-log line).
+//!
 //! Run: `cargo bench --bench hot_path`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a finding
@@ -163,6 +166,39 @@ fn benches(c: &mut Criterion) {
             assert!(matches!(d, Decision::Forward(_)));
             req
         })
+    });
+
+    // What observability adds to every request before and after the pipeline: its id, the
+    // trace context for the upstream, and its access-log line (JSON, formatted; the write is
+    // a queue push to another thread).
+    c.bench_function("observe_request_id_and_trace", |b| {
+        b.iter(|| {
+            let mut h = HeaderMap::new();
+            let id = sessiongate::request_id::assign(&mut h, false);
+            let (parent, trace) = sessiongate::trace_context::incoming(&h, &id);
+            let span = sessiongate::trace_context::new_span_id();
+            sessiongate::trace_context::forward(&mut h, parent.as_ref(), trace, span, false);
+            h
+        })
+    });
+    let entry = sessiongate::access_log::Entry {
+        time: std::time::SystemTime::now(),
+        request_id: sessiongate::request_id::generate(),
+        client_ip: conn.peer.ip(),
+        method: http::Method::GET,
+        path: "/app/api/v1/items/42".into(),
+        status: 200,
+        bytes: 1234,
+        duration: std::time::Duration::from_micros(850),
+        upstream: Some("app".into()),
+        session: Some("h-0123456789abcdef".into()),
+        reason: None,
+    };
+    c.bench_function("observe_access_log_line_json", |b| {
+        b.iter(|| sessiongate::access_log::json_line(std::hint::black_box(&entry)))
+    });
+    c.bench_function("observe_access_log_line_text", |b| {
+        b.iter(|| sessiongate::access_log::text_line(std::hint::black_box(&entry)))
     });
 }
 

@@ -1,5 +1,5 @@
 //! Audit events: one JSON object per line, for logins, logouts, refresh-token reuse and
-//! revocations. Events carry identifiers (user, session handle, client IP) and never a secret:
+//! revocations, with the `request_id` of the request that caused each (when one did). Events carry identifiers (user, session handle, client IP) and never a secret:
 //! no token, password, cookie value or query string. Written by a background thread so that a
 //! request never waits on the disk; the queue to it is bounded ([`QUEUE`]), and what a full
 //! queue drops is counted and reported in the trail.
@@ -26,6 +26,10 @@ impl Event {
                 .into(),
         );
         m.insert("event".into(), kind.into());
+        // The request that caused it, when a request did (`crate::request_id`).
+        if let Some(id) = crate::request_id::current() {
+            m.insert("request_id".into(), id.into());
+        }
         Self(m)
     }
     pub fn user(mut self, u: &str) -> Self {
@@ -34,6 +38,8 @@ impl Event {
     }
     /// The session *handle* (never the session id).
     pub fn session(mut self, handle: &str) -> Self {
+        // The request's access-log line names the session too.
+        crate::request_id::note_session(handle);
         self.0.insert("session".into(), handle.into());
         self
     }

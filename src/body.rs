@@ -19,6 +19,32 @@ pub enum Body {
     Incoming(hyper::body::Incoming),
     /// A body whose end marks these changes delivered.
     Delivering(Box<Delivering>),
+    /// A body whose end (or drop) writes the request's access-log line.
+    Logged(Box<Logged>),
+}
+
+/// The access-log line of a response in flight: bytes counted as hyper takes them, written
+/// once when the body ends or is dropped (the client went away).
+pub struct Logged {
+    body: Body,
+    entry: Option<crate::access_log::Entry>,
+    log: crate::access_log::AccessLog,
+    started: std::time::Instant,
+}
+
+impl Logged {
+    fn finish(&mut self) {
+        if let Some(mut e) = self.entry.take() {
+            e.duration = self.started.elapsed();
+            self.log.write(&e);
+        }
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 pub struct Delivering {
@@ -41,6 +67,7 @@ impl std::fmt::Debug for Body {
             Body::Full(_) => "Body::Full",
             Body::Incoming(_) => "Body::Incoming",
             Body::Delivering(_) => "Body::Delivering",
+            Body::Logged(_) => "Body::Logged",
         })
     }
 }
@@ -57,6 +84,21 @@ impl Body {
             return body;
         }
         Body::Delivering(Box::new(Delivering { body, deliveries }))
+    }
+
+    /// `body`, writing `entry` (its bytes and duration filled in) to `log` when it ends.
+    pub fn logged(
+        body: Body,
+        entry: crate::access_log::Entry,
+        log: crate::access_log::AccessLog,
+        started: std::time::Instant,
+    ) -> Self {
+        Body::Logged(Box::new(Logged {
+            body,
+            entry: Some(entry),
+            log,
+            started,
+        }))
     }
 }
 
@@ -79,6 +121,22 @@ impl http_body::Body for Body {
                 }
                 polled
             }
+            Body::Logged(l) => {
+                let polled = Pin::new(&mut l.body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let (Some(d), Some(e)) = (f.data_ref(), l.entry.as_mut()) {
+                            e.bytes += d.len() as u64;
+                        }
+                        if l.body.is_end_stream() {
+                            l.finish();
+                        }
+                    }
+                    Poll::Ready(None) | Poll::Ready(Some(Err(_))) => l.finish(),
+                    Poll::Pending => {}
+                }
+                polled
+            }
         }
     }
 
@@ -94,6 +152,7 @@ impl http_body::Body for Body {
                 }
                 end
             }
+            Body::Logged(l) => l.body.is_end_stream(),
         }
     }
 
@@ -104,6 +163,7 @@ impl http_body::Body for Body {
             Body::Full(None) => SizeHint::with_exact(0),
             Body::Incoming(i) => i.size_hint(),
             Body::Delivering(d) => d.body.size_hint(),
+            Body::Logged(l) => l.body.size_hint(),
         }
     }
 }

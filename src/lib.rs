@@ -2,6 +2,7 @@
 //! it. The README has the request diagram and the source layout; each module documents its
 //! stage. Modules are crate-private unless the binary, the benchmarks or the tests need them.
 
+pub mod access_log;
 pub(crate) mod admin;
 pub(crate) mod assertion;
 pub(crate) mod audit;
@@ -15,14 +16,18 @@ pub(crate) mod framing_guard;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod healthcheck;
+pub mod logging;
 pub mod login;
 pub(crate) mod metrics;
 pub(crate) mod oidc;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub(crate) mod pages;
 pub mod pipeline;
 pub mod preflight;
 pub(crate) mod proxy;
 pub(crate) mod refusal;
+pub mod request_id;
 pub(crate) mod routing;
 pub mod runtime;
 pub(crate) mod seal;
@@ -31,6 +36,7 @@ pub(crate) mod service;
 pub mod sessions;
 pub mod store;
 pub(crate) mod tokens;
+pub mod trace_context;
 pub mod util;
 pub mod version;
 pub mod web;

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 /// malloc showed up at ~7% of the profile under load.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use sessiongate::config::{self, Config, ConfigErrors, LoadOptions, LogFormat};
+use sessiongate::config::{self, Config, ConfigErrors, LoadOptions};
 use sessiongate::login::users::Users;
 use sessiongate::preflight::{self, Checked};
 
@@ -207,28 +207,7 @@ fn dev_cert(cert: &Path, key: &Path, force: bool) -> ExitCode {
     }
 }
 
-type LogFilter =
-    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
-
-/// Logging to standard error at `level` (or `RUST_LOG`, which then wins over reloads too).
-/// The handle changes the level on reload; `None` when `RUST_LOG` fixed it.
-fn init_logging(level: &str, format: LogFormat) -> Option<LogFilter> {
-    use tracing_subscriber::prelude::*;
-    use tracing_subscriber::{EnvFilter, fmt, reload};
-    let from_env = EnvFilter::try_from_default_env().ok();
-    let fixed = from_env.is_some();
-    let (filter, handle) = reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new(level)));
-    let layer = fmt::layer().with_writer(std::io::stderr).with_target(false);
-    let layer = match format {
-        LogFormat::Json => layer.json().boxed(),
-        LogFormat::Text => layer.boxed(),
-    };
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(layer)
-        .init();
-    (!fixed).then_some(handle)
-}
+use sessiongate::logging::LogFilter;
 
 /// How `run` reads its configuration again on SIGHUP: as at start, keeping what `--dev` made
 /// up for this process (random secrets, the demo user), so a reload logs nobody out.
@@ -267,7 +246,7 @@ impl sessiongate::server::reload::Reload for FromFiles {
 
     fn applied(&self, cfg: &Config) {
         if let Some(handle) = &self.log {
-            let level = tracing_subscriber::EnvFilter::new(&cfg.log_level);
+            let level = sessiongate::logging::filter(&cfg.log_level);
             if let Err(e) = handle.reload(level) {
                 tracing::warn!(error = %e, "log.level: cannot apply the new level");
             }
@@ -352,7 +331,7 @@ fn run(config: &Path, args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let log = init_logging(&cfg.log_level, cfg.log_format);
+    let log = sessiongate::logging::init(&cfg.log_level, cfg.log_format);
     if args.dev {
         tracing::warn!("development mode (--dev): not for production");
         for note in &notes {
@@ -399,16 +378,23 @@ fn run(config: &Path, args: RunArgs) -> ExitCode {
         move |b| {
             let http = b.http.map_or_else(|| "off".to_string(), |a| a.to_string());
             let admin = b.admin.map_or_else(|| "off".to_string(), |a| a.to_string());
-            println!(
-                "sessiongate ready https={} http={http} admin={admin}",
-                b.https
+            // On standard error, as a log event (standard output is the audit trail's when
+            // audit.file is unset): every listener bound, revocations caught up with.
+            tracing::info!(
+                target: sessiongate::logging::LIFECYCLE,
+                https = %b.https,
+                http = %http,
+                admin = %admin,
+                "ready"
             );
             if dev {
                 println!("open {origin}/ in your browser");
             }
-            tracing::info!(https = %b.https, http = %http, admin = %admin, "listening");
         },
     ));
+    // Spans still queued for the collector go out before the process ends.
+    #[cfg(feature = "otel")]
+    sessiongate::otel::shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -159,6 +159,42 @@ impl Refusal {
         }
     }
 
+    /// A short, stable word for the access log's `reason` (it names no input).
+    pub fn code(&self) -> &'static str {
+        use Refusal::*;
+        match self {
+            Rotated { refusal, .. } => refusal.code(),
+            Ambiguous(_) => "ambiguous_request",
+            Path(_) => "bad_path",
+            Cookies(_) => "bad_cookies",
+            UrlCredentials => "url_credentials",
+            CleanUrl(_) => "url_credentials_redirect",
+            BadRequest(_) => "bad_request",
+            Unauthenticated { .. } => "unauthenticated",
+            StoreUnavailable { .. } => "store_unavailable",
+            Csrf(CsrfError::MissingToken | CsrfError::TokenMismatch) => "csrf_token",
+            Csrf(
+                CsrfError::CrossSite
+                | CsrfError::CrossOrigin
+                | CsrfError::CrossOriginReferer
+                | CsrfError::NoEvidence,
+            ) => "csrf_origin",
+            NotFound(_) => "not_found",
+            NoSuchSession => "no_such_session",
+            MethodNotAllowed => "method_not_allowed",
+            UnsupportedMediaType => "unsupported_media_type",
+            BodyTooLarge => "body_too_large",
+            BodyTimeout => "body_timeout",
+            InvalidCredentials { .. } => "invalid_credentials",
+            Throttled { .. } => "throttled",
+            InvalidRefreshToken { .. } => "invalid_refresh_token",
+            AdminOff => "admin_off",
+            AdminUnauthorized => "admin_unauthorized",
+            Upstream(e) => e.code(),
+            SignInFailed { .. } => "sign_in_failed",
+        }
+    }
+
     pub fn label(&self) -> Label {
         use Refusal::*;
         match self {

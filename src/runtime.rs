@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 
+use crate::access_log::AccessLog;
 use crate::audit::Audit;
 use crate::config::Config;
 use crate::login::throttle::Throttle;
 use crate::login::users::Users;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestCounters};
 use crate::proxy::Upstreams;
 use crate::routing::Router;
 use crate::sessions::{self, Clock, Sessions};
@@ -36,6 +37,9 @@ pub struct Runtime {
     pub upstreams: Upstreams,
     pub audit: Audit,
     pub metrics: Arc<Metrics>,
+    /// `sessiongate_requests_total` for this runtime's upstreams.
+    pub requests: RequestCounters,
+    pub access_log: AccessLog,
     /// Shared with the runtime a reload replaces, while the limits stay the same: a reload
     /// does not forgive failed logins.
     pub throttle: Arc<Throttle>,
@@ -55,14 +59,18 @@ impl Runtime {
         store: Arc<dyn SessionStore>,
         users: Users,
         audit: Audit,
+        access_log: AccessLog,
         clock: Clock,
     ) -> Result<Self, BuildError> {
-        let mut metrics = Metrics::new();
+        let timeouts: Vec<_> = cfg.upstreams.iter().map(|u| u.timeout).collect();
+        let mut metrics = Metrics::new(&timeouts);
         metrics.register_audit_dropped(audit.dropped());
+        metrics.register_access_log_dropped(access_log.dropped());
         let metrics = Arc::new(metrics);
+        let store = crate::store::instrumented::Instrumented::wrap(store, &metrics);
         let sessions = Sessions::new(&cfg, store, audit.clone(), metrics.clone(), clock)?;
         let throttle = Arc::new(Throttle::new(&cfg.login));
-        Self::assemble(cfg, sessions, users, audit, metrics, throttle)
+        Self::assemble(cfg, sessions, users, (audit, access_log), metrics, throttle)
     }
 
     /// The runtime for a reloaded configuration (`server::reload`): what the configuration
@@ -92,7 +100,7 @@ impl Runtime {
             cfg,
             sessions,
             users,
-            self.audit.clone(),
+            (self.audit.clone(), self.access_log.clone()),
             self.metrics.clone(),
             throttle,
         )
@@ -102,11 +110,14 @@ impl Runtime {
         cfg: Config,
         sessions: Sessions,
         users: Users,
-        audit: Audit,
+        (audit, access_log): (Audit, AccessLog),
         metrics: Arc<Metrics>,
         throttle: Arc<Throttle>,
     ) -> Result<Self, BuildError> {
+        let names: Vec<String> = cfg.upstreams.iter().map(|u| u.name.clone()).collect();
         Ok(Self {
+            requests: metrics.request_counters(&names),
+            access_log,
             sessions,
             router: Router::new(&cfg.routes),
             users,
@@ -182,8 +193,15 @@ pub mod testing {
         // dev: a test has no certificate or users file on disk.
         let opts = LoadOptions { dev: true };
         let cfg = config::validate(raw, opts, &env).unwrap_or_else(|e| panic!("{e}"));
-        let rt = Runtime::build(cfg, store, Users::empty(), Audit::discard(), clock)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let rt = Runtime::build(
+            cfg,
+            store,
+            Users::empty(),
+            Audit::discard(),
+            AccessLog::off(),
+            clock,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         rt.sessions.revoked().set_synced(true);
         rt
     }

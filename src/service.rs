@@ -11,56 +11,156 @@
 //! `Sessions::refresh`): the client's previous refresh token keeps working.
 
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
-use http::{Request, Response, header};
+use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
+use crate::access_log::Entry;
 use crate::body::Body;
+use crate::metrics::RequestOutcome;
 use crate::pipeline::{self, Decision, Forward, forwarding, upstream_login};
 use crate::refusal::{Label, Refusal};
+use crate::request_id::{self, Scope};
 use crate::runtime::{ConnCtx, Runtime};
+use crate::trace_context;
+
+/// What the answer came to, for the metrics and the access log.
+struct Noted {
+    outcome: RequestOutcome,
+    /// The upstream the request was sent to.
+    upstream: Option<usize>,
+    reason: Option<&'static str>,
+}
+
+impl Noted {
+    fn gateway() -> Self {
+        Self {
+            outcome: RequestOutcome::Gateway,
+            upstream: None,
+            reason: None,
+        }
+    }
+}
 
 pub async fn handle(
     rt: Arc<Runtime>,
     conn: Arc<ConnCtx>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
-    let mut resp = match pipeline::decide(&rt, &conn, &mut req).await {
-        Decision::Refuse(r) => refuse(&rt, r),
-        Decision::Gateway(ctx) => {
-            rt.metrics.req_gateway.inc();
-            crate::auth::handle(&rt, req, &ctx).await
-        }
-        Decision::Forward(f) => forward(&rt, f, req).await,
-    };
-    resp.headers_mut()
-        .insert(header::STRICT_TRANSPORT_SECURITY, rt.hsts.clone());
-    let deliveries = crate::delivery::take(&mut resp);
-    if deliveries.is_empty() {
-        return resp;
+    let (started, time) = (Instant::now(), SystemTime::now());
+    // The request's id first: every log line, audit event and the access log carry it.
+    let id = request_id::assign(req.headers_mut(), conn.peer_trusted);
+    let (parent, trace_id) = trace_context::incoming(req.headers(), &id);
+    let span = tracing::info_span!("request", request_id = %id);
+    let span_id = trace_context::new_span_id();
+    // With spans exported (feature `otel`), the upstream's parent is the exported span.
+    #[cfg(feature = "otel")]
+    let (trace_id, span_id, sampled) = crate::otel::link(&span, parent.as_ref(), trace_id, span_id);
+    #[cfg(not(feature = "otel"))]
+    let sampled = false;
+    trace_context::forward(
+        req.headers_mut(),
+        parent.as_ref(),
+        trace_id,
+        span_id,
+        sampled,
+    );
+    let logged = rt.access_log.enabled().then(|| {
+        let ip = pipeline::client_ip(&rt, &conn, req.headers());
+        (req.method().clone(), req.uri().clone(), ip)
+    });
+    let scope = Scope::new(id);
+    let (mut resp, noted) = request_id::within(scope.clone(), answer(&rt, &conn, req))
+        .instrument(span)
+        .await;
+    rt.requests
+        .count(noted.outcome, resp.status().as_u16(), noted.upstream);
+    let h = resp.headers_mut();
+    h.insert(header::STRICT_TRANSPORT_SECURITY, rt.hsts.clone());
+    if let Ok(v) = HeaderValue::from_str(&scope.id) {
+        h.insert(request_id::X_REQUEST_ID, v);
     }
-    resp.map(|b| Body::delivering(b, deliveries))
-}
-
-/// Count a refusal by its label and answer it.
-pub fn refuse(rt: &Runtime, r: Refusal) -> Response<Body> {
-    let m = &rt.metrics;
-    match r.label() {
-        Label::Refused => m.req_refused.inc(),
-        Label::Unauthenticated => m.req_unauthenticated.inc(),
-        Label::Unavailable => m.req_unavailable.inc(),
-        Label::UpstreamError => m.req_upstream_error.inc(),
+    let deliveries = crate::delivery::take(&mut resp);
+    let mut resp = if deliveries.is_empty() {
+        resp
+    } else {
+        resp.map(|b| Body::delivering(b, deliveries))
     };
-    r.into_response(&rt.sessions)
+    if let Some((method, uri, client_ip)) = logged {
+        let entry = Entry {
+            time,
+            request_id: scope.id.clone(),
+            client_ip,
+            method,
+            path: logged_path(&rt, uri.path()),
+            status: resp.status().as_u16(),
+            bytes: 0,
+            duration: started.elapsed(),
+            upstream: noted
+                .upstream
+                .and_then(|i| rt.upstreams.get(i))
+                .map(|u| u.cfg.name.clone()),
+            session: scope.session().map(str::to_owned),
+            reason: noted.reason,
+        };
+        resp = resp.map(|b| Body::logged(b, entry, rt.access_log.clone(), started));
+    }
+    resp
 }
 
-async fn forward(rt: &Arc<Runtime>, f: Forward, mut req: Request<Incoming>) -> Response<Body> {
+/// The normalised path as the upstream would get it (percent-encoded again), or the path as
+/// it came when it cannot be normalised (a refused one); never the query.
+fn logged_path(rt: &Runtime, raw: &str) -> String {
+    match crate::web::path::normalise_with(raw, rt.cfg.paths.allow_double_encoding) {
+        Ok(p) => crate::web::path::encode(&p).into_owned(),
+        Err(_) => raw.to_string(),
+    }
+}
+
+async fn answer(
+    rt: &Arc<Runtime>,
+    conn: &ConnCtx,
+    mut req: Request<Incoming>,
+) -> (Response<Body>, Noted) {
+    match pipeline::decide(rt, conn, &mut req).await {
+        Decision::Refuse(r) => refuse(rt, r),
+        Decision::Gateway(ctx) => (crate::auth::handle(rt, req, &ctx).await, Noted::gateway()),
+        Decision::Forward(f) => forward(rt, f, req).await,
+    }
+}
+
+/// Answer a refusal, with what it counts as.
+fn refuse(rt: &Runtime, r: Refusal) -> (Response<Body>, Noted) {
+    let outcome = match r.label() {
+        Label::Refused => RequestOutcome::Refused,
+        Label::Unauthenticated => RequestOutcome::Unauthenticated,
+        Label::Unavailable => RequestOutcome::Unavailable,
+        Label::UpstreamError => RequestOutcome::UpstreamError,
+    };
+    let noted = Noted {
+        outcome,
+        upstream: None,
+        reason: Some(r.code()),
+    };
+    (r.into_response(&rt.sessions), noted)
+}
+
+async fn forward(
+    rt: &Arc<Runtime>,
+    f: Forward,
+    mut req: Request<Incoming>,
+) -> (Response<Body>, Noted) {
     let Forward {
         upstream,
         ctx,
         set_cookies,
         identity,
     } = f;
+    if let Some(id) = &identity {
+        request_id::note_session(&id.handle);
+    }
     // A failure from here on still delivers a rotation this request committed.
     let Some(up) = rt.upstreams.get(upstream) else {
         let r = Refusal::from(crate::proxy::ProxyError::NoUpstream(upstream));
@@ -83,12 +183,22 @@ async fn forward(rt: &Arc<Runtime>, f: Forward, mut req: Request<Incoming>) -> R
     let started = std::time::Instant::now();
     let mut resp = match crate::proxy::forward(up, req, limits).await {
         Ok(r) => r,
-        Err(e) => return refuse(rt, Refusal::from(e).keeping(&set_cookies)),
+        Err(e) => {
+            if let Some(kind) = e.kind() {
+                rt.metrics.upstream_error(&up.cfg.name, kind);
+            }
+            let (resp, mut noted) = refuse(rt, Refusal::from(e).keeping(&set_cookies));
+            noted.upstream = Some(upstream);
+            return (resp, noted);
+        }
     };
-    rt.metrics.req_forwarded.inc();
-    rt.metrics
-        .upstream_seconds
-        .observe(started.elapsed().as_secs_f64());
+    rt.requests
+        .upstream_latency(upstream, started.elapsed().as_secs_f64());
     upstream_login::on_response(rt, &ctx, ua.as_ref(), &mut resp, set_cookies).await;
-    resp
+    let noted = Noted {
+        outcome: RequestOutcome::Forwarded,
+        upstream: Some(upstream),
+        reason: None,
+    };
+    (resp, noted)
 }

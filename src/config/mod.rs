@@ -500,6 +500,8 @@ pub struct Config {
     /// Bearer token of the admin API; `None` disables it.
     pub admin_token: Option<Secret>,
     pub audit_file: Option<PathBuf>,
+    /// `[access_log]`: one line per request, when on.
+    pub access_log: AccessLogConfig,
     pub log_level: String,
     pub log_format: LogFormat,
     /// `run --dev`: no upstream configured, so the built-in whoami page is upstream 0.
@@ -509,6 +511,14 @@ pub struct Config {
     /// What the configuration allows but an operator must hear about, said at every start and
     /// by `check-config` (`csrf.mode = "off"`).
     pub warnings: Vec<ConfigError>,
+}
+
+/// `[access_log]`: whether each request is logged, and where (`None`: standard error, in the
+/// log's format).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub enabled: bool,
+    pub file: Option<PathBuf>,
 }
 
 /// Name of the upstream that stands for the built-in whoami page in `--dev`.

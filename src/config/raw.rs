@@ -28,6 +28,7 @@ pub struct RawConfig {
     pub anomaly: RawAnomaly,
     pub admin: RawAdmin,
     pub audit: RawAudit,
+    pub access_log: RawAccessLog,
     pub log: RawLog,
 }
 
@@ -106,6 +107,7 @@ impl RawConfig {
             k.assertion_previous_key_file.as_mut(),
             self.login.users_file.as_mut(),
             self.audit.file.as_mut(),
+            self.access_log.file.as_mut(),
         ];
         for p in paths.into_iter().flatten().chain(rings).chain(providers) {
             if p.is_relative() {
@@ -591,6 +593,24 @@ pub struct RawCsrf {
 pub struct RawAudit {
     /// JSON-lines file for audit events; standard output when unset.
     pub file: Option<PathBuf>,
+}
+
+/// `[access_log]`: one line per request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "an [access_log] table")]
+pub struct RawAccessLog {
+    pub enabled: bool,
+    /// Where the lines go (appended); standard error, among the log's lines, when unset.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for RawAccessLog {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            file: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

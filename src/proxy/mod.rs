@@ -197,6 +197,33 @@ impl ProxyError {
         }
     }
 
+    /// What went wrong, for `sessiongate_upstream_errors_total{kind}`: `connect` (no
+    /// connection), `tls` (its handshake failed), `timeout` (no answer within
+    /// `upstream.timeout`), `reset` (the request or its answer broke off), `protocol` (an
+    /// answer that cannot be relayed); `None` when no upstream was involved.
+    pub fn kind(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::NoUpstream(_) => None,
+            ProxyError::Timeout { .. } => Some("timeout"),
+            ProxyError::Request { source, .. } if tls::tls_cause(source).is_some() => Some("tls"),
+            ProxyError::Request { source, .. } if source.is_connect() => Some("connect"),
+            ProxyError::Request { .. } => Some("reset"),
+            ProxyError::UnrequestedUpgrade { .. } => Some("protocol"),
+        }
+    }
+
+    /// The access log's `reason`: `upstream_<kind>`.
+    pub fn code(&self) -> &'static str {
+        match self.kind() {
+            None => "no_upstream",
+            Some("timeout") => "upstream_timeout",
+            Some("tls") => "upstream_tls",
+            Some("connect") => "upstream_connect",
+            Some("protocol") => "upstream_protocol",
+            Some(_) => "upstream_reset",
+        }
+    }
+
     /// The client's page: which failure, never which upstream.
     pub fn response(&self) -> Response<Body> {
         match self.status() {

@@ -98,6 +98,10 @@ pub(crate) async fn serve(
     drain: DrainWatch,
 ) {
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let _open = live
+        .runtime()
+        .metrics
+        .connection("https", if h2 { "h2" } else { "h1" });
     let ended = if h2 {
         serve_h2(tls, peer, live, drain).await
     } else {

@@ -55,6 +55,8 @@ pub enum ServerError {
     },
     #[error("cannot open the audit file (audit.file): {0}")]
     Audit(#[source] std::io::Error),
+    #[error("cannot open the access log file (access_log.file): {0}")]
+    AccessLog(#[source] std::io::Error),
     #[error("store: {0}")]
     Store(#[source] crate::store::StoreError),
     #[error("cannot write server.pid_file {path}: {source}")]
@@ -168,7 +170,16 @@ pub async fn run(
         admin: admin.as_ref().and_then(|l| l.local_addr().ok()),
     };
 
-    let rt = Arc::new(Runtime::build(cfg, store, users, audit, Clock::system())?);
+    let access_log = crate::access_log::AccessLog::start(&cfg.access_log, cfg.log_format)
+        .map_err(ServerError::AccessLog)?;
+    let rt = Arc::new(Runtime::build(
+        cfg,
+        store,
+        users,
+        audit,
+        access_log,
+        Clock::system(),
+    )?);
     let live = Arc::new(Live::new(rt.clone(), Arc::new(tls_cfg), whoami));
     let is_memory = memory.is_some();
     spawn_background(&live, memory);
@@ -207,6 +218,7 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!(
+        target: crate::logging::LIFECYCLE,
         grace_ms = live.runtime().cfg.server.shutdown_grace.as_millis() as u64,
         "shutting down: no new connections, draining"
     );
@@ -216,7 +228,7 @@ pub async fn run(
         let _ = t.await;
     }
     drop(pid_file);
-    tracing::info!("stopped");
+    tracing::info!(target: crate::logging::LIFECYCLE, "stopped");
     Ok(())
 }
 
@@ -322,12 +334,16 @@ fn spawn_background(live: &Arc<Live>, memory: Option<Arc<MemoryStore>>) {
     tokio::spawn(async move {
         loop {
             match feed.recv().await {
-                Ok(FeedEvent::Revoked(rev)) => r.sessions.revoked().insert(&rev.sid, rev.until),
+                Ok(FeedEvent::Revoked(rev)) => {
+                    r.sessions.revoked().insert(&rev.sid, rev.until);
+                    r.metrics.feed_alive();
+                }
                 Ok(FeedEvent::Resynced(list)) => {
                     for rev in list {
                         r.sessions.revoked().insert(&rev.sid, rev.until);
                     }
                     r.sessions.revoked().set_synced(true);
+                    r.metrics.feed_alive();
                 }
                 Ok(FeedEvent::Lost) => r.sessions.revoked().set_synced(false),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -375,6 +391,7 @@ async fn sync_revocations(rt: &Runtime) {
                 revoked.insert(&r.sid, r.until);
             }
             revoked.set_synced(true);
+            rt.metrics.feed_alive();
         }
         Err(e) => {
             revoked.set_synced(false);
@@ -414,6 +431,7 @@ async fn accept(
         match acceptor.accept(tcp).await {
             Ok(tls) => Some((tls, client, slot)),
             Err(e) => {
+                rt.metrics.tls_handshake_failures.inc();
                 tracing::debug!(peer = %client, error = %e, "TLS handshake failed");
                 None
             }
@@ -422,6 +440,7 @@ async fn accept(
     match tokio::time::timeout(rt.cfg.server.handshake_timeout, handshake).await {
         Ok(accepted) => accepted,
         Err(_) => {
+            rt.metrics.tls_handshake_failures.inc();
             tracing::debug!(%peer, "TLS handshake timed out");
             None
         }

@@ -75,6 +75,11 @@ pub async fn serve(
         let live = live.clone();
         let watch = drain.watcher();
         tokio::spawn(async move {
+            let listener = match kind {
+                Kind::Redirect => "plain",
+                Kind::Admin => "admin",
+            };
+            let _open = live.runtime().metrics.connection(listener, "h1");
             let timeout = live.runtime().cfg.server.header_read_timeout;
             let svc = service_fn(move |req| {
                 // Each request on the runtime live when it arrives.

@@ -9,7 +9,7 @@
 //! changed), metrics and the audit trail.
 //!
 //! What a process cannot change while it runs — listen addresses, serving threads, the store,
-//! the audit file — refuses the whole reload, naming the key: a reload that silently kept
+//! the audit file, the access log, the log format — refuses the whole reload, naming the key: a reload that silently kept
 //! the old value would be a configuration that lies. A failed reload keeps the running
 //! configuration, logs every problem with its key, and counts in
 //! `sessiongate_reloads_total{outcome="failed"}`.
@@ -154,6 +154,8 @@ fn restart_only(old: &Config, new: &Config) -> Vec<String> {
     );
     check("store", same_store(&old.store, &new.store));
     check("audit.file", old.audit_file == new.audit_file);
+    check("access_log", old.access_log == new.access_log);
+    check("log.format", old.log_format == new.log_format);
     out
 }
 

@@ -73,10 +73,7 @@ impl Sessions {
         if c.fresh(&id.sid, now_ms) || now_ms < c.store_down_until.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let started = std::time::Instant::now();
         let found = self.store.get(&id.sub, &id.sid).await;
-        self.metrics
-            .store_op("confirm", started.elapsed().as_secs_f64());
         match found {
             Ok(Some(_)) => {
                 c.remember(&id.sid, now_ms);

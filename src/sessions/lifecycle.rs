@@ -71,11 +71,9 @@ impl Sessions {
         };
         let fp = self.fingerprints.bind(ip, ua);
         let issued = self.issue(&rec, now, &fp)?;
-        let started = std::time::Instant::now();
         let r = self.store.create(rec.clone()).await;
-        self.metrics
-            .store_op("create", started.elapsed().as_secs_f64());
         r?;
+        self.metrics.sessions_created.inc();
         let mut e = Event::new("login_ok")
             .user(&rec.user)
             .session(&self.handle(&rec.sid))
@@ -161,6 +159,7 @@ impl Sessions {
     /// `Err` when the store could not be reached: the caller answers `503`.
     pub async fn end(&self, user: &str, sid: &str, why: Ending<'_>) -> Result<(), StoreError> {
         self.forget_locally([sid]);
+        self.metrics.session_ended(ending_reason(why.event), 1);
         let mut e = Event::new(why.event)
             .user(user)
             .session(&self.handle(sid))
@@ -195,6 +194,8 @@ impl Sessions {
     pub async fn revoke_all(&self, user: &str, event: &'static str) -> Result<usize, StoreError> {
         let sids = self.store.revoke_all(user, self.revocation_ttl()).await?;
         self.forget_locally(sids.iter().map(String::as_str));
+        self.metrics
+            .session_ended(ending_reason(event), sids.len() as u64);
         self.audit
             .emit(Event::new(event).user(user).count(sids.len()));
         Ok(sids.len())
@@ -233,5 +234,16 @@ impl Sessions {
             expires: r.abs_end,
             current: r.sid == current_sid,
         }
+    }
+}
+
+/// `sessiongate_sessions_ended_total{reason}` for an ending's audit event.
+pub(crate) fn ending_reason(event: &str) -> &'static str {
+    match event {
+        "logout" | "logout_all" => "logout",
+        "admin_revoke_all" => "admin",
+        "refresh_reuse" => "reuse",
+        "session_expired" => "idle",
+        _ => "revoked",
     }
 }

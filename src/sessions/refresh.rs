@@ -111,7 +111,6 @@ impl Sessions {
 
     /// The store operation of one flight, with its metrics and audit events.
     async fn rotate(&self, user: &str, sid: &str, jti: &str, policy: RotatePolicy) -> FlightResult {
-        let started = std::time::Instant::now();
         let (r, delivery) = self.rotate_in_task(user, sid, jti, policy).await;
         let r = match r {
             Ok(RotateOutcome::Rotated(rec)) if rec.idp.is_some() => {
@@ -119,8 +118,6 @@ impl Sessions {
             }
             other => other,
         };
-        self.metrics
-            .store_op("rotate", started.elapsed().as_secs_f64());
         let label = match &r {
             Ok(RotateOutcome::Rotated(_)) => "rotated",
             Ok(RotateOutcome::Grace(_)) => "grace",
@@ -150,6 +147,8 @@ impl Sessions {
         if let Some((event, reason)) = ended {
             // The store deleted the session: refuse its access tokens here at once.
             self.forget_locally([sid]);
+            self.metrics
+                .session_ended(super::lifecycle::ending_reason(event), 1);
             self.audit.emit(
                 Event::new(event)
                     .user(user)

@@ -8,6 +8,7 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+pub mod instrumented;
 pub mod memory;
 pub mod redis;
 pub(crate) mod revocations;

@@ -27,9 +27,13 @@ mod key_rotation;
 mod load_balancer;
 mod login;
 mod logs;
+mod metrics_doc;
+mod observability;
 mod oidc_config;
 mod oidc_login;
 mod oidc_logout;
+#[cfg(feature = "otel")]
+mod otel;
 mod packaging;
 mod path_encoding;
 mod path_parameters;

@@ -93,6 +93,10 @@ pub fn validate(
         anomaly,
         admin_token,
         audit_file: raw.audit.file,
+        access_log: super::AccessLogConfig {
+            enabled: raw.access_log.enabled,
+            file: raw.access_log.file,
+        },
         log_level: raw.log.level,
         log_format: raw.log.format,
         builtin_whoami,

@@ -85,12 +85,13 @@ fn drain<R: Read + Send + 'static>(stream: Option<R>) -> std::thread::JoinHandle
     })
 }
 
-/// A `sessiongate run` that printed its ready line; killed when dropped.
+/// A `sessiongate run` that logged its `ready` event; killed when dropped.
 pub struct Running {
     pub child: Child,
-    /// Standard output up to and including the ready line.
-    pub stdout: String,
+    /// Standard error up to and including the ready event.
+    pub stderr_until_ready: String,
     stderr: Option<std::thread::JoinHandle<String>>,
+    stdout: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Running {
@@ -112,43 +113,44 @@ impl Drop for Running {
     }
 }
 
-/// Start `sessiongate <args>` (a `run`) in `cwd` and wait (at most 60 s) for its ready line;
-/// `Err` with what it printed when it exits first.
+/// Start `sessiongate <args>` (a `run`) in `cwd` and wait (at most 60 s) for its `ready`
+/// event on standard error; `Err` with what it printed when it exits first.
 pub fn run_until_ready<S: AsRef<OsStr>>(
     args: &[S],
     cwd: &Path,
     env: &[(&str, &str)],
 ) -> Result<Running, CliOutput> {
     let mut child = command(args, cwd, env).spawn().expect("spawn sessiongate");
-    let stderr = drain(child.stderr.take());
-    let stdout = child.stdout.take().expect("stdout");
+    let stdout = drain(child.stdout.take());
+    let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = mpsc::channel::<Option<String>>();
-    std::thread::spawn(move || {
+    let stderr = std::thread::spawn(move || {
         let mut seen = String::new();
-        for line in BufReader::new(stdout).lines() {
+        for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             seen.push_str(&line);
             seen.push('\n');
-            if line.starts_with("sessiongate ready ") {
+            if super::launch::ready_event(&line).is_some() {
                 let _ = tx.send(Some(seen.clone()));
             }
         }
         let _ = tx.send(None);
-        let _ = tx.send(Some(seen));
+        let _ = tx.send(Some(seen.clone()));
+        seen
     });
     match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Some(stdout)) => Ok(Running {
+        Ok(Some(seen)) => Ok(Running {
             child,
-            stdout,
+            stderr_until_ready: seen,
             stderr: Some(stderr),
+            stdout: Some(stdout),
         }),
         Ok(None) => {
             let status = child.wait().expect("wait for sessiongate");
-            let stdout = rx.recv().ok().flatten().unwrap_or_default();
             Err(CliOutput {
                 ok: status.success(),
                 code: status.code(),
-                stdout,
+                stdout: stdout.join().unwrap_or_default(),
                 stderr: stderr.join().unwrap_or_default(),
             })
         }

@@ -1,13 +1,13 @@
 //! Starting one `sessiongate run` process: its environment and log files, and waiting for the
-//! `sessiongate ready https=ADDR http=ADDR admin=ADDR` line that it prints once every listener
-//! is bound, which also tells the addresses it bound (the harness lets it bind port 0).
+//! `ready` event that it logs on standard error once every listener is bound (`INFO ready
+//! https=ADDR http=ADDR admin=ADDR` in text, `{"msg":"ready","https":ADDR,…}` in JSON), which
+//! also tells the addresses it bound (the harness lets it bind port 0).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::util::bin;
@@ -89,6 +89,8 @@ impl Launch<'_> {
     /// Spawn the gateway and wait for `sessiongate ready ...` naming the configured addresses.
     pub(super) fn run(&self) -> Result<Launched, LaunchError> {
         let stderr_file = log_file(self.stderr_log, self.append_logs);
+        // The ready event is looked for after what earlier runs wrote.
+        let skip = stderr_file.metadata().map_or(0, |m| m.len());
         let mut cmd = Command::new(bin());
         cmd.arg("run")
             .arg("--config")
@@ -105,10 +107,8 @@ impl Launch<'_> {
         }
         let mut child = cmd.spawn().expect("spawn sessiongate run");
         let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
         let mut out_file = log_file(self.stdout_log, self.append_logs);
         let stdout_thread = std::thread::spawn(move || {
-            let mut tx = Some(tx);
             let mut reader = BufReader::new(stdout);
             let mut line = Vec::new();
             loop {
@@ -118,46 +118,40 @@ impl Launch<'_> {
                     Ok(_) => {
                         let _ = out_file.write_all(&line);
                         let _ = out_file.flush();
-                        let text = String::from_utf8_lossy(&line);
-                        if text.starts_with("sessiongate ready ")
-                            && let Some(tx) = tx.take()
-                        {
-                            let _ = tx.send(text.trim_end().to_string());
-                        }
                     }
                 }
             }
         });
-
-        let ready = match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                // Standard output closed before the ready line: the process is exiting.
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while !matches!(child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
+        // The gateway writes standard error straight to its file (nothing between it and the
+        // file to lag behind); the ready event is looked for there.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let ready = loop {
+            let text = std::fs::read(self.stderr_log).unwrap_or_default();
+            let fresh = String::from_utf8_lossy(text.get(skip as usize..).unwrap_or_default());
+            if let Some(fields) = fresh.lines().find_map(ready_event) {
+                break fields;
+            }
+            if let Ok(Some(_)) = child.try_wait() {
                 let _ = stdout_thread.join();
                 let stderr = std::fs::read_to_string(self.stderr_log).unwrap_or_default();
-                let report = self.report("gateway exited before printing `sessiongate ready `");
+                let report = self.report("gateway exited before logging `ready`");
                 return Err(if stderr.contains("cannot listen") {
                     LaunchError::PortTaken(report)
                 } else {
                     LaunchError::Failed(report)
                 });
             }
-            Err(e) => {
+            if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
                 let _ = stdout_thread.join();
                 return Err(LaunchError::Failed(self.report(&format!(
-                    "gateway never printed `sessiongate ready ` ({e})"
+                    "gateway never logged `ready` within {READY_TIMEOUT:?}"
                 ))));
             }
+            std::thread::sleep(Duration::from_millis(10));
         };
-        let bound = parse_ready_line(&ready).and_then(|bound| {
+        let bound = parse_ready(&ready).and_then(|bound| {
             let (https, http, admin) = self.listen;
             check_bound("server.listen", https, bound.https)?;
             check_bound("server.redirect_listen", http, bound.http)?;
@@ -180,24 +174,42 @@ impl Launch<'_> {
     }
 }
 
-/// `sessiongate ready https=127.0.0.1:P1 http=127.0.0.1:P2 admin=127.0.0.1:P3`. The harness
-/// always configures all three listeners, so `off` (a listener not configured) is an error.
-fn parse_ready_line(line: &str) -> Result<Bound, String> {
-    let mut fields = BTreeMap::new();
-    for part in line
-        .trim_start_matches("sessiongate ready ")
-        .split_whitespace()
-    {
-        if let Some((k, v)) = part.split_once('=') {
-            fields.insert(k, v);
+/// The fields of the gateway's `ready` event, when `line` is that event: in the JSON log
+/// format (`{"msg":"ready","https":"127.0.0.1:1",…}`) or the text one
+/// (`2026-12-01T21:00:00.123456Z  INFO ready https=127.0.0.1:1 http=… admin=…`).
+pub fn ready_event(line: &str) -> Option<BTreeMap<String, String>> {
+    if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(line) {
+        if m.get("msg").and_then(|v| v.as_str()) != Some("ready") {
+            return None;
         }
+        return Some(
+            m.into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string())))
+                .collect(),
+        );
     }
+    let mut words = line.split_whitespace();
+    let (_time, level, msg) = (words.next()?, words.next()?, words.next()?);
+    if level != "INFO" || msg != "ready" {
+        return None;
+    }
+    Some(
+        words
+            .filter_map(|w| w.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// The listeners' addresses in a `ready` event. The harness always configures all three
+/// listeners, so `off` (a listener not configured) is an error.
+fn parse_ready(fields: &BTreeMap<String, String>) -> Result<Bound, String> {
     let parse = |k: &str| -> Result<SocketAddr, String> {
         let v = fields
             .get(k)
-            .ok_or_else(|| format!("ready line lacks {k}=: {line:?}"))?;
+            .ok_or_else(|| format!("the ready event lacks {k}: {fields:?}"))?;
         v.parse()
-            .map_err(|e| format!("ready line {k}= is not an address ({e}): {line:?}"))
+            .map_err(|e| format!("the ready event's {k} is not an address ({e}): {fields:?}"))
     };
     Ok(Bound {
         https: parse("https")?,
@@ -230,7 +242,7 @@ mod tests {
     use super::super::pki::Pki;
     use super::super::users::users_toml;
     use super::super::util::{install_crypto_provider, random_secret};
-    use super::{Bound, Launch, LaunchError, check_bound, parse_ready_line};
+    use super::{Bound, Launch, LaunchError, check_bound, parse_ready, ready_event};
 
     /// A bind conflict is recognised: a gateway whose (fixed) listen address is taken exits
     /// before it is ready, and the launch reports that as a taken port, with the gateway's
@@ -285,20 +297,22 @@ mod tests {
     #[test]
     fn ready_line_names_the_bound_addresses() {
         let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
-        assert_eq!(
-            parse_ready_line(
-                "sessiongate ready https=127.0.0.1:40001 http=127.0.0.1:40002 admin=127.0.0.1:40003"
-            ),
-            Ok(Bound {
-                https: addr("127.0.0.1:40001"),
-                http: addr("127.0.0.1:40002"),
-                admin: addr("127.0.0.1:40003"),
-            })
-        );
-        let off =
-            parse_ready_line("sessiongate ready https=127.0.0.1:1 http=off admin=127.0.0.1:3");
-        assert!(off.is_err_and(|e| e.contains("http=")));
-        assert!(parse_ready_line("sessiongate ready https=127.0.0.1:1").is_err());
+        let want = Ok(Bound {
+            https: addr("127.0.0.1:40001"),
+            http: addr("127.0.0.1:40002"),
+            admin: addr("127.0.0.1:40003"),
+        });
+        let text = "2026-12-01T21:00:00.123456Z  INFO ready https=127.0.0.1:40001 \
+                    http=127.0.0.1:40002 admin=127.0.0.1:40003";
+        assert_eq!(parse_ready(&ready_event(text).unwrap()), want);
+        let json = r#"{"admin":"127.0.0.1:40003","http":"127.0.0.1:40002","https":"127.0.0.1:40001","level":"info","msg":"ready","target":"sessiongate::lifecycle","time":"2026-12-01T21:00:00.123Z"}"#;
+        assert_eq!(parse_ready(&ready_event(json).unwrap()), want);
+        assert!(ready_event("2026-12-01T21:00:00Z  INFO listening https=127.0.0.1:1").is_none());
+        assert!(ready_event(r#"{"msg":"stopped"}"#).is_none());
+        let off = ready_event("t INFO ready https=127.0.0.1:1 http=off admin=127.0.0.1:3").unwrap();
+        assert!(parse_ready(&off).is_err_and(|e| e.contains("http")));
+        let short = ready_event("t INFO ready https=127.0.0.1:1").unwrap();
+        assert!(parse_ready(&short).is_err());
 
         let any = LOOPBACK_ANY_PORT;
         assert!(check_bound("k", any, addr("127.0.0.1:40001")).is_ok());
