@@ -75,13 +75,13 @@ impl Live {
         let old = self.runtime();
         let result = self.build(&old, from);
         match &result {
+            // Logged before it is counted: whoever sees the counter move finds the reason.
             Ok((rt, _)) => {
-                Metrics::outcome(&old.metrics.reloads, "ok");
                 from.applied(&rt.cfg);
                 tracing::info!("configuration reloaded");
+                Metrics::outcome(&old.metrics.reloads, "ok");
             }
             Err(problems) => {
-                Metrics::outcome(&old.metrics.reloads, "failed");
                 for p in problems {
                     tracing::warn!(problem = p.as_str(), "reload refused");
                 }
@@ -89,6 +89,7 @@ impl Live {
                     problems = problems.len(),
                     "reload refused: the running configuration stays"
                 );
+                Metrics::outcome(&old.metrics.reloads, "failed");
             }
         }
         let (rt, tls) = result?;
