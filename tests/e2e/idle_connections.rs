@@ -571,18 +571,8 @@ async fn shutdown_finishes_requests_in_flight_and_does_not_wait_for_idle_connect
 async fn shutdown_refuses_new_connections_while_it_drains() {
     let mut gw =
         Gateway::start(GatewayConfig::new().set("server", "shutdown_grace", "\"20s\"")).await;
-    // In flight while the gateway drains: a request the app answers after 3 s.
-    let (client, url) = (gw.client.clone(), gw.url("/public/slow?ms=3000"));
-    let slow =
-        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !gw.journal().await.iter().any(|e| e.path == "/public/slow") {
-        assert!(
-            Instant::now() < deadline,
-            "the slow request never reached the app"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // In flight while the gateway drains, so that the drain lasts.
+    let slow = slow_request_in_flight(&gw).await;
     let listeners = [
         ("server.listen", gw.https),
         ("server.redirect_listen", gw.http),
@@ -590,17 +580,7 @@ async fn shutdown_refuses_new_connections_while_it_drains() {
     ];
     let stderr_log = gw.stderr_log.clone();
     let probe = async {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !std::fs::read_to_string(&stderr_log)
-            .unwrap_or_default()
-            .contains("shutting down")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the gateway never logged its shutdown"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        shutting_down(&stderr_log).await;
         // The listeners stop a moment after the log line: each has 1 s (the request in flight
         // keeps the drain going for 2 s more) to refuse.
         let mut accepted = Vec::new();
@@ -653,30 +633,10 @@ async fn shutdown_answers_a_request_written_on_a_keep_alive_connection_then_clos
         assert_eq!(r.header("connection"), None, "kept alive before the drain");
     }
     // In flight while the gateway drains, so that the drain lasts.
-    let (client, url) = (gw.client.clone(), gw.url("/public/slow?ms=3000"));
-    let slow =
-        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !gw.journal().await.iter().any(|e| e.path == "/public/slow") {
-        assert!(
-            Instant::now() < deadline,
-            "the slow request never reached the app"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let slow = slow_request_in_flight(&gw).await;
     let stderr_log = gw.stderr_log.clone();
     let during = async {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !std::fs::read_to_string(&stderr_log)
-            .unwrap_or_default()
-            .contains("shutting down")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the gateway never logged its shutdown"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        shutting_down(&stderr_log).await;
         // The drain has begun (or begins a moment after the line): a request written now.
         tokio::time::sleep(Duration::from_millis(50)).await;
         writes.write_all(head.as_bytes()).await.unwrap();
@@ -721,4 +681,37 @@ async fn shutdown_answers_a_request_written_on_a_keep_alive_connection_then_clos
         Some(200),
         "the request in flight is answered"
     );
+}
+
+/// A request the app answers after 3 s, sent and seen by the app (in flight); its status.
+async fn slow_request_in_flight(
+    gw: &Gateway,
+) -> tokio::task::JoinHandle<Result<u16, reqwest::Error>> {
+    let (client, url) = (gw.client.clone(), gw.url("/public/slow?ms=3000"));
+    let slow =
+        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.journal().await.iter().any(|e| e.path == "/public/slow") {
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never reached the app"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    slow
+}
+
+/// Wait (at most 5 s) until the gateway whose stderr log is `stderr_log` logged its shutdown.
+async fn shutting_down(stderr_log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(stderr_log)
+        .unwrap_or_default()
+        .contains("shutting down")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never logged its shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
