@@ -47,6 +47,7 @@ fn benches(c: &mut Criterion) {
                 now,
                 exp: now + 3600,
                 session_end: now + 3600 + 3600,
+                auth_time: now,
             },
             &Default::default(),
         )

@@ -68,6 +68,9 @@ fn main() {
                     .label(),
                 user_agent: ua,
                 idp: None,
+                auth_time: now,
+                refresh_window: now,
+                refreshes: 1,
             };
             store.create(rec).await.expect("memory store never fails");
         }

@@ -24,6 +24,7 @@ pub(crate) mod oidc;
 pub mod otel;
 pub(crate) mod pages;
 pub mod pipeline;
+pub mod policy;
 pub mod preflight;
 pub(crate) mod proxy;
 pub(crate) mod refusal;

@@ -194,6 +194,8 @@ pub struct Metrics {
     /// 1 while the local revocation set is in sync with the store's feed, else 0.
     pub revocation_feed_synced: Gauge,
     pub anomalies: Family<Anomaly, Counter>,
+    /// Requests a route's policy refused, or sent back through login (`step_up`), by reason.
+    pub policy_denials: Family<Reason, Counter>,
     pub logins: Family<Outcome, Counter>,
     /// Login-throttle entries held after the last sweep, and entries swept since start.
     pub throttle_keys: prometheus_client::metrics::gauge::Gauge,
@@ -265,6 +267,7 @@ impl Metrics {
         let refreshes_undelivered = Counter::default();
         let revocation_feed_synced = Gauge::default();
         let anomalies = Family::<Anomaly, Counter>::default();
+        let policy_denials = Family::<Reason, Counter>::default();
         let logins = Family::<Outcome, Counter>::default();
         let (reloads, throttle_keys, throttle_swept) = register_operations(&mut registry);
         let store_seconds = Family::<Op, Histogram, Buckets>::new_with_constructor(store_buckets());
@@ -301,6 +304,11 @@ impl Metrics {
             "Session anomalies by signal and action",
             anomalies.clone(),
         );
+        registry.register(
+            "policy_denials",
+            "Requests a route's policy refused (403), or sent back through login because the login was older than max_auth_age (step_up), by reason",
+            policy_denials.clone(),
+        );
         registry.register("logins", "Login attempts by result", logins.clone());
 
         registry.register(
@@ -328,7 +336,10 @@ impl Metrics {
         ] {
             drop(refreshes.get_or_create(&Outcome { outcome: l.into() }));
         }
-        for signal in ["ip", "user_agent"] {
+        for r in ["method", "deny_roles", "not_allowed", "step_up"] {
+            drop(policy_denials.get_or_create(&Reason { reason: r.into() }));
+        }
+        for signal in ["ip", "user_agent", "refresh_rate"] {
             for action in ["log", "reauth", "revoke"] {
                 drop(anomalies.get_or_create(&Anomaly {
                     signal: signal.into(),
@@ -347,6 +358,7 @@ impl Metrics {
             refreshes_undelivered,
             revocation_feed_synced,
             anomalies,
+            policy_denials,
             logins,
             reloads,
             throttle_keys,

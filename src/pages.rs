@@ -45,6 +45,14 @@ pub fn login_page(return_to: &str, error: Option<&str>) -> String {
     login_choices(return_to, error, None, &[], true)
 }
 
+/// What the login page says to a user sent back by a route's `max_auth_age` (a step-up).
+pub const REAUTH_NOTICE: &str = "This page needs a recent sign-in. Please sign in again to continue; you stay signed in elsewhere.";
+
+/// The login page; `reauth`: the user was sent back to sign in again (a step-up).
+pub fn login_page_for(return_to: &str, error: Option<&str>, reauth: bool) -> String {
+    login_choices(return_to, error, reauth.then_some(REAUTH_NOTICE), &[], true)
+}
+
 /// The login page with a button per identity provider (`(name, display name)`), and the
 /// users-file form when `form`; `notice` is a non-error line (signed out).
 pub fn login_choices(
@@ -59,12 +67,18 @@ pub fn login_choices(
     });
     let note = notice.map_or_else(String::new, |n| format!("<p>{}</p>", escape(n)));
     let enc: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+    // A step-up asks the provider to authenticate again, too.
+    let again = if notice == Some(REAUTH_NOTICE) {
+        "&amp;reauth=1"
+    } else {
+        ""
+    };
     let buttons: String = providers
         .iter()
         .map(|(name, display)| {
             let n: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
             format!(
-                "<p><a class=\"button\" href=\"/.auth/oidc/start?provider={}&amp;return_to={}\">Sign in with {}</a></p>",
+                "<p><a class=\"button\" href=\"/.auth/oidc/start?provider={}&amp;return_to={}{again}\">Sign in with {}</a></p>",
                 escape(&n),
                 escape(&enc),
                 escape(display)
@@ -112,7 +126,7 @@ pub fn sessions_page(rows: &str) -> String {
         &format!(
             "<h1>Your sessions</h1><p>Devices signed in to your account. End any you do not recognise.</p>\
 <table><caption class=\"visually-hidden\">Active sessions</caption><thead><tr><th scope=\"col\">Device</th><th scope=\"col\">IP</th>\
-<th scope=\"col\">Signed in</th><th scope=\"col\">Last active</th><th scope=\"col\"><span class=\"visually-hidden\">Action</span></th></tr></thead>\
+<th scope=\"col\">Signed in</th><th scope=\"col\">Last authenticated</th><th scope=\"col\">Last active</th><th scope=\"col\"><span class=\"visually-hidden\">Action</span></th></tr></thead>\
 <tbody>{rows}</tbody></table>\
 <form method=\"post\" action=\"/.auth/logout-all\"><button type=\"submit\">Sign out everywhere</button></form>"
         ),

@@ -102,7 +102,11 @@ pub fn validate_and_check(
     }
     let files = Files::named_by(&raw);
     match (validate(raw, opts, source), check(&files, opts.dev)) {
-        (Ok(cfg), Ok(checked)) if problems.is_empty() => Ok((cfg, checked)),
+        (Ok(cfg), Ok(mut checked)) if problems.is_empty() => {
+            let known = policy_names(&cfg, &checked.users);
+            checked.warnings.extend(known);
+            Ok((cfg, checked))
+        }
         (cfg, checked) => {
             let mut later = cfg.err().map_or_else(Vec::new, |e| e.0);
             later.extend(checked.err().map_or_else(Vec::new, |e| e.0));
@@ -113,6 +117,51 @@ pub fn validate_and_check(
             Err(ConfigErrors(errs))
         }
     }
+}
+
+/// Route policies naming roles or users the users file does not have: a warning each, with the
+/// known ones listed (a typo would keep everyone out, or let nobody in past `deny_roles`). Only
+/// where the users file is the one source of users and roles (`login.mode = "users_file"`,
+/// with a file): the app's grant and an identity provider bring names the file cannot know.
+fn policy_names(cfg: &crate::config::Config, users: &Users) -> Vec<ConfigError> {
+    if cfg.login.mode != crate::config::LoginMode::UsersFile || users.is_empty() {
+        return Vec::new();
+    }
+    let roles = users.roles();
+    let known_roles = roles.iter().copied().collect::<Vec<_>>().join(", ");
+    let mut out = Vec::new();
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let p = &r.policy;
+        let lists = [
+            ("allow_roles", p.allow_roles.as_deref().unwrap_or_default()),
+            ("deny_roles", p.deny_roles.as_slice()),
+        ];
+        for (key, list) in lists {
+            for (j, role) in list.iter().enumerate() {
+                if !roles.contains(role.as_str()) {
+                    out.push(ConfigError::new(
+                        format!("route[{i}].{key}[{j}]"),
+                        format!("no user of login.users_file has the role {role:?} (known roles: {known_roles})"),
+                    ));
+                }
+            }
+        }
+        for (j, user) in p
+            .allow_users
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            if !users.has(user) {
+                out.push(ConfigError::new(
+                    format!("route[{i}].allow_users[{j}]"),
+                    format!("login.users_file has no user {user:?}"),
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Whether `e` is about the default that stands in for the refused key of `p`.

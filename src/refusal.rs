@@ -44,6 +44,22 @@ pub enum Refusal {
     },
     #[error("the session store is unavailable")]
     StoreUnavailable { navigation: bool },
+    /// The route's policy does not let this user (or method) in (`crate::policy`): `403`, a
+    /// page for navigations, JSON otherwise; neither names the rule.
+    #[error("refused by the route's policy: {}", reason.as_str())]
+    Forbidden {
+        navigation: bool,
+        reason: crate::policy::Denial,
+    },
+    /// The login is older than the route's `max_auth_age`: a navigation goes back through
+    /// login (the session is kept), an API call gets `401` with the step-up challenge of
+    /// RFC 9470.
+    #[error("the login is older than the route's max_auth_age")]
+    StepUp {
+        navigation: bool,
+        return_to: String,
+        max_age: u64,
+    },
     #[error("cross-site request refused: {0}")]
     Csrf(#[from] CsrfError),
     #[error("not found")]
@@ -147,7 +163,13 @@ impl Refusal {
             | InvalidRefreshToken { .. }
             | AdminUnauthorized => StatusCode::UNAUTHORIZED,
             StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Csrf(_) => StatusCode::FORBIDDEN,
+            Csrf(_) | Forbidden { .. } => StatusCode::FORBIDDEN,
+            StepUp {
+                navigation: true, ..
+            } => StatusCode::FOUND,
+            StepUp {
+                navigation: false, ..
+            } => StatusCode::UNAUTHORIZED,
             NotFound(_) | NoSuchSession | AdminOff => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -172,6 +194,8 @@ impl Refusal {
             BadRequest(_) => "bad_request",
             Unauthenticated { .. } => "unauthenticated",
             StoreUnavailable { .. } => "store_unavailable",
+            Forbidden { .. } => "forbidden",
+            StepUp { .. } => "step_up",
             Csrf(CsrfError::MissingToken | CsrfError::TokenMismatch) => "csrf_token",
             Csrf(
                 CsrfError::CrossSite
@@ -199,7 +223,7 @@ impl Refusal {
         use Refusal::*;
         match self {
             Rotated { refusal, .. } => refusal.label(),
-            Unauthenticated { .. } => Label::Unauthenticated,
+            Unauthenticated { .. } | StepUp { .. } => Label::Unauthenticated,
             StoreUnavailable { .. } => Label::Unavailable,
             Upstream(_) => Label::UpstreamError,
             SignInFailed { status, .. } if status.is_server_error() => Label::Unavailable,
@@ -211,6 +235,7 @@ impl Refusal {
             | CleanUrl(_)
             | BadRequest(_)
             | Csrf(_)
+            | Forbidden { .. }
             | NotFound(_)
             | NoSuchSession
             | MethodNotAllowed
@@ -258,6 +283,12 @@ impl Refusal {
                 r
             }
             StoreUnavailable { navigation } => unavailable(navigation),
+            Forbidden { navigation, .. } => forbidden(navigation),
+            StepUp {
+                navigation,
+                return_to,
+                max_age,
+            } => step_up(navigation, &return_to, max_age),
             Csrf(e) => error(status, "forbidden", Some(&e.to_string())),
             NotFound(why) => error(status, "not_found", why),
             NoSuchSession => error(status, "no_such_session", None),
@@ -358,6 +389,40 @@ fn unauthenticated(navigation: bool, return_to: &str, presented: bool) -> Respon
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static(challenge),
     );
+    r
+}
+
+/// `403` from a route's policy: the user is signed in, and signing in again would not help.
+fn forbidden(navigation: bool) -> Response<Body> {
+    if navigation {
+        return body::html(
+            StatusCode::FORBIDDEN,
+            pages::message_page(
+                "Access denied",
+                "You are signed in, but your account may not open this page. If you need it, ask whoever manages your access.",
+            ),
+        );
+    }
+    error(StatusCode::FORBIDDEN, "forbidden", None)
+}
+
+/// A login too old for the route: back through login (`reauth=1` says why on the page), or
+/// RFC 9470's challenge for an API client.
+fn step_up(navigation: bool, return_to: &str, max_age: u64) -> Response<Body> {
+    if navigation {
+        let enc: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+        return body::redirect(
+            StatusCode::FOUND,
+            &format!("/.auth/login?return_to={enc}&reauth=1"),
+        );
+    }
+    let mut r = error(StatusCode::UNAUTHORIZED, "reauthentication_required", None);
+    let challenge = format!(
+        "Bearer realm=\"sessiongate\", error=\"insufficient_user_authentication\", max_age={max_age}"
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
     r
 }
 

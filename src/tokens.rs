@@ -54,6 +54,11 @@ pub struct AccessClaims {
     /// Keyed fingerprint of the login user agent's device: browser family, system and class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uad: Option<String>,
+    /// When the user last authenticated (Unix seconds; the OpenID claim's name): what
+    /// `max_auth_age` is judged by, without a store round trip. Absent from tokens minted
+    /// before it existed (judged too old).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
 }
 
 /// Claims of a refresh token. `jti` is the rotation counter the store checks.
@@ -84,6 +89,8 @@ pub struct AccessLifetime {
     pub now: u64,
     pub exp: u64,
     pub session_end: u64,
+    /// When the session's user last authenticated (its `auth_time`).
+    pub auth_time: u64,
 }
 
 /// The fingerprints a session was bound to at login (see `sessions::anomaly`).
@@ -351,6 +358,7 @@ impl KeyRing {
             now,
             exp,
             session_end,
+            auth_time,
         } = life;
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -368,6 +376,7 @@ impl KeyRing {
             uah: fp.uah.clone(),
             fpk: fp.key.clone(),
             uad: fp.uad.clone(),
+            auth_time: Some(auth_time),
         };
         self.sign(&self.access.signing, &claims)
     }
@@ -482,6 +491,7 @@ mod tests {
             uah: None,
             fpk: None,
             uad: None,
+            auth_time: None,
         }
     }
 
@@ -492,6 +502,7 @@ mod tests {
             now: now(),
             exp: now() + 60,
             session_end: now() + 600,
+            auth_time: 0,
         };
         let t = k
             .mint_access("alice", "s", &[], life, &Fingerprint::default())
@@ -588,6 +599,7 @@ mod tests {
                     now: now(),
                     exp: now() + 60,
                     session_end: now() + 60 + 3600,
+                    auth_time: 0,
                 },
                 &Fingerprint::default(),
             )
@@ -613,6 +625,7 @@ mod tests {
                     now: now() - 100,
                     exp: now() - 1,
                     session_end: now() - 1 + 3600,
+                    auth_time: 0,
                 },
                 &Fingerprint::default(),
             )
@@ -659,6 +672,7 @@ mod tests {
                     now: now(),
                     exp: now() + 60,
                     session_end: now() + 60 + 3600,
+                    auth_time: 0,
                 },
                 &Fingerprint::default(),
             )
@@ -678,6 +692,7 @@ mod tests {
                     now: now(),
                     exp: now() + 60,
                     session_end: now() + 60 + 3600,
+                    auth_time: 0,
                 },
                 &Fingerprint::default(),
             )
@@ -697,6 +712,7 @@ mod tests {
                     now: now(),
                     exp: now() + 60,
                     session_end: now() + 60 + 3600,
+                    auth_time: 0,
                 },
                 &Fingerprint::default(),
             )
@@ -727,6 +743,7 @@ mod tests {
                 now: now(),
                 exp: now() + 60,
                 session_end: now() + 600,
+                auth_time: 0,
             },
             &Fingerprint::default(),
         )

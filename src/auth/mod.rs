@@ -150,11 +150,13 @@ fn login_page(rt: &Runtime, ctx: &RequestCtx) -> Response<Body> {
             &format!("{}?return_to={enc}", up.page_path),
         );
     }
+    let reauth = query_has(ctx, "reauth");
     let Some(o) = rt.sessions.oidc() else {
-        return body::html(StatusCode::OK, pages::login_page(&target, None));
+        return body::html(StatusCode::OK, pages::login_page_for(&target, None, reauth));
     };
     let form = rt.cfg.login.users_file.is_some();
     let signed_out = query_has(ctx, "signed_out");
+    let again = if reauth { "&reauth=1" } else { "" };
     let enc: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
     // One way in and a navigation that wants in: straight to the provider. Not after a
     // logout (that would sign the user in again at once).
@@ -166,7 +168,7 @@ fn login_page(rt: &Runtime, ctx: &RequestCtx) -> Response<Body> {
         let name: String = url::form_urlencoded::byte_serialize(only.name().as_bytes()).collect();
         return body::redirect(
             StatusCode::FOUND,
-            &format!("/.auth/oidc/start?provider={name}&return_to={enc}"),
+            &format!("/.auth/oidc/start?provider={name}&return_to={enc}{again}"),
         );
     }
     let buttons: Vec<(&str, &str)> = o
@@ -174,7 +176,11 @@ fn login_page(rt: &Runtime, ctx: &RequestCtx) -> Response<Body> {
         .iter()
         .map(|p| (p.name(), p.cfg.display_name.as_str()))
         .collect();
-    let notice = signed_out.then_some("You are signed out.");
+    let notice = if reauth {
+        Some(pages::REAUTH_NOTICE)
+    } else {
+        signed_out.then_some("You are signed out.")
+    };
     body::html(
         StatusCode::OK,
         pages::login_choices(&target, None, notice, &buttons, form),
@@ -280,7 +286,7 @@ async fn check_credentials(
     attempt.succeeded();
     let started = rt
         .sessions
-        .start(&user.name, &user.roles, ip, ua, None)
+        .sign_in(ctx.held_tokens(), &user.name, &user.roles, ip, ua, None)
         .await;
     started.map_err(|e| {
         tracing::warn!(error = %e, "login: session store unavailable");
@@ -349,10 +355,9 @@ pub(crate) async fn presented(
     ctx: &RequestCtx,
     ua: &UserAgent<'_>,
 ) -> Result<Option<(String, String)>, Refusal> {
-    let g = &ctx.cookies.gateway;
-    let access = ctx.bearer.as_deref().or(g.access.as_deref());
+    let (access, refresh) = ctx.held_tokens();
     rt.sessions
-        .presented(access, g.refresh.as_deref(), ctx.client_ip, ua)
+        .presented(access, refresh, ctx.client_ip, ua)
         .await
         .map(|p| p.map(|p| (p.user, p.sid)))
         .map_err(|e| {

@@ -114,7 +114,7 @@ pub(super) async fn start(rt: &Arc<Runtime>, req: &Request<Incoming>, ctx: &Requ
         ));
     };
     let begun = p
-        .begin()
+        .begin(param(&ps, "reauth").is_some())
         .await
         .map_err(|e| explained(p, &e, &target, None))?;
     let now = rt.sessions.clock().now();
@@ -280,7 +280,14 @@ async fn complete(
     };
     let issued = rt
         .sessions
-        .start(&mapped.user, &mapped.roles, ctx.client_ip, ua, Some(link))
+        .sign_in(
+            ctx.held_tokens(),
+            &mapped.user,
+            &mapped.roles,
+            ctx.client_ip,
+            ua,
+            Some(link),
+        )
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "oidc login: session store unavailable");

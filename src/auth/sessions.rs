@@ -1,5 +1,5 @@
-//! Self-service: a user sees their sessions (device, user agent, IP, created, last active,
-//! which one is this one) and ends any of them, or all of them.
+//! Self-service: a user sees their sessions (device, user agent, IP, created, last
+//! authenticated, last active, which one is this one) and ends any of them, or all of them.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -37,11 +37,12 @@ fn html_page(rt: &Runtime, list: &[SessionRecord], current_sid: &str) -> String 
                 )
             };
             format!(
-                "<tr><td>{}<span class=\"ua\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
+                "<tr><td>{}<span class=\"ua\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
                 pages::escape(&r.device),
                 pages::escape(&r.user_agent),
                 pages::escape(&r.ip),
                 when(r.created),
+                when(r.auth_time),
                 when(r.last_seen)
             )
         })

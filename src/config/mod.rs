@@ -278,6 +278,19 @@ pub struct RouteConfig {
     pub public: bool,
     /// Index into `Config::upstreams`.
     pub upstream: usize,
+    /// Who may use the route (`crate::policy`).
+    pub policy: crate::policy::RoutePolicy,
+}
+
+/// Whether a route's `path_prefix` matches a normalised path: on segment boundaries (`/api`
+/// matches `/api` and `/api/x`, not `/apiary`; `/static/` matches `/static` too).
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if let Some(dir) = prefix.strip_suffix('/') {
+        path.starts_with(prefix) || path == dir
+    } else {
+        path == prefix
+            || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -404,6 +417,9 @@ pub struct AnomalyConfig {
     pub ipv4_prefix: u8,
     /// IPv6 changes within this prefix length are not anomalies (1..=128).
     pub ipv6_prefix: u8,
+    /// More rotations of one session than `refresh_rate_max` within one `session.access_ttl`.
+    pub refresh_rate: AnomalyAction,
+    pub refresh_rate_max: u32,
 }
 
 impl Default for AnomalyConfig {
@@ -421,6 +437,8 @@ impl AnomalyConfig {
             user_agent_change: raw.user_agent_change,
             ipv4_prefix: raw.ipv4_prefix,
             ipv6_prefix: raw.ipv6_prefix,
+            refresh_rate: raw.refresh_rate,
+            refresh_rate_max: raw.refresh_rate_max,
         }
     }
 }

@@ -204,6 +204,21 @@ pub struct RawRoute {
     pub public: bool,
     #[serde(default)]
     pub upstream: Option<String>,
+    /// Only users with one of these roles (or named in `allow_users`) pass.
+    #[serde(default)]
+    pub allow_roles: Option<Vec<String>>,
+    /// Only these users (or users with a role of `allow_roles`) pass.
+    #[serde(default)]
+    pub allow_users: Option<Vec<String>>,
+    /// Users with any of these roles are refused, whatever else allows them.
+    #[serde(default)]
+    pub deny_roles: Vec<String>,
+    /// Only these methods pass (`GET` lets `HEAD` through too).
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// A login older than this is sent back through login (step-up).
+    #[serde(default, with = "humantime_serde")]
+    pub max_auth_age: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -526,6 +541,9 @@ pub struct RawAnomaly {
     /// IPv4 changes within this prefix length are not anomalies.
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
+    /// A session refreshed more than `refresh_rate_max` times within one access TTL.
+    pub refresh_rate: AnomalyAction,
+    pub refresh_rate_max: u32,
 }
 
 impl Default for RawAnomaly {
@@ -535,6 +553,8 @@ impl Default for RawAnomaly {
             user_agent_change: AnomalyAction::Revoke,
             ipv4_prefix: 24,
             ipv6_prefix: 64,
+            refresh_rate: AnomalyAction::Log,
+            refresh_rate_max: 10,
         }
     }
 }

@@ -144,6 +144,19 @@ impl Users {
         self.map.len()
     }
 
+    /// Whether the file has a user of this name.
+    pub fn has(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    /// Every role some user holds, sorted.
+    pub fn roles(&self) -> std::collections::BTreeSet<&str> {
+        self.map
+            .values()
+            .flat_map(|u| u.roles.iter().map(String::as_str))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

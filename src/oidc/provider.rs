@@ -293,13 +293,15 @@ impl Provider {
     }
 
     /// Where to send the browser: an authorization request with PKCE (S256), `state` and
-    /// `nonce`, and the configured scopes.
+    /// `nonce`, and the configured scopes; `reauth` (a step-up, `[[route]] max_auth_age`) asks
+    /// the provider to authenticate the user again rather than answer from its own session
+    /// (`prompt=login`).
     ///
     /// The provider is asked for its documents first (unless another request did so within
     /// [`START_FRESHNESS`]): a provider that went away gets the user a clear page here rather
     /// than a browser error at its address, and a flood of starts costs it at most one fetch
     /// per [`START_FRESHNESS`].
-    pub async fn begin(&self) -> Result<Begun, OidcError> {
+    pub async fn begin(&self, reauth: bool) -> Result<Begun, OidcError> {
         let d = self.within(START_FRESHNESS, false).await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut req = d
@@ -312,6 +314,9 @@ impl Provider {
             .set_pkce_challenge(challenge);
         for s in self.cfg.scopes.iter().filter(|s| *s != "openid") {
             req = req.add_scope(Scope::new(s.clone()));
+        }
+        if reauth {
+            req = req.add_prompt(openidconnect::core::CoreAuthPrompt::Login);
         }
         let (url, state, nonce) = req.url();
         Ok(Begun {

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! client ─TLS─▶ framing ─▶ path ─▶ url tokens ─▶ cookies ─▶ /.auth/? ─▶ route ─▶ csrf (origin)
-//!        ─▶ strip ─▶ session (verify | refresh) ─▶ anomaly ─▶ require ─▶ csrf (token) ─▶ inject
+//!        ─▶ strip ─▶ session (verify | refresh) ─▶ anomaly ─▶ require ─▶ policy ─▶ csrf (token)
+//!        ─▶ inject
 //!        ─▶ upstream login ─▶ forward (forwarding headers, proxy) ─▶ upstream login (grant)
 //! ```
 //!
@@ -15,6 +16,7 @@ pub(crate) mod csrf;
 pub(crate) mod forwarding;
 pub(crate) mod framing;
 pub(crate) mod inject;
+pub(crate) mod policy;
 pub(crate) mod route;
 pub(crate) mod session;
 pub(crate) mod strip;
@@ -90,6 +92,16 @@ impl RequestCtx {
     /// path parameters): `/logout;jsessionid=1` is `/logout` to a Java app.
     pub fn is_for(&self, app_path: &str) -> bool {
         self.path == app_path || self.bare_path.as_deref() == Some(app_path)
+    }
+
+    /// The session tokens the request carries, `(access, refresh)`: a Bearer token before the
+    /// access cookie.
+    pub fn held_tokens(&self) -> (Option<&str>, Option<&str>) {
+        let g = &self.cookies.gateway;
+        (
+            self.bearer.as_deref().or(g.access.as_deref()),
+            g.refresh.as_deref(),
+        )
     }
 
     /// `path?query`, as the client should come back to it.
@@ -169,6 +181,8 @@ async fn stages<B>(
     let identity = identity.filter(|_| origin == csrf::Origin::Proven);
     // From here on, a refusal carries any rotated cookies: a rotation is never lost.
     let keep = |r: Refusal| r.keeping(&set_cookies);
+    // The route's policy: who may use it, with which methods, how recent a login.
+    policy::check(rt, &ctx, route, req.method(), identity.as_deref()).map_err(keep)?;
     // CSRF (token mode): the double-submit token bound to the session.
     csrf::check_token(rt, &ctx, route, identity.as_deref(), req).map_err(keep)?;
     // Inject the verified identity (after strip, so these are the only identity headers).

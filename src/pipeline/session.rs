@@ -120,6 +120,7 @@ pub fn required(
     let protected = Route {
         public: false,
         upstream: 0,
+        id: None,
     };
     match require(ctx, protected, state)? {
         (Some(id), cookies) => Ok((id, cookies)),

@@ -48,6 +48,7 @@ fn access_cookie(rt: &Runtime, sid: &str) -> String {
                 now,
                 exp: now + 60,
                 session_end: now + 60 + 3600,
+                auth_time: 0,
             },
             &Default::default(),
         )
@@ -215,6 +216,9 @@ async fn expired_access_cookie_is_refreshed_transparently() {
         user_agent: String::new(),
         device: String::new(),
         idp: None,
+        auth_time: now,
+        refresh_window: now,
+        refreshes: 0,
     };
     rt.sessions
         .store()
@@ -237,6 +241,7 @@ async fn expired_access_cookie_is_refreshed_transparently() {
                 now: now - 100,
                 exp: now - 1,
                 session_end: now - 1 + 3600,
+                auth_time: 0,
             },
             &Default::default(),
         )

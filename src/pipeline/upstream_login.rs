@@ -156,9 +156,17 @@ async fn honour_grant(
         );
         return Vec::new();
     };
+    // The same session when the user already holds one (a step-up through the app's login).
     let started = rt
         .sessions
-        .start(&claims.sub, &claims.roles, ctx.client_ip, ua, None)
+        .sign_in(
+            ctx.held_tokens(),
+            &claims.sub,
+            &claims.roles,
+            ctx.client_ip,
+            ua,
+            None,
+        )
         .await;
     match started {
         Ok(issued) => {

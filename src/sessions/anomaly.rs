@@ -265,6 +265,41 @@ impl Sessions {
         self.check_fingerprint(bound, ip, ua, user, sid).verdict
     }
 
+    /// The refresh-rate anomaly: a session rotated `refreshes` times within one access TTL
+    /// (counted by the store, across instances; see `store::RotatePolicy::window_secs`).
+    /// Above `anomaly.refresh_rate_max` it is audited and counted once per rotation, and
+    /// answered by `anomaly.refresh_rate`.
+    pub fn refresh_rate(&self, refreshes: u32, user: &str, sid: &str, ip: IpAddr) -> Verdict {
+        let cfg = &self.fingerprints.cfg;
+        if cfg.refresh_rate == AnomalyAction::Ignore || refreshes <= cfg.refresh_rate_max {
+            return Verdict::Pass;
+        }
+        let action_name = format!("{:?}", cfg.refresh_rate).to_ascii_lowercase();
+        self.metrics
+            .anomalies
+            .get_or_create(&Anomaly {
+                signal: "refresh_rate".into(),
+                action: action_name.clone(),
+            })
+            .inc();
+        self.audit.emit(
+            Event::new("anomaly")
+                .user(user)
+                .session(&self.handle(sid))
+                .ip(&ip.to_string())
+                .count(refreshes as usize)
+                .reason(&format!(
+                    "refresh_rate: {refreshes} refreshes within one access TTL (at most {}); policy {action_name}",
+                    cfg.refresh_rate_max
+                )),
+        );
+        match cfg.refresh_rate {
+            AnomalyAction::Ignore | AnomalyAction::Log => Verdict::Pass,
+            AnomalyAction::Reauth => Verdict::Reauth,
+            AnomalyAction::Revoke => Verdict::Revoke,
+        }
+    }
+
     /// [`Sessions::anomaly`], and whether nothing changed. Only a detected anomaly does any
     /// work beyond two memoised keyed hashes.
     pub fn check_fingerprint(

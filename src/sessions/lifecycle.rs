@@ -68,6 +68,9 @@ impl Sessions {
             device: ua.device().label(),
             user_agent: ua.as_str().to_string(),
             idp,
+            auth_time: now,
+            refresh_window: now,
+            refreshes: 0,
         };
         let fp = self.fingerprints.bind(ip, ua);
         let issued = self.issue(&rec, now, &fp)?;
@@ -78,6 +81,91 @@ impl Sessions {
             .user(&rec.user)
             .session(&self.handle(&rec.sid))
             .ip(&rec.ip);
+        if let Some(l) = &rec.idp {
+            e = e.provider(&l.provider);
+        }
+        self.audit.emit(e);
+        Ok(issued)
+    }
+
+    /// The session of a user who just proved who they are. When the request's tokens
+    /// (`held`: access, refresh) name a session of this same user, the login is a step-up and
+    /// that session goes on renewed ([`Sessions::renew`]); otherwise (none, or someone else's,
+    /// which is left as it is) a new session starts.
+    pub async fn sign_in(
+        &self,
+        held: (Option<&str>, Option<&str>),
+        user: &str,
+        roles: &[String],
+        ip: IpAddr,
+        ua: &UserAgent<'_>,
+        idp: Option<IdpLink>,
+    ) -> Result<Issued, StartError> {
+        // A store that cannot say which session this is cannot start one either; the start
+        // below reports it.
+        if let Ok(Some(p)) = self.presented(held.0, held.1, ip, ua).await
+            && p.user == user
+            && let Some(old) = self.store.get(user, &p.sid).await?
+        {
+            return self.renew(old, roles, ip, ua, idp).await;
+        }
+        self.start(user, roles, ip, ua, idp).await
+    }
+
+    /// A step-up (`[[route]] max_auth_age`): the session goes on — its start, its absolute
+    /// end, one row on the sessions page — under a new id with a new refresh token,
+    /// authenticated now, with this login's roles and bound to this request's network and
+    /// browser. The old id ends everywhere at once (OWASP: a new session id at every
+    /// re-authentication): a copy of the old tokens, however old, never gains the new
+    /// authentication time.
+    async fn renew(
+        &self,
+        old: SessionRecord,
+        roles: &[String],
+        ip: IpAddr,
+        ua: &UserAgent<'_>,
+        idp: Option<IdpLink>,
+    ) -> Result<Issued, StartError> {
+        let now_ms = self.clock.now_ms();
+        let now = now_ms / 1000;
+        let rec = SessionRecord {
+            sid: random_token(24),
+            roles: roles.to_vec(),
+            last_seen: now,
+            cur_jti: random_token(16),
+            prev_jti: None,
+            rotated_at_ms: now_ms,
+            prev_open: false,
+            ip: ip.to_string(),
+            device: ua.device().label(),
+            user_agent: ua.as_str().to_string(),
+            idp: idp.or(old.idp),
+            auth_time: now,
+            refresh_window: now,
+            refreshes: 0,
+            ..old
+        };
+        let fp = self.fingerprints.bind(ip, ua);
+        let issued = self.issue(&rec, now, &fp)?;
+        self.store.create(rec.clone()).await?;
+        self.forget_locally([old.sid.as_str()]);
+        if let Err(e) = self
+            .store
+            .revoke(&rec.user, &old.sid, self.revocation_ttl())
+            .await
+        {
+            // The new session must not stand beside an old one that could not be ended.
+            let _ = self.store.revoke(&rec.user, &rec.sid, 0).await;
+            return Err(e.into());
+        }
+        let mut e = Event::new("login_ok")
+            .user(&rec.user)
+            .session(&self.handle(&rec.sid))
+            .ip(&rec.ip)
+            .reason(&format!(
+                "step-up: renews session {}",
+                self.handle(&old.sid)
+            ));
         if let Some(l) = &rec.idp {
             e = e.provider(&l.provider);
         }
@@ -97,6 +185,7 @@ impl Sessions {
             now,
             exp: access_exp,
             session_end: rec.abs_end,
+            auth_time: rec.auth_time,
         };
         let access = self
             .keys
@@ -112,6 +201,7 @@ impl Sessions {
                 sid: rec.sid.clone(),
                 exp: access_exp,
                 session_end: rec.abs_end,
+                auth_time: rec.auth_time,
                 fp: fp.clone(),
             }),
             access,
@@ -216,6 +306,8 @@ pub struct SessionView<'a> {
     pub user_agent: &'a str,
     pub ip: &'a str,
     pub created: u64,
+    /// When the user last proved who they are in this session (the login, or a step-up).
+    pub last_authenticated: u64,
     pub last_active: u64,
     pub expires: u64,
     pub current: bool,
@@ -230,6 +322,7 @@ impl Sessions {
             user_agent: &r.user_agent,
             ip: &r.ip,
             created: r.created,
+            last_authenticated: r.auth_time,
             last_active: r.last_seen,
             expires: r.abs_end,
             current: r.sid == current_sid,

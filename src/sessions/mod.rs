@@ -58,6 +58,9 @@ pub struct Identity {
     /// The session's absolute end (Unix seconds): no refresh after it, and no WebSocket
     /// tunnel of the session stays open past it.
     pub session_end: u64,
+    /// When the user last authenticated (Unix seconds; `0`: unknown, a token from before the
+    /// claim): what `[[route]] max_auth_age` is judged by.
+    pub auth_time: u64,
     /// What the session was bound to at login.
     pub fp: Fingerprint,
     /// The session's non-secret handle (derived from `sid`, computed once per token).

@@ -44,6 +44,8 @@ pub struct Rotation {
     /// Set when this flight rotated the token: its delivery, shared by every request that
     /// answers with the new token (one delivered answer is enough).
     pub delivery: Option<Delivery>,
+    /// The refresh-rate anomaly's verdict on this rotation (`Pass` for any other outcome).
+    pub rate: Verdict,
 }
 
 /// How often, and how far apart, reopening a lost rotation is tried when the store fails.
@@ -93,10 +95,21 @@ impl Sessions {
             grace_ms: u64::try_from(self.cfg.refresh_grace.as_millis()).unwrap_or(u64::MAX),
             idle_secs: self.cfg.idle_timeout.as_secs(),
             revocation_ttl: self.revocation_ttl(),
+            window_secs: self.cfg.access_ttl.as_secs(),
         };
         let key = (claims.sid.clone(), claims.jti.clone());
-        let rotate = || self.rotate(&claims.sub, &claims.sid, &claims.jti, policy);
-        let Rotation { outcome, delivery } = self.flights.run(key, rotate).await?;
+        let rotate = || self.rotate(&claims.sub, &claims.sid, &claims.jti, policy, ip);
+        let Rotation {
+            outcome,
+            delivery,
+            rate,
+        } = self.flights.run(key, rotate).await?;
+        if rate != Verdict::Pass {
+            // Refused: under `reauth` the delivery is dropped undelivered, so the rotation is
+            // reopened and the session stays usable where it came from; under `revoke` the
+            // session has ended.
+            return Err(RefreshError::Anomaly);
+        }
         match outcome {
             RotateOutcome::Rotated(rec) | RotateOutcome::Grace(rec) => {
                 let mut issued = self.issue(&rec, now, &fp)?;
@@ -110,7 +123,14 @@ impl Sessions {
     }
 
     /// The store operation of one flight, with its metrics and audit events.
-    async fn rotate(&self, user: &str, sid: &str, jti: &str, policy: RotatePolicy) -> FlightResult {
+    async fn rotate(
+        &self,
+        user: &str,
+        sid: &str,
+        jti: &str,
+        policy: RotatePolicy,
+        ip: IpAddr,
+    ) -> FlightResult {
         let (r, delivery) = self.rotate_in_task(user, sid, jti, policy).await;
         let r = match r {
             Ok(RotateOutcome::Rotated(rec)) if rec.idp.is_some() => {
@@ -156,8 +176,31 @@ impl Sessions {
                     .reason(reason),
             );
         }
-        r.map(|outcome| Rotation { outcome, delivery })
-            .map_err(Arc::new)
+        // Judged on a rotation, and on a grace answer too (a client retrying the token a
+        // refused rotation left behind), while the window that went over the limit lasts.
+        let rate = match &r {
+            Ok(RotateOutcome::Rotated(rec) | RotateOutcome::Grace(rec))
+                if policy.now.saturating_sub(rec.refresh_window) < policy.window_secs =>
+            {
+                self.refresh_rate(rec.refreshes, user, sid, ip)
+            }
+            _ => Verdict::Pass,
+        };
+        if rate == Verdict::Revoke {
+            let why = super::Ending {
+                event: "session_revoked",
+                ip,
+                reason: Some("refresh_rate"),
+            };
+            // A store failure is logged by `end`; the refresh is refused either way.
+            let _ = self.end(user, sid, why).await;
+        }
+        r.map(|outcome| Rotation {
+            outcome,
+            delivery,
+            rate,
+        })
+        .map_err(Arc::new)
     }
 
     /// The store's rotation, in a task of its own that creates the delivery as soon as the
@@ -286,6 +329,7 @@ mod tests {
                     Ok(Rotation {
                         outcome: RotateOutcome::NotFound,
                         delivery: None,
+                        rate: Verdict::Pass,
                     })
                 })
                 .await

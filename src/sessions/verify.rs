@@ -74,6 +74,7 @@ impl Sessions {
             // A token minted before `sxp` existed: its own expiry is the only end known, so
             // a tunnel opened with it lasts no longer (fail closed; the client reconnects).
             session_end: c.sxp.unwrap_or(c.exp),
+            auth_time: c.auth_time.unwrap_or(0),
         }))
     }
 

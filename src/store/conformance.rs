@@ -64,6 +64,9 @@ pub fn record(user: &str, ttl: u64, idp: Option<IdpLink>) -> SessionRecord {
         // As the gateway derives it (the memory store derives it again when read).
         device: UserAgent::from_bytes(ua.as_bytes()).device().label(),
         idp,
+        auth_time: now,
+        refresh_window: 0,
+        refreshes: 0,
     }
 }
 
@@ -74,6 +77,7 @@ fn policy(grace_ms: u64) -> RotatePolicy {
         grace_ms,
         idle_secs: 600,
         revocation_ttl: 60,
+        window_secs: 60,
     }
 }
 
@@ -497,5 +501,39 @@ pub async fn first_use_race(s: Arc<dyn SessionStore>) {
             }
         }
         assert_eq!(wins, 1, "round {round}: {wins} tasks won one key");
+    }
+}
+
+/// The refresh-rate window: each rotation within `window_secs` of the window's start adds
+/// one; grace answers add none; a rotation after the window starts a new one at 1.
+pub async fn rotations_are_counted_per_window(s: &dyn SessionStore) {
+    let user = unique("rate");
+    let rec = record(&user, 3600, None);
+    s.create(rec.clone()).await.unwrap();
+    let mut jti = rec.cur_jti.clone();
+    let mut p = policy(60_000);
+    for n in 1..=4u32 {
+        let next = random_token(16);
+        match s.rotate(&user, &rec.sid, &jti, &next, p).await.unwrap() {
+            RotateOutcome::Rotated(r) => {
+                assert_eq!(r.refreshes, n, "rotation {n}");
+                assert_eq!(r.refresh_window, p.now, "the window began at the first");
+            }
+            other => panic!("rotate {n}: {other:?}"),
+        }
+        // The previous token within the grace: answered, not counted.
+        match s.rotate(&user, &rec.sid, &jti, "unused", p).await.unwrap() {
+            RotateOutcome::Grace(r) => assert_eq!(r.refreshes, n, "grace {n}"),
+            other => panic!("grace {n}: {other:?}"),
+        }
+        jti = next;
+    }
+    p.now += p.window_secs;
+    p.now_ms = p.now * 1000;
+    match s.rotate(&user, &rec.sid, &jti, "j-late", p).await.unwrap() {
+        RotateOutcome::Rotated(r) => {
+            assert_eq!((r.refreshes, r.refresh_window), (1, p.now), "a new window");
+        }
+        other => panic!("rotate after the window: {other:?}"),
     }
 }

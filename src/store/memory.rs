@@ -49,6 +49,9 @@ struct Stored {
     user_agent: Box<str>,
     /// Boxed: most sessions have none, and the table entry stays small.
     idp: Option<Box<IdpLink>>,
+    auth_time: u64,
+    refresh_window: u64,
+    refreshes: u32,
 }
 
 impl Stored {
@@ -73,6 +76,9 @@ impl Stored {
                 .device()
                 .label(),
             idp: self.idp.as_deref().cloned(),
+            auth_time: self.auth_time,
+            refresh_window: self.refresh_window,
+            refreshes: self.refreshes,
         }
     }
 }
@@ -319,6 +325,13 @@ impl SessionStore for MemoryStore {
             ip: rec.ip.parse().map_err(|_| rec.ip.into_boxed_str()),
             user_agent: rec.user_agent.into_boxed_str(),
             idp,
+            auth_time: if rec.auth_time == 0 {
+                rec.created
+            } else {
+                rec.auth_time
+            },
+            refresh_window: rec.refresh_window,
+            refreshes: rec.refreshes,
         });
         if let Some((_, old)) = inner.remove(&sid) {
             drop(old);
@@ -366,6 +379,11 @@ impl SessionStore for MemoryStore {
             rec.rotated_at_ms = p.now_ms;
             rec.prev_open = false;
             rec.last_seen = p.now;
+            if p.now.saturating_sub(rec.refresh_window) >= p.window_secs {
+                (rec.refresh_window, rec.refreshes) = (p.now, 1);
+            } else {
+                rec.refreshes = rec.refreshes.saturating_add(1);
+            }
             return Ok(RotateOutcome::Rotated(rec.to_record(sid)));
         }
         if accepted_previous {
@@ -573,6 +591,9 @@ mod tests {
             user_agent: "ua".into(),
             device: "d".into(),
             idp: None,
+            auth_time: now,
+            refresh_window: now,
+            refreshes: 0,
         }
     }
 
@@ -587,6 +608,7 @@ mod tests {
             grace_ms: 10_000,
             idle_secs: 100,
             revocation_ttl: 60,
+            window_secs: 900,
         }
     }
 
@@ -795,6 +817,10 @@ mod tests {
         #[tokio::test]
         async fn first_use_once_then_expires() {
             c::first_use_once_then_expires(&MemoryStore::new()).await
+        }
+        #[tokio::test]
+        async fn rotations_are_counted_per_window() {
+            c::rotations_are_counted_per_window(&MemoryStore::new()).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn first_use_race() {

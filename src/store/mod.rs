@@ -46,6 +46,16 @@ pub struct SessionRecord {
     /// in records written before it existed.
     #[serde(default)]
     pub idp: Option<IdpLink>,
+    /// When the user last proved who they are (the login, or a later step-up through login
+    /// again: `crate::policy`), Unix seconds. Records written before it: their `created`.
+    #[serde(default)]
+    pub auth_time: u64,
+    /// The refresh-rate window (see [`RotatePolicy::window_secs`]): when it began (Unix
+    /// seconds) and how many rotations it holds.
+    #[serde(default)]
+    pub refresh_window: u64,
+    #[serde(default)]
+    pub refreshes: u32,
 }
 
 /// The identity provider a session was signed in through (OpenID Connect).
@@ -178,6 +188,10 @@ pub struct RotatePolicy {
     pub idle_secs: u64,
     /// How long a revocation must be remembered (the access token lifetime).
     pub revocation_ttl: u64,
+    /// The refresh-rate window: a rotation more than this after the window began starts a new
+    /// one (`refreshes` = 1), any other adds one (`session.access_ttl`: one refresh per window
+    /// is what a client that keeps its cookies needs).
+    pub window_secs: u64,
 }
 
 #[async_trait]

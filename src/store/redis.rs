@@ -163,7 +163,7 @@ return 1
 ";
 
 /// ARGV: presented jti, new jti, now (s), grace (ms), idle (s), sid, channel, revocation until,
-/// now (ms). Returns {outcome, field, value, ...} with the record as it is after the operation.
+/// now (ms), refresh-rate window (s). Returns {outcome, field, value, ...} with the record as it is after the operation.
 /// The previous jti is accepted within the grace (counted in milliseconds: `rot_ms`; a record
 /// written before it has only `rot`, in seconds) or while `open` says its rotation never
 /// reached the client.
@@ -190,8 +190,11 @@ if (current or previous) and now - tonumber(r['last_seen']) > tonumber(ARGV[5]) 
   return finish('idle')
 end
 if current then
+  local rw = tonumber(r['rw'] or '') or 0
+  local rn = tonumber(r['rn'] or '') or 0
+  if now - rw >= tonumber(ARGV[10]) then rw = now; rn = 1 else rn = rn + 1 end
   redis.call('HSET', KEYS[1], 'prev', r['cur'], 'cur', ARGV[2], 'rot', ARGV[3], 'rot_ms', ARGV[9],
-    'open', '0', 'last_seen', ARGV[3])
+    'open', '0', 'last_seen', ARGV[3], 'rw', rw, 'rn', rn)
   local out = {'rotated'}
   local h2 = redis.call('HGETALL', KEYS[1])
   for i = 1, #h2 do out[#out + 1] = h2[i] end
@@ -673,6 +676,12 @@ fn to_record(sid: &str, m: &HashMap<String, String>) -> Option<SessionRecord> {
             None => None,
             Some(json) => Some(serde_json::from_str(json).ok()?),
         },
+        // Written at creation since step-up; a record from before: its login.
+        auth_time: field(m, "auth")
+            .parse()
+            .unwrap_or_else(|_| num(m, "created")),
+        refresh_window: num(m, "rw"),
+        refreshes: field(m, "rn").parse().unwrap_or(0),
     })
 }
 
@@ -713,7 +722,12 @@ impl SessionStore for RedisStore {
         let roles = serde_json::to_string(&rec.roles).unwrap_or_else(|_| "[]".into());
         // `rot` (seconds) beside `rot_ms` keeps instances of the previous version working
         // during a rolling upgrade.
-        let fields: [(&str, String); 13] = [
+        let auth_time = if rec.auth_time == 0 {
+            rec.created
+        } else {
+            rec.auth_time
+        };
+        let fields: [(&str, String); 14] = [
             ("user", rec.user.clone()),
             ("roles", roles),
             ("created", rec.created.to_string()),
@@ -727,6 +741,7 @@ impl SessionStore for RedisStore {
             ("ip", rec.ip.clone()),
             ("ua", rec.user_agent.clone()),
             ("dev", rec.device.clone()),
+            ("auth", auth_time.to_string()),
         ];
         let idp = match &rec.idp {
             Some(link) => Some(serde_json::to_string(link).map_err(unavailable)?),
@@ -781,7 +796,8 @@ impl SessionStore for RedisStore {
             .arg(sid)
             .arg(self.revocations_key())
             .arg(until)
-            .arg(p.now_ms);
+            .arg(p.now_ms)
+            .arg(p.window_secs);
         let mut c = self.conn().await?;
         let f = c.flag();
         let out: Vec<String> = self.timed(&f, inv.invoke_async(&mut c)).await?;

@@ -422,3 +422,147 @@ crate::for_both_stores!(
     ip_move_within_the_prefix_passes_and_across_it_needs_reauth,
     stolen_cookie_from_another_network_cannot_sign_the_user_out,
 );
+
+/// Rotate `refresh` `n` times through `POST /.auth/refresh` (JSON), returning each answer's
+/// status and the last tokens issued.
+async fn refresh_times(gw: &Gateway, refresh: &str, n: usize) -> (Vec<u16>, String, String) {
+    let (mut access, mut refresh) = (String::new(), refresh.to_string());
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        let resp = gw.refresh_json(&refresh).await;
+        statuses.push(resp.status().as_u16());
+        if resp.status() == 200 {
+            let v: Value = resp.json().await.unwrap();
+            access = v["access_token"].as_str().unwrap().to_string();
+            refresh = v["refresh_token"].as_str().unwrap().to_string();
+        }
+    }
+    (statuses, access, refresh)
+}
+
+fn refresh_rate_events(gw: &Gateway) -> Vec<Value> {
+    anomalies(gw)
+        .into_iter()
+        .filter(|e| {
+            e["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("refresh_rate"))
+        })
+        .collect()
+}
+
+async fn tokens_of(gw: &Gateway) -> (String, String) {
+    let v: Value = gw
+        .login_json("alice", ALICE_PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    (
+        v["access_token"].as_str().unwrap().to_string(),
+        v["refresh_token"].as_str().unwrap().to_string(),
+    )
+}
+
+/// A session refreshed far more often than its access TTL explains (a stolen refresh token
+/// replayed beside the real client, or a client that loses its access cookie): under
+/// `revoke`, the refresh that goes over `refresh_rate_max` ends the session everywhere, with
+/// its access tokens; counted across instances by the store, so it holds on Redis too.
+async fn refresh_rate_under_revoke_ends_the_session(store: StoreUnderTest) {
+    let gw = store
+        .start(
+            GatewayConfig::new()
+                .set("anomaly", "refresh_rate", "\"revoke\"")
+                .set("anomaly", "refresh_rate_max", "3"),
+        )
+        .await;
+    // Session A stays within the limit; session B goes over it.
+    let (_, a_refresh) = tokens_of(&gw).await;
+    let (statuses, _, a_last) = refresh_times(&gw, &a_refresh, 2).await;
+    assert_eq!(statuses, [200, 200]);
+    let (b_access0, b_refresh) = tokens_of(&gw).await;
+    let (statuses, b_access, b_last) = refresh_times(&gw, &b_refresh, 3).await;
+    assert_eq!(statuses, [200, 200, 200], "within the limit");
+    assert!(
+        refresh_rate_events(&gw).is_empty(),
+        "no anomaly within the limit"
+    );
+    assert_eq!(gw.access_status(&b_access).await, 200, "the session works");
+    let over = gw.refresh_json(&b_last).await;
+    assert_eq!(
+        over.status(),
+        401,
+        "the fourth refresh within one access TTL"
+    );
+    gw.refused_within(
+        &b_access,
+        std::time::Duration::from_secs(2),
+        "revoked session",
+    )
+    .await;
+    assert_eq!(gw.access_status(&b_access0).await, 401);
+    let events = refresh_rate_events(&gw);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert!(
+        events[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("policy revoke")
+    );
+    assert!(
+        gw.audit_events()
+            .iter()
+            .any(|e| e["event"] == "session_revoked" && e["reason"] == "refresh_rate"),
+        "the revocation is audited"
+    );
+    let m = metrics(&gw).await;
+    assert_eq!(
+        metric(
+            &m,
+            "sessiongate_anomalies_total",
+            &[("signal", "refresh_rate"), ("action", "revoke")]
+        ),
+        1.0,
+        "{m}"
+    );
+    // Session A was within the limit all along: its third refresh goes through.
+    assert_eq!(gw.refresh_json(&a_last).await.status(), 200);
+}
+
+crate::for_both_stores!(refresh_rate_under_revoke_ends_the_session);
+
+#[tokio::test]
+async fn refresh_rate_under_log_is_audited_and_under_reauth_refused_without_ending_the_session() {
+    let gw = Gateway::start(GatewayConfig::new().set("anomaly", "refresh_rate_max", "2")).await;
+    // The default policy is log: every refresh goes on, each one over the limit audited.
+    let (_, refresh) = tokens_of(&gw).await;
+    let (statuses, access, _) = refresh_times(&gw, &refresh, 4).await;
+    assert_eq!(statuses, [200, 200, 200, 200]);
+    assert_eq!(gw.access_status(&access).await, 200);
+    assert_eq!(
+        refresh_rate_events(&gw).len(),
+        2,
+        "the third and the fourth"
+    );
+
+    let gw = Gateway::start(
+        GatewayConfig::new()
+            .set("anomaly", "refresh_rate", "\"reauth\"")
+            .set("anomaly", "refresh_rate_max", "2"),
+    )
+    .await;
+    let (_, refresh) = tokens_of(&gw).await;
+    let (statuses, access, last) = refresh_times(&gw, &refresh, 2).await;
+    assert_eq!(statuses, [200, 200]);
+    // The third is refused, and so is the same token retried: sign in again.
+    assert_eq!(gw.refresh_json(&last).await.status(), 401);
+    assert_eq!(gw.refresh_json(&last).await.status(), 401, "a retry");
+    // The session itself was not ended: its access token still works until it expires.
+    assert_eq!(gw.access_status(&access).await, 200);
+    assert!(
+        !gw.audit_events()
+            .iter()
+            .any(|e| e["event"] == "session_revoked"),
+        "reauth ends no session"
+    );
+}

@@ -89,6 +89,7 @@ fn policy() -> RotatePolicy {
         grace_ms: 10_000,
         idle_secs: 600,
         revocation_ttl: 60,
+        window_secs: 60,
     }
 }
 
@@ -125,6 +126,7 @@ on_one_redis!(
     update_identity_replaces_roles_and_link,
     update_identity_never_revives,
     first_use_once_then_expires,
+    rotations_are_counted_per_window,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -460,6 +462,7 @@ async fn every_idp_behaviour_holds_on_a_six_node_redis_cluster() {
     c::update_identity_replaces_roles_and_link(&*s).await;
     c::update_identity_never_revives(&*s).await;
     c::first_use_once_then_expires(&*s).await;
+    c::rotations_are_counted_per_window(&*s).await;
     c::first_use_race(s.clone()).await;
     a_record_from_the_previous_version_still_loads(&*s, &cli).await;
     an_unreadable_link_is_no_session(&*s, &cli).await;

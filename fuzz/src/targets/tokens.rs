@@ -55,6 +55,7 @@ fn keys() -> &'static Keys {
             now: NOW,
             exp: NOW + 60,
             session_end: NOW + 600,
+            auth_time: NOW,
         };
         let fp = Fingerprint::default();
         let access = ring.mint_access("u", "s", &[], life, &fp).ok();
@@ -262,6 +263,7 @@ fn minted(rest: &[u8]) {
         now: NOW,
         exp: NOW + ttl,
         session_end: NOW + ttl + 600,
+        auth_time: NOW,
     };
     let live = NOW <= at && at <= NOW + ttl;
     if let Ok(t) = k.ring.mint_access(&sub, &sid, &roles, life, &fp) {

@@ -16,6 +16,12 @@ pub(super) fn anomaly(an: &RawAnomaly, errs: &mut Errors) -> AnomalyConfig {
     if an.ipv6_prefix == 0 || an.ipv6_prefix > 128 {
         errs.add("anomaly.ipv6_prefix", "must be between 1 and 128");
     }
+    if an.refresh_rate_max < 2 {
+        errs.add(
+            "anomaly.refresh_rate_max",
+            "must be at least 2 (a client that keeps its cookies refreshes once per session.access_ttl)",
+        );
+    }
     AnomalyConfig::from_raw(an)
 }
 

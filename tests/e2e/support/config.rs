@@ -31,6 +31,8 @@ pub struct Route {
     pub path_prefix: String,
     pub public: Option<bool>,
     pub upstream: Option<String>,
+    /// Further `key = value` lines of the table (`allow_roles = ["admin"]`).
+    pub keys: Vec<String>,
 }
 
 impl Route {
@@ -39,6 +41,7 @@ impl Route {
             path_prefix: prefix.into(),
             public: Some(true),
             upstream: None,
+            keys: vec![],
         }
     }
     pub fn protected(prefix: &str) -> Route {
@@ -46,10 +49,16 @@ impl Route {
             path_prefix: prefix.into(),
             public: None,
             upstream: None,
+            keys: vec![],
         }
     }
     pub fn to(mut self, upstream: &str) -> Route {
         self.upstream = Some(upstream.into());
+        self
+    }
+    /// One more `key = value` line in the route's table.
+    pub fn with(mut self, line: &str) -> Route {
+        self.keys.push(line.into());
         self
     }
 }
@@ -198,6 +207,9 @@ impl GatewayConfig {
             }
             if let Some(u) = &r.upstream {
                 writeln!(s, "upstream = \"{u}\"").unwrap();
+            }
+            for line in &r.keys {
+                writeln!(s, "{line}").unwrap();
             }
         }
         writeln!(s, "\n[session]").unwrap();
