@@ -126,7 +126,14 @@ async fn answer(
 ) -> (Response<Body>, Noted) {
     match pipeline::decide(rt, conn, &mut req).await {
         Decision::Refuse(r) => refuse(rt, r),
-        Decision::Gateway(ctx) => (crate::auth::handle(rt, req, &ctx).await, Noted::gateway()),
+        Decision::Gateway(ctx) => {
+            let (resp, reason) = crate::auth::handle(rt, req, &ctx).await;
+            let noted = Noted {
+                reason,
+                ..Noted::gateway()
+            };
+            (resp, noted)
+        }
         Decision::Forward(f) => forward(rt, f, req).await,
     }
 }

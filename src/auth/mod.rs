@@ -36,10 +36,18 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Answer = Result<Response<Body>, Refusal>;
 
-pub async fn handle(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) -> Response<Body> {
+/// The endpoint's answer, and the refusal's code when it refused (for the access log).
+pub async fn handle(
+    rt: &Arc<Runtime>,
+    req: Request<Incoming>,
+    ctx: &RequestCtx,
+) -> (Response<Body>, Option<&'static str>) {
     match route(rt, req, ctx).await {
-        Ok(r) => r,
-        Err(r) => r.into_response(&rt.sessions),
+        Ok(r) => (r, None),
+        Err(r) => {
+            let code = r.code();
+            (r.into_response(&rt.sessions), Some(code))
+        }
     }
 }
 
@@ -330,6 +338,7 @@ async fn refresh(
             return Err(Refusal::InvalidRefreshToken { clear: !from_body });
         }
     };
+    crate::request_id::note_session(&t.identity.handle);
     if from_body {
         let mut r = body::json(
             StatusCode::OK,

@@ -105,6 +105,12 @@ async fn the_access_log_has_one_line_per_request_and_no_secret() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 303);
+    // A refresh, and a login that fails: the gateway's endpoints log their session and reason.
+    assert_eq!(gw.refresh(&s).await.status(), 200);
+    assert_eq!(
+        gw.login_json("alice", "not-her-password").await.status(),
+        401
+    );
     // Refused: no session.
     assert_eq!(
         gw.get("/private/anon")
@@ -137,6 +143,17 @@ async fn the_access_log_has_one_line_per_request_and_no_secret() {
         handle.as_str(),
         "the new session's handle"
     );
+    let refresh = access_line(&gw, "/.auth/refresh").await;
+    assert_eq!(
+        (refresh["status"].as_u64(), refresh["session"].as_str()),
+        (Some(200), Some(handle.as_str())),
+        "the refreshed session's handle"
+    );
+    let failed = access_lines(&gw)
+        .into_iter()
+        .find(|l| l["path"] == "/.auth/login" && l["status"] == 401)
+        .expect("the failed login's line");
+    assert_eq!(failed["reason"], "invalid_credentials");
     let anon = access_line(&gw, "/private/anon").await;
     assert_eq!(anon["status"], 401);
     assert_eq!(anon["reason"], "unauthenticated");
