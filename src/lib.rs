@@ -26,6 +26,7 @@ pub(crate) mod pages;
 pub mod pipeline;
 pub mod preflight;
 pub(crate) mod proxy;
+pub(crate) mod ratelimit;
 pub(crate) mod refusal;
 pub mod request_id;
 pub(crate) mod routing;

@@ -16,7 +16,8 @@ pub struct Router {
     routes: Vec<(String, Route)>,
 }
 
-fn prefix_matches(prefix: &str, path: &str) -> bool {
+/// Whether `prefix` (a `path_prefix`) matches the normalised `path`, on segment boundaries.
+pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
     if let Some(dir) = prefix.strip_suffix('/') {
         path.starts_with(prefix) || path == dir
     } else {

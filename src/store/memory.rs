@@ -242,6 +242,9 @@ pub struct MemoryStore {
     once: Mutex<Once>,
     /// Bounded (1024 events): a subscriber that falls behind gets `Lagged` and resynchronises.
     feed: broadcast::Sender<FeedEvent>,
+    /// `rate_take`'s buckets (the gateway's own table is the authority with this store; this
+    /// one answers the store conformance suite and any other caller), bounded like it.
+    rates: super::gcra::GcraTable<String>,
 }
 
 impl Default for MemoryStore {
@@ -256,6 +259,7 @@ impl MemoryStore {
             inner: Mutex::new(Inner::default()),
             once: Mutex::new(Once::default()),
             feed: broadcast::channel(1024).0,
+            rates: super::gcra::GcraTable::new(super::gcra::TABLE_MAX),
         }
     }
 
@@ -550,6 +554,17 @@ impl SessionStore for MemoryStore {
             inner.index(link, &sid, abs_end);
         }
         Ok(true)
+    }
+
+    async fn rate_take(
+        &self,
+        key: &str,
+        gcra: super::gcra::Gcra,
+        want: u64,
+    ) -> Result<super::gcra::Take, StoreError> {
+        Ok(self
+            .rates
+            .take(&gcra, &key.to_string(), super::gcra::now_us(), want))
     }
 }
 

@@ -38,6 +38,7 @@ mod packaging;
 mod path_encoding;
 mod path_parameters;
 mod paths;
+mod rate_limit;
 mod redis_store;
 mod redis_tls;
 mod refresh;

@@ -76,6 +76,7 @@ mod tests {
             path_prefix: prefix.into(),
             public: false,
             upstream: upstream.map(str::to_string),
+            rate_limit: None,
         }
     }
 
