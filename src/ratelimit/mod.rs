@@ -135,31 +135,55 @@ impl Bucket {
     }
 }
 
-/// The store-outage state, shared across reloads: when the fallback began, so it is logged
-/// once per outage.
+/// The store-outage state, shared across reloads, so the fallback is logged once per outage.
 #[derive(Default)]
 struct Outage {
-    /// Until when (Unix µs) the local fallback is used without asking the store.
+    /// 0 while the store answers; during an outage, until when (Unix µs) the local fallback
+    /// is used without asking the store.
     until_us: AtomicU64,
     logged: AtomicBool,
 }
 
 impl Outage {
-    fn active(&self, now: u64) -> bool {
-        now < self.until_us.load(Ordering::Relaxed)
+    /// Whether to use the local fallback now. Once an outage's window has passed, one request
+    /// asks the store again (the others stay local meanwhile), so a store that hangs holds up
+    /// one request per window, not all of them.
+    fn use_local(&self, now: u64) -> bool {
+        let until = self.until_us.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
+        }
+        if now < until {
+            return true;
+        }
+        self.until_us
+            .compare_exchange(
+                until,
+                now + retry_us(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
     }
     fn begin(&self, now: u64, e: &crate::store::StoreError) {
-        let until = now.saturating_add(u64::try_from(RETRY_STORE.as_micros()).unwrap_or(0));
-        self.until_us.store(until, Ordering::Relaxed);
+        self.until_us
+            .store(now.saturating_add(retry_us()).max(1), Ordering::Relaxed);
         if !self.logged.swap(true, Ordering::Relaxed) {
             tracing::warn!(error = %e, "rate limits: the store is unreachable; each instance enforces the same rates on its own until it is back");
         }
     }
     fn over(&self) {
-        if self.logged.swap(false, Ordering::Relaxed) {
+        if self.until_us.load(Ordering::Relaxed) != 0 {
+            self.until_us.store(0, Ordering::Relaxed);
+        }
+        if self.logged.load(Ordering::Relaxed) && self.logged.swap(false, Ordering::Relaxed) {
             tracing::info!("rate limits: the store is reachable again; budgets are shared");
         }
     }
+}
+
+fn retry_us() -> u64 {
+    u64::try_from(RETRY_STORE.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// What outlives a reload: the metric and the outage state.
@@ -280,7 +304,7 @@ impl RateLimits {
     /// Charge one request to `key` in `bucket`: `Err` when over the limit.
     pub async fn charge(&self, bucket: &Arc<Bucket>, key: &str) -> Result<(), Limited> {
         let now = now_us();
-        let take = if !self.shared_store || self.shared.outage.active(now) {
+        let take = if !self.shared_store || self.shared.outage.use_local(now) {
             bucket.local.take(&bucket.gcra, &key.to_string(), now, 1)
         } else {
             match bucket.leases.spend(key, now) {

@@ -13,8 +13,10 @@
 //! - a Redis outage: each instance falls back to the same rate on its own, never a `5xx` and
 //!   never unlimited, and counts the store errors;
 //! - a reload that would forgive a spent budget: the bucket is kept while its rate stays;
-//! - the Redis script against the Rust arithmetic (`store::conformance`), and no session id
-//!   in Redis's rate-limit keys.
+//! - a refusal that comes after a transparent refresh losing the rotated cookies (the client
+//!   would later present a rotated-out token and look like a thief);
+//! - the Redis script against the Rust arithmetic (`store::conformance`), on one node and on a
+//!   Redis Cluster, and no session id in Redis's rate-limit keys.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,6 +130,22 @@ async fn a_session_over_its_limit_gets_429_with_the_headers_and_recovers() {
         "the audit names the session id"
     );
     assert!(!all_logs(&gw).contains(&sid), "a log names the session id");
+}
+
+#[tokio::test]
+async fn a_refusal_after_a_transparent_refresh_keeps_the_rotated_cookies() {
+    let gw = Gateway::start(limited("per_session = \"2/30s\"")).await;
+    let s = gw.login_alice().await;
+    assert_eq!(
+        statuses(&gw, "/private/a", &s.cookie_header(), 2).await,
+        [200; 2]
+    );
+    // No access cookie: the refresh token rotates, then the session's budget is found spent.
+    let resp = get(&gw, "/private/a", &s.refresh_only()).await;
+    assert_eq!(resp.status(), 429);
+    let rotated = Session::from_response_headers(resp.headers())
+        .expect("the 429 carries the rotated cookies");
+    assert_ne!(rotated.refresh, s.refresh);
 }
 
 #[tokio::test]
@@ -297,6 +315,7 @@ async fn a_high_limit_through_redis_is_spent_from_local_leases() {
         assert_eq!(statuses(gw, "/private/a", &cookie, 40).await, [200; 40]);
     }
     let calls = redis_calls(&redis) - before;
+    eprintln!("{calls} rate-limit script calls for 80 requests");
     // Eighty requests, a lease of up to 64 at a time: a handful of script calls, not 80.
     assert!(
         calls < 20,
@@ -375,5 +394,14 @@ async fn the_redis_script_takes_as_the_rust_arithmetic_does() {
     };
     let store: Arc<dyn SessionStore> = Arc::new(RedisStore::new(&cfg).expect("redis store"));
     assert!(store.shares_rate_limits());
+    sessiongate::store::conformance::rate_take_matches_gcra(store).await;
+    // One key per bucket: the same script on a Redis Cluster.
+    let cluster = RedisCluster::start().await;
+    let cfg = RedisConfig {
+        url: None,
+        cluster_nodes: cluster.nodes(),
+        ..cfg
+    };
+    let store: Arc<dyn SessionStore> = Arc::new(RedisStore::new(&cfg).expect("cluster store"));
     sessiongate::store::conformance::rate_take_matches_gcra(store).await;
 }
