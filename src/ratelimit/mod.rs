@@ -128,10 +128,7 @@ impl Bucket {
     /// Whether this refusal of `key` should be audited (the first in each window).
     pub fn audit_due(&self, key: &str) -> bool {
         let once = Gcra::new(1, self.limit.rate.per, 1);
-        self.audited
-            .take(&once, &key.to_string(), now_us(), 1)
-            .granted
-            == 1
+        self.audited.take(&once, key, now_us(), 1).granted == 1
     }
 }
 
@@ -305,7 +302,7 @@ impl RateLimits {
     pub async fn charge(&self, bucket: &Arc<Bucket>, key: &str) -> Result<(), Limited> {
         let now = now_us();
         let take = if !self.shared_store || self.shared.outage.use_local(now) {
-            bucket.local.take(&bucket.gcra, &key.to_string(), now, 1)
+            bucket.local.take(&bucket.gcra, key, now, 1)
         } else {
             match bucket.leases.spend(key, now) {
                 Spend::Spent { refill } => {
@@ -347,7 +344,7 @@ impl RateLimits {
             }
             Err(e) => {
                 self.shared.outage.begin(now, &e);
-                bucket.local.take(&bucket.gcra, &key.to_string(), now, 1)
+                bucket.local.take(&bucket.gcra, key, now, 1)
             }
         }
     }

@@ -145,7 +145,7 @@ pub struct GcraTable<K> {
     per_shard: usize,
 }
 
-impl<K: Hash + Eq + Clone> GcraTable<K> {
+impl<K: Hash + Eq> GcraTable<K> {
     pub fn new(cap: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -154,8 +154,12 @@ impl<K: Hash + Eq + Clone> GcraTable<K> {
         }
     }
 
-    /// Take up to `want` tokens for `key` at `now_us`.
-    pub fn take(&self, gcra: &Gcra, key: &K, now_us: u64, want: u64) -> Take {
+    /// Take up to `want` tokens for `key` at `now_us` (the key is copied only when new).
+    pub fn take<Q>(&self, gcra: &Gcra, key: &Q, now_us: u64, want: u64) -> Take
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let i = (self.hasher.hash_one(key) as usize) % self.shards.len();
         let Some(shard) = self.shards.get(i) else {
             // Unreachable (the index is reduced modulo the length); refuse rather than admit.
@@ -172,10 +176,12 @@ impl<K: Hash + Eq + Clone> GcraTable<K> {
             }
         };
         let (new_tat, take) = gcra.take(tat, now_us, want);
-        if new_tat > now_us {
-            map.insert(key.clone(), new_tat);
-        } else {
+        if new_tat <= now_us {
             map.remove(key);
+        } else if let Some(t) = map.get_mut(key) {
+            *t = new_tat;
+        } else {
+            map.insert(key.to_owned(), new_tat);
         }
         take
     }

@@ -562,9 +562,7 @@ impl SessionStore for MemoryStore {
         gcra: super::gcra::Gcra,
         want: u64,
     ) -> Result<super::gcra::Take, StoreError> {
-        Ok(self
-            .rates
-            .take(&gcra, &key.to_string(), super::gcra::now_us(), want))
+        Ok(self.rates.take(&gcra, key, super::gcra::now_us(), want))
     }
 }
 
