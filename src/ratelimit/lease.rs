@@ -2,8 +2,8 @@
 //! budget, spent locally without a round trip.
 //!
 //! - A request with a token in its key's lease spends it under a short lock: no await.
-//! - When the lease runs low (a quarter of a lease left) one background refill per key is
-//!   started (`RateLimits::refill_in_background`); a request that finds the lease empty asks
+//! - When the lease runs low (a quarter of a lease left) one background refill per key, back up
+//!   to a whole lease, is started (`RateLimits::refill_in_background`); a request that finds the lease empty asks
 //!   Redis itself, for its own token and a new lease.
 //! - The lease size is an eighth of what the shared bucket had left at the last take, at most
 //!   [`LEASE_MAX`]: it shrinks as the bucket empties, and below 8 tokens left there is no
@@ -13,7 +13,8 @@
 //!   token is spent at most that long after Redis counted it.
 //!
 //! What this gives up: a token leased by one instance and not yet spent is refused to the
-//! others — at most `min(64, remaining / 8)` per key and instance — and admissions may trail
+//! others — one lease, at most `min(64, remaining / 8)` tokens, per key and instance (more
+//! only while several requests find the lease empty at once) — and admissions may trail
 //! Redis's count by up to a lease's lifetime.
 //!
 //! Bounded like the local tables: at most `cap` keys; when full, entries with nothing to spend
@@ -102,9 +103,11 @@ impl LeaseTable {
         }
         l.tokens -= 1;
         let size = lease_size(l.hint);
+        // Topped up to one lease, so an instance holds at most one (and whatever the
+        // requests that found it empty at once were granted).
         let refill = (!l.refilling && size > 0 && l.tokens <= size / 4).then(|| {
             l.refilling = true;
-            size
+            size - l.tokens
         });
         Spend::Spent { refill }
     }
@@ -217,7 +220,7 @@ mod tests {
         for _ in 0..64 {
             match t.spend("k", 1) {
                 Spend::Spent { refill: Some(n) } => {
-                    assert_eq!(n, 64);
+                    assert_eq!(n, 64 - 16, "topped up to one lease");
                     refills += 1;
                 }
                 Spend::Spent { refill: None } => {}

@@ -16,9 +16,10 @@
 //!   spends it locally, refilling it in the background (one refill in flight per key) when it
 //!   runs low; the lease shrinks as the shared bucket empties (to none: each request then asks
 //!   Redis). Nothing is admitted beyond the shared budget; the accuracy given up is that a
-//!   leased, unspent token refuses other instances early (at most [`lease::LEASE_MAX`] and an
-//!   eighth of what the bucket had left, per key and instance), and that a leased token is
-//!   spent up to its lease's lifetime after Redis counted it (see [`lease`]).
+//!   leased, unspent token refuses other instances early (about one lease per key and
+//!   instance: at most [`lease::LEASE_MAX`] tokens and an eighth of what the bucket had left),
+//!   and that a leased token is spent up to its lease's lifetime after Redis counted it (see
+//!   [`lease`]).
 //! - Redis unreachable: each instance falls back to its own table with the same rates (logged
 //!   once per outage, counted as `sessiongate_store_errors_total{op="rate_limit"}`), never a
 //!   `5xx` and never unlimited; Redis is asked again [`RETRY_STORE`] later.
