@@ -83,3 +83,70 @@ fn refill_time(rate: Rate, burst: u64) -> std::time::Duration {
     let total = per_token.saturating_mul(u128::from(burst));
     std::time::Duration::from_nanos(u64::try_from(total).unwrap_or(u64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::RawConfig;
+
+    fn check(toml_text: &str) -> (RateLimitConfig, Vec<String>) {
+        let raw: RawConfig = toml::from_str(toml_text).unwrap();
+        let mut errs = Errors::default();
+        let cfg = validate(&raw.rate_limit, &raw.route, &mut errs);
+        (cfg, errs.0.into_iter().map(|e| e.key).collect())
+    }
+
+    #[test]
+    fn no_table_is_no_limit() {
+        let (cfg, errs) = check("[[route]]\npath_prefix = \"/a/\"\n");
+        assert!(errs.is_empty());
+        assert!(cfg.global.is_empty());
+        assert_eq!(cfg.routes, vec![("/a/".to_string(), None)]);
+    }
+
+    #[test]
+    fn burst_defaults_to_count_and_a_route_inherits_what_it_leaves_out() {
+        let (cfg, errs) = check(
+            "[rate_limit]\nper_session = \"100/15m\"\nanonymous_per_ip = \"10/1s\"\n\
+             [[route]]\npath_prefix = \"/a/\"\nrate_limit = { per_session = \"10/1m\", burst = 5 }\n\
+             [[route]]\npath_prefix = \"/b/\"\nrate_limit = { burst = 2 }\n",
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        let g = cfg.global.per_session.unwrap();
+        assert_eq!(
+            (g.rate.count, g.rate.per, g.burst),
+            (100, Duration::from_secs(900), 100)
+        );
+        let a = cfg.routes[0].1.unwrap();
+        let s = a.per_session.unwrap();
+        assert_eq!((s.rate.count, s.burst), (10, 5));
+        // The route's burst applies to the rate it inherits too.
+        assert_eq!(a.anonymous_per_ip.unwrap().burst, 5);
+        let b = cfg.routes[1].1.unwrap();
+        assert_eq!(b.per_session.unwrap().rate.count, 100);
+        assert_eq!(b.per_session.unwrap().burst, 2);
+    }
+
+    #[test]
+    fn every_mistake_names_its_key_once() {
+        let (_, errs) = check(
+            "[rate_limit]\nper_session = \"0/1m\"\nburst = 0\nanonymous_per_ip = \"x\"\n\
+             [[route]]\npath_prefix = \"/a/\"\n\
+             [[route]]\npath_prefix = \"/b/\"\nrate_limit = { per_session = \"5/0s\", burst = 0 }\n\
+             [[route]]\npath_prefix = \"/c/\"\nrate_limit = { anonymous_per_ip = \"1/30d\", burst = 2 }\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "rate_limit.burst",
+                "rate_limit.per_session",
+                "rate_limit.anonymous_per_ip",
+                "route[1].rate_limit.burst",
+                "route[1].rate_limit.per_session",
+                "route[2].rate_limit.anonymous_per_ip",
+            ]
+        );
+    }
+}
