@@ -4,7 +4,8 @@
 //! request pays only when its user agent is not memoised), and the whole pre-forward pipeline
 //! (`pipeline::decide`) on a built request with no I/O, with a session bound to no fingerprint
 //! and with one bound to the client's network and device — the valid-cookie path must do no
-//! store round trip and no blocking work, so its cost is pure CPU and shows here.
+//! store round trip and no blocking work, so its cost is pure CPU and shows here; and the same
+//! with a per-session rate limit configured (`pipeline_valid_cookie_rate_limited`).
 //!
 //! The `observe_*` benches measure what observability adds to each request outside the
 //! pipeline (request id, trace context, the access-log line).
@@ -132,6 +133,48 @@ fn benches(c: &mut Criterion) {
                 .body(())
                 .expect("request");
             let d = tokio_rt.block_on(pipeline::decide(&rt, &conn, &mut req));
+            assert!(matches!(d, Decision::Forward(_)));
+            req
+        })
+    });
+
+    // The same, with a per-session rate limit configured that never triggers: what charging
+    // the session's bucket (memory store: the local table, no await) adds.
+    let limited = sessiongate::runtime::testing::runtime(
+        "[[upstream]]\nname = \"app\"\nurl = \"http://127.0.0.1:9\"\n[rate_limit]\nper_session = \"100000000/1s\"\n",
+        sessiongate::sessions::Clock::system(),
+    );
+    let limited_token = limited
+        .sessions
+        .keys()
+        .mint_access(
+            "alice",
+            "sid-bench-0123456789",
+            &["admin".into(), "dev".into()],
+            AccessLifetime {
+                now,
+                exp: now + 3600,
+                session_end: now + 3600 + 3600,
+                auth_time: now,
+            },
+            &Default::default(),
+        )
+        .expect("bench token");
+    let limited_cookie = format!(
+        "theme=dark; {}={limited_token}; _ga=GA1.2.3456; lang=en",
+        limited.sessions.cookies().access
+    );
+    c.bench_function("pipeline_valid_cookie_rate_limited", |b| {
+        b.iter(|| {
+            let mut req = Request::builder()
+                .uri("/app/api/v1/items/42?page=2")
+                .header("host", "localhost:8443")
+                .header("user-agent", FIREFOX)
+                .header("accept", "application/json")
+                .header("cookie", limited_cookie.as_str())
+                .body(())
+                .expect("request");
+            let d = tokio_rt.block_on(pipeline::decide(&limited, &conn, &mut req));
             assert!(matches!(d, Decision::Forward(_)));
             req
         })

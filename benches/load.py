@@ -148,7 +148,7 @@ backend be
     # --- sessiongate
     sg, sg_http, sg_admin = free_port(), free_port(), free_port()
     audit = os.path.join(work, "audit.log")
-    def sg_conf(port=sg, admin=sg_admin, store='kind = "memory"', name="gateway.toml"):
+    def sg_conf(port=sg, admin=sg_admin, store='kind = "memory"', name="gateway.toml", extra=""):
         return write(name, f"""
 [server]
 listen = "127.0.0.1:{port}"
@@ -179,6 +179,7 @@ max_failures_per_ip = 1000000
 file = "{audit}"
 [log]
 level = "warn"
+{extra}
 """)
     env = dict(os.environ, SG_ACCESS=access, SG_REFRESH=refresh)
     env.pop("RUST_LOG", None)
@@ -207,19 +208,43 @@ level = "warn"
           f"upstream nginx (1 worker), nginx TLS proxy (2 workers), HAProxy 2.6 jwt_verify (2 threads), sessiongate (release)")
     results = {}
     if "cookie" in SCENARIOS:
+        # Beside sessiongate, the same configuration with a per-session rate limit too high to
+        # trigger (every request still takes a token): on the memory store (the row above's
+        # store), and on Redis when redis-server is installed (tokens leased from the shared
+        # bucket, a script call per lease).
+        targets = [("nginx", ng), ("haproxy", ha), ("sessiongate", sg)]
+        rate_limit = '[rate_limit]\nper_session = "100000000/1s"'
+        sg_rl, sg_rl_admin = free_port(), free_port()
+        start([BIN, "run", "--config", sg_conf(sg_rl, sg_rl_admin, name="gateway-rl.toml", extra=rate_limit)],
+              env=env, stderr=open(os.path.join(work, "sg-rl.err"), "w"))
+        wait_port(sg_rl)
+        targets.append(("sg+rl", sg_rl))
+        redis_bin = shutil.which("redis-server")
+        if redis_bin:
+            rp, sg_rr, sg_rr_admin = free_port(), free_port(), free_port()
+            start([redis_bin, "--port", str(rp), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", work])
+            wait_port(rp)
+            conf = sg_conf(sg_rr, sg_rr_admin, f'kind = "redis"\nurl = "redis://127.0.0.1:{rp}/0"', "gateway-rl-redis.toml", rate_limit)
+            start([BIN, "run", "--config", conf], env=env, stderr=open(os.path.join(work, "sg-rl-redis.err"), "w"))
+            wait_port(sg_rr)
+            targets.append(("sg+rl redis", sg_rr))
+        names = [n for n, _ in targets]
+        print("# sg+rl: sessiongate (memory store) with [rate_limit] per_session = \"100000000/1s\"; "
+              "sg+rl redis: the same on the Redis store (leases of the shared bucket)")
         rounds = []
         for r in range(ROUNDS):
-            tok = login()["access_token"]
-            hdr = [f"Cookie: __Host-sg-access={tok}", f"User-Agent: {UA}", f"Host: localhost:{sg}"]
             row = {}
-            for name, port in (("nginx", ng), ("haproxy", ha), ("sessiongate", sg)):
+            for name, port in targets:
+                # Each gateway signs its own tokens (its own public origin).
+                tok = login(port if name.startswith("sg") else sg)["access_token"]
+                hdr = [f"Cookie: __Host-sg-access={tok}", f"User-Agent: {UA}", f"Host: localhost:{port if name.startswith('sg') else sg}"]
                 row[name] = wrk(f"https://127.0.0.1:{port}/app/item", hdr)
             rounds.append(row)
             print(f"round {r + 1}: " + "  ".join(f"{k} {v['rps']:.0f} rps p50 {v['p50']:.2f}ms p99 {v['p99']:.2f}ms err {v['errors']}" for k, v in row.items()), flush=True)
         results["cookie"] = rounds
         print("\n## valid cookie (hot path)")
         print(f"{'target':<12} {'req/s (median)':>15} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-        for name in ("nginx", "haproxy", "sessiongate"):
+        for name in names:
             med = lambda k: statistics.median(x[name][k] for x in rounds)
             print(f"{name:<12} {med('rps'):>15.0f} {med('p50'):>8.2f} {med('p99'):>8.2f} {sum(x[name]['errors'] for x in rounds):>7}")
         tp_ng = [x["sessiongate"]["rps"] / x["nginx"]["rps"] for x in rounds]
@@ -228,6 +253,9 @@ level = "warn"
         print(f"sessiongate/nginx throughput per round: {', '.join(f'{v:.2f}' for v in tp_ng)}  median {statistics.median(tp_ng):.2f}  (target >= 0.90)")
         print(f"sessiongate/HAProxy throughput per round: {', '.join(f'{v:.2f}' for v in tp_ha)}  median {statistics.median(tp_ha):.2f}  (target >= 1.10)")
         print(f"sessiongate/nginx p99 per round: {', '.join(f'{v:.2f}' for v in p99)}  median {statistics.median(p99):.2f}  (target <= 1.20)")
+        for name in names[3:]:
+            rl = [x[name]["rps"] / x["sessiongate"]["rps"] for x in rounds]
+            print(f"{name}/sessiongate throughput per round: {', '.join(f'{v:.2f}' for v in rl)}  median {statistics.median(rl):.2f}")
     if "refresh" in SCENARIOS:
         print("\n## refresh path (no access cookie, a valid refresh cookie on every request; memory store)")
         print("   the first request rotates; the rest present the previous token inside refresh_grace (2m): each does a store")

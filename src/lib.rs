@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod preflight;
 pub(crate) mod proxy;
+pub(crate) mod ratelimit;
 pub(crate) mod refusal;
 pub mod request_id;
 pub(crate) mod routing;

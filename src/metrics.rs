@@ -53,6 +53,12 @@ pub struct BuildLabels {
     pub revision: String,
 }
 
+/// `sessiongate_rate_limited_total`'s label: `session` or `ip`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Scope {
+    pub scope: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
     pub reason: String,
@@ -463,6 +469,21 @@ impl Metrics {
             "Audit events dropped because the writer fell behind (the trail notes each gap)",
             dropped.clone(),
         );
+    }
+
+    /// `sessiongate_rate_limited_total{scope}`: requests refused by a rate limit
+    /// (`crate::ratelimit`), by what was limited; both series exist from the start.
+    pub fn register_rate_limited(&mut self, family: &Family<Scope, Counter>) {
+        self.registry.register(
+            "rate_limited",
+            "Requests refused with 429 by a rate limit, by what was limited (session, ip)",
+            family.clone(),
+        );
+        for scope in ["session", "ip"] {
+            drop(family.get_or_create(&Scope {
+                scope: scope.into(),
+            }));
+        }
     }
 
     /// Count the access-log lines dropped on a full queue.

@@ -97,6 +97,13 @@ pub enum Refusal {
         again: String,
         clear: Option<HeaderValue>,
     },
+    /// Over a rate limit (`crate::ratelimit`): `429` with `Retry-After`, `RateLimit-Policy`
+    /// and `RateLimit`.
+    #[error("rate limit exceeded ({})", .limited.scope.name())]
+    RateLimited {
+        navigation: bool,
+        limited: crate::ratelimit::Limited,
+    },
     /// A refusal after this request rotated the refresh token: its answer carries the new
     /// cookies, or the client would keep a rotated-out token and later look like a thief.
     #[error("{refusal}")]
@@ -175,7 +182,7 @@ impl Refusal {
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Throttled { .. } | RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Upstream(e) => e.status(),
             SignInFailed { status, .. } => *status,
         }
@@ -216,6 +223,7 @@ impl Refusal {
             AdminUnauthorized => "admin_unauthorized",
             Upstream(e) => e.code(),
             SignInFailed { .. } => "sign_in_failed",
+            RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -246,7 +254,8 @@ impl Refusal {
             | Throttled { .. }
             | InvalidRefreshToken { .. }
             | AdminOff
-            | AdminUnauthorized => Label::Refused,
+            | AdminUnauthorized
+            | RateLimited { .. } => Label::Refused,
         }
     }
 
@@ -308,6 +317,10 @@ impl Refusal {
                 pages::login_page(&return_to, Some("Invalid username or password.")),
             ),
             Throttled { json, retry } => throttled(json, retry),
+            RateLimited {
+                navigation,
+                limited,
+            } => rate_limited(navigation, &limited),
             InvalidRefreshToken { clear } => {
                 let mut r = error(status, "invalid_refresh_token", None);
                 if clear {
@@ -465,6 +478,46 @@ fn throttled(json: bool, retry: Duration) -> Response<Body> {
     };
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+/// `429` for a rate limit: HTML for navigations, `{"error":"rate_limited"}` otherwise, with
+/// `Retry-After` (seconds, rounded up) and draft-ietf-httpapi-ratelimit-headers' structured
+/// fields: `RateLimit-Policy: "session";q=100;w=900` (the quota and its window in seconds)
+/// and `RateLimit: "session";r=0;t=12` (nothing left; seconds until one request is admitted).
+fn rate_limited(navigation: bool, l: &crate::ratelimit::Limited) -> Response<Body> {
+    let up = |d: Duration| d.as_micros().div_ceil(1_000_000).max(1);
+    let secs = up(l.retry_after);
+    let mut r = if navigation {
+        body::html(
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::message_page(
+                "Too many requests",
+                &format!("Too many requests in a short time. Try again in {secs} seconds."),
+            ),
+        )
+    } else {
+        body::json(
+            StatusCode::TOO_MANY_REQUESTS,
+            &serde_json::json!({"error": "rate_limited", "retry_after": secs}),
+        )
+    };
+    let name = l.scope.name();
+    let policy = format!(
+        "\"{name}\";q={};w={}",
+        l.limit.rate.count,
+        up(l.limit.rate.per)
+    );
+    let h = r.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
+    for (n, v) in [
+        ("ratelimit-policy", policy),
+        ("ratelimit", format!("\"{name}\";r=0;t={secs}")),
+    ] {
+        if let Ok(v) = HeaderValue::try_from(v) {
+            h.insert(http::HeaderName::from_static(n), v);
+        }
+    }
     r
 }
 

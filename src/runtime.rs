@@ -15,6 +15,7 @@ use crate::login::throttle::Throttle;
 use crate::login::users::Users;
 use crate::metrics::{Metrics, RequestCounters};
 use crate::proxy::Upstreams;
+use crate::ratelimit::RateLimits;
 use crate::routing::Router;
 use crate::sessions::{self, Clock, Sessions};
 use crate::store::SessionStore;
@@ -51,6 +52,8 @@ pub struct Runtime {
     /// Binds CSRF tokens to sessions (`csrf.mode = "token"`): one key per access key, so a
     /// token bound before a rotation verifies while its key is in the ring.
     pub csrf_keys: crate::tokens::DerivedKeys,
+    /// `[rate_limit]` and the routes' own limits, with their buckets.
+    pub(crate) rate_limits: crate::ratelimit::RateLimits,
 }
 
 impl Runtime {
@@ -66,11 +69,20 @@ impl Runtime {
         let mut metrics = Metrics::new(&timeouts);
         metrics.register_audit_dropped(audit.dropped());
         metrics.register_access_log_dropped(access_log.dropped());
+        let limits = crate::ratelimit::Shared::new(&mut metrics);
         let metrics = Arc::new(metrics);
         let store = crate::store::instrumented::Instrumented::wrap(store, &metrics);
         let sessions = Sessions::new(&cfg, store, audit.clone(), metrics.clone(), clock)?;
         let throttle = Arc::new(Throttle::new(&cfg.login));
-        Self::assemble(cfg, sessions, users, (audit, access_log), metrics, throttle)
+        let limits = RateLimits::new(&cfg.rate_limit, sessions.store().clone(), limits, None);
+        Self::assemble(
+            cfg,
+            sessions,
+            users,
+            (audit, access_log),
+            metrics,
+            (throttle, limits),
+        )
     }
 
     /// The runtime for a reloaded configuration (`server::reload`): what the configuration
@@ -96,13 +108,20 @@ impl Runtime {
         } else {
             Arc::new(Throttle::new(&cfg.login))
         };
+        // Buckets whose scope and limit did not change keep their state.
+        let limits = RateLimits::new(
+            &cfg.rate_limit,
+            sessions.store().clone(),
+            self.rate_limits.shared().clone(),
+            Some(&self.rate_limits),
+        );
         Self::assemble(
             cfg,
             sessions,
             users,
             (self.audit.clone(), self.access_log.clone()),
             self.metrics.clone(),
-            throttle,
+            (throttle, limits),
         )
     }
 
@@ -112,7 +131,7 @@ impl Runtime {
         users: Users,
         (audit, access_log): (Audit, AccessLog),
         metrics: Arc<Metrics>,
-        throttle: Arc<Throttle>,
+        (throttle, rate_limits): (Arc<Throttle>, RateLimits),
     ) -> Result<Self, BuildError> {
         let names: Vec<String> = cfg.upstreams.iter().map(|u| u.name.clone()).collect();
         Ok(Self {
@@ -128,6 +147,7 @@ impl Runtime {
             // Digits and fixed words: always a valid header value.
             hsts: HeaderValue::try_from(cfg.server.hsts.header_value())
                 .unwrap_or_else(|_| HeaderValue::from_static("max-age=31536000")),
+            rate_limits,
             csrf_keys: crate::tokens::DerivedKeys::from_access(
                 &cfg.keys.access_secrets,
                 b"sessiongate csrf",

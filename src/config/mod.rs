@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 pub mod oidc;
 pub mod parse;
+pub mod rate_limit;
 pub mod raw;
 mod validate;
 
@@ -529,6 +530,8 @@ pub struct Config {
     /// What the configuration allows but an operator must hear about, said at every start and
     /// by `check-config` (`csrf.mode = "off"`).
     pub warnings: Vec<ConfigError>,
+    /// `[rate_limit]` and the routes' own limits.
+    pub rate_limit: rate_limit::RateLimitConfig,
 }
 
 /// `[access_log]`: whether each request is logged, and where (`None`: standard error, in the

@@ -30,6 +30,7 @@ pub struct RawConfig {
     pub audit: RawAudit,
     pub access_log: RawAccessLog,
     pub log: RawLog,
+    pub rate_limit: RawRateLimit,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +220,10 @@ pub struct RawRoute {
     /// A login older than this is sent back through login (step-up).
     #[serde(default, with = "humantime_serde")]
     pub max_auth_age: Option<Duration>,
+    /// This route's own rate limits (`{ per_session = "10/1m", burst = 5 }`); keys left out
+    /// are `[rate_limit]`'s.
+    #[serde(default)]
+    pub rate_limit: Option<RawRateLimit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -647,4 +652,14 @@ impl Default for RawLog {
             format: LogFormat::Text,
         }
     }
+}
+
+/// `[rate_limit]`, and the same keys in a route's `rate_limit` table. Rates are strings
+/// (`"100/15m"`), parsed by validation so that a mistake names its key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a rate_limit table")]
+pub struct RawRateLimit {
+    pub per_session: Option<String>,
+    pub burst: Option<u64>,
+    pub anonymous_per_ip: Option<String>,
 }

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! client ─TLS─▶ framing ─▶ path ─▶ url tokens ─▶ cookies ─▶ /.auth/? ─▶ route ─▶ csrf (origin)
-//!        ─▶ strip ─▶ session (verify | refresh) ─▶ anomaly ─▶ require ─▶ policy ─▶ csrf (token)
-//!        ─▶ inject
-//!        ─▶ upstream login ─▶ forward (forwarding headers, proxy) ─▶ upstream login (grant)
+//!        ─▶ strip ─▶ session (verify | refresh) ─▶ anomaly ─▶ require ─▶ rate limit ─▶ policy
+//!        ─▶ csrf (token) ─▶ inject ─▶ upstream login ─▶ forward (forwarding headers, proxy)
+//!        ─▶ upstream login (grant)
 //! ```
 //!
 //! Each stage returns continue-or-refuse (`Result<_, Refusal>`); [`decide`] is the list.
@@ -17,6 +17,7 @@ pub(crate) mod forwarding;
 pub(crate) mod framing;
 pub(crate) mod inject;
 pub(crate) mod policy;
+pub(crate) mod rate_limit;
 pub(crate) mod route;
 pub(crate) mod session;
 pub(crate) mod strip;
@@ -178,6 +179,11 @@ async fn stages<B>(
     let state = anomaly::check(rt, &ctx, ua, state).await;
     // A protected route needs a session from here on; a public one goes on without.
     let (identity, set_cookies) = session::require(&ctx, route, state)?;
+    // Rate limits: charged to the session (its handle), or to the client's network when
+    // anonymous on a public route; here, once the session is known and before any work for it.
+    rate_limit::check(rt, &ctx, identity.as_deref())
+        .await
+        .map_err(|r| r.keeping(&set_cookies))?;
     let identity = identity.filter(|_| origin == csrf::Origin::Proven);
     // From here on, a refusal carries any rotated cookies: a rotation is never lost.
     let keep = |r: Refusal| r.keeping(&set_cookies);

@@ -130,6 +130,15 @@ impl SessionStore for Switchable {
         self.up()?;
         self.inner.update_identity(user, sid, roles, idp).await
     }
+    async fn rate_take(
+        &self,
+        key: &str,
+        gcra: crate::store::gcra::Gcra,
+        want: u64,
+    ) -> Result<crate::store::gcra::Take, StoreError> {
+        self.up()?;
+        self.inner.rate_take(key, gcra, want).await
+    }
 }
 
 struct Setup {

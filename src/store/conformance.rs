@@ -537,3 +537,59 @@ pub async fn rotations_are_counted_per_window(s: &dyn SessionStore) {
         other => panic!("rotate after the window: {other:?}"),
     }
 }
+
+/// `rate_take` (rate limits) behaves as [`super::gcra::Gcra::take`] computes, on the store's
+/// own clock: a burst, then refusals with the right wait, a take of many granting what is
+/// there, tokens coming back one interval at a time, and 24 racing takes never granting more
+/// than the bucket holds (one atomic step per take).
+pub async fn rate_take_matches_gcra(s: Arc<dyn SessionStore>) {
+    use super::gcra::Gcra;
+    let g = Gcra::new(5, Duration::from_secs(2), 5); // T = 400 ms
+    let key = unique("rl");
+    // The model, at a fixed instant: the store's takes follow within far less than T.
+    let mut tat = 0;
+    for i in 0..6 {
+        let (t, want) = g.take(tat, 1_000_000_000, 1);
+        tat = t;
+        let got = s.rate_take(&key, g, 1).await.unwrap();
+        assert_eq!(
+            (got.granted, got.remaining),
+            (want.granted, want.remaining),
+            "take {i}"
+        );
+        if want.granted == 0 {
+            assert!(
+                got.retry_after_us > 250_000 && got.retry_after_us <= 400_000,
+                "retry after {} µs",
+                got.retry_after_us
+            );
+            assert!(
+                got.reset_us > 1_850_000 && got.reset_us <= 2_000_000,
+                "reset in {} µs",
+                got.reset_us
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let back = s.rate_take(&key, g, 3).await.unwrap();
+    assert_eq!(back.granted, 1, "one interval later, one token");
+    // A take of many gets what there is; another key is another bucket.
+    let many = s
+        .rate_take(&unique("rl"), Gcra::new(10, Duration::from_secs(1), 4), 16)
+        .await
+        .unwrap();
+    assert_eq!((many.granted, many.remaining), (4, 0));
+    // Racing takes: exactly the burst is granted.
+    let key = unique("rl-race");
+    let tasks: Vec<_> = (0..24)
+        .map(|_| {
+            let (s, key) = (s.clone(), key.clone());
+            tokio::spawn(async move { s.rate_take(&key, g, 1).await.unwrap().granted })
+        })
+        .collect();
+    let mut granted = 0;
+    for t in tasks {
+        granted += t.await.unwrap();
+    }
+    assert_eq!(granted, 5, "racing takes granted {granted} of a burst of 5");
+}

@@ -16,7 +16,7 @@ use super::{
 use crate::metrics::{Metrics, Op};
 
 /// The operations measured, in the order of [`Instrumented::ops`].
-pub const OPS: [&str; 13] = [
+pub const OPS: [&str; 14] = [
     "create",
     "rotate",
     "reopen",
@@ -30,6 +30,7 @@ pub const OPS: [&str; 13] = [
     "idp_sessions",
     "first_use",
     "update_identity",
+    "rate_limit",
 ];
 
 pub struct Instrumented {
@@ -139,6 +140,17 @@ impl SessionStore for Instrumented {
     ) -> Result<bool, StoreError> {
         self.timed(12, self.inner.update_identity(user, sid, roles, idp))
             .await
+    }
+    async fn rate_take(
+        &self,
+        key: &str,
+        gcra: super::gcra::Gcra,
+        want: u64,
+    ) -> Result<super::gcra::Take, StoreError> {
+        self.timed(13, self.inner.rate_take(key, gcra, want)).await
+    }
+    fn shares_rate_limits(&self) -> bool {
+        self.inner.shares_rate_limits()
     }
 }
 

@@ -248,6 +248,9 @@ pub struct MemoryStore {
     once: Mutex<Once>,
     /// Bounded (1024 events): a subscriber that falls behind gets `Lagged` and resynchronises.
     feed: broadcast::Sender<FeedEvent>,
+    /// `rate_take`'s buckets (the gateway's own table is the authority with this store; this
+    /// one answers the store conformance suite and any other caller), bounded like it.
+    rates: super::gcra::GcraTable<String>,
 }
 
 impl Default for MemoryStore {
@@ -262,6 +265,7 @@ impl MemoryStore {
             inner: Mutex::new(Inner::default()),
             once: Mutex::new(Once::default()),
             feed: broadcast::channel(1024).0,
+            rates: super::gcra::GcraTable::new(super::gcra::TABLE_MAX),
         }
     }
 
@@ -568,6 +572,15 @@ impl SessionStore for MemoryStore {
             inner.index(link, &sid, abs_end);
         }
         Ok(true)
+    }
+
+    async fn rate_take(
+        &self,
+        key: &str,
+        gcra: super::gcra::Gcra,
+        want: u64,
+    ) -> Result<super::gcra::Take, StoreError> {
+        Ok(self.rates.take(&gcra, key, super::gcra::now_us(), want))
     }
 }
 

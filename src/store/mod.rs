@@ -8,6 +8,7 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+pub mod gcra;
 pub mod instrumented;
 pub mod memory;
 pub mod redis;
@@ -280,6 +281,23 @@ pub trait SessionStore: Send + Sync + 'static {
         roles: &[String],
         idp: Option<&IdpLink>,
     ) -> Result<bool, StoreError>;
+
+    /// Take up to `want` tokens from the rate-limit bucket `key` ([`gcra::Gcra::take`]),
+    /// atomically for every instance sharing the store, on the store's clock. Keys are the
+    /// rate limiter's own (`crate::ratelimit`): never a session id or a token.
+    async fn rate_take(
+        &self,
+        key: &str,
+        gcra: gcra::Gcra,
+        want: u64,
+    ) -> Result<gcra::Take, StoreError>;
+
+    /// Whether [`SessionStore::rate_take`] buckets are shared with other instances (Redis):
+    /// then the gateway spends local leases of them; otherwise (memory) its own table is the
+    /// authority and `rate_take` is not on the request path.
+    fn shares_rate_limits(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,10 @@
 //!   — sorted sets of `["user","sid"]` (JSON), the sessions signed in through that provider
 //!   session or subject, scored by absolute end, at most [`IDP_INDEX_MAX`] (the first to end
 //!   is dropped), expiring with the last of them: what a back-channel logout looks up;
-//! - `{prefix}:once:{key}` — `first_use` keys (`SET NX EXAT`), expiring at their `until`.
+//! - `{prefix}:once:{key}` — `first_use` keys (`SET NX EXAT`), expiring at their `until`;
+//! - `{prefix}:rl:{key}` — a rate-limit bucket's theoretical arrival time (GCRA, Unix µs on
+//!   the Redis clock; `store::gcra`), one key per bucket so its one script is cluster safe,
+//!   expiring when the bucket is full again.
 //!
 //! Create, rotate (grace, reuse detection), reopen (a rotation that never reached its client),
 //! revoke, revoke-all and update-identity are each one script, so two instances racing on one
@@ -285,6 +288,7 @@ struct Scripts {
     touch: Script,
     update_identity: Script,
     idp_index: Script,
+    rate_limit: Script,
 }
 
 pub struct RedisStore {
@@ -393,6 +397,7 @@ impl RedisStore {
                 touch: Script::new(TOUCH),
                 update_identity: Script::new(UPDATE_IDENTITY),
                 idp_index: Script::new(IDP_INDEX),
+                rate_limit: Script::new(super::gcra::REDIS_SCRIPT),
             },
             feed: broadcast::channel(4096).0,
             feed_started: OnceLock::new(),
@@ -421,6 +426,9 @@ impl RedisStore {
     }
     fn once_key(&self, key: &str) -> String {
         format!("{}:once:{key}", self.prefix)
+    }
+    fn rate_key(&self, key: &str) -> String {
+        format!("{}:rl:{key}", self.prefix)
     }
 
     /// A pooled connection (bounded by `store.connect_timeout`).
@@ -1099,6 +1107,45 @@ impl SessionStore for RedisStore {
         self.index_idp(&added, &member, abs_end).await?;
         self.unindex_idp(&dropped, &member).await;
         Ok(true)
+    }
+
+    async fn rate_take(
+        &self,
+        key: &str,
+        gcra: super::gcra::Gcra,
+        want: u64,
+    ) -> Result<super::gcra::Take, StoreError> {
+        let mut inv = self.scripts.rate_limit.key(self.rate_key(key));
+        inv.arg(gcra.interval_us).arg(gcra.burst).arg(want);
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        let out: Vec<i64> = self.timed(&f, inv.invoke_async(&mut c)).await?;
+        drop(c);
+        let n = |v: i64| u64::try_from(v).ok();
+        match out.as_slice() {
+            [g, r, retry, reset] => match (n(*g), n(*r), n(*retry), n(*reset)) {
+                (Some(granted), Some(remaining), Some(retry_after_us), Some(reset_us))
+                    if granted <= want =>
+                {
+                    Ok(super::gcra::Take {
+                        granted,
+                        remaining,
+                        retry_after_us,
+                        reset_us,
+                    })
+                }
+                _ => Err(StoreError::UnexpectedReply(
+                    "rate-limit reply out of range".into(),
+                )),
+            },
+            _ => Err(StoreError::UnexpectedReply(
+                "unexpected rate-limit reply".into(),
+            )),
+        }
+    }
+
+    fn shares_rate_limits(&self) -> bool {
+        true
     }
 }
 

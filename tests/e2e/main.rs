@@ -39,6 +39,7 @@ mod path_encoding;
 mod path_parameters;
 mod paths;
 mod policy;
+mod rate_limit;
 mod redis_store;
 mod redis_tls;
 mod refresh;

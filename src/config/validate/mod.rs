@@ -12,6 +12,7 @@ mod keys;
 mod login;
 mod oidc;
 mod policy;
+mod rate_limit;
 mod routes;
 mod server;
 mod session;
@@ -59,6 +60,7 @@ pub fn validate(
     let identity = input::identity(&raw.identity, &mut errs);
     let paths = input::paths(&raw.paths);
     let csrf = policy::csrf(&raw.csrf, &mut errs);
+    let rate_limit = rate_limit::validate(&raw.rate_limit, &raw.route, &mut errs);
     policy::log_level(&raw.log, &mut errs);
     if let Some(server) = &server {
         policy::admin_exposure(server, &raw.admin, &mut errs);
@@ -102,6 +104,7 @@ pub fn validate(
         builtin_whoami,
         dev_notes: notes,
         warnings: errs.1,
+        rate_limit,
     })
 }
 

@@ -171,6 +171,7 @@ mod tests {
             deny_roles: vec![],
             methods: None,
             max_auth_age: None,
+            rate_limit: None,
         }
     }
 
