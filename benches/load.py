@@ -10,6 +10,8 @@ DURATION = int(os.environ.get("DURATION", "10"))
 CONNS = int(os.environ.get("CONNS", "64"))
 THREADS = int(os.environ.get("THREADS", "1"))
 SCENARIOS = os.environ.get("SCENARIOS", "cookie,refresh,memory,login").split(",")
+# ACCESS_LOG=1: sessiongate writes its access log (to a file), as it does by default.
+ACCESS_LOG = os.environ.get("ACCESS_LOG", "") == "1"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "sessiongate")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -179,6 +181,9 @@ max_failures_per_ip = 1000000
 file = "{audit}"
 [log]
 level = "warn"
+# Like the peers here (nginx: access_log off; HAProxy logs nothing without a log target).
+[access_log]
+enabled = {"true" if ACCESS_LOG else "false"}
 {extra}
 """)
     env = dict(os.environ, SG_ACCESS=access, SG_REFRESH=refresh)
@@ -205,7 +210,8 @@ level = "warn"
             return json.loads(r.read())
 
     print(f"# method: wrk -t{THREADS} -c{CONNS} -d{DURATION}s, {ROUNDS} interleaved rounds, loopback, {os.cpu_count()} cores; "
-          f"upstream nginx (1 worker), nginx TLS proxy (2 workers), HAProxy 2.6 jwt_verify (2 threads), sessiongate (release)")
+          f"upstream nginx (1 worker), nginx TLS proxy (2 workers), HAProxy 2.6 jwt_verify (2 threads), sessiongate (release); "
+          f"access logs {'on for sessiongate (ACCESS_LOG=1)' if ACCESS_LOG else 'off everywhere (ACCESS_LOG=1 turns sessiongate’s on)'}")
     results = {}
     if "cookie" in SCENARIOS:
         # Beside sessiongate, the same configuration with a per-session rate limit too high to

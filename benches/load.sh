@@ -7,6 +7,8 @@
 #   benches/load.sh                 # defaults: 3 rounds, 10 s each, wrk -t1 -c64
 #   ROUNDS=5 DURATION=15 CONNS=64 benches/load.sh
 #   SCENARIOS=cookie benches/load.sh  # cookie | refresh | login | memory (comma-separated)
+#   ACCESS_LOG=1 benches/load.sh      # sessiongate with its access log on (off by default here,
+#                                     # as nginx's is: the peers are compared doing the same work)
 #
 # Installs what is missing (nginx, haproxy, wrk) from Debian's packages. Stops by itself.
 set -euo pipefail
