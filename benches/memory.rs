@@ -69,7 +69,6 @@ fn main() {
                 user_agent: ua,
                 idp: None,
                 auth_time: now,
-                refresh_window: now,
                 refreshes: 1,
             };
             store.create(rec).await.expect("memory store never fails");

@@ -230,11 +230,110 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores, Linux {kernel}")
 }
 
+/// Sessions and users of the memory-per-session measurement: ten sessions per user.
+const MEMORY_SESSIONS: usize = 10_000;
+const MEMORY_USERS: usize = 1_000;
+
+/// Bytes of Redis memory (`used_memory`) per stored session, `(fresh, rotated)`:
+/// `MEMORY_SESSIONS` sessions of `MEMORY_USERS` users written by the store as a login writes
+/// them (ids and refresh jtis as the gateway makes them, a desktop browser's user agent, two
+/// roles), on a Redis of its own; then the same sessions once each has rotated its refresh
+/// token (a previous jti and a rotation count kept).
+async fn bytes_per_session() -> (f64, f64, String) {
+    use sessiongate::config::{RedisConfig, Secret};
+    use sessiongate::store::{RotatePolicy, SessionRecord, SessionStore, redis::RedisStore};
+    use sessiongate::util::{now_unix, random_token};
+    let redis = RedisServer::start().await;
+    let store = RedisStore::new(&RedisConfig {
+        url: Some(Secret::new(redis.url().into_bytes())),
+        cluster_nodes: Vec::new(),
+        password: None,
+        username: None,
+        ca_pem: None,
+        pool_size: 8,
+        connect_timeout: Duration::from_secs(2),
+        command_timeout: Duration::from_secs(5),
+        key_prefix: "sg".into(),
+    })
+    .expect("redis store");
+    let used = || {
+        let info = String::from_utf8_lossy(&redis_cli(redis.port, &["INFO", "memory"])).to_string();
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("used_memory")
+    };
+    const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
+    let device = sessiongate::web::user_agent::UserAgent::from_bytes(UA.as_bytes())
+        .device()
+        .label();
+    let before = used();
+    let now = now_unix();
+    let mut started = Vec::with_capacity(MEMORY_SESSIONS);
+    for i in 0..MEMORY_SESSIONS {
+        let rec = SessionRecord {
+            sid: random_token(16),
+            user: format!("user{:05}@example.com", i % MEMORY_USERS),
+            roles: vec!["staff".into(), "reader".into()],
+            created: now,
+            last_seen: now,
+            abs_end: now + 7 * 86_400,
+            cur_jti: random_token(12),
+            prev_jti: None,
+            rotated_at_ms: now * 1000,
+            prev_open: false,
+            ip: format!("203.0.113.{}", i % 250),
+            user_agent: UA.into(),
+            device: device.clone(),
+            idp: None,
+            auth_time: now,
+            refreshes: 0,
+        };
+        started.push((rec.user.clone(), rec.sid.clone(), rec.cur_jti.clone()));
+        store.create(rec).await.expect("create");
+    }
+    let fresh = used();
+    let policy = RotatePolicy {
+        now,
+        now_ms: now * 1000,
+        grace_ms: 10_000,
+        idle_secs: 1800,
+        revocation_ttl: 900,
+        window_secs: 900,
+    };
+    for (user, sid, jti) in &started {
+        store
+            .rotate(user, sid, jti, &random_token(12), policy)
+            .await
+            .expect("rotate");
+    }
+    let rotated = used();
+    let version = String::from_utf8_lossy(&redis_cli(redis.port, &["INFO", "server"]))
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let per = |b: u64| b.saturating_sub(before) as f64 / MEMORY_SESSIONS as f64;
+    (per(fresh), per(rotated), version)
+}
+
 async fn run() {
     install_crypto_provider();
+    let (fresh, rotated, redis_v) = bytes_per_session().await;
     let redis = RedisServer::start().await;
     let gw = Arc::new(
-        Gateway::start(GatewayConfig::new().store(StoreSpec::Redis { url: redis.url() })).await,
+        Gateway::start(
+            GatewayConfig::new()
+                .store(StoreSpec::Redis { url: redis.url() })
+                // One user logging in from 8 clients at once: attempts in flight count against
+                // the login throttle's budgets (so parallel guesses cannot all pass), which are
+                // not what this measures.
+                .set("login", "max_failures_per_user", "1000000")
+                .set("login", "max_failures_per_user_total", "1000000")
+                .set("login", "max_failures_per_ip", "1000000"),
+        )
+        .await,
     );
     gw.wait_readyz(200, Duration::from_secs(10)).await;
 
@@ -366,6 +465,10 @@ async fn run() {
     println!();
     println!(
         "A refresh costs one EVALSHA round trip (the rotation script); a login one EVALSHA plus argon2id."
+    );
+    println!();
+    println!(
+        "Redis memory per stored session: {fresh:.0} bytes as started, {rotated:.0} bytes once each has rotated its refresh token (used_memory growth over {MEMORY_SESSIONS} sessions of {MEMORY_USERS} users, Redis {redis_v}; target <= 500)"
     );
 }
 

@@ -217,7 +217,6 @@ async fn expired_access_cookie_is_refreshed_transparently() {
         device: String::new(),
         idp: None,
         auth_time: now,
-        refresh_window: now,
         refreshes: 0,
     };
     rt.sessions

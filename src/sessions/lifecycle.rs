@@ -53,14 +53,17 @@ impl Sessions {
     ) -> Result<Issued, StartError> {
         let now_ms = self.clock.now_ms();
         let now = now_ms / 1000;
+        // Ids of 128 random bits, refresh jtis of 96 (a jti only has to be unique among its
+        // session's; the signature is what makes a refresh token unforgeable): short, since
+        // each is stored, and Redis keeps a record compact only while it is small.
         let rec = SessionRecord {
-            sid: random_token(24),
+            sid: random_token(16),
             user: user.to_string(),
             roles: roles.to_vec(),
             created: now,
             last_seen: now,
             abs_end: now + self.cfg.refresh_ttl.as_secs(),
-            cur_jti: random_token(16),
+            cur_jti: random_token(12),
             prev_jti: None,
             rotated_at_ms: now_ms,
             prev_open: false,
@@ -69,7 +72,6 @@ impl Sessions {
             user_agent: ua.as_str().to_string(),
             idp,
             auth_time: now,
-            refresh_window: now,
             refreshes: 0,
         };
         let fp = self.fingerprints.bind(ip, ua);
@@ -129,10 +131,10 @@ impl Sessions {
         let now_ms = self.clock.now_ms();
         let now = now_ms / 1000;
         let rec = SessionRecord {
-            sid: random_token(24),
+            sid: random_token(16),
             roles: roles.to_vec(),
             last_seen: now,
-            cur_jti: random_token(16),
+            cur_jti: random_token(12),
             prev_jti: None,
             rotated_at_ms: now_ms,
             prev_open: false,
@@ -141,7 +143,6 @@ impl Sessions {
             user_agent: ua.as_str().to_string(),
             idp: idp.or(old.idp),
             auth_time: now,
-            refresh_window: now,
             refreshes: 0,
             ..old
         };

@@ -180,7 +180,8 @@ impl Sessions {
         // refused rotation left behind), while the window that went over the limit lasts.
         let rate = match &r {
             Ok(RotateOutcome::Rotated(rec) | RotateOutcome::Grace(rec))
-                if policy.now.saturating_sub(rec.refresh_window) < policy.window_secs =>
+                if policy.now_ms.saturating_sub(rec.rotated_at_ms)
+                    < policy.window_secs.saturating_mul(1000) =>
             {
                 self.refresh_rate(rec.refreshes, user, sid, ip)
             }
@@ -213,7 +214,7 @@ impl Sessions {
         jti: &str,
         policy: RotatePolicy,
     ) -> (Result<RotateOutcome, StoreError>, Option<Delivery>) {
-        let new_jti = random_token(16);
+        let new_jti = random_token(12);
         let undo = self.reopen_when_lost(user, sid, jti, &new_jti);
         let store = self.store.clone();
         let (user, sid, jti) = (user.to_owned(), sid.to_owned(), jti.to_owned());

@@ -50,7 +50,6 @@ struct Stored {
     /// Boxed: most sessions have none, and the table entry stays small.
     idp: Option<Box<IdpLink>>,
     auth_time: u64,
-    refresh_window: u64,
     refreshes: u32,
 }
 
@@ -77,7 +76,6 @@ impl Stored {
                 .label(),
             idp: self.idp.as_deref().cloned(),
             auth_time: self.auth_time,
-            refresh_window: self.refresh_window,
             refreshes: self.refreshes,
         }
     }
@@ -334,7 +332,6 @@ impl SessionStore for MemoryStore {
             } else {
                 rec.auth_time
             },
-            refresh_window: rec.refresh_window,
             refreshes: rec.refreshes,
         });
         if let Some((_, old)) = inner.remove(&sid) {
@@ -379,15 +376,16 @@ impl SessionStore for MemoryStore {
             return Ok(RotateOutcome::Idle(rec.to_record(sid)));
         }
         if current {
+            let gap_ms = p.now_ms.saturating_sub(rec.rotated_at_ms);
+            rec.refreshes = if gap_ms >= p.window_secs.saturating_mul(1000) {
+                1
+            } else {
+                rec.refreshes.saturating_add(1)
+            };
             rec.prev_jti = Some(std::mem::replace(&mut rec.cur_jti, new_jti.into()));
             rec.rotated_at_ms = p.now_ms;
             rec.prev_open = false;
             rec.last_seen = p.now;
-            if p.now.saturating_sub(rec.refresh_window) >= p.window_secs {
-                (rec.refresh_window, rec.refreshes) = (p.now, 1);
-            } else {
-                rec.refreshes = rec.refreshes.saturating_add(1);
-            }
             return Ok(RotateOutcome::Rotated(rec.to_record(sid)));
         }
         if accepted_previous {
@@ -605,7 +603,6 @@ mod tests {
             device: "d".into(),
             idp: None,
             auth_time: now,
-            refresh_window: now,
             refreshes: 0,
         }
     }

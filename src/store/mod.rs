@@ -51,10 +51,8 @@ pub struct SessionRecord {
     /// again: `crate::policy`), Unix seconds. Records written before it: their `created`.
     #[serde(default)]
     pub auth_time: u64,
-    /// The refresh-rate window (see [`RotatePolicy::window_secs`]): when it began (Unix
-    /// seconds) and how many rotations it holds.
-    #[serde(default)]
-    pub refresh_window: u64,
+    /// Rotations in a row each within [`RotatePolicy::window_secs`] of the one before (the
+    /// refresh-rate anomaly; `rotated_at_ms` is when the last one was).
     #[serde(default)]
     pub refreshes: u32,
 }
@@ -189,9 +187,9 @@ pub struct RotatePolicy {
     pub idle_secs: u64,
     /// How long a revocation must be remembered (the access token lifetime).
     pub revocation_ttl: u64,
-    /// The refresh-rate window: a rotation more than this after the window began starts a new
-    /// one (`refreshes` = 1), any other adds one (`session.access_ttl`: one refresh per window
-    /// is what a client that keeps its cookies needs).
+    /// The refresh-rate window: a rotation within this of the one before adds one to
+    /// `refreshes`, a later one starts again at 1 (`session.access_ttl`: a client that keeps its
+    /// cookies rotates about once per access token).
     pub window_secs: u64,
 }
 

@@ -6,6 +6,11 @@
 //!   session signed in through an identity provider has an `idp` field, its [`IdpLink`] as
 //!   JSON (absent otherwise, and in records written before it existed);
 //! - `{prefix}:{user}:sessions` — sorted set of the user's sids, scored by absolute end;
+//! - `{prefix}:{user}:uas` — hash of the user's user-agent texts by a hash of each (a record
+//!   names its own by `uah`), expiring with the user's last session: a text is kept once per
+//!   user, and a record without it stays a compact listpack (Redis keeps a hash compact only
+//!   while every value is at most 64 bytes, and a browser's user agent is longer). Fields at
+//!   their default are not written (`prev` none, `open` 0, `auth` = `created`, `rn` 0 or 1);
 //! - `{prefix}:revocations` — sorted set of revoked sids, scored by when the last access token
 //!   minted for them expires (for instances that start or reconnect);
 //! - channel `{prefix}:revocations` — every revocation as it happens, `"<sid> <until>"`;
@@ -154,14 +159,32 @@ impl ConnectionLike for Conn<'_> {
     }
 }
 
+/// KEYS: the record, the user's index, the user's user agents. ARGV: sid, absolute end, now,
+/// the user agent's hash and text, the user's session-key prefix, then the record's fields.
+/// The user agent is kept once per user (`uas`, hash to text) rather than in every record
+/// (its text, longer than Redis's 64-byte listpack limit, would make each record a full hash
+/// table); it lives as long as the user's last session, and past 16 texts the ones no
+/// live session names are dropped.
 const CREATE: &str = r"
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('EXPIREAT', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
 local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
 redis.call('EXPIREAT', KEYS[2], last[2])
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+redis.call('EXPIREAT', KEYS[3], last[2])
+if redis.call('HLEN', KEYS[3]) > 16 then
+  local live = {}
+  for _, sid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    local h = redis.call('HGET', ARGV[6] .. sid, 'uah')
+    if h then live[h] = true end
+  end
+  for _, h in ipairs(redis.call('HKEYS', KEYS[3])) do
+    if not live[h] then redis.call('HDEL', KEYS[3], h) end
+  end
+end
 return 1
 ";
 
@@ -171,8 +194,19 @@ return 1
 /// written before it has only `rot`, in seconds) or while `open` says its rotation never
 /// reached the client.
 const ROTATE: &str = r"
+local function with_ua(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'uah' then
+      fields[#fields + 1] = 'ua'
+      fields[#fields + 1] = redis.call('HGET', KEYS[3], fields[i + 1]) or ''
+      break
+    end
+  end
+  return fields
+end
 local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then return {'notfound'} end
+h = with_ua(h)
 local r = {}
 for i = 1, #h, 2 do r[h[i]] = h[i + 1] end
 local now = tonumber(ARGV[3])
@@ -193,13 +227,16 @@ if (current or previous) and now - tonumber(r['last_seen']) > tonumber(ARGV[5]) 
   return finish('idle')
 end
 if current then
-  local rw = tonumber(r['rw'] or '') or 0
-  local rn = tonumber(r['rn'] or '') or 0
-  if now - rw >= tonumber(ARGV[10]) then rw = now; rn = 1 else rn = rn + 1 end
-  redis.call('HSET', KEYS[1], 'prev', r['cur'], 'cur', ARGV[2], 'rot', ARGV[3], 'rot_ms', ARGV[9],
-    'open', '0', 'last_seen', ARGV[3], 'rw', rw, 'rn', rn)
+  -- Rotations in a row within the window; written only above 1 (a record with a previous jti
+  -- and no count has rotated once), to keep the record small.
+  local rn = tonumber(r['rn'] or '') or ((r['prev'] or '') ~= '' and 1 or 0)
+  if tonumber(ARGV[9]) - rot_ms >= tonumber(ARGV[10]) * 1000 then rn = 1 else rn = rn + 1 end
+  redis.call('HSET', KEYS[1], 'prev', r['cur'], 'cur', ARGV[2], 'rot_ms', ARGV[9],
+    'last_seen', ARGV[3])
+  if rn > 1 then redis.call('HSET', KEYS[1], 'rn', rn) else redis.call('HDEL', KEYS[1], 'rn') end
+  redis.call('HDEL', KEYS[1], 'rot', 'open')
   local out = {'rotated'}
-  local h2 = redis.call('HGETALL', KEYS[1])
+  local h2 = with_ua(redis.call('HGETALL', KEYS[1]))
   for i = 1, #h2 do out[#out + 1] = h2[i] end
   return out
 end
@@ -209,6 +246,20 @@ if previous then
   return out
 end
 return finish('reused')
+";
+
+/// KEYS: the record, the user's user agents. The record's fields, with its user agent's text as
+/// `ua` (a record written before the user agents moved out has its own `ua`); {} for none.
+const GET: &str = r"
+local h = redis.call('HGETALL', KEYS[1])
+for i = 1, #h, 2 do
+  if h[i] == 'uah' then
+    h[#h + 1] = 'ua'
+    h[#h + 1] = redis.call('HGET', KEYS[2], h[i + 1]) or ''
+    break
+  end
+end
+return h
 ";
 
 /// ARGV: previous jti, new jti. Marks a rotation whose answer never reached the client, only
@@ -289,6 +340,7 @@ struct Scripts {
     update_identity: Script,
     idp_index: Script,
     rate_limit: Script,
+    get: Script,
 }
 
 pub struct RedisStore {
@@ -397,6 +449,7 @@ impl RedisStore {
                 touch: Script::new(TOUCH),
                 update_identity: Script::new(UPDATE_IDENTITY),
                 idp_index: Script::new(IDP_INDEX),
+                get: Script::new(GET),
                 rate_limit: Script::new(super::gcra::REDIS_SCRIPT),
             },
             feed: broadcast::channel(4096).0,
@@ -407,8 +460,26 @@ impl RedisStore {
     fn session_key(&self, user: &str, sid: &str) -> String {
         format!("{}:{{{user}}}:s:{sid}", self.prefix)
     }
+    /// One record, with its user agent's text.
+    async fn read_record(
+        &self,
+        c: &mut Conn<'_>,
+        f: &Arc<AtomicBool>,
+        user: &str,
+        sid: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let mut inv = self.scripts.get.key(self.session_key(user, sid));
+        inv.key(self.uas_key(user));
+        let out: Vec<String> = self.timed(f, inv.invoke_async(c)).await?;
+        Ok(to_record(sid, &pairs_to_map(&out)))
+    }
+
     fn index_key(&self, user: &str) -> String {
         format!("{}:{{{user}}}:sessions", self.prefix)
+    }
+    /// The user's user agents, by [`ua_hash`].
+    fn uas_key(&self, user: &str) -> String {
+        format!("{}:{{{user}}}:uas", self.prefix)
     }
     fn revocations_key(&self) -> String {
         format!("{}:revocations", self.prefix)
@@ -648,6 +719,13 @@ fn parse_link(json: &str) -> Option<IdpLink> {
     serde_json::from_str(json).ok()
 }
 
+/// The key of a user agent's text in the user's `uas` hash: 72 bits of its SHA-256, base64url
+fn ua_hash(ua: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(ua.as_bytes());
+    crate::util::b64(&d[..9])
+}
+
 fn field<'a>(m: &'a HashMap<String, String>, k: &str) -> &'a str {
     m.get(k).map_or("", String::as_str)
 }
@@ -677,7 +755,14 @@ fn to_record(sid: &str, m: &HashMap<String, String>) -> Option<SessionRecord> {
         prev_open: field(m, "open") == "1",
         ip: field(m, "ip").to_string(),
         user_agent: field(m, "ua").to_string(),
-        device: field(m, "dev").to_string(),
+        // Derived from the user agent, as the gateway labels it (records written before the
+        // user agents moved out kept it).
+        device: match m.get("dev") {
+            Some(d) => d.clone(),
+            None => crate::web::user_agent::UserAgent::from_bytes(field(m, "ua").as_bytes())
+                .device()
+                .label(),
+        },
         // Absent: no provider (or a record from before the field). Present but unreadable: not
         // a record, as with the roles (never a session that escaped its provider's logout).
         idp: match m.get("idp") {
@@ -688,8 +773,11 @@ fn to_record(sid: &str, m: &HashMap<String, String>) -> Option<SessionRecord> {
         auth_time: field(m, "auth")
             .parse()
             .unwrap_or_else(|_| num(m, "created")),
-        refresh_window: num(m, "rw"),
-        refreshes: field(m, "rn").parse().unwrap_or(0),
+        // Written only above 1: with a previous jti and no count, the session rotated once.
+        refreshes: match field(m, "rn").parse() {
+            Ok(n) => n,
+            Err(_) => u32::from(m.get("prev").is_some_and(|p| !p.is_empty())),
+        },
     })
 }
 
@@ -728,35 +816,47 @@ impl SessionStore for RedisStore {
         let hk = self.session_key(&rec.user, &rec.sid);
         let ik = self.index_key(&rec.user);
         let roles = serde_json::to_string(&rec.roles).unwrap_or_else(|_| "[]".into());
-        // `rot` (seconds) beside `rot_ms` keeps instances of the previous version working
-        // during a rolling upgrade.
-        let auth_time = if rec.auth_time == 0 {
-            rec.created
-        } else {
-            rec.auth_time
-        };
-        let fields: [(&str, String); 14] = [
+        // Compact: a field whose value is the default is left out (`prev` none, `open` 0, `auth`
+        // the login itself), and what the record needs no more is not written (`rot` in seconds,
+        // `dev`, the user agent's text: see CREATE); every field an earlier version reads is
+        // still written under its name, so instances of it keep working during an upgrade.
+        let mut fields: Vec<(&str, String)> = vec![
             ("user", rec.user.clone()),
             ("roles", roles),
             ("created", rec.created.to_string()),
             ("last_seen", rec.last_seen.to_string()),
             ("abs_end", rec.abs_end.to_string()),
             ("cur", rec.cur_jti.clone()),
-            ("prev", rec.prev_jti.clone().unwrap_or_default()),
-            ("rot", (rec.rotated_at_ms / 1000).to_string()),
             ("rot_ms", rec.rotated_at_ms.to_string()),
-            ("open", if rec.prev_open { "1" } else { "0" }.to_string()),
             ("ip", rec.ip.clone()),
-            ("ua", rec.user_agent.clone()),
-            ("dev", rec.device.clone()),
-            ("auth", auth_time.to_string()),
+            ("uah", ua_hash(&rec.user_agent)),
         ];
+        if let Some(prev) = &rec.prev_jti {
+            fields.push(("prev", prev.clone()));
+        }
+        if rec.prev_open {
+            fields.push(("open", "1".into()));
+        }
+        if rec.auth_time != 0 && rec.auth_time != rec.created {
+            fields.push(("auth", rec.auth_time.to_string()));
+        }
+        // `rn` absent reads as 1 with a previous jti, else 0 (see ROTATE).
+        if rec.refreshes != u32::from(rec.prev_jti.is_some()) {
+            fields.push(("rn", rec.refreshes.to_string()));
+        }
         let idp = match &rec.idp {
             Some(link) => Some(serde_json::to_string(link).map_err(unavailable)?),
             None => None,
         };
         let mut inv = self.scripts.create.key(&hk);
-        inv.key(&ik).arg(&rec.sid).arg(rec.abs_end).arg(now_unix());
+        inv.key(&ik)
+            .key(self.uas_key(&rec.user))
+            .arg(&rec.sid)
+            .arg(rec.abs_end)
+            .arg(now_unix())
+            .arg(ua_hash(&rec.user_agent))
+            .arg(&rec.user_agent)
+            .arg(self.session_key(&rec.user, ""));
         for (k, v) in &fields {
             inv.arg(*k).arg(v);
         }
@@ -796,6 +896,7 @@ impl SessionStore for RedisStore {
         let until = p.now + p.revocation_ttl;
         let mut inv = self.scripts.rotate.key(self.session_key(user, sid));
         inv.key(self.index_key(user))
+            .key(self.uas_key(user))
             .arg(presented)
             .arg(new_jti)
             .arg(p.now)
@@ -839,15 +940,7 @@ impl SessionStore for RedisStore {
     async fn get(&self, user: &str, sid: &str) -> Result<Option<SessionRecord>, StoreError> {
         let mut c = self.conn().await?;
         let f = c.flag();
-        let m: HashMap<String, String> = self
-            .timed(
-                &f,
-                redis::cmd("HGETALL")
-                    .arg(self.session_key(user, sid))
-                    .query_async(&mut c),
-            )
-            .await?;
-        Ok(to_record(sid, &m))
+        self.read_record(&mut c, &f, user, sid).await
     }
 
     async fn revoke(&self, user: &str, sid: &str, ttl: u64) -> Result<bool, StoreError> {
@@ -915,15 +1008,7 @@ impl SessionStore for RedisStore {
         let sids = self.live_members(&mut c, &f, &ik).await?;
         let mut out = Vec::with_capacity(sids.len());
         for sid in sids {
-            let m: HashMap<String, String> = self
-                .timed(
-                    &f,
-                    redis::cmd("HGETALL")
-                        .arg(self.session_key(user, &sid))
-                        .query_async(&mut c),
-                )
-                .await?;
-            if let Some(r) = to_record(&sid, &m) {
+            if let Some(r) = self.read_record(&mut c, &f, user, &sid).await? {
                 out.push(r);
             }
         }

@@ -559,6 +559,7 @@ async fn redis_holds_session_records_but_never_a_raw_token() {
     let mut expected = vec![
         "sg:revocations".to_string(),
         "sg:{alice}:sessions".to_string(),
+        "sg:{alice}:uas".to_string(),
         record_key.clone(),
     ];
     expected.sort();
@@ -582,6 +583,30 @@ async fn redis_holds_session_records_but_never_a_raw_token() {
     );
     let index = redis.cli(&["ZRANGE", "sg:{alice}:sessions", "0", "-1"]);
     assert_eq!(index.lines().collect::<Vec<_>>(), vec![sid1.as_str()]);
+    // The user agent is kept once per user, named by a hash in the record (its text would make
+    // every record a full hash table: Redis keeps small hashes compact only up to 64 bytes a
+    // value); the record stays compact.
+    let uas = hash(&redis, "sg:{alice}:uas");
+    let uah = rec.get("uah").expect("the record names its user agent");
+    assert!(uas.contains_key(uah), "{uas:?}");
+    assert!(
+        !rec.contains_key("ua") && !rec.contains_key("dev"),
+        "{rec:?}"
+    );
+    assert_eq!(
+        redis.cli(&["OBJECT", "ENCODING", &record_key]).trim(),
+        "listpack",
+        "a compact record"
+    );
+    let uas_ttl: i64 = redis
+        .cli(&["TTL", "sg:{alice}:uas"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        uas_ttl >= ttl - 5,
+        "the user agents live as long as the last session"
+    );
     let revoked = redis.cli(&["ZRANGE", "sg:revocations", "0", "-1"]);
     assert_eq!(revoked.lines().collect::<Vec<_>>(), vec![sid2.as_str()]);
 
@@ -733,8 +758,15 @@ async fn core_flow_works_on_a_three_master_redis_cluster() {
         .into_iter()
         .filter(|(_, k)| k.contains("{alice}"))
         .collect();
-    assert_eq!(alice_keys.len(), 2, "record and index: {alice_keys:?}");
-    assert_eq!(alice_keys[0].0, alice_keys[1].0, "{alice_keys:?}");
+    assert_eq!(
+        alice_keys.len(),
+        3,
+        "record, index, user agents: {alice_keys:?}"
+    );
+    assert!(
+        alice_keys.iter().all(|(slot, _)| *slot == alice_keys[0].0),
+        "{alice_keys:?}"
+    );
 
     let resp = logout_on(&a, &s2).await;
     assert_eq!(resp.status(), 204, "logout on A");
