@@ -34,9 +34,9 @@ fn runtime() -> Runtime {
     )
 }
 
-fn benches(c: &mut Criterion) {
-    let rt = runtime();
-    let now = sessiongate::util::now_unix();
+/// A valid access token of `rt` for alice, valid for an hour from `now`, and a browser's
+/// `Cookie` header carrying it among other cookies.
+fn session_cookie(rt: &Runtime, now: u64) -> (String, String) {
     let token = rt
         .sessions
         .keys()
@@ -53,10 +53,17 @@ fn benches(c: &mut Criterion) {
             &Default::default(),
         )
         .expect("bench token");
-    let cookie_header = format!(
+    let cookie = format!(
         "theme=dark; {}={token}; _ga=GA1.2.3456; lang=en",
         rt.sessions.cookies().access
     );
+    (token, cookie)
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = runtime();
+    let now = sessiongate::util::now_unix();
+    let (token, cookie_header) = session_cookie(&rt, now);
 
     c.bench_function("token_verify_hs256", |b| {
         b.iter(|| {
@@ -144,26 +151,7 @@ fn benches(c: &mut Criterion) {
         "[[upstream]]\nname = \"app\"\nurl = \"http://127.0.0.1:9\"\n[rate_limit]\nper_session = \"100000000/1s\"\n",
         sessiongate::sessions::Clock::system(),
     );
-    let limited_token = limited
-        .sessions
-        .keys()
-        .mint_access(
-            "alice",
-            "sid-bench-0123456789",
-            &["admin".into(), "dev".into()],
-            AccessLifetime {
-                now,
-                exp: now + 3600,
-                session_end: now + 3600 + 3600,
-                auth_time: now,
-            },
-            &Default::default(),
-        )
-        .expect("bench token");
-    let limited_cookie = format!(
-        "theme=dark; {}={limited_token}; _ga=GA1.2.3456; lang=en",
-        limited.sessions.cookies().access
-    );
+    let (_, limited_cookie) = session_cookie(&limited, now);
     c.bench_function("pipeline_valid_cookie_rate_limited", |b| {
         b.iter(|| {
             let mut req = Request::builder()

@@ -240,22 +240,11 @@ const MEMORY_USERS: usize = 1_000;
 /// roles), on a Redis of its own; then the same sessions once each has rotated its refresh
 /// token (a previous jti and a rotation count kept).
 async fn bytes_per_session() -> (f64, f64, String) {
-    use sessiongate::config::{RedisConfig, Secret};
     use sessiongate::store::{RotatePolicy, SessionRecord, SessionStore, redis::RedisStore};
     use sessiongate::util::{now_unix, random_token};
     let redis = RedisServer::start().await;
-    let store = RedisStore::new(&RedisConfig {
-        url: Some(Secret::new(redis.url().into_bytes())),
-        cluster_nodes: Vec::new(),
-        password: None,
-        username: None,
-        ca_pem: None,
-        pool_size: 8,
-        connect_timeout: Duration::from_secs(2),
-        command_timeout: Duration::from_secs(5),
-        key_prefix: "sg".into(),
-    })
-    .expect("redis store");
+    let store = RedisStore::new(&harness::redis_store_config(Some(redis.url()), Vec::new()))
+        .expect("redis store");
     let used = || {
         let info = String::from_utf8_lossy(&redis_cli(redis.port, &["INFO", "memory"])).to_string();
         info.lines()

@@ -274,11 +274,26 @@ impl Sessions {
         if cfg.refresh_rate == AnomalyAction::Ignore || refreshes <= cfg.refresh_rate_max {
             return Verdict::Pass;
         }
-        let action_name = format!("{:?}", cfg.refresh_rate).to_ascii_lowercase();
+        let what = format!(
+            "refresh_rate: {refreshes} refreshes in a row, each within one access TTL of the one before (at most {})",
+            cfg.refresh_rate_max
+        );
+        self.anomaly_seen("refresh_rate", &what, cfg.refresh_rate, (user, sid, ip))
+    }
+
+    /// One detected anomaly: counted, audited, and the verdict its policy gives.
+    fn anomaly_seen(
+        &self,
+        signal: &str,
+        what: &str,
+        action: AnomalyAction,
+        (user, sid, ip): (&str, &str, IpAddr),
+    ) -> Verdict {
+        let action_name = format!("{action:?}").to_ascii_lowercase();
         self.metrics
             .anomalies
             .get_or_create(&Anomaly {
-                signal: "refresh_rate".into(),
+                signal: signal.into(),
                 action: action_name.clone(),
             })
             .inc();
@@ -287,13 +302,9 @@ impl Sessions {
                 .user(user)
                 .session(&self.handle(sid))
                 .ip(&ip.to_string())
-                .count(refreshes as usize)
-                .reason(&format!(
-                    "refresh_rate: {refreshes} refreshes within one access TTL (at most {}); policy {action_name}",
-                    cfg.refresh_rate_max
-                )),
+                .reason(&format!("{what}; policy {action_name}")),
         );
-        match cfg.refresh_rate {
+        match action {
             AnomalyAction::Ignore | AnomalyAction::Log => Verdict::Pass,
             AnomalyAction::Reauth => Verdict::Reauth,
             AnomalyAction::Revoke => Verdict::Revoke,
@@ -314,27 +325,9 @@ impl Sessions {
         let mut verdict = Verdict::Pass;
         let mut clean = true;
         let mut signal = |name: &str, action: AnomalyAction| {
-            let action_name = format!("{action:?}").to_ascii_lowercase();
-            self.metrics
-                .anomalies
-                .get_or_create(&Anomaly {
-                    signal: name.into(),
-                    action: action_name.clone(),
-                })
-                .inc();
-            self.audit.emit(
-                Event::new("anomaly")
-                    .user(user)
-                    .session(&self.handle(sid))
-                    .ip(&ip.to_string())
-                    .reason(&format!("{name} changed; policy {action_name}")),
-            );
+            let what = format!("{name} changed");
             clean = false;
-            verdict = verdict.max(match action {
-                AnomalyAction::Ignore | AnomalyAction::Log => Verdict::Pass,
-                AnomalyAction::Reauth => Verdict::Reauth,
-                AnomalyAction::Revoke => Verdict::Revoke,
-            });
+            verdict = verdict.max(self.anomaly_seen(name, &what, action, (user, sid, ip)));
         };
         if fp.cfg.ip_change != AnomalyAction::Ignore && !fp.same_network(bound, ip) {
             signal("ip", fp.cfg.ip_change);

@@ -51,29 +51,11 @@ impl Sessions {
         ua: &UserAgent<'_>,
         idp: Option<IdpLink>,
     ) -> Result<Issued, StartError> {
-        let now_ms = self.clock.now_ms();
-        let now = now_ms / 1000;
-        // Ids of 128 random bits, refresh jtis of 96 (a jti only has to be unique among its
-        // session's; the signature is what makes a refresh token unforgeable): short, since
-        // each is stored, and Redis keeps a record compact only while it is small.
         let rec = SessionRecord {
-            sid: random_token(16),
-            user: user.to_string(),
-            roles: roles.to_vec(),
-            created: now,
-            last_seen: now,
-            abs_end: now + self.cfg.refresh_ttl.as_secs(),
-            cur_jti: random_token(12),
-            prev_jti: None,
-            rotated_at_ms: now_ms,
-            prev_open: false,
-            ip: ip.to_string(),
-            device: ua.device().label(),
-            user_agent: ua.as_str().to_string(),
             idp,
-            auth_time: now,
-            refreshes: 0,
+            ..self.fresh_record(user, roles, ip, ua)
         };
+        let now = rec.created;
         let fp = self.fingerprints.bind(ip, ua);
         let issued = self.issue(&rec, now, &fp)?;
         let r = self.store.create(rec.clone()).await;
@@ -128,24 +110,13 @@ impl Sessions {
         ua: &UserAgent<'_>,
         idp: Option<IdpLink>,
     ) -> Result<Issued, StartError> {
-        let now_ms = self.clock.now_ms();
-        let now = now_ms / 1000;
         let rec = SessionRecord {
-            sid: random_token(16),
-            roles: roles.to_vec(),
-            last_seen: now,
-            cur_jti: random_token(12),
-            prev_jti: None,
-            rotated_at_ms: now_ms,
-            prev_open: false,
-            ip: ip.to_string(),
-            device: ua.device().label(),
-            user_agent: ua.as_str().to_string(),
+            created: old.created,
+            abs_end: old.abs_end,
             idp: idp.or(old.idp),
-            auth_time: now,
-            refreshes: 0,
-            ..old
+            ..self.fresh_record(&old.user, roles, ip, ua)
         };
+        let now = rec.auth_time;
         let fp = self.fingerprints.bind(ip, ua);
         let issued = self.issue(&rec, now, &fp)?;
         self.store.create(rec.clone()).await?;
@@ -172,6 +143,39 @@ impl Sessions {
         }
         self.audit.emit(e);
         Ok(issued)
+    }
+
+    /// A session of `user` signed in now from this request: a new id and refresh jti, no
+    /// provider link. Ids of 128 random bits, refresh jtis of 96 (a jti only has to be unique
+    /// among its session's; the signature is what makes a refresh token unforgeable): short,
+    /// since each is stored, and Redis keeps a record compact only while it is small.
+    fn fresh_record(
+        &self,
+        user: &str,
+        roles: &[String],
+        ip: IpAddr,
+        ua: &UserAgent<'_>,
+    ) -> SessionRecord {
+        let now_ms = self.clock.now_ms();
+        let now = now_ms / 1000;
+        SessionRecord {
+            sid: random_token(16),
+            user: user.to_string(),
+            roles: roles.to_vec(),
+            created: now,
+            last_seen: now,
+            abs_end: now + self.cfg.refresh_ttl.as_secs(),
+            cur_jti: random_token(12),
+            prev_jti: None,
+            rotated_at_ms: now_ms,
+            prev_open: false,
+            ip: ip.to_string(),
+            device: ua.device().label(),
+            user_agent: ua.as_str().to_string(),
+            idp: None,
+            auth_time: now,
+            refreshes: 0,
+        }
     }
 
     /// Mint the token pair for a session record (its current refresh `jti`), bound to `fp`.

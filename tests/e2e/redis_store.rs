@@ -21,24 +21,8 @@ use serde_json::Value;
 use crate::harness::*;
 
 /// The one origin both instances serve behind their (imagined) load balancer.
-const SHARED_ORIGIN: &str = "https://sessions.example.test";
 /// How fast a revocation on one instance must reach the other.
 const PROPAGATION: Duration = Duration::from_secs(1);
-
-/// Two gateways sharing `store`, their secrets and their public origin; both ready.
-async fn two_instances(store: StoreSpec, cfg: GatewayConfig) -> (Gateway, Gateway) {
-    let (access, refresh) = (random_secret(), random_secret());
-    let cfg = cfg
-        .store(store)
-        .secrets(&access, &refresh)
-        .public_origin(SHARED_ORIGIN);
-    let (a, b) = tokio::join!(Gateway::start(cfg.clone()), Gateway::start(cfg));
-    tokio::join!(
-        a.wait_readyz(200, Duration::from_secs(10)),
-        b.wait_readyz(200, Duration::from_secs(10))
-    );
-    (a, b)
-}
 
 fn redis_store(redis: &RedisServer) -> StoreSpec {
     StoreSpec::Redis { url: redis.url() }

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-const SHARED_ORIGIN: &str = "https://sessions.example.test";
 /// How fast a revocation on A must be honoured on B, in sync or not.
 const WITHIN: Duration = Duration::from_millis(1500);
 const B_USER: &str = "gateway-b";

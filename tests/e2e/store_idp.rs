@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessiongate::config::{RedisConfig, Secret};
+use sessiongate::config::RedisConfig;
 use sessiongate::store::conformance::{self as c, found, link, record, unique};
 use sessiongate::store::redis::RedisStore;
 use sessiongate::store::{IdpKey, RotateOutcome, RotatePolicy, SessionStore, StoreError};
@@ -31,15 +31,8 @@ use crate::harness::*;
 
 fn config(url: Option<String>, nodes: Vec<String>) -> RedisConfig {
     RedisConfig {
-        url: url.map(|u| Secret::new(u.into_bytes())),
-        cluster_nodes: nodes,
-        password: None,
-        username: None,
-        ca_pem: None,
-        pool_size: 8,
-        connect_timeout: Duration::from_secs(2),
         command_timeout: Duration::from_secs(2),
-        key_prefix: "sg".into(),
+        ..redis_store_config(url, nodes)
     }
 }
 

@@ -62,3 +62,40 @@ macro_rules! for_both_stores {
         )+
     };
 }
+
+/// The public origin of instances that share one store (tokens of one are valid on the other).
+pub const SHARED_ORIGIN: &str = "https://sessions.example.test";
+
+/// Two gateways sharing `store`, their secrets and their public origin; both ready.
+pub async fn two_instances(store: StoreSpec, cfg: GatewayConfig) -> (Gateway, Gateway) {
+    let (access, refresh) = (super::util::random_secret(), super::util::random_secret());
+    let cfg = cfg
+        .store(store)
+        .secrets(&access, &refresh)
+        .public_origin(SHARED_ORIGIN);
+    let (a, b) = tokio::join!(Gateway::start(cfg.clone()), Gateway::start(cfg));
+    tokio::join!(
+        a.wait_readyz(200, Duration::from_secs(10)),
+        b.wait_readyz(200, Duration::from_secs(10))
+    );
+    (a, b)
+}
+
+/// The library's Redis store configuration for one server (`url`) or a cluster (`nodes`), as
+/// store-level tests and benchmarks drive `RedisStore` directly.
+pub fn redis_store_config(
+    url: Option<String>,
+    nodes: Vec<String>,
+) -> sessiongate::config::RedisConfig {
+    sessiongate::config::RedisConfig {
+        url: url.map(|u| sessiongate::config::Secret::new(u.into_bytes())),
+        cluster_nodes: nodes,
+        password: None,
+        username: None,
+        ca_pem: None,
+        pool_size: 8,
+        connect_timeout: Duration::from_secs(2),
+        command_timeout: Duration::from_secs(5),
+        key_prefix: "sg".into(),
+    }
+}
