@@ -1499,3 +1499,92 @@ async fn email_verified_sent_as_a_string_is_read_as_its_boolean() {
     let done = sign_in(&b, "return_to=%2Fapp%2Fx", ("yes", "pw")).await;
     assert_eq!(done.status, 303, "\"true\": {}", done.text());
 }
+
+/// Step-up through the provider (`[[route]] max_auth_age`): a login older than the route allows
+/// goes back to the provider asking it to authenticate again (`prompt=login`, so the
+/// provider's own session does not answer for the user), and the gateway session goes on
+/// under a new id once the user has.
+#[tokio::test]
+async fn an_old_login_steps_up_at_the_provider_with_prompt_login_and_the_session_goes_on() {
+    let store = StoreUnderTest::memory().await;
+    let cfg = GatewayConfig::new().routes(vec![
+        Route::public("/public/"),
+        Route::protected("/billing/").with(r#"max_auth_age = "2s""#),
+    ]);
+    let (idp, gw) = site_on(&store, cfg, KEYS, vec![alice()]).await;
+    let b = Browser::new(&gw, &[&idp]);
+    let done = sign_in(&b, "provider=corp&return_to=%2Fbilling%2Fx", ALICE).await;
+    assert_eq!(done.status, 303, "{}", done.text());
+    let (_, first) = me(&b).await;
+    assert_eq!(
+        app(&b, "/billing/x").await.header("x-auth-user"),
+        Some("sub-alice")
+    );
+
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let page = format!("{DEFAULT_PUBLIC_ORIGIN}/billing/x");
+    let back = b
+        .client
+        .get(&page)
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status(), 302);
+    let login = back.headers()["location"].to_str().unwrap().to_string();
+    assert!(login.ends_with("&reauth=1"), "{login}");
+    // The login page says why, and its provider button asks for the step-up too.
+    let page = get(&b, &format!("{DEFAULT_PUBLIC_ORIGIN}{login}")).await;
+    assert!(
+        page.body.contains("needs a recent sign-in"),
+        "{}",
+        page.text()
+    );
+    let href = page
+        .body
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|h| h.split('"').next())
+        .find(|h| h.starts_with("/.auth/oidc/start"))
+        .expect("a provider button")
+        .replace("&amp;", "&");
+    assert!(href.ends_with("&reauth=1"), "{href}");
+    let start = format!("{DEFAULT_PUBLIC_ORIGIN}{href}");
+    let to_idp = get(&b, &start).await.location().expect("to the provider");
+    assert_eq!(
+        param(&to_idp, "prompt").as_deref(),
+        Some("login"),
+        "{to_idp}"
+    );
+    // The provider asks for the password again although its own session is still alive.
+    let asked = follow(&b.client, &to_idp, None, Some(&at_callback)).await;
+    assert!(
+        asked.stopped_at.is_none() && asked.is_login_form(),
+        "the provider authenticates the user again: {asked:#?}"
+    );
+    let hops = follow(&b.client, &to_idp, Some(ALICE), Some(&at_callback)).await;
+    let cb = hops.stopped_at.clone().expect("at the callback");
+    let again = get(&b, &cb).await;
+    assert_eq!(again.status, 303, "{}", again.text());
+    let (_, renewed) = me(&b).await;
+    assert_ne!(renewed["session"], first["session"], "a new session id");
+    assert_eq!(
+        app(&b, "/billing/x").await.header("x-auth-user"),
+        Some("sub-alice")
+    );
+    let sessions: Value = b
+        .client
+        .get(format!("{DEFAULT_PUBLIC_ORIGIN}/.auth/sessions"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        sessions["sessions"].as_array().map(Vec::len),
+        Some(1),
+        "{sessions}"
+    );
+}
