@@ -60,6 +60,18 @@ fn session_cookie(rt: &Runtime, now: u64) -> (String, String) {
     (token, cookie)
 }
 
+/// The API request the pipeline benches send: Firefox asking for JSON, with `cookie`.
+fn api_request(cookie: &str) -> Request<()> {
+    Request::builder()
+        .uri("/app/api/v1/items/42?page=2")
+        .header("host", "localhost:8443")
+        .header("user-agent", FIREFOX)
+        .header("accept", "application/json")
+        .header("cookie", cookie)
+        .body(())
+        .expect("request")
+}
+
 fn benches(c: &mut Criterion) {
     let rt = runtime();
     let now = sessiongate::util::now_unix();
@@ -128,17 +140,7 @@ fn benches(c: &mut Criterion) {
     };
     c.bench_function("pipeline_valid_cookie", |b| {
         b.iter(|| {
-            let mut req = Request::builder()
-                .uri("/app/api/v1/items/42?page=2")
-                .header("host", "localhost:8443")
-                .header(
-                    "user-agent",
-                    "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-                )
-                .header("accept", "application/json")
-                .header("cookie", cookie_header.as_str())
-                .body(())
-                .expect("request");
+            let mut req = api_request(&cookie_header);
             let d = tokio_rt.block_on(pipeline::decide(&rt, &conn, &mut req));
             assert!(matches!(d, Decision::Forward(_)));
             req
@@ -154,14 +156,7 @@ fn benches(c: &mut Criterion) {
     let (_, limited_cookie) = session_cookie(&limited, now);
     c.bench_function("pipeline_valid_cookie_rate_limited", |b| {
         b.iter(|| {
-            let mut req = Request::builder()
-                .uri("/app/api/v1/items/42?page=2")
-                .header("host", "localhost:8443")
-                .header("user-agent", FIREFOX)
-                .header("accept", "application/json")
-                .header("cookie", limited_cookie.as_str())
-                .body(())
-                .expect("request");
+            let mut req = api_request(&limited_cookie);
             let d = tokio_rt.block_on(pipeline::decide(&limited, &conn, &mut req));
             assert!(matches!(d, Decision::Forward(_)));
             req
@@ -186,14 +181,7 @@ fn benches(c: &mut Criterion) {
     );
     c.bench_function("pipeline_valid_cookie_bound", |b| {
         b.iter(|| {
-            let mut req = Request::builder()
-                .uri("/app/api/v1/items/42?page=2")
-                .header("host", "localhost:8443")
-                .header("user-agent", FIREFOX)
-                .header("accept", "application/json")
-                .header("cookie", bound_cookie.as_str())
-                .body(())
-                .expect("request");
+            let mut req = api_request(&bound_cookie);
             let d = tokio_rt.block_on(pipeline::decide(&rt, &conn, &mut req));
             assert!(matches!(d, Decision::Forward(_)));
             req

@@ -41,6 +41,18 @@ async fn get_as(gw: &Gateway, s: &Session, path: &str, accept: &str) -> reqwest:
         .expect("request")
 }
 
+/// A browser navigation to `path` with `s`'s cookies.
+async fn navigate_as(gw: &Gateway, s: &Session, path: &str) -> reqwest::Response {
+    gw.get(path)
+        .header("cookie", s.cookie_header())
+        .header("accept", "text/html")
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-dest", "document")
+        .send()
+        .await
+        .expect("navigation")
+}
+
 /// `403` from the gateway itself (never the app's echo), naming no route, role or user.
 async fn assert_forbidden(resp: reqwest::Response, html: bool, what: &str) {
     assert_eq!(resp.status(), 403, "{what}");
@@ -90,15 +102,7 @@ async fn roles_users_and_methods_decide_on_nested_routes_and_403_names_nothing()
         "bob on /admin/",
     )
     .await;
-    let nav = gw
-        .get("/admin/users")
-        .header("cookie", bob.cookie_header())
-        .header("accept", "text/html")
-        .header("sec-fetch-mode", "navigate")
-        .header("sec-fetch-dest", "document")
-        .send()
-        .await
-        .unwrap();
+    let nav = navigate_as(&gw, &bob, "/admin/users").await;
     assert_forbidden(nav, true, "bob navigating to /admin/").await;
 
     // The nested route lets the dev role in, and its deny_roles keeps admins out of it even
@@ -266,15 +270,7 @@ async fn an_old_login_is_sent_back_through_login_and_keeps_its_session() {
         200
     );
     // A navigation goes to the login page, saying why, and comes back to where it was.
-    let nav = gw
-        .get("/billing/card?x=1")
-        .header("cookie", alice.cookie_header())
-        .header("accept", "text/html")
-        .header("sec-fetch-mode", "navigate")
-        .header("sec-fetch-dest", "document")
-        .send()
-        .await
-        .unwrap();
+    let nav = navigate_as(&gw, &alice, "/billing/card?x=1").await;
     assert_eq!(nav.status(), 302);
     let to = nav.headers()["location"].to_str().unwrap().to_string();
     assert_eq!(
