@@ -181,7 +181,7 @@ async fn stages<B>(
     let (identity, set_cookies) = session::require(&ctx, route, state)?;
     // Rate limits: charged to the session (its handle), or to the client's network when
     // anonymous on a public route; here, once the session is known and before any work for it.
-    rate_limit::check(rt, &ctx, identity.as_deref())
+    rate_limit::check(rt, &ctx, route, identity.as_deref())
         .await
         .map_err(|r| r.keeping(&set_cookies))?;
     let identity = identity.filter(|_| origin == csrf::Origin::Proven);

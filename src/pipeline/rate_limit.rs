@@ -6,22 +6,23 @@
 //! Threat: one session or one anonymous client flooding the app. The gateway's own endpoints
 //! (`/.auth/`) never reach this stage (login has its own throttle). A path whose two readings
 //! (with and without path parameters, `RequestCtx::bare_path`) fall under different limits is
-//! refused, so no one picks the looser one.
+//! refused by the route stage (two readings are one `[[route]]` or a `400`), so no one picks
+//! the looser one.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use super::RequestCtx;
 use crate::audit::Event;
 use crate::ratelimit::{Scope, ip_key};
 use crate::refusal::Refusal;
+use crate::routing::Route;
 use crate::runtime::Runtime;
 use crate::sessions::Identity;
-use crate::web::path::PathError;
 
 pub async fn check(
     rt: &Runtime,
     ctx: &RequestCtx,
+    route: Route,
     identity: Option<&Identity>,
 ) -> Result<(), Refusal> {
     let limits = &rt.rate_limits;
@@ -32,19 +33,9 @@ pub async fn check(
         Some(id) => (Scope::Session, Cow::Borrowed(id.handle.as_str())),
         None => (Scope::Ip, Cow::Owned(ip_key(ctx.client_ip))),
     };
-    let bucket = limits.bucket(&ctx.path, scope);
-    if let Some(bare) = &ctx.bare_path {
-        let other = limits.bucket(bare, scope);
-        let same = match (bucket, other) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        if !same {
-            return Err(Refusal::Path(PathError::ParameterChangesRoute));
-        }
-    }
-    let Some(bucket) = bucket else {
+    // The route stage chose one `[[route]]` for both readings of a path with parameters, so
+    // both are charged to its bucket.
+    let Some(bucket) = limits.bucket(route.id, scope) else {
         return Ok(());
     };
     let Err(limited) = limits.charge(bucket, &key).await else {

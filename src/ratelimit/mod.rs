@@ -212,8 +212,9 @@ struct Policy {
 
 /// The rate limits of one runtime.
 pub struct RateLimits {
-    /// Every route, longest prefix first, with the index of its policy (0: the gateway's).
-    routes: Vec<(String, usize)>,
+    /// The index of each `[[route]]`'s policy, by the route's index (`routing::Route::id`;
+    /// 0: the gateway's).
+    by_route: Vec<usize>,
     policies: Vec<Policy>,
     store: Arc<dyn SessionStore>,
     shared_store: bool,
@@ -252,7 +253,7 @@ impl RateLimits {
             ip: bucket(name, Scope::Ip, l.anonymous_per_ip),
         };
         let mut policies = vec![policy("g", &cfg.global)];
-        let mut routes = Vec::new();
+        let mut by_route = Vec::new();
         for (prefix, own) in &cfg.routes {
             let idx = match own {
                 Some(l) => {
@@ -261,11 +262,10 @@ impl RateLimits {
                 }
                 None => 0,
             };
-            routes.push((prefix.clone(), idx));
+            by_route.push(idx);
         }
-        routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         Self {
-            routes,
+            by_route,
             policies,
             shared_store: store.shares_rate_limits(),
             store,
@@ -285,13 +285,13 @@ impl RateLimits {
             .all(|p| p.session.is_none() && p.ip.is_none())
     }
 
-    /// The bucket a request for `path` is charged to (`None`: unlimited), as its route decides.
-    pub fn bucket(&self, path: &str, scope: Scope) -> Option<&Arc<Bucket>> {
-        let idx = self
-            .routes
-            .iter()
-            .find(|(p, _)| crate::config::prefix_matches(p, path))
-            .map_or(0, |(_, i)| *i);
+    /// The bucket a request on `route` (the router's `Route::id`: the index of its
+    /// `[[route]]`, `None` for a path no route matches) is charged to (`None`: unlimited).
+    pub fn bucket(&self, route: Option<usize>, scope: Scope) -> Option<&Arc<Bucket>> {
+        let idx = route
+            .and_then(|i| self.by_route.get(i))
+            .copied()
+            .unwrap_or(0);
         let p = self.policies.get(idx)?;
         match scope {
             Scope::Session => p.session.as_ref(),
@@ -438,13 +438,13 @@ mod tests {
     #[tokio::test]
     async fn a_request_is_charged_to_its_routes_bucket_or_the_gateways() {
         let rl = limits(config(), None);
-        let global = rl.bucket("/x", Scope::Session).unwrap().clone();
-        let api = rl.bucket("/api/a", Scope::Session).unwrap();
+        let global = rl.bucket(None, Scope::Session).unwrap().clone();
+        let api = rl.bucket(Some(0), Scope::Session).unwrap();
         assert!(Arc::ptr_eq(&global, api), "a route without its own limits");
-        let slow = rl.bucket("/api/slow/1", Scope::Session).unwrap().clone();
+        let slow = rl.bucket(Some(1), Scope::Session).unwrap().clone();
         assert!(!Arc::ptr_eq(&global, &slow));
-        assert!(rl.bucket("/x", Scope::Ip).is_none(), "no anonymous limit");
-        assert!(rl.bucket("/api/slow", Scope::Ip).is_some());
+        assert!(rl.bucket(None, Scope::Ip).is_none(), "no anonymous limit");
+        assert!(rl.bucket(Some(1), Scope::Ip).is_some());
         // The route's bucket and the gateway's are separate budgets.
         assert!(rl.charge(&slow, "h1").await.is_ok());
         let refused = rl.charge(&slow, "h1").await.unwrap_err();
@@ -460,7 +460,7 @@ mod tests {
     #[tokio::test]
     async fn a_reload_keeps_the_buckets_whose_limits_did_not_change() {
         let old = limits(config(), None);
-        let g = old.bucket("/x", Scope::Session).unwrap().clone();
+        let g = old.bucket(None, Scope::Session).unwrap().clone();
         for _ in 0..3 {
             old.charge(&g, "h").await.unwrap();
         }
@@ -470,18 +470,18 @@ mod tests {
             anonymous_per_ip: Some(limit(2, 60, 2)),
         });
         let new = limits(cfg, Some(&old));
-        let g2 = new.bucket("/x", Scope::Session).unwrap();
+        let g2 = new.bucket(None, Scope::Session).unwrap();
         assert!(
             new.charge(g2, "h").await.is_err(),
             "the spent budget is kept"
         );
         assert!(Arc::ptr_eq(
-            old.bucket("/api/slow", Scope::Ip).unwrap(),
-            new.bucket("/api/slow", Scope::Ip).unwrap()
+            old.bucket(Some(1), Scope::Ip).unwrap(),
+            new.bucket(Some(1), Scope::Ip).unwrap()
         ));
         assert!(!Arc::ptr_eq(
-            old.bucket("/api/slow", Scope::Session).unwrap(),
-            new.bucket("/api/slow", Scope::Session).unwrap()
+            old.bucket(Some(1), Scope::Session).unwrap(),
+            new.bucket(Some(1), Scope::Session).unwrap()
         ));
     }
 
