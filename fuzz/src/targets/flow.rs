@@ -59,7 +59,10 @@ pub fn run(data: &[u8]) {
                 verifier: "v".into(),
                 return_to: w.next().unwrap_or("/").to_string(),
                 // Distinct per flow, in order, as `now_micros` gives them.
-                started: now * 1_000_000 + sealed.len() as u64,
+                // (Saturating: `now` is the input's, and may be any u64.)
+                started: now
+                    .saturating_mul(1_000_000)
+                    .saturating_add(sealed.len() as u64),
             };
             let Some(set) = begin(s, &flow, &HeaderMap::new(), now) else {
                 continue;
