@@ -144,6 +144,31 @@ def redis_used_memory(port):
     return int(re.search(r"^used_memory:(\d+)", out, re.M).group(1))
 
 
+def redis_stats(port):
+    out = subprocess.run(["redis-cli", "-p", str(port), "MEMORY", "STATS"], capture_output=True, text=True, timeout=10).stdout.split("\n")
+    vals = {}
+    for k, v in zip(out[0::2], out[1::2]):
+        try:
+            vals[k] = float(v)
+        except ValueError:
+            pass
+    return vals
+
+
+def redis_breakdown(port, per):
+    """MEMORY USAGE of every key, summed by kind of key (user names, session ids and other
+    variable parts replaced by a placeholder), divided by `per`; largest first."""
+    keys = subprocess.run(["redis-cli", "-p", str(port), "--scan"], capture_output=True, text=True, timeout=60).stdout.split()
+    usage = subprocess.run(["redis-cli", "-p", str(port)], input="".join(f"MEMORY USAGE {k} SAMPLES 0\n" for k in keys),
+                           capture_output=True, text=True, timeout=120).stdout.split()
+    kinds = {}
+    for k, u in zip(keys, usage):
+        kind = re.sub(r"\{[^}]*\}", "{user}", k)
+        kind = re.sub(r"(:s:|:once:)[^:]+$", r"\1*", kind)
+        kinds[kind] = kinds.get(kind, 0) + int(u)
+    return sorted(((k, v / per) for k, v in kinds.items()), key=lambda kv: -kv[1])
+
+
 def median_ratio(rounds, a, b, key="rps"):
     vals = [x[a][key] / x[b][key] for x in rounds]
     return vals, statistics.median(vals)
@@ -296,6 +321,15 @@ enabled = {"true" if ACCESS_LOG else "false"}
     env = dict(os.environ, SG_ACCESS=access, SG_REFRESH=refresh)
     env.pop("RUST_LOG", None)
     gw = start([BIN, "run", "--config", sg_conf()], env=env, stderr=open(os.path.join(work, "sg.err"), "w"))
+    # BASELINE_BIN=path: another build of sessiongate (e.g. the commit before a change) beside
+    # this one, same configuration, in the cookie, h2 and idle scenarios: before and after in
+    # one run.
+    base_bin = os.environ.get("BASELINE_BIN")
+    if base_bin:
+        sg_b, sg_b_admin = free_port(), free_port()
+        gw_b = start([base_bin, "run", "--config", sg_conf(sg_b, sg_b_admin, name="gateway-baseline.toml")], env=env,
+                     stderr=open(os.path.join(work, "sg-baseline.err"), "w"))
+        wait_port(sg_b)
     for name, p in (("upstream", up), ("nginx", ng), ("haproxy", ha), ("sessiongate", sg)):
         try:
             wait_port(p)
@@ -326,6 +360,8 @@ enabled = {"true" if ACCESS_LOG else "false"}
         # store), and on Redis when redis-server is installed (tokens leased from the shared
         # bucket, a script call per lease).
         targets = [("nginx", ng), ("haproxy", ha), ("sessiongate", sg)]
+        if base_bin:
+            targets.append(("sg baseline", sg_b))
         rate_limit = '[rate_limit]\nper_session = "100000000/1s"'
         sg_rl, sg_rl_admin = free_port(), free_port()
         start([BIN, "run", "--config", sg_conf(sg_rl, sg_rl_admin, name="gateway-rl.toml", extra=rate_limit)],
@@ -389,12 +425,16 @@ enabled = {"true" if ACCESS_LOG else "false"}
         print("# haproxy-h2 jwt: the jwt_verify frontend, alpn h2; mean/max: h2load's time per request (it prints no percentiles)")
         tok = login()["access_token"]
         h2targets = [("nginx-h2", ng2), ("haproxy-h2", ha2), ("haproxy-h2 jwt", ha2j), ("sessiongate", sg)]
+        if base_bin:
+            h2targets.append(("sg baseline", sg_b))
         rounds = []
         for r in range(ROUNDS):
             row = {}
             for name, port in h2targets:
+                own = port if name.startswith("sg") else sg
+                t = tok if own == sg else login(own)["access_token"]
                 row[name] = h2load(f"https://127.0.0.1:{port}/app/item",
-                                   [f"cookie: __Host-sg-access={tok}", f"user-agent: {UA}", f":authority: localhost:{sg}"])
+                                   [f"cookie: __Host-sg-access={t}", f"user-agent: {UA}", f":authority: localhost:{own}"])
             rounds.append(row)
             print(f"round {r + 1}: " + "  ".join(f"{k} {v['rps']:.0f} rps mean {v['mean']:.2f}ms err {v['errors']}" for k, v in row.items()), flush=True)
         results["h2"] = rounds
@@ -417,10 +457,15 @@ enabled = {"true" if ACCESS_LOG else "false"}
                 socks.append(ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost"))
             time.sleep(1)
             shaken = tree_rss_kb(pid)
-            req = (f"GET /app/item HTTP/1.1\r\nHost: localhost:{sg}\r\nUser-Agent: {UA}\r\nCookie: __Host-sg-access={tok}\r\n\r\n").encode()
+            own = port if name.startswith("sg") else sg
+            t = tok if own == sg else login(own)["access_token"]
+            req = (f"GET /app/item HTTP/1.1\r\nHost: localhost:{own}\r\nUser-Agent: {UA}\r\nCookie: __Host-sg-access={t}\r\n\r\n").encode()
+            bad = 0
             for s in socks:
+                # one at a time, as clients that come and go: what stays is what an idle
+                # connection holds, not a burst of requests in flight at once
                 s.sendall(req)
-            bad = sum(read_response(s) != 200 for s in socks)
+                bad += read_response(s) != 200
             time.sleep(1)
             after = tree_rss_kb(pid)
             per = lambda kb: (kb - base) * 1024 / n
@@ -428,7 +473,10 @@ enabled = {"true" if ACCESS_LOG else "false"}
             print(f"{name:<12} opened {n} in {time.time() - t0:.1f}s: RSS {base / 1024:.1f} MB -> {shaken / 1024:.1f} MB (handshaken) -> "
                   f"{after / 1024:.1f} MB (after a request; non-200: {bad})", flush=True)
             return socks
-        for name, port, pid in (("nginx", ng, ng_proc.pid), ("haproxy", ha, ha_proc.pid), ("sessiongate", sg, gw.pid)):
+        peers = [("nginx", ng, ng_proc.pid), ("haproxy", ha, ha_proc.pid), ("sessiongate", sg, gw.pid)]
+        if base_bin:
+            peers.append(("sg baseline", sg_b, gw_b.pid))
+        for name, port, pid in peers:
             for s in hold(name, port, pid):
                 s.close()
         # sessiongate last: its connections stay open while 64 active ones are loaded.
@@ -523,7 +571,7 @@ end
                    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
                    "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0",
                    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"]
-            before = redis_used_memory(rp)
+            before, stats0 = redis_used_memory(rp), redis_stats(rp)
             t0 = time.time()
             started = []
             for i in range(n_sessions):
@@ -532,12 +580,19 @@ end
                 ua = uas[(u + (i // n_users) % 2) % len(uas)]
                 started.append((grant_session(f"user{u:05}@example.com", ua), ua))
             fresh = redis_used_memory(rp)
+            breakdown, stats1 = redis_breakdown(rp, n_sessions), redis_stats(rp)
             for rt, ua in started:
                 rotate(rt, ua)
-            rotated = redis_used_memory(rp)
+            rotated, stats2 = redis_used_memory(rp), redis_stats(rp)
+            breakdown2 = redis_breakdown(rp, n_sessions)
+            parts = ("dataset.bytes", "overhead.hashtable.main", "overhead.hashtable.expires", "clients.normal", "lua.caches")
+            growth = lambda a, b: ", ".join(f"{k} {(b.get(k, 0) - a.get(k, 0)) / n_sessions:.0f}" for k in parts)
             per = lambda b: (b - before) / n_sessions
             print(f"\n## Redis memory per stored session ({n_sessions} sessions of {n_users} users started through the app's signed grant, "
                   f"{time.time() - t0:.0f}s; used_memory growth / sessions)")
+            print("where they are, as started (MEMORY USAGE per key, by kind of key, per session): " +
+                  ", ".join(f"{k} {v:.0f}" for k, v in breakdown) + "; after a rotation: " + ", ".join(f"{k} {v:.0f}" for k, v in breakdown2))
+            print(f"MEMORY STATS growth per session, as started: {growth(stats0, stats1)}; after a rotation: {growth(stats0, stats2)}")
             print(f"bytes per session: {per(fresh):.0f} as started, {per(rotated):.0f} once each has rotated its refresh token once  (target <= 500)")
         # The refresh path on Redis, beside redis-benchmark's EVALSHA on the same Redis.
         vals = refresh_rounds(sg_g, lambda r: [grant_session(f"chain{r}-{i}@example.com", UA) for i in range(chains)], "redis store")

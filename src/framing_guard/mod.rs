@@ -142,6 +142,30 @@ impl<IO> FramingGuard<IO> {
         }
     }
 
+    /// The stream under the guard.
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
+    /// How many heads the guard has framed, when everything it has seen so far is whole
+    /// requests (it waits for the next head and holds none of it) and HTTP/1 goes on: a
+    /// connection between requests. `None` in a head or a body, after a conflict, or once the
+    /// connection is a tunnel.
+    pub fn between_requests(&self) -> Option<u64> {
+        (self.state == State::Head
+            && self.acc.is_empty()
+            && !self.log.tunnel.load(Ordering::Acquire))
+        .then_some(self.heads)
+    }
+
+    /// Give back the head buffer's memory (between requests: a connection that waits holds
+    /// nothing it does not need).
+    pub fn release(&mut self) {
+        if self.acc.is_empty() {
+            self.acc = Vec::new();
+        }
+    }
+
     /// Record that request `index` and all after it are ambiguous, and stop.
     fn stop(&mut self, index: u64, why: &'static str) {
         self.log.record(index, why);

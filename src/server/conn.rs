@@ -8,10 +8,11 @@
 //! hyper closes it, so they never reach the service (nor need the framing guard). Every
 //! HTTP/1.1 connection goes through the framing guard (`crate::framing_guard`).
 //!
-//! - **HTTP/1.1**: hyper's `header_read_timeout` runs from the moment the connection waits for
-//!   a request head — the first one, and each one after a keep-alive response — to the end of
-//!   that head. A silent, partial or trickled head, and an idle keep-alive connection, are
-//!   closed after `server.header_read_timeout`.
+//! - **HTTP/1.1** ([`super::h1`]): a connection waiting between requests is parked (hyper's
+//!   buffers freed, the TLS stream kept) and closed `server.header_read_timeout` after it began
+//!   to wait; hyper's `header_read_timeout` runs from the first bytes of a head to its end. A
+//!   silent, partial or trickled head, and an idle keep-alive connection, are closed after
+//!   `server.header_read_timeout`.
 //! - **HTTP/2**: hyper has keep-alive PINGs but no such deadline (a client that answers PINGs
 //!   keeps its connection), so the connection counts its open streams ([`Streams`]). With none
 //!   open, it is closed `server.header_read_timeout` after the handshake if no request has
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::Mutex;
@@ -40,7 +41,7 @@ use tokio_rustls::server::TlsStream;
 use super::drain::{DrainWatch, GracefulConn};
 use super::reload::Live;
 use crate::body::Body;
-use crate::framing_guard::{FramingGuard, FramingLog};
+use crate::framing_guard::FramingLog;
 use crate::runtime::{ConnCtx, Runtime};
 
 /// How long a connection closed gracefully (GOAWAY sent) and with no stream open may take to
@@ -61,8 +62,8 @@ const LAME_DUCK: Duration = Duration::from_secs(1);
 /// goes elsewhere), and only a connection still idle after [`LAME_DUCK`] is closed, when its
 /// client is least likely to be writing. A request in flight is finished either way.
 pub(crate) struct LameDuck {
-    closing: Arc<AtomicBool>,
-    wait: Duration,
+    pub(super) closing: Arc<AtomicBool>,
+    pub(super) wait: Duration,
 }
 
 impl LameDuck {
@@ -105,7 +106,7 @@ pub(crate) async fn serve(
     let ended = if h2 {
         serve_h2(tls, peer, live, drain).await
     } else {
-        serve_h1(tls, peer, live, drain).await
+        super::h1::serve_h1(tls, peer, live, drain).await
     };
     match ended {
         Ended::Closed => {}
@@ -120,49 +121,16 @@ pub(crate) async fn serve(
     }
 }
 
-fn conn_ctx(rt: &Runtime, peer: SocketAddr, framing: Option<Arc<FramingLog>>) -> Arc<ConnCtx> {
+pub(super) fn conn_ctx(
+    rt: &Runtime,
+    peer: SocketAddr,
+    framing: Option<Arc<FramingLog>>,
+) -> Arc<ConnCtx> {
     Arc::new(ConnCtx {
         peer,
         peer_trusted: rt.is_trusted_proxy(peer.ip()),
         framing,
     })
-}
-
-async fn serve_h1(
-    tls: TlsStream<TcpStream>,
-    peer: SocketAddr,
-    live: Arc<Live>,
-    drain: DrainWatch,
-) -> Ended {
-    // The connection's limits are the runtime's at accept; each request runs on the runtime
-    // live when it arrives (a reload applies to kept-alive connections too).
-    let rt = live.runtime();
-    let s = &rt.cfg.server;
-    let framing = Arc::new(FramingLog::default());
-    let ctx = conn_ctx(&rt, peer, Some(framing.clone()));
-    let io = FramingGuard::new(tls, s.max_header_bytes, framing.clone());
-    let lame_duck = LameDuck::new(s.shutdown_grace);
-    let closing = lame_duck.flag();
-    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let (rt, ctx, framing) = (live.runtime(), ctx.clone(), framing.clone());
-        let closing = closing.clone();
-        let method = req.method().clone();
-        async move {
-            let mut resp = crate::service::handle(rt, ctx, req).await;
-            // The guard stays on until hyper really stops reading HTTP (a `101`).
-            framing.on_response(&method, resp.status());
-            mark_last(&closing, &mut resp);
-            Ok::<_, Infallible>(resp)
-        }
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(s.header_read_timeout)
-        .max_buf_size(s.max_header_bytes)
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades();
-    drive(conn, drain, Close::LameDuck(lame_duck)).await
 }
 
 async fn serve_h2(
@@ -216,8 +184,6 @@ pub(crate) enum Ended {
 pub(crate) enum Close {
     /// Close gracefully at once (a plain listener: the admin and redirect listeners).
     AtOnce,
-    /// HTTP/1.1 on the HTTPS listener: see [`LameDuck`].
-    LameDuck(LameDuck),
     /// HTTP/2: GOAWAY at once; also closed when idle too long (see [`Idle`]).
     Idle(Idle),
 }
@@ -227,21 +193,18 @@ pub(crate) enum Close {
 /// idle too long; the connection is dropped when it sent no request in time, or did not go
 /// away after a graceful close.
 pub(crate) async fn drive<C: GracefulConn>(conn: C, mut drain: DrainWatch, close: Close) -> Ended {
-    let (idle, lame_duck) = match close {
-        Close::AtOnce => (None, None),
-        Close::LameDuck(l) => (None, Some(l)),
-        Close::Idle(i) => (Some(i), None),
+    let idle = match close {
+        Close::AtOnce => None,
+        Close::Idle(i) => Some(i),
     };
     let mut conn = std::pin::pin!(conn);
     let mut draining = false;
     // Set once a graceful close has started (HTTP/2 only: HTTP/1 closes by itself).
     let mut close_by: Option<Instant> = None;
-    // A lame duck's graceful close, once its wait is over.
-    let mut shut_at: Option<Instant> = None;
     loop {
         let now = Instant::now();
         let wake = match &idle {
-            None => shut_at,
+            None => None,
             Some(idle) => match (idle.verdict(now), close_by) {
                 (Verdict::Busy, _) => None,
                 (Verdict::Unused, _) => return Ended::NoRequest,
@@ -262,11 +225,6 @@ pub(crate) async fn drive<C: GracefulConn>(conn: C, mut drain: DrainWatch, close
                 }
             },
         };
-        if shut_at.is_some_and(|t| now >= t) {
-            shut_at = None;
-            conn.as_mut().graceful_shutdown();
-            continue;
-        }
         let changed = async {
             match &idle {
                 Some(idle) => idle.streams.changed.notified().await,
@@ -283,10 +241,7 @@ pub(crate) async fn drive<C: GracefulConn>(conn: C, mut drain: DrainWatch, close
             _ = conn.as_mut() => return Ended::Closed,
             _ = drain.draining(), if !draining => {
                 draining = true;
-                if let Some(l) = &lame_duck {
-                    l.closing.store(true, Ordering::Relaxed);
-                    shut_at = Some(Instant::now() + l.wait);
-                } else if close_by.is_none() {
+                if close_by.is_none() {
                     conn.as_mut().graceful_shutdown();
                     if idle.is_some() {
                         close_by = Some(Instant::now() + CLOSE_GRACE);

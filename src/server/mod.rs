@@ -9,6 +9,7 @@
 
 pub(crate) mod conn;
 pub(crate) mod drain;
+mod h1;
 pub(crate) mod limits;
 pub mod pid_file;
 pub(crate) mod plain;

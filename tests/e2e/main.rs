@@ -35,6 +35,7 @@ mod oidc_logout;
 #[cfg(feature = "otel")]
 mod otel;
 mod packaging;
+mod parked_connections;
 mod path_encoding;
 mod path_parameters;
 mod paths;
