@@ -20,6 +20,7 @@
 //!   `server.http2_idle_timeout` after its last stream ended otherwise (GOAWAY, then close).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -92,32 +93,40 @@ pub(crate) fn mark_last(closing: &AtomicBool, resp: &mut hyper::Response<Body>) 
 }
 
 /// Serve one connection whose TLS handshake is done, until it ends.
-pub(crate) async fn serve(
+///
+/// Not an `async fn`: one keeps its arguments for as long as it runs, and the TLS stream alone
+/// is over a kilobyte. Each protocol's future lives on the heap, sized for itself: an idle
+/// HTTP/1.1 connection carries neither the room an HTTP/2 connection needs nor the handshake's
+/// (see `serve_https`).
+pub(crate) fn serve(
     tls: TlsStream<TcpStream>,
     peer: SocketAddr,
     live: Arc<Live>,
     drain: DrainWatch,
-) {
+) -> impl Future<Output = ()> + Send {
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let _open = live
+    let open = live
         .runtime()
         .metrics
         .connection("https", if h2 { "h2" } else { "h1" });
-    let ended = if h2 {
-        serve_h2(tls, peer, live, drain).await
+    let served: Pin<Box<dyn Future<Output = Ended> + Send>> = if h2 {
+        Box::pin(serve_h2(tls, peer, live, drain))
     } else {
-        super::h1::serve_h1(tls, peer, live, drain).await
+        Box::pin(super::h1::serve_h1(tls, peer, live, drain))
     };
-    match ended {
-        Ended::Closed => {}
-        Ended::NoRequest => tracing::debug!(
-            %peer,
-            "no HTTP/2 request within server.header_read_timeout; connection closed"
-        ),
-        Ended::Unresponsive => tracing::debug!(
-            %peer,
-            "HTTP/2 connection did not close after GOAWAY; dropped"
-        ),
+    async move {
+        let _open = open;
+        match served.await {
+            Ended::Closed => {}
+            Ended::NoRequest => tracing::debug!(
+                %peer,
+                "no HTTP/2 request within server.header_read_timeout; connection closed"
+            ),
+            Ended::Unresponsive => tracing::debug!(
+                %peer,
+                "HTTP/2 connection did not close after GOAWAY; dropped"
+            ),
+        }
     }
 }
 

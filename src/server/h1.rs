@@ -25,6 +25,7 @@
 //! `Connection: close` if a request comes first.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -220,12 +221,14 @@ impl Draining<'_> {
     }
 }
 
-pub(super) async fn serve_h1(
+/// Serve an HTTP/1.1 connection. Not an `async fn`, which would keep the TLS stream it is
+/// given for as long as it runs beside the one it serves (see `conn::serve`).
+pub(super) fn serve_h1(
     tls: TlsStream<TcpStream>,
     peer: SocketAddr,
     live: Arc<Live>,
     mut drain: DrainWatch,
-) -> Ended {
+) -> impl Future<Output = Ended> + Send {
     // The connection's limits are the runtime's at accept; each request runs on the runtime
     // live when it arrives (a reload applies to kept-alive connections too).
     let rt = live.runtime();
@@ -263,23 +266,27 @@ pub(super) async fn serve_h1(
         unread: Bytes::new(),
         quiet: quiet.clone(),
     };
-    let mut draining = Draining {
-        watch: &mut drain,
-        lame_duck,
-        started: false,
-    };
-    loop {
-        quiet.set_parking(false);
-        quiet.waiting_at.store(u64::MAX, Ordering::Release);
-        let conn = builder
-            .serve_connection(TokioIo::new(io), svc.clone())
-            .with_upgrades();
-        let Some(parked) = drive_h1(conn, &quiet, &mut draining).await else {
-            return Ended::Closed;
+    async move {
+        let mut draining = Draining {
+            watch: &mut drain,
+            lame_duck,
+            started: false,
         };
-        io = parked;
-        if io.unread.is_empty() && !wait_for_request(&mut io, head_timeout, &mut draining).await {
-            return Ended::Closed;
+        loop {
+            quiet.set_parking(false);
+            quiet.waiting_at.store(u64::MAX, Ordering::Release);
+            let conn = builder
+                .serve_connection(TokioIo::new(io), svc.clone())
+                .with_upgrades();
+            // On the heap while hyper serves, freed while the connection is parked.
+            let Some(parked) = Box::pin(drive_h1(conn, &quiet, &mut draining)).await else {
+                return Ended::Closed;
+            };
+            io = parked;
+            if io.unread.is_empty() && !wait_for_request(&mut io, head_timeout, &mut draining).await
+            {
+                return Ended::Closed;
+            }
         }
     }
 }

@@ -479,16 +479,18 @@ async fn serve_https(
         let acceptor = TlsAcceptor::from(live.tls());
         let (live, admission) = (live.clone(), admission.clone());
         let watch = drain.watcher();
-        tokio::spawn(async move {
+        let fut = async move {
+            // The handshake's state on the heap, gone once it is done (see `conn::serve`).
             let Some((tls, client, _client_slot)) =
-                accept(tcp, peer, &acceptor, &rt, &admission).await
+                Box::pin(accept(tcp, peer, &acceptor, &rt, &admission)).await
             else {
                 return;
             };
             drop(rt);
             conn::serve(tls, client, live, watch).await;
             drop(admitted);
-        });
+        };
+        tokio::spawn(fut);
     }
     // Closed, not only no longer accepted from: a connection that arrives while the open ones
     // drain is refused at once (its client goes elsewhere) instead of waiting in the kernel's
