@@ -28,15 +28,29 @@ button:focus{outline:3px solid #1e3a8a;outline-offset:2px}\
 table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{text-align:left;padding:.4rem;border-bottom:1px solid #ddd}\
 td button{margin:0;padding:.3rem .6rem;width:auto}\
 .ua{display:block;color:#555;font-size:.8rem;overflow-wrap:anywhere}\
+.product{font-weight:700;color:#1d4ed8;margin-bottom:1rem}\
+.qr svg{width:14rem;height:14rem;display:block;margin:1rem auto}\
+code{font-size:1.05rem;overflow-wrap:anywhere}ul.codes{columns:2;font-family:monospace;font-size:1.05rem}\
 .visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}";
 
+/// `ui.product_name`, set by every runtime that is built (`Runtime::build`, a reload).
+static PRODUCT: std::sync::LazyLock<arc_swap::ArcSwap<String>> =
+    std::sync::LazyLock::new(|| arc_swap::ArcSwap::from_pointee("sessiongate".to_string()));
+
+/// The product name every page shows from now on.
+pub fn set_product_name(name: &str) {
+    PRODUCT.store(std::sync::Arc::new(name.to_string()));
+}
+
 fn page(title: &str, body: &str) -> String {
+    let product = PRODUCT.load();
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<meta name=\"referrer\" content=\"same-origin\"><title>{t}</title><style>{STYLE}</style></head>\
-<body><main>{body}</main></body></html>",
-        t = escape(title)
+<meta name=\"referrer\" content=\"same-origin\"><title>{t} · {p}</title><style>{STYLE}</style></head>\
+<body><main><header class=\"product\">{p}</header>{body}</main></body></html>",
+        t = escape(title),
+        p = escape(&product)
     )
 }
 
@@ -119,8 +133,86 @@ pub fn sign_in_failed(title: &str, message: &str, again: &str) -> String {
     )
 }
 
-/// The sessions list; `rows` are escaped table rows.
-pub fn sessions_page(rows: &str) -> String {
+/// The second step of a sign-in: the code from the authenticator app, or a recovery code.
+/// `token` is the sealed, single-use sign-in waiting for it.
+pub fn second_factor_page(token: &str, error: Option<&str>) -> String {
+    let err = error.map_or_else(String::new, |e| {
+        format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))
+    });
+    page(
+        "Two-factor authentication",
+        &format!(
+            "<h1>Two-factor authentication</h1>{err}\
+<form method=\"post\" action=\"/.auth/totp/verify\">\
+<input type=\"hidden\" name=\"token\" value=\"{t}\">\
+<label for=\"totp\">Code from your authenticator app</label>\
+<input id=\"totp\" name=\"totp\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9 ]*\" autofocus>\
+<label for=\"recovery_code\">Or a recovery code</label>\
+<input id=\"recovery_code\" name=\"recovery_code\" autocomplete=\"off\" autocapitalize=\"characters\" spellcheck=\"false\">\
+<button type=\"submit\">Continue</button></form>",
+            t = escape(token)
+        ),
+    )
+}
+
+/// Enrolment: the QR code (inline SVG made by the gateway), the secret to type instead, and
+/// the form that confirms with a first code.
+pub fn enrol_page(qr_svg: &str, secret: &str, error: Option<&str>) -> String {
+    let err = error.map_or_else(String::new, |e| {
+        format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))
+    });
+    page(
+        "Set up two-factor authentication",
+        &format!(
+            "<h1>Set up two-factor authentication</h1>{err}\
+<p>Scan this code with your authenticator app, or type the key below into it.</p>\
+<div class=\"qr\" role=\"img\" aria-label=\"QR code of the key\">{qr_svg}</div>\
+<p>Key: <code>{s}</code></p><p>This key is shown only now.</p>\
+<form method=\"post\" action=\"/.auth/totp/confirm\">\
+<label for=\"code\">Code from the app</label>\
+<input id=\"code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" required autofocus>\
+<button type=\"submit\">Turn on</button></form>",
+            s = escape(secret)
+        ),
+    )
+}
+
+/// The recovery codes, shown once after an enrolment.
+pub fn recovery_codes_page(codes: &[String]) -> String {
+    let items: String = codes
+        .iter()
+        .map(|c| format!("<li>{}</li>", escape(c)))
+        .collect();
+    page(
+        "Recovery codes",
+        &format!(
+            "<h1>Two-factor authentication is on</h1>\
+<p>Keep these recovery codes somewhere safe. Each one signs you in once if you lose your \
+authenticator app. They are shown only now.</p><ul class=\"codes\">{items}</ul>\
+<p><a href=\"/.auth/sessions\">Back to your sessions</a></p>"
+        ),
+    )
+}
+
+/// The sessions page's two-factor section: `None` when the account has none to manage
+/// (signed in through a provider), else whether it is on and how many recovery codes are left.
+pub fn second_factor_section(state: Option<Option<usize>>) -> String {
+    let body = match state {
+        None => return String::new(),
+        Some(Some(left)) => format!(
+            "<p>On. {left} recovery code{s} left. If you lose your authenticator app and your \
+codes, the operator can reset it.</p>",
+            s = if left == 1 { "" } else { "s" }
+        ),
+        Some(None) => "<p>Off. Protect your account with a code from an authenticator app.</p>\
+<form method=\"post\" action=\"/.auth/totp/enroll\"><button type=\"submit\">Set up two-factor authentication</button></form>"
+            .to_string(),
+    };
+    format!("<h2 id=\"second-factor\">Two-factor authentication</h2>{body}")
+}
+
+/// The sessions list; `rows` are escaped table rows, `extra` a section made here.
+pub fn sessions_page(rows: &str, extra: &str) -> String {
     page(
         "Your sessions",
         &format!(
@@ -128,7 +220,7 @@ pub fn sessions_page(rows: &str) -> String {
 <table><caption class=\"visually-hidden\">Active sessions</caption><thead><tr><th scope=\"col\">Device</th><th scope=\"col\">IP</th>\
 <th scope=\"col\">Signed in</th><th scope=\"col\">Last authenticated</th><th scope=\"col\">Last active</th><th scope=\"col\"><span class=\"visually-hidden\">Action</span></th></tr></thead>\
 <tbody>{rows}</tbody></table>\
-<form method=\"post\" action=\"/.auth/logout-all\"><button type=\"submit\">Sign out everywhere</button></form>"
+<form method=\"post\" action=\"/.auth/logout-all\"><button type=\"submit\">Sign out everywhere</button></form>{extra}"
         ),
     )
 }

@@ -22,7 +22,12 @@ fn when(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
-fn html_page(rt: &Runtime, list: &[SessionRecord], current_sid: &str) -> String {
+fn html_page(
+    rt: &Runtime,
+    list: &[SessionRecord],
+    current_sid: &str,
+    factor: Option<Option<usize>>,
+) -> String {
     let rows: String = list
         .iter()
         .map(|r| {
@@ -47,7 +52,7 @@ fn html_page(rt: &Runtime, list: &[SessionRecord], current_sid: &str) -> String 
             )
         })
         .collect();
-    pages::sessions_page(&rows)
+    pages::sessions_page(&rows, &pages::second_factor_section(factor))
 }
 
 type SessionsOf = (Arc<Identity>, Outgoing, Vec<SessionRecord>);
@@ -80,7 +85,8 @@ pub async fn list<B>(
         let items: Vec<_> = list.iter().map(|r| rt.sessions.view(r, &id.sid)).collect();
         body::json(StatusCode::OK, &serde_json::json!({ "sessions": items }))
     } else {
-        body::html(StatusCode::OK, html_page(rt, &list, &id.sid))
+        let factor = super::second_factor::state(rt, &id.sub).await;
+        body::html(StatusCode::OK, html_page(rt, &list, &id.sid, factor))
     };
     refusal::append(&mut r, set);
     Ok(r)
