@@ -28,31 +28,19 @@ fn html_page(
     current_sid: &str,
     factor: Option<Option<usize>>,
 ) -> String {
-    let rows: String = list
+    let rows: Vec<pages::SessionRow> = list
         .iter()
-        .map(|r| {
-            let handle = rt.sessions.handle(&r.sid);
-            let action = if r.sid == current_sid {
-                "<strong>This device</strong>".to_string()
-            } else {
-                format!(
-                    "<form method=\"post\" action=\"/.auth/sessions/{h}/revoke\"><button type=\"submit\" aria-label=\"End session on {d}\">End</button></form>",
-                    h = pages::escape(&handle),
-                    d = pages::escape(&r.device)
-                )
-            };
-            format!(
-                "<tr><td>{}<span class=\"ua\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
-                pages::escape(&r.device),
-                pages::escape(&r.user_agent),
-                pages::escape(&r.ip),
-                when(r.created),
-                when(r.auth_time),
-                when(r.last_seen)
-            )
+        .map(|r| pages::SessionRow {
+            device: r.device.clone(),
+            user_agent: r.user_agent.clone(),
+            ip: r.ip.clone(),
+            created: when(r.created),
+            auth_time: when(r.auth_time),
+            last_seen: when(r.last_seen),
+            handle: (r.sid != current_sid).then(|| rt.sessions.handle(&r.sid)),
         })
         .collect();
-    pages::sessions_page(&rows, &pages::second_factor_section(factor))
+    pages::sessions_page(&rows, factor)
 }
 
 type SessionsOf = (Arc<Identity>, Outgoing, Vec<SessionRecord>);
