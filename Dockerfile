@@ -19,6 +19,9 @@ WORKDIR /src
 # target list says.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
+# The pages' askama templates (and their configuration), compiled into the binary.
+COPY askama.toml ./
+COPY templates ./templates
 COPY benches ./benches
 COPY tests ./tests
 COPY fuzz ./fuzz

@@ -1,6 +1,8 @@
-//! The admin API on the admin listener: `GET /admin/users/{user}/sessions` and
-//! `POST /admin/users/{user}/revoke-all`, for an operator after a password change or a lost
-//! device. Bearer token from `admin.token_env`, compared in constant time. The logic is the
+//! The admin API on the admin listener: `GET /admin/users/{user}/sessions`,
+//! `POST /admin/users/{user}/revoke-all` (after a password change or a lost device) and
+//! `POST /admin/users/{user}/reset-second-factor` (a user who lost both their authenticator
+//! and their recovery codes: the factor, its codes and any pending enrolment are removed, and
+//! the user enrols again after signing in with the password). Bearer token from `admin.token_env`, compared in constant time. The logic is the
 //! session domain's (`Sessions::list`, `Sessions::revoke_all`), as for the user's own pages.
 
 use http::{Method, Request, Response, StatusCode};
@@ -50,7 +52,21 @@ async fn answer<B>(rt: &Runtime, req: &Request<B>, rest: &str) -> Result<Respons
                 &serde_json::json!({"user": user, "revoked": n}),
             )
         }
-        (_, "sessions" | "revoke-all") => {
+        (&Method::POST, "reset-second-factor") => {
+            let removed = rt
+                .sessions
+                .store()
+                .remove_factor(&user)
+                .await
+                .map_err(unavailable)?;
+            rt.audit
+                .emit(crate::audit::Event::new("second_factor_reset").user(&user));
+            body::json(
+                StatusCode::OK,
+                &serde_json::json!({"user": user, "removed": removed}),
+            )
+        }
+        (_, "sessions" | "revoke-all" | "reset-second-factor") => {
             body::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => body::text(StatusCode::NOT_FOUND, "not found\n"),

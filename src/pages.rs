@@ -1,43 +1,136 @@
 //! The gateway's HTML pages: small, accessible, self-contained (no scripts, no external
-//! assets), served under a strict CSP by `body::html`.
+//! assets), served under a strict CSP by `body::html`. Templated with askama (`templates/`,
+//! compiled in): every value is HTML-escaped by construction unless a template says `|safe`,
+//! which only the QR code's SVG (the gateway's own drawing) does. `escape` stays for the two
+//! small pages outside templates (`dev`'s whoami, the OpenID callback's hop).
+
+use askama::Template;
 
 /// Escape text for HTML element content and quoted attribute values.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    // Writing to a String cannot fail.
+    let _ = write_escaped(&mut out, s);
     out
 }
 
-const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1d1f23}\
-main{max-width:40rem;margin:10vh auto;background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px #0002}\
-h1{font-size:1.4rem;margin-top:0}label{display:block;margin-top:1rem;font-weight:600}\
-input{width:100%;box-sizing:border-box;padding:.6rem;margin-top:.3rem;border:1px solid #888;border-radius:4px;font-size:1rem}\
-input:focus{outline:3px solid #2563eb;outline-offset:1px}\
-button{margin-top:1.5rem;width:100%;padding:.7rem;border:0;border-radius:4px;background:#1d4ed8;color:#fff;font-size:1rem;cursor:pointer}\
-button:focus{outline:3px solid #1e3a8a;outline-offset:2px}\
-.error{background:#fde8e8;color:#8a1c1c;padding:.6rem;border-radius:4px}\
-table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{text-align:left;padding:.4rem;border-bottom:1px solid #ddd}\
-td button{margin:0;padding:.3rem .6rem;width:auto}\
-.ua{display:block;color:#555;font-size:.8rem;overflow-wrap:anywhere}\
-.visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}";
+fn write_escaped(dest: &mut impl std::fmt::Write, s: &str) -> std::fmt::Result {
+    let mut last = 0;
+    for (i, c) in s.char_indices() {
+        let entity = match c {
+            '&' => "&amp;",
+            '<' => "&lt;",
+            '>' => "&gt;",
+            '"' => "&quot;",
+            '\'' => "&#39;",
+            _ => continue,
+        };
+        dest.write_str(&s[last..i])?;
+        dest.write_str(entity)?;
+        last = i + 1;
+    }
+    dest.write_str(&s[last..])
+}
 
-fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<meta name=\"referrer\" content=\"same-origin\"><title>{t}</title><style>{STYLE}</style></head>\
-<body><main>{body}</main></body></html>",
-        t = escape(title)
-    )
+/// The templates' escaper (`askama.toml`): the same entities as [`escape`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Html;
+
+impl askama::filters::Escaper for Html {
+    fn write_escaped_str<W: std::fmt::Write>(&self, mut dest: W, s: &str) -> std::fmt::Result {
+        write_escaped(&mut dest, s)
+    }
+}
+
+/// `ui.product_name`, set by every runtime that is built (`Runtime::build`, a reload).
+static PRODUCT: std::sync::LazyLock<arc_swap::ArcSwap<String>> =
+    std::sync::LazyLock::new(|| arc_swap::ArcSwap::from_pointee("sessiongate".to_string()));
+
+/// The product name every page shows from now on.
+pub fn set_product_name(name: &str) {
+    PRODUCT.store(std::sync::Arc::new(name.to_string()));
+}
+
+fn product() -> String {
+    PRODUCT.load().as_str().to_string()
+}
+
+/// A page, rendered; a template that cannot render (it only writes strings) gives the short
+/// message page's text rather than a panic.
+fn render(t: &impl Template) -> String {
+    t.render().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a page did not render");
+        "<!doctype html><title>Error</title><p>Something went wrong.</p>".to_string()
+    })
+}
+
+/// A provider's button on the login page.
+struct Button {
+    href: String,
+    display: String,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct Login<'a> {
+    product: String,
+    return_to: &'a str,
+    error: Option<&'a str>,
+    notice: Option<&'a str>,
+    buttons: Vec<Button>,
+    form: bool,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct Message<'a> {
+    product: String,
+    title: &'a str,
+    message: &'a str,
+    again: Option<&'a str>,
+}
+
+/// One row of the sessions page; `handle` is `None` for the session asking.
+pub struct SessionRow {
+    pub device: String,
+    pub user_agent: String,
+    pub ip: String,
+    pub created: String,
+    pub auth_time: String,
+    pub last_seen: String,
+    pub handle: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "sessions.html")]
+struct SessionsPage<'a> {
+    product: String,
+    rows: &'a [SessionRow],
+    factor: Option<Option<usize>>,
+}
+
+#[derive(Template)]
+#[template(path = "second_factor.html")]
+struct SecondFactor<'a> {
+    product: String,
+    token: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "enrol.html")]
+struct Enrol<'a> {
+    product: String,
+    qr_svg: &'a str,
+    secret: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "recovery_codes.html")]
+struct RecoveryCodes<'a> {
+    product: String,
+    codes: &'a [String],
 }
 
 /// The login page; `return_to` must already be validated.
@@ -62,83 +155,92 @@ pub fn login_choices(
     providers: &[(&str, &str)],
     form: bool,
 ) -> String {
-    let err = error.map_or_else(String::new, |e| {
-        format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))
-    });
-    let note = notice.map_or_else(String::new, |n| format!("<p>{}</p>", escape(n)));
     let enc: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
     // A step-up asks the provider to authenticate again, too.
     let again = if notice == Some(REAUTH_NOTICE) {
-        "&amp;reauth=1"
+        "&reauth=1"
     } else {
         ""
     };
-    let buttons: String = providers
+    let buttons = providers
         .iter()
         .map(|(name, display)| {
             let n: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
-            format!(
-                "<p><a class=\"button\" href=\"/.auth/oidc/start?provider={}&amp;return_to={}{again}\">Sign in with {}</a></p>",
-                escape(&n),
-                escape(&enc),
-                escape(display)
-            )
+            Button {
+                href: format!("/.auth/oidc/start?provider={n}&return_to={enc}{again}"),
+                display: (*display).to_string(),
+            }
         })
         .collect();
-    let form = if form {
-        format!(
-            "<form method=\"post\" action=\"/.auth/login\">\
-<input type=\"hidden\" name=\"return_to\" value=\"{rt}\">\
-<label for=\"username\">Username</label>\
-<input id=\"username\" name=\"username\" autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" required autofocus>\
-<label for=\"password\">Password</label>\
-<input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-<button type=\"submit\">Sign in</button></form>",
-            rt = escape(return_to)
-        )
-    } else {
-        String::new()
-    };
-    page(
-        "Sign in",
-        &format!("<h1>Sign in</h1>{err}{note}{buttons}{form}"),
-    )
+    render(&Login {
+        product: product(),
+        return_to,
+        error,
+        notice,
+        buttons,
+        form,
+    })
 }
 
 /// A sign-in that failed: what happened, and a link to start again (never an automatic
 /// redirect: a failing provider must not become a loop).
 pub fn sign_in_failed(title: &str, message: &str, again: &str) -> String {
-    page(
+    render(&Message {
+        product: product(),
         title,
-        &format!(
-            "<h1>{}</h1><p>{}</p><p><a href=\"{}\">Start again</a></p>",
-            escape(title),
-            escape(message),
-            escape(again)
-        ),
-    )
+        message,
+        again: Some(again),
+    })
 }
 
-/// The sessions list; `rows` are escaped table rows.
-pub fn sessions_page(rows: &str) -> String {
-    page(
-        "Your sessions",
-        &format!(
-            "<h1>Your sessions</h1><p>Devices signed in to your account. End any you do not recognise.</p>\
-<table><caption class=\"visually-hidden\">Active sessions</caption><thead><tr><th scope=\"col\">Device</th><th scope=\"col\">IP</th>\
-<th scope=\"col\">Signed in</th><th scope=\"col\">Last authenticated</th><th scope=\"col\">Last active</th><th scope=\"col\"><span class=\"visually-hidden\">Action</span></th></tr></thead>\
-<tbody>{rows}</tbody></table>\
-<form method=\"post\" action=\"/.auth/logout-all\"><button type=\"submit\">Sign out everywhere</button></form>"
-        ),
-    )
+/// The sessions list, and the two-factor section: `None` when the account has none to manage
+/// here (signed in through a provider), else whether it is on and how many recovery codes are
+/// left.
+pub fn sessions_page(rows: &[SessionRow], factor: Option<Option<usize>>) -> String {
+    render(&SessionsPage {
+        product: product(),
+        rows,
+        factor,
+    })
 }
 
 /// A page with a heading and one message.
 pub fn message_page(title: &str, message: &str) -> String {
-    page(
+    render(&Message {
+        product: product(),
         title,
-        &format!("<h1>{}</h1><p>{}</p>", escape(title), escape(message)),
-    )
+        message,
+        again: None,
+    })
+}
+
+/// The second step of a sign-in: the code from the authenticator app, or a recovery code.
+/// `token` is the sealed, single-use sign-in waiting for it.
+pub fn second_factor_page(token: &str, error: Option<&str>) -> String {
+    render(&SecondFactor {
+        product: product(),
+        token,
+        error,
+    })
+}
+
+/// Enrolment: the QR code (inline SVG drawn by the gateway), the secret to type instead, and
+/// the form that confirms with a first code.
+pub fn enrol_page(qr_svg: &str, secret: &str, error: Option<&str>) -> String {
+    render(&Enrol {
+        product: product(),
+        qr_svg,
+        secret,
+        error,
+    })
+}
+
+/// The recovery codes, shown once after an enrolment.
+pub fn recovery_codes_page(codes: &[String]) -> String {
+    render(&RecoveryCodes {
+        product: product(),
+        codes,
+    })
 }
 
 #[cfg(test)]
@@ -149,7 +251,36 @@ mod tests {
     fn login_page_escapes_return_to() {
         let p = login_page("/x\"><script>", None);
         assert!(!p.contains("<script>"));
-        assert!(p.contains("&quot;&gt;&lt;script&gt;"));
+        assert!(p.contains("&quot;&gt;&lt;script&gt;"), "{p}");
         assert!(p.contains("action=\"/.auth/login\""));
+    }
+
+    #[test]
+    fn every_page_escapes_what_it_shows_and_names_the_product() {
+        let x = "<b>\"x'&";
+        let shown = "&lt;b&gt;&quot;x&#39;&amp;";
+        let row = SessionRow {
+            device: x.into(),
+            user_agent: x.into(),
+            ip: x.into(),
+            created: x.into(),
+            auth_time: x.into(),
+            last_seen: x.into(),
+            handle: Some(x.into()),
+        };
+        for p in [
+            login_choices(x, Some(x), Some(x), &[(x, x)], true),
+            sign_in_failed(x, x, x),
+            message_page(x, x),
+            sessions_page(&[row], Some(Some(2))),
+            second_factor_page(x, Some(x)),
+            enrol_page("<svg></svg>", x, Some(x)),
+            recovery_codes_page(&[x.to_string()]),
+        ] {
+            assert!(!p.contains(x), "{p}");
+            assert!(p.contains(shown), "{p}");
+            assert!(p.contains("</header>") && p.contains("<title>"), "{p}");
+            assert!(!p.contains("<script"), "{p}");
+        }
     }
 }

@@ -76,6 +76,22 @@ pub enum Refusal {
     BodyTimeout,
     #[error("invalid credentials")]
     InvalidCredentials { json: bool, return_to: String },
+    /// The password was right and the user has a second factor, but no code came with it.
+    #[error("a second factor is required")]
+    SecondFactorRequired,
+    /// A wrong, replayed or used-up TOTP or recovery code.
+    #[error("invalid second factor")]
+    InvalidSecondFactor,
+    /// `login.require_second_factor` and the user's grace to enrol one is over.
+    #[error("second factor enrolment required")]
+    SecondFactorEnrolmentRequired { json: bool },
+    /// The request conflicts with the second factor's state (already enrolled, nothing to
+    /// confirm); the word says which.
+    #[error("second factor: {0}")]
+    SecondFactorConflict(&'static str),
+    /// An enrolment confirmed with a wrong code.
+    #[error("invalid code")]
+    InvalidCode,
     #[error("too many failed sign-ins")]
     Throttled { json: bool, retry: Duration },
     #[error("invalid refresh token")]
@@ -167,8 +183,13 @@ impl Refusal {
                 navigation: false, ..
             }
             | InvalidCredentials { .. }
+            | SecondFactorRequired
+            | InvalidSecondFactor
             | InvalidRefreshToken { .. }
             | AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            SecondFactorEnrolmentRequired { .. } => StatusCode::FORBIDDEN,
+            SecondFactorConflict(_) => StatusCode::CONFLICT,
+            InvalidCode => StatusCode::BAD_REQUEST,
             StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Csrf(_) | Forbidden { .. } => StatusCode::FORBIDDEN,
             StepUp {
@@ -217,6 +238,11 @@ impl Refusal {
             BodyTooLarge => "body_too_large",
             BodyTimeout => "body_timeout",
             InvalidCredentials { .. } => "invalid_credentials",
+            SecondFactorRequired => "second_factor_required",
+            InvalidSecondFactor => "invalid_second_factor",
+            SecondFactorEnrolmentRequired { .. } => "second_factor_enrolment_required",
+            SecondFactorConflict(_) => "second_factor_conflict",
+            InvalidCode => "invalid_code",
             Throttled { .. } => "throttled",
             InvalidRefreshToken { .. } => "invalid_refresh_token",
             AdminOff => "admin_off",
@@ -251,6 +277,11 @@ impl Refusal {
             | BodyTooLarge
             | BodyTimeout
             | InvalidCredentials { .. }
+            | SecondFactorRequired
+            | InvalidSecondFactor
+            | SecondFactorEnrolmentRequired { .. }
+            | SecondFactorConflict(_)
+            | InvalidCode
             | Throttled { .. }
             | InvalidRefreshToken { .. }
             | AdminOff
@@ -316,6 +347,19 @@ impl Refusal {
                 status,
                 pages::login_page(&return_to, Some("Invalid username or password.")),
             ),
+            SecondFactorRequired => error(status, "second_factor_required", None),
+            InvalidSecondFactor => error(status, "invalid_second_factor", None),
+            SecondFactorEnrolmentRequired { json: true } => error(
+                status,
+                "second_factor_enrolment_required",
+                Some(ENROLMENT_OVERDUE),
+            ),
+            SecondFactorEnrolmentRequired { json: false } => body::html(
+                status,
+                pages::message_page("Two-factor authentication required", ENROLMENT_OVERDUE),
+            ),
+            SecondFactorConflict(word) => error(status, word, None),
+            InvalidCode => error(status, "invalid_code", None),
             Throttled { json, retry } => throttled(json, retry),
             RateLimited {
                 navigation,
@@ -366,6 +410,9 @@ impl Refusal {
         }
     }
 }
+
+/// What a user whose grace to enrol a second factor is over is told.
+const ENROLMENT_OVERDUE: &str = "This account must sign in with two-factor authentication, and the time to set it up is over. Please contact the operator of this service to have it set up.";
 
 /// The one JSON error body: `{"error": code, "reason"?: why}`.
 pub fn error(status: StatusCode, code: &'static str, why: Option<&str>) -> Response<Body> {

@@ -52,6 +52,9 @@ pub struct Runtime {
     /// Binds CSRF tokens to sessions (`csrf.mode = "token"`): one key per access key, so a
     /// token bound before a rotation verifies while its key is in the ring.
     pub csrf_keys: crate::tokens::DerivedKeys,
+    /// Seals what the gateway keeps about users' second factors (their TOTP secrets in the
+    /// store, a sign-in waiting for its code in the page).
+    pub sealer: crate::seal::Sealer,
     /// `[rate_limit]` and the routes' own limits, with their buckets.
     pub(crate) rate_limits: crate::ratelimit::RateLimits,
 }
@@ -134,13 +137,17 @@ impl Runtime {
         (throttle, rate_limits): (Arc<Throttle>, RateLimits),
     ) -> Result<Self, BuildError> {
         let names: Vec<String> = cfg.upstreams.iter().map(|u| u.name.clone()).collect();
+        let upstreams = Upstreams::new(&cfg.upstreams, cfg.server.workers)?;
+        // The pages are rendered where no runtime is at hand (refusals); the name is the one
+        // setting they read, published once the runtime can be built.
+        crate::pages::set_product_name(&cfg.ui.product_name);
         Ok(Self {
             requests: metrics.request_counters(&names),
             access_log,
             sessions,
             router: Router::new(&cfg.routes),
             users,
-            upstreams: Upstreams::new(&cfg.upstreams, cfg.server.workers)?,
+            upstreams,
             audit,
             metrics,
             throttle,
@@ -148,6 +155,7 @@ impl Runtime {
             hsts: HeaderValue::try_from(cfg.server.hsts.header_value())
                 .unwrap_or_else(|_| HeaderValue::from_static("max-age=31536000")),
             rate_limits,
+            sealer: crate::seal::Sealer::new(&cfg.keys.refresh_secrets),
             csrf_keys: crate::tokens::DerivedKeys::from_access(
                 &cfg.keys.access_secrets,
                 b"sessiongate csrf",

@@ -6,6 +6,7 @@
 
 mod oidc;
 pub(crate) mod return_to;
+pub(crate) mod second_factor;
 pub(crate) mod sessions;
 
 use std::sync::Arc;
@@ -92,6 +93,9 @@ async fn route(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) -> A
         }
         ("/.auth/csrf", &Method::GET) => csrf_token(rt, ctx, ua).await,
         ("/.auth/jwks.json", &Method::GET | &Method::HEAD) => jwks(rt),
+        ("/.auth/totp/enroll", &Method::POST) => second_factor::enroll(rt, &req, ctx, ua).await,
+        ("/.auth/totp/confirm", &Method::POST) => second_factor::confirm(rt, req, ctx, ua).await,
+        ("/.auth/totp/verify", &Method::POST) => second_factor::verify(rt, req, ctx, ua).await,
         (
             "/.auth/login"
             | "/.auth/refresh"
@@ -102,7 +106,10 @@ async fn route(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) -> A
             | "/.auth/csrf"
             | "/.auth/jwks.json"
             | "/.auth/oidc/start"
-            | "/.auth/oidc/callback",
+            | "/.auth/oidc/callback"
+            | "/.auth/totp/enroll"
+            | "/.auth/totp/confirm"
+            | "/.auth/totp/verify",
             _,
         ) => Err(Refusal::MethodNotAllowed),
         _ => Err(Refusal::NotFound(None)),
@@ -207,6 +214,22 @@ struct LoginForm {
     password: String,
     #[serde(default)]
     return_to: Option<String>,
+    /// The second factor's code, or one of its recovery codes (`auth::second_factor`).
+    #[serde(default)]
+    totp: Option<String>,
+    #[serde(default)]
+    recovery_code: Option<String>,
+}
+
+/// What a right password led to.
+enum SignedIn {
+    /// A session; `enrol_by`: the user must enrol a second factor by then.
+    Session {
+        issued: crate::sessions::Issued,
+        enrol_by: Option<u64>,
+    },
+    /// The user has a second factor and sent no code: a browser is asked for it.
+    AskCode(String),
 }
 
 /// `POST /.auth/login`: the form or JSON body, throttled, then a new session.
@@ -238,25 +261,38 @@ async fn login(
     };
     let form = form.ok_or(Refusal::BadRequest("expected username and password"))?;
     let target = valid_return_to(rt, form.return_to.as_deref());
-    let issued = check_credentials(rt, ctx, ua, &form, json, &target).await?;
+    let (issued, enrol_by) = match check_credentials(rt, ctx, ua, &form, json, &target).await? {
+        SignedIn::Session { issued, enrol_by } => (issued, enrol_by),
+        SignedIn::AskCode(_) if json => return Err(Refusal::SecondFactorRequired),
+        SignedIn::AskCode(user) => {
+            return Ok(second_factor::ask_page(rt, &user, ctx.client_ip, &target));
+        }
+    };
     Metrics::outcome(&rt.metrics.logins, "ok");
     if json {
-        return Ok(body::json(
-            StatusCode::OK,
-            &serde_json::json!({
-                "access_token": issued.access,
-                "refresh_token": issued.refresh,
-                "token_type": "Bearer",
-                "expires_in": issued.access_max_age,
-            }),
-        ));
+        let mut v = serde_json::json!({
+            "access_token": issued.access,
+            "refresh_token": issued.refresh,
+            "token_type": "Bearer",
+            "expires_in": issued.access_max_age,
+        });
+        if let Some(by) = enrol_by {
+            v["second_factor_enrol_by"] = by.into();
+        }
+        return Ok(body::json(StatusCode::OK, &v));
     }
-    let mut r = body::redirect(StatusCode::SEE_OTHER, &target);
+    // A user who must enrol a second factor goes to the sessions page, where it is set up.
+    let target = match enrol_by {
+        Some(_) => "/.auth/sessions#second-factor",
+        None => target.as_str(),
+    };
+    let mut r = body::redirect(StatusCode::SEE_OTHER, target);
     refusal::append(&mut r, rt.sessions.set_cookies(&issued));
     Ok(r)
 }
 
-/// The throttle, the password, then the session; each failure audited and counted.
+/// The throttle, the password, the second factor, then the session; each failure audited and
+/// counted.
 async fn check_credentials(
     rt: &Runtime,
     ctx: &RequestCtx,
@@ -264,7 +300,7 @@ async fn check_credentials(
     form: &LoginForm,
     json: bool,
     target: &str,
-) -> Result<crate::sessions::Issued, Refusal> {
+) -> Result<SignedIn, Refusal> {
     let ip = ctx.client_ip;
     let shown: String = form.username.chars().take(128).collect();
     // The attempt is counted before any password work, atomically: a guesser learns nothing
@@ -291,10 +327,48 @@ async fn check_credentials(
             return_to: target.to_string(),
         });
     };
-    attempt.succeeded();
+    let codes = second_factor::Codes::new(form.totp.as_deref(), form.recovery_code.as_deref());
+    let verdict = second_factor::at_login(rt, &user.name, codes, ip)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "login: session store unavailable");
+            Refusal::StoreUnavailable { navigation: !json }
+        })?;
+    second_factor::finish(attempt, verdict);
+    let enrol_by = match verdict {
+        second_factor::Verdict::Open { enrol_by } => enrol_by,
+        second_factor::Verdict::Ask => return Ok(SignedIn::AskCode(user.name)),
+        second_factor::Verdict::Wrong => {
+            Metrics::outcome(&rt.metrics.logins, "failed");
+            return Err(Refusal::InvalidSecondFactor);
+        }
+        second_factor::Verdict::Overdue => {
+            Metrics::outcome(&rt.metrics.logins, "failed");
+            return Err(Refusal::SecondFactorEnrolmentRequired { json });
+        }
+    };
+    let issued = start_session(rt, ctx, ua, &user, json).await?;
+    Ok(SignedIn::Session { issued, enrol_by })
+}
+
+/// A new session for `user`, who proved who they are.
+pub(crate) async fn start_session(
+    rt: &Runtime,
+    ctx: &RequestCtx,
+    ua: &UserAgent<'_>,
+    user: &crate::login::users::User,
+    json: bool,
+) -> Result<crate::sessions::Issued, Refusal> {
     let started = rt
         .sessions
-        .sign_in(ctx.held_tokens(), &user.name, &user.roles, ip, ua, None)
+        .sign_in(
+            ctx.held_tokens(),
+            &user.name,
+            &user.roles,
+            ctx.client_ip,
+            ua,
+            None,
+        )
         .await;
     started.map_err(|e| {
         tracing::warn!(error = %e, "login: session store unavailable");

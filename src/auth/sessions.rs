@@ -22,32 +22,25 @@ fn when(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
-fn html_page(rt: &Runtime, list: &[SessionRecord], current_sid: &str) -> String {
-    let rows: String = list
+fn html_page(
+    rt: &Runtime,
+    list: &[SessionRecord],
+    current_sid: &str,
+    factor: Option<Option<usize>>,
+) -> String {
+    let rows: Vec<pages::SessionRow> = list
         .iter()
-        .map(|r| {
-            let handle = rt.sessions.handle(&r.sid);
-            let action = if r.sid == current_sid {
-                "<strong>This device</strong>".to_string()
-            } else {
-                format!(
-                    "<form method=\"post\" action=\"/.auth/sessions/{h}/revoke\"><button type=\"submit\" aria-label=\"End session on {d}\">End</button></form>",
-                    h = pages::escape(&handle),
-                    d = pages::escape(&r.device)
-                )
-            };
-            format!(
-                "<tr><td>{}<span class=\"ua\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
-                pages::escape(&r.device),
-                pages::escape(&r.user_agent),
-                pages::escape(&r.ip),
-                when(r.created),
-                when(r.auth_time),
-                when(r.last_seen)
-            )
+        .map(|r| pages::SessionRow {
+            device: r.device.clone(),
+            user_agent: r.user_agent.clone(),
+            ip: r.ip.clone(),
+            created: when(r.created),
+            auth_time: when(r.auth_time),
+            last_seen: when(r.last_seen),
+            handle: (r.sid != current_sid).then(|| rt.sessions.handle(&r.sid)),
         })
         .collect();
-    pages::sessions_page(&rows)
+    pages::sessions_page(&rows, factor)
 }
 
 type SessionsOf = (Arc<Identity>, Outgoing, Vec<SessionRecord>);
@@ -80,7 +73,8 @@ pub async fn list<B>(
         let items: Vec<_> = list.iter().map(|r| rt.sessions.view(r, &id.sid)).collect();
         body::json(StatusCode::OK, &serde_json::json!({ "sessions": items }))
     } else {
-        body::html(StatusCode::OK, html_page(rt, &list, &id.sid))
+        let factor = super::second_factor::state(rt, &id.sub).await;
+        body::html(StatusCode::OK, html_page(rt, &list, &id.sid, factor))
     };
     refusal::append(&mut r, set);
     Ok(r)

@@ -485,6 +485,18 @@ pub struct LoginConfig {
     pub max_failures_per_user_total: u32,
     pub max_failures_per_ip: u32,
     pub failure_window: Duration,
+    /// `login.require_second_factor`: users of the users file need a second factor.
+    pub require_second_factor: bool,
+    /// `login.second_factor_grace`: how long a user without one may still sign in with the
+    /// password alone, from their first such sign-in (zero: not at all).
+    pub second_factor_grace: Duration,
+}
+
+/// `[ui]`: what the gateway's pages show.
+#[derive(Debug, Clone)]
+pub struct UiConfig {
+    /// `ui.product_name`: in every page's title and heading.
+    pub product_name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -521,6 +533,8 @@ pub struct Config {
     pub audit_file: Option<PathBuf>,
     /// `[access_log]`: one line per request, when on.
     pub access_log: AccessLogConfig,
+    /// `[ui]`.
+    pub ui: UiConfig,
     pub log_level: String,
     pub log_format: LogFormat,
     /// `run --dev`: no upstream configured, so the built-in whoami page is upstream 0.

@@ -31,6 +31,7 @@ pub struct RawConfig {
     pub access_log: RawAccessLog,
     pub log: RawLog,
     pub rate_limit: RawRateLimit,
+    pub ui: RawUi,
 }
 
 #[derive(Debug, Deserialize)]
@@ -445,6 +446,12 @@ pub struct RawLogin {
     pub max_failures_per_ip: u32,
     #[serde(with = "humantime_serde")]
     pub failure_window: Duration,
+    /// Users of the users file must sign in with a second factor (TOTP).
+    pub require_second_factor: bool,
+    /// With `require_second_factor`: how long a user without a second factor may still sign in
+    /// with the password alone (and is sent to enrol), from their first such sign-in.
+    #[serde(with = "humantime_serde")]
+    pub second_factor_grace: Duration,
 }
 
 impl Default for RawLogin {
@@ -461,6 +468,8 @@ impl Default for RawLogin {
             max_failures_per_user_total: None,
             max_failures_per_ip: 20,
             failure_window: Duration::from_secs(15 * 60),
+            require_second_factor: false,
+            second_factor_grace: Duration::ZERO,
         }
     }
 }
@@ -618,6 +627,22 @@ pub struct RawCsrf {
 pub struct RawAudit {
     /// JSON-lines file for audit events; standard output when unset.
     pub file: Option<PathBuf>,
+}
+
+/// `[ui]`: what the gateway's own pages show.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a [ui] table")]
+pub struct RawUi {
+    /// The product's name, in every page's title and heading.
+    pub product_name: String,
+}
+
+impl Default for RawUi {
+    fn default() -> Self {
+        Self {
+            product_name: "sessiongate".into(),
+        }
+    }
 }
 
 /// `[access_log]`: one line per request.

@@ -4,4 +4,5 @@
 
 pub(crate) mod grant;
 pub(crate) mod throttle;
+pub mod totp;
 pub mod users;

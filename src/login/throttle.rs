@@ -255,14 +255,30 @@ pub struct Throttle {
 pub struct Attempt<'a> {
     throttle: &'a Throttle,
     keys: Keys,
-    succeeded: bool,
+    outcome: Finish,
+}
+
+/// How an attempt finished, for [`Throttle::finish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    Failed,
+    /// Given back without clearing anything.
+    Undecided,
+    Succeeded,
 }
 
 impl Attempt<'_> {
     /// The password was right: give the units back and clear the account's failures on this
     /// network.
     pub fn succeeded(mut self) {
-        self.succeeded = true;
+        self.outcome = Finish::Succeeded;
+    }
+
+    /// The password was right but a second factor is still to come (the client is asked for
+    /// it): give the units back, and clear nothing, so that a guesser of codes who knows the
+    /// password cannot reset the account's failures by leaving the code out.
+    pub fn undecided(mut self) {
+        self.outcome = Finish::Undecided;
     }
 
     /// The password was wrong (the same as dropping the attempt; this names it).
@@ -271,7 +287,7 @@ impl Attempt<'_> {
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
-        self.throttle.finish(&self.keys, now_unix(), self.succeeded);
+        self.throttle.finish(&self.keys, now_unix(), self.outcome);
     }
 }
 
@@ -297,7 +313,7 @@ impl Throttle {
         Ok(Attempt {
             throttle: self,
             keys,
-            succeeded: false,
+            outcome: Finish::Failed,
         })
     }
 
@@ -335,12 +351,12 @@ impl Throttle {
         }
     }
 
-    fn finish(&self, k: &Keys, now: u64, succeeded: bool) {
+    fn finish(&self, k: &Keys, now: u64, outcome: Finish) {
         let w = self.window;
-        let (spent, net) = if succeeded {
-            (End::GivenBack, End::Cleared)
-        } else {
-            (End::Failed, End::Failed)
+        let (spent, net) = match outcome {
+            Finish::Succeeded => (End::GivenBack, End::Cleared),
+            Finish::Undecided => (End::GivenBack, End::GivenBack),
+            Finish::Failed => (End::Failed, End::Failed),
         };
         self.ips.finish(&k.ip, now, w, spent);
         self.user_nets.finish(&k.user_net, now, w, net);
@@ -385,6 +401,8 @@ mod tests {
             max_failures_per_user_total: 6,
             max_failures_per_ip: 5,
             failure_window: Duration::from_secs(60),
+            require_second_factor: false,
+            second_factor_grace: Duration::ZERO,
         }
     }
 
@@ -524,7 +542,7 @@ mod tests {
         for i in 0..20_000 {
             let keys = Keys::new(&format!("user-{i}-{}", "y".repeat(300)), ip("10.0.0.1"));
             match t.take(&keys, now) {
-                Ok(()) => t.finish(&keys, now, false),
+                Ok(()) => t.finish(&keys, now, Finish::Failed),
                 Err(_) => refused += 1,
             }
         }
@@ -535,7 +553,7 @@ mod tests {
         // A name already held is still counted, not refused for the table being full.
         let held = Keys::new(&format!("user-7-{}", "y".repeat(300)), ip("10.0.0.1"));
         assert!(t.take(&held, now).is_ok());
-        t.finish(&held, now, false);
+        t.finish(&held, now, Finish::Failed);
         // Within the window nothing expires; after it, the sweep forgets everything...
         t.sweep_at(now + 59);
         assert_eq!(t.tracked().1, cap);
@@ -546,7 +564,7 @@ mod tests {
         t.take(&k, now + 60).unwrap();
         t.sweep_at(now + 1000);
         assert_eq!(t.tracked(), (1, 1, 1));
-        t.finish(&k, now + 1000, false);
+        t.finish(&k, now + 1000, Finish::Failed);
         t.sweep_at(now + 2000);
         assert_eq!(t.tracked(), (0, 0, 0));
     }
@@ -560,7 +578,7 @@ mod tests {
         for i in 0..10 {
             let k = Keys::new(&format!("u{i}"), ip("10.0.0.1"));
             t.take(&k, now).unwrap();
-            t.finish(&k, now, false);
+            t.finish(&k, now, Finish::Failed);
         }
         let new = Keys::new("newcomer", ip("10.0.0.1"));
         assert!(t.take(&new, now).is_err());

@@ -149,6 +149,12 @@ impl Users {
         self.map.contains_key(name)
     }
 
+    /// The user of this name, unless the file disables them (a sign-in finished with a second
+    /// factor, after the password was checked).
+    pub fn active(&self, name: &str) -> Option<User> {
+        self.map.get(name).filter(|u| !u.disabled).cloned()
+    }
+
     /// Every role some user holds, sorted.
     pub fn roles(&self) -> std::collections::BTreeSet<&str> {
         self.map

@@ -139,6 +139,48 @@ impl SessionStore for Switchable {
         self.up()?;
         self.inner.rate_take(key, gcra, want).await
     }
+    async fn factor(&self, user: &str) -> Result<Option<crate::store::FactorRecord>, StoreError> {
+        self.up()?;
+        self.inner.factor(user).await
+    }
+    async fn set_factor(
+        &self,
+        user: &str,
+        rec: &crate::store::FactorRecord,
+        step: u64,
+        recovery: &[String],
+    ) -> Result<(), StoreError> {
+        self.up()?;
+        self.inner.set_factor(user, rec, step, recovery).await
+    }
+    async fn remove_factor(&self, user: &str) -> Result<bool, StoreError> {
+        self.up()?;
+        self.inner.remove_factor(user).await
+    }
+    async fn put_pending_factor(&self, u: &str, s: &str, until: u64) -> Result<(), StoreError> {
+        self.up()?;
+        self.inner.put_pending_factor(u, s, until).await
+    }
+    async fn pending_factor(&self, user: &str) -> Result<Option<String>, StoreError> {
+        self.up()?;
+        self.inner.pending_factor(user).await
+    }
+    async fn use_factor_step(&self, user: &str, step: u64) -> Result<bool, StoreError> {
+        self.up()?;
+        self.inner.use_factor_step(user, step).await
+    }
+    async fn use_recovery_code(&self, user: &str, hash: &str) -> Result<bool, StoreError> {
+        self.up()?;
+        self.inner.use_recovery_code(user, hash).await
+    }
+    async fn recovery_codes_left(&self, user: &str) -> Result<usize, StoreError> {
+        self.up()?;
+        self.inner.recovery_codes_left(user).await
+    }
+    async fn factor_grace_start(&self, user: &str, now: u64) -> Result<u64, StoreError> {
+        self.up()?;
+        self.inner.factor_grace_start(user, now).await
+    }
 }
 
 struct Setup {

@@ -592,3 +592,108 @@ pub async fn rate_take_matches_gcra(s: Arc<dyn SessionStore>) {
     }
     assert_eq!(granted, 5, "racing takes granted {granted} of a burst of 5");
 }
+
+/// The second factor's state: a record set, read and removed with everything that goes with
+/// it; a pending enrolment kept until its `until`; time steps accepted only forward; recovery
+/// codes consumed once; the grace's start kept from its first asking. Users never share any
+/// of it (names that look like hash tags and separators).
+pub async fn second_factor_state(s: &dyn SessionStore) {
+    let user = unique("u:{x}");
+    let other = format!("{user}:2fa");
+    let rec = super::FactorRecord {
+        secret_sealed: format!("k.{}", random_token(40)),
+        enrolled_at: now_unix(),
+    };
+    assert_eq!(s.factor(&user).await.unwrap(), None);
+    assert!(!s.use_factor_step(&user, 10).await.unwrap(), "no factor");
+    let now = now_unix();
+    s.put_pending_factor(&user, "pending-1", now + 60)
+        .await
+        .unwrap();
+    s.put_pending_factor(&user, "pending-2", now + 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.pending_factor(&user).await.unwrap().as_deref(),
+        Some("pending-2")
+    );
+    assert_eq!(s.pending_factor(&other).await.unwrap(), None);
+    let hashes: Vec<String> = (0..10)
+        .map(|i| format!("h{i}-{}", random_token(8)))
+        .collect();
+    s.set_factor(&user, &rec, 100, &hashes).await.unwrap();
+    assert_eq!(s.factor(&user).await.unwrap().as_ref(), Some(&rec));
+    assert_eq!(s.factor(&other).await.unwrap(), None);
+    assert_eq!(s.pending_factor(&user).await.unwrap(), None, "confirmed");
+    assert!(
+        !s.use_factor_step(&user, 100).await.unwrap(),
+        "the confirming step"
+    );
+    assert!(
+        !s.use_factor_step(&user, 99).await.unwrap(),
+        "an earlier step"
+    );
+    assert!(s.use_factor_step(&user, 101).await.unwrap());
+    assert!(!s.use_factor_step(&user, 101).await.unwrap(), "replay");
+    assert!(s.use_factor_step(&user, 1_000_000_000).await.unwrap());
+    assert_eq!(s.recovery_codes_left(&user).await.unwrap(), 10);
+    assert!(s.use_recovery_code(&user, &hashes[4]).await.unwrap());
+    assert!(
+        !s.use_recovery_code(&user, &hashes[4]).await.unwrap(),
+        "used"
+    );
+    assert!(
+        !s.use_recovery_code(&other, &hashes[5]).await.unwrap(),
+        "another user"
+    );
+    assert!(!s.use_recovery_code(&user, "nope").await.unwrap());
+    assert_eq!(s.recovery_codes_left(&user).await.unwrap(), 9);
+    assert_eq!(s.factor_grace_start(&user, 500).await.unwrap(), 500);
+    assert_eq!(s.factor_grace_start(&user, 900).await.unwrap(), 500, "kept");
+    assert!(s.remove_factor(&user).await.unwrap());
+    assert!(!s.remove_factor(&user).await.unwrap(), "gone");
+    assert_eq!(s.factor(&user).await.unwrap(), None);
+    assert_eq!(s.recovery_codes_left(&user).await.unwrap(), 0);
+    assert!(!s.use_recovery_code(&user, &hashes[5]).await.unwrap());
+    // A new enrolment starts from its own step, not the old one's.
+    s.set_factor(&user, &rec, 5, &[]).await.unwrap();
+    assert!(s.use_factor_step(&user, 6).await.unwrap());
+    assert_eq!(s.recovery_codes_left(&user).await.unwrap(), 0);
+    // A pending enrolment expires.
+    let until = now_unix() + 1;
+    s.put_pending_factor(&other, "p", until).await.unwrap();
+    while now_unix() <= until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.pending_factor(&other).await.unwrap(), None, "expired");
+}
+
+/// 16 tasks racing to use one time step and one recovery code: one winner each.
+pub async fn second_factor_race(s: Arc<dyn SessionStore>) {
+    let user = unique("race");
+    let rec = super::FactorRecord {
+        secret_sealed: "k.x".into(),
+        enrolled_at: now_unix(),
+    };
+    s.set_factor(&user, &rec, 1, &["code".to_string()])
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (s, u) = (s.clone(), user.clone());
+            tokio::spawn(async move {
+                (
+                    s.use_factor_step(&u, 2).await.unwrap(),
+                    s.use_recovery_code(&u, "code").await.unwrap(),
+                )
+            })
+        })
+        .collect();
+    let (mut steps, mut codes) = (0, 0);
+    for t in tasks {
+        let (a, b) = t.await.unwrap();
+        steps += usize::from(a);
+        codes += usize::from(b);
+    }
+    assert_eq!((steps, codes), (1, 1));
+}

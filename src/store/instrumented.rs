@@ -10,13 +10,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::{
-    FeedEvent, IdpKey, IdpLink, Revocation, RotateOutcome, RotatePolicy, SessionRecord,
-    SessionStore, StoreError,
+    FactorRecord, FeedEvent, IdpKey, IdpLink, Revocation, RotateOutcome, RotatePolicy,
+    SessionRecord, SessionStore, StoreError,
 };
 use crate::metrics::{Metrics, Op};
 
 /// The operations measured, in the order of [`Instrumented::ops`].
-pub const OPS: [&str; 14] = [
+pub const OPS: [&str; 15] = [
     "create",
     "rotate",
     "reopen",
@@ -31,6 +31,7 @@ pub const OPS: [&str; 14] = [
     "first_use",
     "update_identity",
     "rate_limit",
+    "second_factor",
 ];
 
 pub struct Instrumented {
@@ -148,6 +149,48 @@ impl SessionStore for Instrumented {
         want: u64,
     ) -> Result<super::gcra::Take, StoreError> {
         self.timed(13, self.inner.rate_take(key, gcra, want)).await
+    }
+    async fn factor(&self, user: &str) -> Result<Option<FactorRecord>, StoreError> {
+        self.timed(14, self.inner.factor(user)).await
+    }
+    async fn set_factor(
+        &self,
+        user: &str,
+        rec: &FactorRecord,
+        step: u64,
+        recovery: &[String],
+    ) -> Result<(), StoreError> {
+        self.timed(14, self.inner.set_factor(user, rec, step, recovery))
+            .await
+    }
+    async fn remove_factor(&self, user: &str) -> Result<bool, StoreError> {
+        self.timed(14, self.inner.remove_factor(user)).await
+    }
+    async fn put_pending_factor(
+        &self,
+        user: &str,
+        sealed: &str,
+        until: u64,
+    ) -> Result<(), StoreError> {
+        self.timed(14, self.inner.put_pending_factor(user, sealed, until))
+            .await
+    }
+    async fn pending_factor(&self, user: &str) -> Result<Option<String>, StoreError> {
+        self.timed(14, self.inner.pending_factor(user)).await
+    }
+    async fn use_factor_step(&self, user: &str, step: u64) -> Result<bool, StoreError> {
+        self.timed(14, self.inner.use_factor_step(user, step)).await
+    }
+    async fn use_recovery_code(&self, user: &str, hash: &str) -> Result<bool, StoreError> {
+        self.timed(14, self.inner.use_recovery_code(user, hash))
+            .await
+    }
+    async fn recovery_codes_left(&self, user: &str) -> Result<usize, StoreError> {
+        self.timed(14, self.inner.recovery_codes_left(user)).await
+    }
+    async fn factor_grace_start(&self, user: &str, now: u64) -> Result<u64, StoreError> {
+        self.timed(14, self.inner.factor_grace_start(user, now))
+            .await
     }
     fn shares_rate_limits(&self) -> bool {
         self.inner.shares_rate_limits()

@@ -23,8 +23,8 @@ use tokio::sync::broadcast;
 use crate::web::user_agent::UserAgent;
 
 use super::{
-    FeedEvent, IDP_INDEX_MAX, IdpKey, IdpLink, Revocation, RotateOutcome, RotatePolicy,
-    SessionRecord, SessionStore, StoreError,
+    FactorRecord, FeedEvent, IDP_INDEX_MAX, IdpKey, IdpLink, Revocation, RotateOutcome,
+    RotatePolicy, SessionRecord, SessionStore, StoreError,
 };
 
 /// How many `first_use` keys the memory store remembers at once. When the table is full of
@@ -241,8 +241,21 @@ impl Once {
     }
 }
 
+/// One user's second-factor state. Only users of the users file get one (the gateway asks
+/// after their password), so the table is bounded by the file.
+#[derive(Default)]
+struct Factor {
+    rec: Option<FactorRecord>,
+    /// The last time step accepted.
+    step: Option<u64>,
+    recovery: std::collections::HashSet<String>,
+    pending: Option<(String, u64)>,
+    grace: Option<u64>,
+}
+
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    factors: Mutex<HashMap<String, Factor>>,
     once: Mutex<Once>,
     /// Bounded (1024 events): a subscriber that falls behind gets `Lagged` and resynchronises.
     feed: broadcast::Sender<FeedEvent>,
@@ -261,6 +274,7 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
+            factors: Mutex::new(HashMap::new()),
             once: Mutex::new(Once::default()),
             feed: broadcast::channel(1024).0,
             rates: super::gcra::GcraTable::new(super::gcra::TABLE_MAX),
@@ -572,6 +586,97 @@ impl SessionStore for MemoryStore {
         Ok(true)
     }
 
+    async fn factor(&self, user: &str) -> Result<Option<FactorRecord>, StoreError> {
+        Ok(self.factors.lock().get(user).and_then(|f| f.rec.clone()))
+    }
+
+    async fn set_factor(
+        &self,
+        user: &str,
+        rec: &FactorRecord,
+        step: u64,
+        recovery: &[String],
+    ) -> Result<(), StoreError> {
+        let mut all = self.factors.lock();
+        let f = all.entry(user.to_string()).or_default();
+        f.rec = Some(rec.clone());
+        f.step = Some(step);
+        f.recovery = recovery.iter().cloned().collect();
+        f.pending = None;
+        Ok(())
+    }
+
+    async fn remove_factor(&self, user: &str) -> Result<bool, StoreError> {
+        let mut all = self.factors.lock();
+        let Some(f) = all.get_mut(user) else {
+            return Ok(false);
+        };
+        let had = f.rec.take().is_some();
+        f.step = None;
+        f.recovery.clear();
+        f.pending = None;
+        Ok(had)
+    }
+
+    async fn put_pending_factor(
+        &self,
+        user: &str,
+        sealed: &str,
+        until: u64,
+    ) -> Result<(), StoreError> {
+        let mut all = self.factors.lock();
+        all.entry(user.to_string()).or_default().pending = Some((sealed.to_string(), until));
+        Ok(())
+    }
+
+    async fn pending_factor(&self, user: &str) -> Result<Option<String>, StoreError> {
+        let now = crate::util::now_unix();
+        Ok(self
+            .factors
+            .lock()
+            .get(user)
+            .and_then(|f| f.pending.as_ref())
+            .filter(|(_, until)| *until > now)
+            .map(|(s, _)| s.clone()))
+    }
+
+    async fn use_factor_step(&self, user: &str, step: u64) -> Result<bool, StoreError> {
+        let mut all = self.factors.lock();
+        let Some(f) = all.get_mut(user).filter(|f| f.rec.is_some()) else {
+            return Ok(false);
+        };
+        if f.step.is_some_and(|last| step <= last) {
+            return Ok(false);
+        }
+        f.step = Some(step);
+        Ok(true)
+    }
+
+    async fn use_recovery_code(&self, user: &str, hash: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .factors
+            .lock()
+            .get_mut(user)
+            .is_some_and(|f| f.recovery.remove(hash)))
+    }
+
+    async fn recovery_codes_left(&self, user: &str) -> Result<usize, StoreError> {
+        Ok(self
+            .factors
+            .lock()
+            .get(user)
+            .map_or(0, |f| f.recovery.len()))
+    }
+
+    async fn factor_grace_start(&self, user: &str, now: u64) -> Result<u64, StoreError> {
+        let mut all = self.factors.lock();
+        Ok(*all
+            .entry(user.to_string())
+            .or_default()
+            .grace
+            .get_or_insert(now))
+    }
+
     async fn rate_take(
         &self,
         key: &str,
@@ -835,6 +940,14 @@ mod tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn first_use_race() {
             c::first_use_race(Arc::new(MemoryStore::new())).await
+        }
+        #[tokio::test]
+        async fn second_factor_state() {
+            c::second_factor_state(&MemoryStore::new()).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn second_factor_race() {
+            c::second_factor_race(Arc::new(MemoryStore::new())).await
         }
     }
 

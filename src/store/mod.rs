@@ -123,6 +123,17 @@ impl SessionRecord {
     }
 }
 
+/// A user's confirmed second factor (TOTP), as the store keeps it. The used time steps and the
+/// recovery codes are kept beside it, each changed by one atomic operation
+/// ([`SessionStore::use_factor_step`], [`SessionStore::use_recovery_code`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactorRecord {
+    /// The TOTP secret, sealed (encrypted) by the gateway: opaque to the store, never logged.
+    pub secret_sealed: String,
+    /// When it was confirmed, Unix seconds.
+    pub enrolled_at: u64,
+}
+
 /// The result of presenting a refresh token's `jti`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RotateOutcome {
@@ -289,6 +300,52 @@ pub trait SessionStore: Send + Sync + 'static {
         gcra: gcra::Gcra,
         want: u64,
     ) -> Result<gcra::Take, StoreError>;
+
+    /// The user's confirmed second factor, if any.
+    async fn factor(&self, user: &str) -> Result<Option<FactorRecord>, StoreError>;
+
+    /// Make `rec` the user's second factor (replacing any), with `step` as its last used time
+    /// step (the code that confirmed it) and `recovery` (hashes) as its recovery codes; the
+    /// pending enrolment is gone. One atomic change.
+    async fn set_factor(
+        &self,
+        user: &str,
+        rec: &FactorRecord,
+        step: u64,
+        recovery: &[String],
+    ) -> Result<(), StoreError>;
+
+    /// Remove the user's second factor, its recovery codes, its used steps and any pending
+    /// enrolment (an operator's reset). Returns whether there was a confirmed one.
+    async fn remove_factor(&self, user: &str) -> Result<bool, StoreError>;
+
+    /// Keep `sealed` (a new, unconfirmed secret) as the user's pending enrolment until `until`
+    /// (Unix seconds), replacing any earlier one.
+    async fn put_pending_factor(
+        &self,
+        user: &str,
+        sealed: &str,
+        until: u64,
+    ) -> Result<(), StoreError>;
+
+    /// The user's pending enrolment, while it has not expired.
+    async fn pending_factor(&self, user: &str) -> Result<Option<String>, StoreError>;
+
+    /// Record that the user's code of time step `step` was accepted: `true` only when `step`
+    /// is later than every step accepted before (atomically for every instance), so a code is
+    /// used once, and no code of an earlier step after it (replay).
+    async fn use_factor_step(&self, user: &str, step: u64) -> Result<bool, StoreError>;
+
+    /// Consume one recovery code by its hash: `true` when it was one of the user's and is now
+    /// gone (atomically: two instances never both accept it).
+    async fn use_recovery_code(&self, user: &str, hash: &str) -> Result<bool, StoreError>;
+
+    /// How many recovery codes the user has left.
+    async fn recovery_codes_left(&self, user: &str) -> Result<usize, StoreError>;
+
+    /// When the user's grace period to enrol a second factor began: `now` the first time it is
+    /// asked for (kept from then on, atomically), the first answer after that.
+    async fn factor_grace_start(&self, user: &str, now: u64) -> Result<u64, StoreError>;
 
     /// Whether [`SessionStore::rate_take`] buckets are shared with other instances (Redis):
     /// then the gateway spends local leases of them; otherwise (memory) its own table is the

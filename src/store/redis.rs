@@ -19,6 +19,12 @@
 //!   — sorted sets of `["user","sid"]` (JSON), the sessions signed in through that provider
 //!   session or subject, scored by absolute end, at most [`IDP_INDEX_MAX`] (the first to end
 //!   is dropped), expiring with the last of them: what a back-channel logout looks up;
+//! - `{prefix}:{user}:2fa` — hash: the user's confirmed second factor (`secret`, sealed by the
+//!   gateway; `enrolled`); `{prefix}:{user}:2fa:step` — the last TOTP time step accepted;
+//!   `{prefix}:{user}:2fa:rc` — set of the recovery codes' hashes; `{prefix}:{user}:2fa:pending`
+//!   — an enrolment not yet confirmed (sealed), expiring; `{prefix}:{user}:2fa:grace` — when the
+//!   user's grace to enrol began. Users of the users file only: the gateway asks after their
+//!   password;
 //! - `{prefix}:once:{key}` — `first_use` keys (`SET NX EXAT`), expiring at their `until`;
 //! - `{prefix}:rl:{key}` — a rate-limit bucket's theoretical arrival time (GCRA, Unix µs on
 //!   the Redis clock; `store::gcra`), one key per bucket so its one script is cluster safe,
@@ -53,8 +59,8 @@ use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::broadcast;
 
 use super::{
-    FeedEvent, IDP_INDEX_MAX, IdpKey, IdpLink, Revocation, RotateOutcome, RotatePolicy,
-    SessionRecord, SessionStore, StoreError,
+    FactorRecord, FeedEvent, IDP_INDEX_MAX, IdpKey, IdpLink, Revocation, RotateOutcome,
+    RotatePolicy, SessionRecord, SessionStore, StoreError,
 };
 use crate::config::RedisConfig;
 use crate::util::now_unix;
@@ -330,7 +336,46 @@ if cur and tonumber(cur) < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'l
 return 1
 ";
 
+/// Make a second factor the user's, replacing everything before: KEYS factor, step,
+/// recovery set, pending; ARGV secret, enrolled, step, recovery hashes...
+const SET_FACTOR: &str = r"
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'enrolled', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
+if #ARGV > 3 then redis.call('SADD', KEYS[3], unpack(ARGV, 4)) end
+return 1
+";
+
+/// Remove a second factor and all that goes with it; 1 when there was one.
+const REMOVE_FACTOR: &str = r"
+local had = redis.call('EXISTS', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return had
+";
+
+/// Accept time step ARGV[1] when the user has a factor (KEYS[1]) and it is later than the last
+/// one accepted (KEYS[2]).
+const USE_STEP: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local last = redis.call('GET', KEYS[2])
+if last and tonumber(last) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+return 1
+";
+
+/// The grace's start: the one kept, or ARGV[1] kept from now on.
+const GRACE_START: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+";
+
 struct Scripts {
+    set_factor: Script,
+    remove_factor: Script,
+    use_step: Script,
+    grace_start: Script,
     create: Script,
     rotate: Script,
     reopen: Script,
@@ -441,6 +486,10 @@ impl RedisStore {
             prefix: cfg.key_prefix.clone(),
             command_timeout: cfg.command_timeout,
             scripts: Scripts {
+                set_factor: Script::new(SET_FACTOR),
+                remove_factor: Script::new(REMOVE_FACTOR),
+                use_step: Script::new(USE_STEP),
+                grace_start: Script::new(GRACE_START),
                 create: Script::new(CREATE),
                 rotate: Script::new(ROTATE),
                 reopen: Script::new(REOPEN),
@@ -494,6 +543,14 @@ impl RedisStore {
             self.prefix,
             provider.len()
         )
+    }
+    /// The user's second-factor keys (`""`, `:step`, `:rc`, `:pending`, `:grace`), in the
+    /// user's slot.
+    fn factor_key(&self, user: &str, part: &str) -> String {
+        format!("{}:{{{user}}}:2fa{part}", self.prefix)
+    }
+    fn factor_keys(&self, user: &str) -> [String; 4] {
+        ["", ":step", ":rc", ":pending"].map(|p| self.factor_key(user, p))
     }
     fn once_key(&self, key: &str) -> String {
         format!("{}:once:{key}", self.prefix)
@@ -1192,6 +1249,142 @@ impl SessionStore for RedisStore {
         self.index_idp(&added, &member, abs_end).await?;
         self.unindex_idp(&dropped, &member).await;
         Ok(true)
+    }
+
+    async fn factor(&self, user: &str) -> Result<Option<FactorRecord>, StoreError> {
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        let m: HashMap<String, String> = self
+            .timed(
+                &f,
+                redis::cmd("HGETALL")
+                    .arg(self.factor_key(user, ""))
+                    .query_async(&mut c),
+            )
+            .await?;
+        let Some(secret) = m.get("secret") else {
+            return Ok(None);
+        };
+        Ok(Some(FactorRecord {
+            secret_sealed: secret.clone(),
+            enrolled_at: num(&m, "enrolled"),
+        }))
+    }
+
+    async fn set_factor(
+        &self,
+        user: &str,
+        rec: &FactorRecord,
+        step: u64,
+        recovery: &[String],
+    ) -> Result<(), StoreError> {
+        let keys = self.factor_keys(user);
+        let mut inv = self.scripts.set_factor.prepare_invoke();
+        for k in &keys {
+            inv.key(k);
+        }
+        inv.arg(&rec.secret_sealed).arg(rec.enrolled_at).arg(step);
+        for h in recovery {
+            inv.arg(h);
+        }
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        let _: i64 = self.timed(&f, inv.invoke_async(&mut c)).await?;
+        Ok(())
+    }
+
+    async fn remove_factor(&self, user: &str) -> Result<bool, StoreError> {
+        let mut inv = self.scripts.remove_factor.prepare_invoke();
+        for k in &self.factor_keys(user) {
+            inv.key(k);
+        }
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        let had: i64 = self.timed(&f, inv.invoke_async(&mut c)).await?;
+        Ok(had == 1)
+    }
+
+    async fn put_pending_factor(
+        &self,
+        user: &str,
+        sealed: &str,
+        until: u64,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        let () = self
+            .timed(
+                &f,
+                redis::cmd("SET")
+                    .arg(self.factor_key(user, ":pending"))
+                    .arg(sealed)
+                    .arg("EXAT")
+                    .arg(until)
+                    .query_async(&mut c),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn pending_factor(&self, user: &str) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        self.timed(
+            &f,
+            redis::cmd("GET")
+                .arg(self.factor_key(user, ":pending"))
+                .query_async(&mut c),
+        )
+        .await
+    }
+
+    async fn use_factor_step(&self, user: &str, step: u64) -> Result<bool, StoreError> {
+        let mut inv = self.scripts.use_step.key(self.factor_key(user, ""));
+        inv.key(self.factor_key(user, ":step")).arg(step);
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        let ok: i64 = self.timed(&f, inv.invoke_async(&mut c)).await?;
+        Ok(ok == 1)
+    }
+
+    async fn use_recovery_code(&self, user: &str, hash: &str) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        let n: i64 = self
+            .timed(
+                &f,
+                redis::cmd("SREM")
+                    .arg(self.factor_key(user, ":rc"))
+                    .arg(hash)
+                    .query_async(&mut c),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn recovery_codes_left(&self, user: &str) -> Result<usize, StoreError> {
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        self.timed(
+            &f,
+            redis::cmd("SCARD")
+                .arg(self.factor_key(user, ":rc"))
+                .query_async(&mut c),
+        )
+        .await
+    }
+
+    async fn factor_grace_start(&self, user: &str, now: u64) -> Result<u64, StoreError> {
+        let mut inv = self
+            .scripts
+            .grace_start
+            .key(self.factor_key(user, ":grace"));
+        inv.arg(now);
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        let v: String = self.timed(&f, inv.invoke_async(&mut c)).await?;
+        v.parse()
+            .map_err(|_| StoreError::UnexpectedReply("a grace start that is no number".into()))
     }
 
     async fn rate_take(

@@ -48,6 +48,7 @@ mod reload;
 mod request_framing;
 mod revocation_sync;
 mod rotation_safety;
+mod second_factor;
 mod self_service;
 mod session_lifetime;
 mod store_idp;

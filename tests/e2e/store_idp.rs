@@ -120,7 +120,14 @@ on_one_redis!(
     update_identity_never_revives,
     first_use_once_then_expires,
     rotations_are_counted_per_window,
+    second_factor_state,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn second_factor_race_on_one_redis_has_one_winner() {
+    let redis = RedisServer::start().await;
+    c::second_factor_race(single(redis.url())).await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn first_use_race_on_one_redis_has_one_winner() {
@@ -457,6 +464,8 @@ async fn every_idp_behaviour_holds_on_a_six_node_redis_cluster() {
     c::first_use_once_then_expires(&*s).await;
     c::rotations_are_counted_per_window(&*s).await;
     c::first_use_race(s.clone()).await;
+    c::second_factor_state(&*s).await;
+    c::second_factor_race(s.clone()).await;
     a_record_from_the_previous_version_still_loads(&*s, &cli).await;
     an_unreadable_link_is_no_session(&*s, &cli).await;
     stale_index_entries_are_dropped_when_read(&*s, &cli).await;

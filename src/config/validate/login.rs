@@ -38,6 +38,7 @@ pub(super) fn validate(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> 
         }
     };
     check_duration(errs, "login.failure_window", l.failure_window);
+    second_factor(l, errs);
     let upstream = match l.mode {
         LoginMode::Upstream => upstream(l, source, errs),
         LoginMode::UsersFile | LoginMode::Oidc => {
@@ -63,6 +64,33 @@ pub(super) fn validate(l: &RawLogin, source: &dyn Source, errs: &mut Errors) -> 
         max_failures_per_user_total: total,
         max_failures_per_ip: l.max_failures_per_ip,
         failure_window: l.failure_window,
+        require_second_factor: l.require_second_factor,
+        second_factor_grace: l.second_factor_grace,
+    }
+}
+
+/// The longest `login.second_factor_grace`: a grace is a time to enrol, not a way out.
+const MAX_SECOND_FACTOR_GRACE: std::time::Duration =
+    std::time::Duration::from_secs(366 * 24 * 3600);
+
+/// `login.require_second_factor` needs the gateway's own login (the users file), and a grace
+/// means nothing without it.
+fn second_factor(l: &RawLogin, errs: &mut Errors) {
+    if l.require_second_factor && l.users_file_in_use().is_none() {
+        errs.add(
+            "login.require_second_factor",
+            "needs the gateway's own login (a users file): an app or a provider that signs users \
+             in asks for their second factor itself",
+        );
+    }
+    if !l.second_factor_grace.is_zero() && !l.require_second_factor {
+        errs.add(
+            "login.second_factor_grace",
+            "only applies with login.require_second_factor = true",
+        );
+    }
+    if l.second_factor_grace > MAX_SECOND_FACTOR_GRACE {
+        errs.add("login.second_factor_grace", "must be at most 366d");
     }
 }
 

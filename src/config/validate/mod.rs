@@ -62,6 +62,7 @@ pub fn validate(
     let csrf = policy::csrf(&raw.csrf, &mut errs);
     let rate_limit = rate_limit::validate(&raw.rate_limit, &raw.route, &mut errs);
     policy::log_level(&raw.log, &mut errs);
+    let ui = ui(&raw.ui, &mut errs);
     if let Some(server) = &server {
         policy::admin_exposure(server, &raw.admin, &mut errs);
     }
@@ -99,6 +100,7 @@ pub fn validate(
             enabled: raw.access_log.enabled,
             file: raw.access_log.file,
         },
+        ui,
         log_level: raw.log.level,
         log_format: raw.log.format,
         builtin_whoami,
@@ -106,6 +108,21 @@ pub fn validate(
         warnings: errs.1,
         rate_limit,
     })
+}
+
+/// `[ui]`: the product name is shown on every page (escaped there), so it is plain text of a
+/// reasonable length.
+fn ui(raw: &super::raw::RawUi, errs: &mut Errors) -> super::UiConfig {
+    let name = raw.product_name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        errs.add(
+            "ui.product_name",
+            "must be 1 to 64 characters of plain text, without control characters",
+        );
+    }
+    super::UiConfig {
+        product_name: name.to_string(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
