@@ -19,7 +19,8 @@ BESIDE_CONNS = int(os.environ.get("BESIDE_CONNS", "10000"))
 # ACCESS_LOG=1: sessiongate writes its access log (to a file), as it does by default.
 ACCESS_LOG = os.environ.get("ACCESS_LOG", "") == "1"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "sessiongate")
+# SG_BIN=path: measure another build of sessiongate than this checkout's release build.
+BIN = os.environ.get("SG_BIN") or os.path.join(ROOT, "target", "release", "sessiongate")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 UA = "sessiongate-load/1"

@@ -21,6 +21,7 @@
 #   ROUNDS=5 DURATION=15 CONNS=64 benches/load.sh
 #   SCENARIOS=cookie,h2 benches/load.sh
 #   IDLE_CONNS=10000 H2_STREAMS=10 REDIS_SESSIONS=10000 REDIS_USERS=1000 benches/load.sh
+#   SG_BIN=path BASELINE_BIN=path benches/load.sh  # another build measured, and one beside
 #   ACCESS_LOG=1 benches/load.sh      # sessiongate with its access log on (off by default here,
 #                                     # as nginx's is: the peers are compared doing the same work)
 #
