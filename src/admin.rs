@@ -53,17 +53,26 @@ async fn answer<B>(rt: &Runtime, req: &Request<B>, rest: &str) -> Result<Respons
             )
         }
         (&Method::POST, "reset-second-factor") => {
-            let removed = rt
-                .sessions
-                .store()
-                .remove_factor(&user)
-                .await
-                .map_err(unavailable)?;
-            rt.audit
-                .emit(crate::audit::Event::new("second_factor_reset").user(&user));
+            // Every second factor: the TOTP secret with its recovery codes, and each passkey.
+            let store = rt.sessions.store();
+            let removed = store.remove_factor(&user).await.map_err(unavailable)?;
+            let mut passkeys = 0;
+            for (id, _) in store.passkeys(&user).await.map_err(unavailable)? {
+                passkeys += usize::from(
+                    store
+                        .remove_passkey(&user, &id)
+                        .await
+                        .map_err(unavailable)?,
+                );
+            }
+            rt.audit.emit(
+                crate::audit::Event::new("second_factor_reset")
+                    .user(&user)
+                    .count(passkeys),
+            );
             body::json(
                 StatusCode::OK,
-                &serde_json::json!({"user": user, "removed": removed}),
+                &serde_json::json!({"user": user, "removed": removed, "passkeys_removed": passkeys}),
             )
         }
         (_, "sessions" | "revoke-all" | "reset-second-factor") => {

@@ -102,10 +102,10 @@ impl Signer {
         handle: &str,
     ) -> Option<String> {
         let now = now_unix();
-        if let Some(e) = self.cache.get(sid) {
-            if now < e.1 + self.ttl / 2 {
-                return Some(e.0.clone());
-            }
+        if let Some(e) = self.cache.get(sid)
+            && now < e.1 + self.ttl / 2
+        {
+            return Some(e.0.clone());
         }
         let claims = AssertionClaims {
             iss: self.issuer.clone(),

@@ -194,14 +194,12 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     own(status, "application/json", Body::full(value.to_string()))
 }
 
-/// An HTML page of the gateway's own, under a strict CSP: no scripts, no external anything.
+/// An HTML page of the gateway's own, under a strict CSP: no external anything, no script but
+/// the passkey one (`pages::csp`).
 pub fn html(status: StatusCode, page: String) -> Response<Body> {
     let mut r = own(status, "text/html; charset=utf-8", Body::full(page));
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, crate::pages::csp().clone());
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,

@@ -1,5 +1,6 @@
-//! The gateway's HTML pages: small, accessible, self-contained (no scripts, no external
-//! assets), served under a strict CSP by `body::html`. Templated with askama (`templates/`,
+//! The gateway's HTML pages: small, accessible, self-contained (no external assets; one
+//! inline script, for passkeys, allowed by its hash alone), served under a strict CSP by
+//! `body::html`. Templated with askama (`templates/`,
 //! compiled in): every value is HTML-escaped by construction unless a template says `|safe`,
 //! which only the QR code's SVG (the gateway's own drawing) does. `escape` stays for the two
 //! small pages outside templates (`dev`'s whoami, the OpenID callback's hop).
@@ -55,6 +56,25 @@ fn product() -> String {
     PRODUCT.load().as_str().to_string()
 }
 
+/// The passkey script (`templates/webauthn.js`), inline in the pages that offer passkeys.
+pub const SCRIPT: &str = include_str!("../templates/webauthn.js");
+
+/// The CSP of every page of the gateway's: nothing from anywhere but the passkey script (by
+/// its SHA-256) and requests to the gateway itself (its JSON endpoints).
+pub fn csp() -> &'static http::HeaderValue {
+    static CSP: std::sync::LazyLock<http::HeaderValue> = std::sync::LazyLock::new(|| {
+        use base64::Engine;
+        use sha2::Digest;
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(SCRIPT));
+        let v = format!(
+            "default-src 'none'; script-src 'sha256-{hash}'; connect-src 'self'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        );
+        http::HeaderValue::from_str(&v)
+            .unwrap_or(http::HeaderValue::from_static("default-src 'none'"))
+    });
+    &CSP
+}
+
 /// A page, rendered; a template that cannot render (it only writes strings) gives the short
 /// message page's text rather than a panic.
 fn render(t: &impl Template) -> String {
@@ -79,6 +99,7 @@ struct Login<'a> {
     notice: Option<&'a str>,
     buttons: Vec<Button>,
     form: bool,
+    script: &'static str,
 }
 
 #[derive(Template)]
@@ -88,6 +109,14 @@ struct Message<'a> {
     title: &'a str,
     message: &'a str,
     again: Option<&'a str>,
+}
+
+/// One passkey on the sessions page; `id` is its credential id (base64url).
+pub struct PasskeyRow {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub last_used: String,
 }
 
 /// One row of the sessions page; `handle` is `None` for the session asking.
@@ -107,6 +136,8 @@ struct SessionsPage<'a> {
     product: String,
     rows: &'a [SessionRow],
     factor: Option<Option<usize>>,
+    passkeys: Option<&'a [PasskeyRow]>,
+    script: &'static str,
 }
 
 #[derive(Template)]
@@ -115,6 +146,9 @@ struct SecondFactor<'a> {
     product: String,
     token: &'a str,
     error: Option<&'a str>,
+    totp: bool,
+    passkey: bool,
+    script: &'static str,
 }
 
 #[derive(Template)]
@@ -179,6 +213,7 @@ pub fn login_choices(
         notice,
         buttons,
         form,
+        script: SCRIPT,
     })
 }
 
@@ -193,14 +228,20 @@ pub fn sign_in_failed(title: &str, message: &str, again: &str) -> String {
     })
 }
 
-/// The sessions list, and the two-factor section: `None` when the account has none to manage
-/// here (signed in through a provider), else whether it is on and how many recovery codes are
-/// left.
-pub fn sessions_page(rows: &[SessionRow], factor: Option<Option<usize>>) -> String {
+/// The sessions list, the two-factor section (`None` when the account has none to manage
+/// here: signed in through a provider; else whether it is on and how many recovery codes are
+/// left), and the passkeys section (`None` likewise).
+pub fn sessions_page(
+    rows: &[SessionRow],
+    factor: Option<Option<usize>>,
+    passkeys: Option<&[PasskeyRow]>,
+) -> String {
     render(&SessionsPage {
         product: product(),
         rows,
         factor,
+        passkeys,
+        script: SCRIPT,
     })
 }
 
@@ -214,13 +255,23 @@ pub fn message_page(title: &str, message: &str) -> String {
     })
 }
 
-/// The second step of a sign-in: the code from the authenticator app, or a recovery code.
-/// `token` is the sealed, single-use sign-in waiting for it.
-pub fn second_factor_page(token: &str, error: Option<&str>) -> String {
+/// Which second factors a user has (what their second step offers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Factors {
+    pub totp: bool,
+    pub passkey: bool,
+}
+
+/// The second step of a sign-in: the code from the authenticator app or a recovery code,
+/// and/or a passkey. `token` is the sealed, single-use sign-in waiting for it.
+pub fn second_factor_page(token: &str, error: Option<&str>, factors: Factors) -> String {
     render(&SecondFactor {
         product: product(),
         token,
         error,
+        totp: factors.totp,
+        passkey: factors.passkey,
+        script: SCRIPT,
     })
 }
 
@@ -250,7 +301,7 @@ mod tests {
     #[test]
     fn login_page_escapes_return_to() {
         let p = login_page("/x\"><script>", None);
-        assert!(!p.contains("<script>"));
+        assert!(!p.contains("/x\"><script>"));
         assert!(p.contains("&quot;&gt;&lt;script&gt;"), "{p}");
         assert!(p.contains("action=\"/.auth/login\""));
     }
@@ -268,19 +319,35 @@ mod tests {
             last_seen: x.into(),
             handle: Some(x.into()),
         };
+        let key = PasskeyRow {
+            id: x.into(),
+            name: x.into(),
+            created: x.into(),
+            last_used: x.into(),
+        };
+        let both = Factors {
+            totp: true,
+            passkey: true,
+        };
         for p in [
             login_choices(x, Some(x), Some(x), &[(x, x)], true),
             sign_in_failed(x, x, x),
             message_page(x, x),
-            sessions_page(&[row], Some(Some(2))),
-            second_factor_page(x, Some(x)),
+            sessions_page(&[row], Some(Some(2)), Some(&[key])),
+            second_factor_page(x, Some(x), both),
             enrol_page("<svg></svg>", x, Some(x)),
             recovery_codes_page(&[x.to_string()]),
         ] {
             assert!(!p.contains(x), "{p}");
             assert!(p.contains(shown), "{p}");
             assert!(p.contains("</header>") && p.contains("<title>"), "{p}");
-            assert!(!p.contains("<script"), "{p}");
+            // The one script is the passkey one, whose hash the CSP names.
+            assert_eq!(
+                p.matches("<script").count(),
+                p.matches(SCRIPT).count(),
+                "{p}"
+            );
         }
+        assert!(csp().to_str().unwrap().contains("script-src 'sha256-"));
     }
 }

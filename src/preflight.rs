@@ -195,11 +195,11 @@ pub fn check(files: &Files, dev: bool) -> Result<Checked, ConfigErrors> {
         assertion_key(key, path, &mut errs);
     }
     distinct_assertion_keys(&files.assertion_keys, &mut errs);
-    if !files.system_roots_for.is_empty() {
-        if let Err(e) = crate::proxy::system_roots() {
-            for key in &files.system_roots_for {
-                errs.push(ConfigError::new(key.clone(), e.clone()));
-            }
+    if !files.system_roots_for.is_empty()
+        && let Err(e) = crate::proxy::system_roots()
+    {
+        for key in &files.system_roots_for {
+            errs.push(ConfigError::new(key.clone(), e.clone()));
         }
     }
     let users = users(files.users_file.as_deref(), dev, &mut errs, &mut notes);
@@ -288,18 +288,17 @@ fn distinct_assertion_keys(keys: &[(&'static str, PathBuf)], errs: &mut Vec<Conf
             Signer::kid_of_pem(&pem).ok()
         })
         .collect();
-    if let [(current, _), (previous, _)] = keys {
-        if let [Some(a), Some(b)] = kids.as_slice() {
-            if a == b {
-                errs.push(ConfigError::new(
-                    *previous,
-                    format!(
-                        "holds the same key as {current}: it must be another key (during a \
+    if let [(current, _), (previous, _)] = keys
+        && let [Some(a), Some(b)] = kids.as_slice()
+        && a == b
+    {
+        errs.push(ConfigError::new(
+            *previous,
+            format!(
+                "holds the same key as {current}: it must be another key (during a \
                          rotation, the next key, then the one it replaced)"
-                    ),
-                ));
-            }
-        }
+            ),
+        ));
     }
 }
 

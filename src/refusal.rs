@@ -92,6 +92,13 @@ pub enum Refusal {
     /// An enrolment confirmed with a wrong code.
     #[error("invalid code")]
     InvalidCode,
+    /// A passkey ceremony the relying party refused (signature, origin, challenge, user
+    /// verification, counter, or a passkey not the user's); the word says which step.
+    #[error("passkey refused: {0}")]
+    PasskeyRefused(&'static str),
+    /// A passkey ceremony past its time, used already, or from another address or session.
+    #[error("passkey ceremony expired")]
+    CeremonyExpired,
     #[error("too many failed sign-ins")]
     Throttled { json: bool, retry: Duration },
     #[error("invalid refresh token")]
@@ -190,6 +197,8 @@ impl Refusal {
             SecondFactorEnrolmentRequired { .. } => StatusCode::FORBIDDEN,
             SecondFactorConflict(_) => StatusCode::CONFLICT,
             InvalidCode => StatusCode::BAD_REQUEST,
+            PasskeyRefused(_) => StatusCode::UNAUTHORIZED,
+            CeremonyExpired => StatusCode::BAD_REQUEST,
             StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Csrf(_) | Forbidden { .. } => StatusCode::FORBIDDEN,
             StepUp {
@@ -243,6 +252,8 @@ impl Refusal {
             SecondFactorEnrolmentRequired { .. } => "second_factor_enrolment_required",
             SecondFactorConflict(_) => "second_factor_conflict",
             InvalidCode => "invalid_code",
+            PasskeyRefused(_) => "passkey_refused",
+            CeremonyExpired => "ceremony_expired",
             Throttled { .. } => "throttled",
             InvalidRefreshToken { .. } => "invalid_refresh_token",
             AdminOff => "admin_off",
@@ -282,6 +293,8 @@ impl Refusal {
             | SecondFactorEnrolmentRequired { .. }
             | SecondFactorConflict(_)
             | InvalidCode
+            | PasskeyRefused(_)
+            | CeremonyExpired
             | Throttled { .. }
             | InvalidRefreshToken { .. }
             | AdminOff
@@ -360,6 +373,12 @@ impl Refusal {
             ),
             SecondFactorConflict(word) => error(status, word, None),
             InvalidCode => error(status, "invalid_code", None),
+            PasskeyRefused(word) => error(status, "passkey_refused", Some(word)),
+            CeremonyExpired => error(
+                status,
+                "ceremony_expired",
+                Some("This took too long or was used already. Please try again."),
+            ),
             Throttled { json, retry } => throttled(json, retry),
             RateLimited {
                 navigation,

@@ -115,7 +115,8 @@ impl Flood {
     }
     /// The pause after the batch that starts at frame `n`.
     fn pause_after(self, n: u64) -> Option<Duration> {
-        (self == Flood::RapidResetPaced && (n / PACED_ROUND) % 2 == 0).then_some(PACED_PAUSE)
+        (self == Flood::RapidResetPaced && (n / PACED_ROUND).is_multiple_of(2))
+            .then_some(PACED_PAUSE)
     }
     /// Frames `n..n + count` of the attack on one connection, as bytes.
     fn batch(self, n: u64, count: u64, out: &mut Vec<u8>) {

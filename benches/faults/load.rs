@@ -484,7 +484,7 @@ impl User {
 
     /// Until stopped: log in, browse, log out, check the logout.
     async fn run(mut self) -> Tally {
-        let (user, password) = if self.index % 2 == 0 {
+        let (user, password) = if self.index.is_multiple_of(2) {
             ("alice", ALICE_PASSWORD)
         } else {
             ("bob", BOB_PASSWORD)

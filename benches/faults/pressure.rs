@@ -86,7 +86,7 @@ impl Crowd {
 /// Slow clients and idle sockets alternate, so that both kinds are opened (and meet their
 /// deadline) side by side.
 fn is_slow(i: usize) -> bool {
-    i % 2 == 0
+    i.is_multiple_of(2)
 }
 const _: () = assert!(SLOW == IDLE, "is_slow alternates the two kinds");
 

@@ -8,6 +8,7 @@ mod oidc;
 pub(crate) mod return_to;
 pub(crate) mod second_factor;
 pub(crate) mod sessions;
+mod webauthn;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +79,9 @@ async fn route(rt: &Arc<Runtime>, req: Request<Incoming>, ctx: &RequestCtx) -> A
             }
             _ => Err(Refusal::MethodNotAllowed),
         };
+    }
+    if let Some(rest) = path.strip_prefix("/.auth/webauthn/") {
+        return webauthn::route(rt, req, ctx, ua, rest).await;
     }
     match (path, &method) {
         ("/.auth/login", &Method::GET | &Method::HEAD) => Ok(login_page(rt, ctx)),
@@ -265,7 +269,7 @@ async fn login(
         SignedIn::Session { issued, enrol_by } => (issued, enrol_by),
         SignedIn::AskCode(_) if json => return Err(Refusal::SecondFactorRequired),
         SignedIn::AskCode(user) => {
-            return Ok(second_factor::ask_page(rt, &user, ctx.client_ip, &target));
+            return Ok(second_factor::ask_page(rt, &user, ctx.client_ip, &target).await);
         }
     };
     Metrics::outcome(&rt.metrics.logins, "ok");

@@ -90,6 +90,23 @@ pub(crate) async fn at_login(
 ) -> Result<Verdict, StoreError> {
     let store = rt.sessions.store();
     let Some(rec) = store.factor(user).await? else {
+        // Passkeys only: a code cannot stand in for one (the browser's second step asks
+        // for the passkey, `auth::webauthn`).
+        if !store.passkeys(user).await?.is_empty() {
+            let v = if codes.totp.is_some() || codes.recovery.is_some() {
+                Verdict::Wrong
+            } else {
+                Verdict::Ask
+            };
+            if v == Verdict::Wrong {
+                rt.audit.emit(
+                    Event::new("second_factor_failed")
+                        .user(user)
+                        .ip(&ip.to_string()),
+                );
+            }
+            return Ok(v);
+        }
         if !rt.cfg.login.require_second_factor {
             return Ok(Verdict::Open { enrol_by: None });
         }
@@ -169,13 +186,38 @@ pub(crate) fn finish(attempt: Attempt<'_>, v: Verdict) {
 
 /// A sign-in waiting for its second factor in the browser, sealed into the page.
 #[derive(Serialize, Deserialize)]
-struct Pending {
-    user: String,
+pub(crate) struct Pending {
+    pub user: String,
     ip: String,
-    exp: u64,
+    pub exp: u64,
     /// Makes it single use (`first_use`).
     nonce: String,
     return_to: String,
+}
+
+impl Pending {
+    /// The sign-in `token` carries, while it is within its time and from the address it was
+    /// made for (not yet used up: [`Pending::use_up`]), with where it goes (validated again).
+    pub(crate) fn open(rt: &Runtime, token: &str, ip: IpAddr) -> Result<(Self, String), Refusal> {
+        let p: Pending = rt
+            .sealer
+            .open(LOGIN_PURPOSE, token)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| expired("/"))?;
+        let target = valid_return_to(rt, Some(&p.return_to));
+        if p.exp <= now_unix() || p.ip != ip.to_string() {
+            return Err(expired(&target));
+        }
+        Ok((p, target))
+    }
+
+    /// Use the sign-in up (once, across instances): `false` when it was used already.
+    pub(crate) async fn use_up(&self, rt: &Runtime) -> Result<bool, StoreError> {
+        rt.sessions
+            .store()
+            .first_use(&format!("2fa-login:{}", self.nonce), self.exp)
+            .await
+    }
 }
 
 fn seal_pending(rt: &Runtime, user: &str, ip: IpAddr, exp: u64, return_to: &str) -> String {
@@ -192,10 +234,30 @@ fn seal_pending(rt: &Runtime, user: &str, ip: IpAddr, exp: u64, return_to: &str)
         .unwrap_or_default()
 }
 
-/// The page that asks a browser for the code of `user`, whose password was right.
-pub(crate) fn ask_page(rt: &Runtime, user: &str, ip: IpAddr, return_to: &str) -> Response<Body> {
+/// Which second factors `user` has; a store that does not answer shows the code form (the
+/// step that follows says what is wrong).
+pub(crate) async fn factors_of(rt: &Runtime, user: &str) -> pages::Factors {
+    let store = rt.sessions.store();
+    let (totp, keys) = tokio::join!(store.factor(user), store.passkeys(user));
+    pages::Factors {
+        totp: totp.map_or(true, |t| t.is_some()),
+        passkey: keys.is_ok_and(|k| !k.is_empty()),
+    }
+}
+
+/// The page that asks a browser for the second factor of `user`, whose password was right.
+pub(crate) async fn ask_page(
+    rt: &Runtime,
+    user: &str,
+    ip: IpAddr,
+    return_to: &str,
+) -> Response<Body> {
     let token = seal_pending(rt, user, ip, now_unix() + LOGIN_TTL, return_to);
-    let mut r = body::html(StatusCode::OK, pages::second_factor_page(&token, None));
+    let factors = factors_of(rt, user).await;
+    let mut r = body::html(
+        StatusCode::OK,
+        pages::second_factor_page(&token, None, factors),
+    );
     r.headers_mut().insert(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),
@@ -238,23 +300,9 @@ pub(crate) async fn verify(
     let form: VerifyForm = serde_urlencoded::from_bytes(&raw)
         .map_err(|_| Refusal::BadRequest("expected token and a code"))?;
     let ip = ctx.client_ip;
-    let p: Pending = rt
-        .sealer
-        .open(LOGIN_PURPOSE, &form.token)
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| expired("/"))?;
-    let target = valid_return_to(rt, Some(&p.return_to));
-    let now = now_unix();
-    if p.exp <= now || p.ip != ip.to_string() {
-        return Err(expired(&target));
-    }
+    let (p, target) = Pending::open(rt, &form.token, ip)?;
     let unavailable = |_| Refusal::StoreUnavailable { navigation: true };
-    let store = rt.sessions.store();
-    if !store
-        .first_use(&format!("2fa-login:{}", p.nonce), p.exp)
-        .await
-        .map_err(unavailable)?
-    {
+    if !p.use_up(rt).await.map_err(unavailable)? {
         return Err(expired(&target));
     }
     let user = rt.users.active(&p.user).ok_or_else(|| expired(&target))?;
@@ -271,9 +319,10 @@ pub(crate) async fn verify(
         .await
         .map_err(unavailable)?;
     finish(attempt, v);
+    let factors = factors_of(rt, &user.name).await;
     let again = |error: Option<&str>, status| {
         let token = seal_pending(rt, &user.name, ip, p.exp, &target);
-        body::html(status, pages::second_factor_page(&token, error))
+        body::html(status, pages::second_factor_page(&token, error, factors))
     };
     match v {
         Verdict::Open { .. } => {
@@ -294,11 +343,11 @@ pub(crate) async fn verify(
 
 /// The signed-in user who may manage a second factor here: one of the users file, signed in
 /// with it (not through an identity provider, whose user might share a name).
-async fn own_user(
+pub(crate) async fn own_user(
     rt: &Runtime,
     ctx: &RequestCtx,
     ua: &UserAgent<'_>,
-) -> Result<(String, crate::cookies::Outgoing), Refusal> {
+) -> Result<(Arc<crate::sessions::Identity>, crate::cookies::Outgoing), Refusal> {
     let (id, set) = require_session(rt, ctx, ua).await?;
     let unavailable = |_| Refusal::StoreUnavailable { navigation: false }.keeping(&set);
     let rec = rt
@@ -314,7 +363,7 @@ async fn own_user(
         ))
         .keeping(&set));
     }
-    Ok((id.sub.clone(), set))
+    Ok((id, set))
 }
 
 /// The QR code of `uri` as an SVG element (no XML declaration: it goes inside the page).
@@ -342,7 +391,8 @@ pub(crate) async fn enroll<B>(
     ua: &UserAgent<'_>,
 ) -> Answer {
     let html = wants_html(req.headers());
-    let (user, set) = own_user(rt, ctx, ua).await?;
+    let (id, set) = own_user(rt, ctx, ua).await?;
+    let user = id.sub.clone();
     let unavailable = |_| Refusal::StoreUnavailable { navigation: html }.keeping(&set);
     let store = rt.sessions.store();
     if store.factor(&user).await.map_err(unavailable)?.is_some() {
@@ -414,7 +464,8 @@ pub(crate) async fn confirm(
     let code = body
         .ok_or(Refusal::BadRequest("expected {\"code\": ...}"))?
         .code;
-    let (user, set) = own_user(rt, ctx, ua).await?;
+    let (id, set) = own_user(rt, ctx, ua).await?;
+    let user = id.sub.clone();
     let unavailable = |_| Refusal::StoreUnavailable { navigation: html }.keeping(&set);
     let store = rt.sessions.store();
     let secret = store

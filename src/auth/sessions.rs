@@ -18,7 +18,7 @@ use crate::store::SessionRecord;
 use crate::web::headers::{wants_html, wants_json};
 use crate::web::user_agent::UserAgent;
 
-fn when(secs: u64) -> String {
+pub(super) fn when(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
@@ -27,6 +27,7 @@ fn html_page(
     list: &[SessionRecord],
     current_sid: &str,
     factor: Option<Option<usize>>,
+    passkeys: Option<&[pages::PasskeyRow]>,
 ) -> String {
     let rows: Vec<pages::SessionRow> = list
         .iter()
@@ -40,7 +41,7 @@ fn html_page(
             handle: (r.sid != current_sid).then(|| rt.sessions.handle(&r.sid)),
         })
         .collect();
-    pages::sessions_page(&rows, factor)
+    pages::sessions_page(&rows, factor, passkeys)
 }
 
 type SessionsOf = (Arc<Identity>, Outgoing, Vec<SessionRecord>);
@@ -74,7 +75,15 @@ pub async fn list<B>(
         body::json(StatusCode::OK, &serde_json::json!({ "sessions": items }))
     } else {
         let factor = super::second_factor::state(rt, &id.sub).await;
-        body::html(StatusCode::OK, html_page(rt, &list, &id.sid, factor))
+        // The same accounts manage passkeys as manage a code (users of the users file).
+        let keys = match factor {
+            Some(_) => super::webauthn::rows(rt, &id.sub).await,
+            None => None,
+        };
+        body::html(
+            StatusCode::OK,
+            html_page(rt, &list, &id.sid, factor, keys.as_deref()),
+        )
     };
     refusal::append(&mut r, set);
     Ok(r)

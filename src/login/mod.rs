@@ -3,6 +3,7 @@
 //! `pipeline::upstream_login`.
 
 pub(crate) mod grant;
+pub mod passkeys;
 pub(crate) mod throttle;
 pub mod totp;
 pub mod users;

@@ -50,6 +50,9 @@ fn valid_name(s: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Users {
     map: Arc<HashMap<String, User>>,
+    /// Each user by their passkey handle (`login::passkeys::user_handle`): a passwordless
+    /// sign-in names the user by it alone.
+    handles: Arc<HashMap<[u8; 16], String>>,
     dummy_phc: Arc<String>,
     /// At most this many argon2 verifications at once: each takes ~19 MiB and a core, so
     /// unbounded concurrency would let a burst of logins exhaust memory.
@@ -77,6 +80,7 @@ impl Users {
     pub fn empty() -> Self {
         Self {
             map: Arc::new(HashMap::new()),
+            handles: Arc::new(HashMap::new()),
             dummy_phc: Arc::new(DUMMY_PHC.to_string()),
             hashing: Arc::new(tokio::sync::Semaphore::new(hash_slots())),
         }
@@ -122,7 +126,23 @@ impl Users {
                 },
             );
         }
+        users.index_handles();
         Ok(users)
+    }
+
+    fn index_handles(&mut self) {
+        self.handles = Arc::new(
+            self.map
+                .keys()
+                .map(|n| (*super::passkeys::user_handle(n).as_bytes(), n.clone()))
+                .collect(),
+        );
+    }
+
+    /// The active user whose passkey handle this is.
+    pub fn by_passkey_handle(&self, handle: &[u8]) -> Option<User> {
+        let h: [u8; 16] = handle.try_into().ok()?;
+        self.active(self.handles.get(&h)?)
     }
 
     /// Add a user (the `--dev` demo user).
@@ -137,6 +157,7 @@ impl Users {
                 disabled: false,
             },
         );
+        self.index_handles();
         Ok(())
     }
 

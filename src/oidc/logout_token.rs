@@ -161,10 +161,10 @@ pub fn claims(
     if iat > now + SKEW || iat + MAX_AGE < now {
         return Err("iat is not recent".into());
     }
-    if let Some(exp) = c.get("exp") {
-        if exp.as_u64().is_none_or(|e| e <= now) {
-            return Err("expired".into());
-        }
+    if let Some(exp) = c.get("exp")
+        && exp.as_u64().is_none_or(|e| e <= now)
+    {
+        return Err("expired".into());
     }
     let jti = c
         .get("jti")

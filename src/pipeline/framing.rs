@@ -66,13 +66,12 @@ pub fn ambiguity<B>(req: &Request<B>, spoofable: &SpoofableHeaders) -> Result<()
     if req.version() < Version::HTTP_2 && hosts == 0 {
         return Err("missing Host");
     }
-    if let (Some(auth), Some(host)) = (req.uri().authority(), h.get(header::HOST)) {
-        if !auth
+    if let (Some(auth), Some(host)) = (req.uri().authority(), h.get(header::HOST))
+        && !auth
             .as_str()
             .eq_ignore_ascii_case(host.to_str().unwrap_or(""))
-        {
-            return Err("request target authority differs from Host");
-        }
+    {
+        return Err("request target authority differs from Host");
     }
     if req.version() < Version::HTTP_2 && req.uri().scheme().is_some_and(|s| s != "https") {
         return Err("absolute-form target must be https");

@@ -18,13 +18,12 @@ pub fn apply(rt: &Runtime, h: &mut HeaderMap, id: &Identity) {
     if let Ok(v) = HeaderValue::from_str(&id.roles.join(",")) {
         h.insert(names[1].clone(), v);
     }
-    if let Some(signer) = rt.sessions.signer() {
-        if let Some(v) = signer
+    if let Some(signer) = rt.sessions.signer()
+        && let Some(v) = signer
             .assertion(&id.sub, &id.roles, &id.sid, handle)
             .and_then(|a| HeaderValue::from_str(&a).ok())
-        {
-            h.insert(names[3].clone(), v);
-        }
+    {
+        h.insert(names[3].clone(), v);
     }
     if let Ok(v) = HeaderValue::from_str(handle) {
         h.insert(names[2].clone(), v);

@@ -181,6 +181,24 @@ impl SessionStore for Switchable {
         self.up()?;
         self.inner.factor_grace_start(user, now).await
     }
+    async fn passkeys(&self, user: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.up()?;
+        self.inner.passkeys(user).await
+    }
+    async fn put_passkey(
+        &self,
+        user: &str,
+        id: &str,
+        record: &str,
+        write: crate::store::PasskeyWrite,
+    ) -> Result<bool, StoreError> {
+        self.up()?;
+        self.inner.put_passkey(user, id, record, write).await
+    }
+    async fn remove_passkey(&self, user: &str, id: &str) -> Result<bool, StoreError> {
+        self.up()?;
+        self.inner.remove_passkey(user, id).await
+    }
 }
 
 struct Setup {

@@ -110,10 +110,10 @@ impl Live {
         if !fixed.is_empty() {
             return Err(fixed);
         }
-        if let (Some(addr), true) = (self.whoami, cfg.builtin_whoami) {
-            if let (Some(up), Ok(auth)) = (cfg.upstreams.first_mut(), addr.to_string().parse()) {
-                up.authority = auth;
-            }
+        if let (Some(addr), true) = (self.whoami, cfg.builtin_whoami)
+            && let (Some(up), Ok(auth)) = (cfg.upstreams.first_mut(), addr.to_string().parse())
+        {
+            up.authority = auth;
         }
         let tls = super::tls::load_server_config(&cfg.tls_cert, &cfg.tls_key)
             .map_err(|e| vec![format!("{}: {e}", e.key())])?;

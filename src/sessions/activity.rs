@@ -39,10 +39,10 @@ impl Activity {
 
     /// Note that a session was used at `now`.
     pub fn seen(&self, user: &str, sid: &str, now: u64) {
-        if let Some(t) = self.last.get(sid) {
-            if now.saturating_sub(*t) < self.interval {
-                return;
-            }
+        if let Some(t) = self.last.get(sid)
+            && now.saturating_sub(*t) < self.interval
+        {
+            return;
         }
         self.last.insert(sid.to_string(), now);
         // A full queue drops the update: the next interval will carry it.

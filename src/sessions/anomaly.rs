@@ -220,10 +220,10 @@ where
     Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
 {
     memo.with(|m| {
-        if let Some((id, v)) = m.borrow().get(key) {
-            if *id == key_id {
-                return v == bound;
-            }
+        if let Some((id, v)) = m.borrow().get(key)
+            && *id == key_id
+        {
+            return v == bound;
         }
         let v = compute();
         let eq = v == bound;

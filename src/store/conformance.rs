@@ -668,6 +668,55 @@ pub async fn second_factor_state(s: &dyn SessionStore) {
     assert_eq!(s.pending_factor(&other).await.unwrap(), None, "expired");
 }
 
+/// Passkeys: added up to the limit (replacing one by its id does not count twice), updated only
+/// while they exist (a sign-in never revives a revoked one), removed once; users never share
+/// them; the second factor's reset leaves them to their own removal.
+pub async fn passkeys_state(s: &dyn SessionStore) {
+    use super::PasskeyWrite::{Add, Update};
+    let user = unique("u:{x}");
+    let other = format!("{user}:passkeys");
+    assert!(s.passkeys(&user).await.unwrap().is_empty());
+    assert!(
+        s.put_passkey(&user, "a", "rec-a", Add { max: 2 })
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.put_passkey(&user, "b", "rec-b", Add { max: 2 })
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.put_passkey(&user, "c", "rec-c", Add { max: 2 })
+            .await
+            .unwrap(),
+        "over the limit"
+    );
+    assert!(
+        s.put_passkey(&user, "a", "rec-a2", Add { max: 2 })
+            .await
+            .unwrap(),
+        "the same id again replaces it"
+    );
+    assert!(s.put_passkey(&user, "b", "rec-b2", Update).await.unwrap());
+    let mut got = s.passkeys(&user).await.unwrap();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![("a".into(), "rec-a2".into()), ("b".into(), "rec-b2".into())]
+    );
+    assert!(s.passkeys(&other).await.unwrap().is_empty(), "another user");
+    assert!(!s.remove_passkey(&other, "a").await.unwrap(), "not theirs");
+    assert!(s.remove_passkey(&user, "a").await.unwrap());
+    assert!(!s.remove_passkey(&user, "a").await.unwrap(), "gone");
+    assert!(
+        !s.put_passkey(&user, "a", "rec-a3", Update).await.unwrap(),
+        "an update never revives a removed passkey"
+    );
+    s.remove_factor(&user).await.unwrap();
+    assert_eq!(s.passkeys(&user).await.unwrap().len(), 1);
+}
+
 /// 16 tasks racing to use one time step and one recovery code: one winner each.
 pub async fn second_factor_race(s: Arc<dyn SessionStore>) {
     let user = unique("race");

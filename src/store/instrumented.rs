@@ -16,7 +16,7 @@ use super::{
 use crate::metrics::{Metrics, Op};
 
 /// The operations measured, in the order of [`Instrumented::ops`].
-pub const OPS: [&str; 15] = [
+pub const OPS: [&str; 16] = [
     "create",
     "rotate",
     "reopen",
@@ -32,6 +32,7 @@ pub const OPS: [&str; 15] = [
     "update_identity",
     "rate_limit",
     "second_factor",
+    "passkeys",
 ];
 
 pub struct Instrumented {
@@ -191,6 +192,22 @@ impl SessionStore for Instrumented {
     async fn factor_grace_start(&self, user: &str, now: u64) -> Result<u64, StoreError> {
         self.timed(14, self.inner.factor_grace_start(user, now))
             .await
+    }
+    async fn passkeys(&self, user: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.timed(15, self.inner.passkeys(user)).await
+    }
+    async fn put_passkey(
+        &self,
+        user: &str,
+        id: &str,
+        record: &str,
+        write: super::PasskeyWrite,
+    ) -> Result<bool, StoreError> {
+        self.timed(15, self.inner.put_passkey(user, id, record, write))
+            .await
+    }
+    async fn remove_passkey(&self, user: &str, id: &str) -> Result<bool, StoreError> {
+        self.timed(15, self.inner.remove_passkey(user, id)).await
     }
     fn shares_rate_limits(&self) -> bool {
         self.inner.shares_rate_limits()

@@ -251,6 +251,8 @@ struct Factor {
     recovery: std::collections::HashSet<String>,
     pending: Option<(String, u64)>,
     grace: Option<u64>,
+    /// Passkeys by id (at most the `max` each `put_passkey` names).
+    passkeys: HashMap<String, String>,
 }
 
 pub struct MemoryStore {
@@ -677,6 +679,42 @@ impl SessionStore for MemoryStore {
             .get_or_insert(now))
     }
 
+    async fn passkeys(&self, user: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.factors.lock().get(user).map_or_else(Vec::new, |f| {
+            f.passkeys
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }))
+    }
+
+    async fn put_passkey(
+        &self,
+        user: &str,
+        id: &str,
+        record: &str,
+        write: super::PasskeyWrite,
+    ) -> Result<bool, StoreError> {
+        let mut all = self.factors.lock();
+        let keys = &mut all.entry(user.to_string()).or_default().passkeys;
+        let allowed = match write {
+            super::PasskeyWrite::Add { max } => keys.contains_key(id) || keys.len() < max,
+            super::PasskeyWrite::Update => keys.contains_key(id),
+        };
+        if allowed {
+            keys.insert(id.to_string(), record.to_string());
+        }
+        Ok(allowed)
+    }
+
+    async fn remove_passkey(&self, user: &str, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .factors
+            .lock()
+            .get_mut(user)
+            .is_some_and(|f| f.passkeys.remove(id).is_some()))
+    }
+
     async fn rate_take(
         &self,
         key: &str,
@@ -944,6 +982,10 @@ mod tests {
         #[tokio::test]
         async fn second_factor_state() {
             c::second_factor_state(&MemoryStore::new()).await
+        }
+        #[tokio::test]
+        async fn passkeys_state() {
+            c::passkeys_state(&MemoryStore::new()).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn second_factor_race() {

@@ -204,6 +204,15 @@ pub struct RotatePolicy {
     pub window_secs: u64,
 }
 
+/// How [`SessionStore::put_passkey`] may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasskeyWrite {
+    /// A new passkey, while the user has fewer than `max`.
+    Add { max: usize },
+    /// A passkey's new state (counter, last use), only while it exists.
+    Update,
+}
+
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Store a new session.
@@ -346,6 +355,25 @@ pub trait SessionStore: Send + Sync + 'static {
     /// When the user's grace period to enrol a second factor began: `now` the first time it is
     /// asked for (kept from then on, atomically), the first answer after that.
     async fn factor_grace_start(&self, user: &str, now: u64) -> Result<u64, StoreError>;
+
+    /// The user's passkeys (WebAuthn credentials) as `(id, record)`, each record as the
+    /// gateway wrote it (`login::passkeys`), in no particular order.
+    async fn passkeys(&self, user: &str) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Write the user's passkey `id`: [`PasskeyWrite::Add`] while the user has fewer than
+    /// `max` (or to replace one with this id), [`PasskeyWrite::Update`] only while it is still
+    /// there (a sign-in's new counter never revives a revoked passkey). Atomic; returns
+    /// whether it was written.
+    async fn put_passkey(
+        &self,
+        user: &str,
+        id: &str,
+        record: &str,
+        write: PasskeyWrite,
+    ) -> Result<bool, StoreError>;
+
+    /// Remove the user's passkey `id`; whether it was there.
+    async fn remove_passkey(&self, user: &str, id: &str) -> Result<bool, StoreError>;
 
     /// Whether [`SessionStore::rate_take`] buckets are shared with other instances (Redis):
     /// then the gateway spends local leases of them; otherwise (memory) its own table is the

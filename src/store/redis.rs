@@ -25,6 +25,8 @@
 //!   — an enrolment not yet confirmed (sealed), expiring; `{prefix}:{user}:2fa:grace` — when the
 //!   user's grace to enrol began. Users of the users file only: the gateway asks after their
 //!   password;
+//! - `{prefix}:{user}:passkeys` — hash: the user's passkeys (WebAuthn credentials: public key,
+//!   counter, name, times; JSON) by credential id. Users of the users file only;
 //! - `{prefix}:once:{key}` — `first_use` keys (`SET NX EXAT`), expiring at their `until`;
 //! - `{prefix}:rl:{key}` — a rate-limit bucket's theoretical arrival time (GCRA, Unix µs on
 //!   the Redis clock; `store::gcra`), one key per bucket so its one script is cluster safe,
@@ -128,10 +130,10 @@ fn breaks_connection(e: &redis::RedisError) -> bool {
 fn watch<'a, T: Send + 'a>(flag: Arc<AtomicBool>, fut: RedisFuture<'a, T>) -> RedisFuture<'a, T> {
     Box::pin(async move {
         let r = fut.await;
-        if let Err(e) = &r {
-            if breaks_connection(e) {
-                flag.store(true, Ordering::Relaxed);
-            }
+        if let Err(e) = &r
+            && breaks_connection(e)
+        {
+            flag.store(true, Ordering::Relaxed);
         }
         r
     })
@@ -363,6 +365,16 @@ redis.call('SET', KEYS[2], ARGV[1])
 return 1
 ";
 
+/// Write passkey ARGV[1] (record ARGV[2]) into KEYS[1]: ARGV[3] "add" while the hash has fewer
+/// than ARGV[4] fields (or already has this one), "update" only when it has this one.
+const PUT_PASSKEY: &str = r"
+local there = redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
+if ARGV[3] == 'update' and not there then return 0 end
+if ARGV[3] == 'add' and not there and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
 /// The grace's start: the one kept, or ARGV[1] kept from now on.
 const GRACE_START: &str = r"
 local v = redis.call('GET', KEYS[1])
@@ -373,6 +385,7 @@ return ARGV[1]
 
 struct Scripts {
     set_factor: Script,
+    put_passkey: Script,
     remove_factor: Script,
     use_step: Script,
     grace_start: Script,
@@ -487,6 +500,7 @@ impl RedisStore {
             command_timeout: cfg.command_timeout,
             scripts: Scripts {
                 set_factor: Script::new(SET_FACTOR),
+                put_passkey: Script::new(PUT_PASSKEY),
                 remove_factor: Script::new(REMOVE_FACTOR),
                 use_step: Script::new(USE_STEP),
                 grace_start: Script::new(GRACE_START),
@@ -551,6 +565,9 @@ impl RedisStore {
     }
     fn factor_keys(&self, user: &str) -> [String; 4] {
         ["", ":step", ":rc", ":pending"].map(|p| self.factor_key(user, p))
+    }
+    fn passkeys_key(&self, user: &str) -> String {
+        format!("{}:{{{user}}}:passkeys", self.prefix)
     }
     fn once_key(&self, key: &str) -> String {
         format!("{}:once:{key}", self.prefix)
@@ -750,13 +767,13 @@ async fn feed_once(
         let Ok(text) = msg.get_payload::<String>() else {
             continue;
         };
-        if let Some((sid, until)) = text.split_once(' ') {
-            if let Ok(until) = until.parse() {
-                let _ = tx.send(FeedEvent::Revoked(Revocation {
-                    sid: sid.to_string(),
-                    until,
-                }));
-            }
+        if let Some((sid, until)) = text.split_once(' ')
+            && let Ok(until) = until.parse()
+        {
+            let _ = tx.send(FeedEvent::Revoked(Revocation {
+                sid: sid.to_string(),
+                until,
+            }));
         }
     }
     Ok(())
@@ -1042,7 +1059,7 @@ impl SessionStore for RedisStore {
         let f = c.flag();
         let out: Vec<String> = self.timed(&f, inv.invoke_async(&mut c)).await?;
         drop(c);
-        if out.len() % 2 != 0 {
+        if !out.len().is_multiple_of(2) {
             return Err(StoreError::UnexpectedReply(
                 "unexpected revoke-all reply".into(),
             ));
@@ -1385,6 +1402,54 @@ impl SessionStore for RedisStore {
         let v: String = self.timed(&f, inv.invoke_async(&mut c)).await?;
         v.parse()
             .map_err(|_| StoreError::UnexpectedReply("a grace start that is no number".into()))
+    }
+
+    async fn passkeys(&self, user: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        let m: HashMap<String, String> = self
+            .timed(
+                &f,
+                redis::cmd("HGETALL")
+                    .arg(self.passkeys_key(user))
+                    .query_async(&mut c),
+            )
+            .await?;
+        Ok(m.into_iter().collect())
+    }
+
+    async fn put_passkey(
+        &self,
+        user: &str,
+        id: &str,
+        record: &str,
+        write: super::PasskeyWrite,
+    ) -> Result<bool, StoreError> {
+        let mut inv = self.scripts.put_passkey.key(self.passkeys_key(user));
+        inv.arg(id).arg(record);
+        match write {
+            super::PasskeyWrite::Add { max } => inv.arg("add").arg(max),
+            super::PasskeyWrite::Update => inv.arg("update").arg(0),
+        };
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        let ok: i64 = self.timed(&f, inv.invoke_async(&mut c)).await?;
+        Ok(ok == 1)
+    }
+
+    async fn remove_passkey(&self, user: &str, id: &str) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        let n: i64 = self
+            .timed(
+                &f,
+                redis::cmd("HDEL")
+                    .arg(self.passkeys_key(user))
+                    .arg(id)
+                    .query_async(&mut c),
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     async fn rate_take(

@@ -275,10 +275,10 @@ fn names_media(range: &str, media: &str) -> bool {
         return false;
     }
     for p in parts {
-        if let Some((name, value)) = p.trim_matches([' ', '\t']).split_once('=') {
-            if name.eq_ignore_ascii_case("q") {
-                return non_zero_weight(value);
-            }
+        if let Some((name, value)) = p.trim_matches([' ', '\t']).split_once('=')
+            && name.eq_ignore_ascii_case("q")
+        {
+            return non_zero_weight(value);
         }
     }
     true

@@ -46,10 +46,10 @@ impl<'a> UserAgent<'a> {
     /// be repaired (not UTF-8).
     pub fn from_bytes(raw: &'a [u8]) -> Self {
         let raw = trim_blanks(raw);
-        if raw.len() <= MAX_BYTES {
-            if let Ok(s) = std::str::from_utf8(raw) {
-                return Self(Cow::Borrowed(s));
-            }
+        if raw.len() <= MAX_BYTES
+            && let Ok(s) = std::str::from_utf8(raw)
+        {
+            return Self(Cow::Borrowed(s));
         }
         // Decoding a few bytes past the limit is enough: every decoded character takes at
         // least as many bytes as it came from, so nothing past this changes what is kept.

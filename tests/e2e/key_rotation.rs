@@ -281,10 +281,10 @@ async fn one_round(t: &Traffic, b: &mut Browser, round: usize) -> Result<(), Str
             b.handle
         ));
     }
-    if round % 3 == 0 {
+    if round.is_multiple_of(3) {
         post_form(t, b).await?;
     }
-    if round % 7 == 0 {
+    if round.is_multiple_of(7) {
         refresh(t, b).await?;
     }
     Ok(())

@@ -121,6 +121,7 @@ on_one_redis!(
     first_use_once_then_expires,
     rotations_are_counted_per_window,
     second_factor_state,
+    passkeys_state,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -465,6 +466,7 @@ async fn every_idp_behaviour_holds_on_a_six_node_redis_cluster() {
     c::rotations_are_counted_per_window(&*s).await;
     c::first_use_race(s.clone()).await;
     c::second_factor_state(&*s).await;
+    c::passkeys_state(&*s).await;
     c::second_factor_race(s.clone()).await;
     a_record_from_the_previous_version_still_loads(&*s, &cli).await;
     an_unreadable_link_is_no_session(&*s, &cli).await;

@@ -60,17 +60,17 @@ pub(super) fn validate(
              client_id, client_secret_env or client_secret_file)",
         );
     }
-    if let Some(d) = raw.recheck_interval {
-        if d < MIN_RECHECK {
-            errs.add(
-                "oidc.recheck_interval",
-                format!(
-                    "must be at least 10s (each re-check asks the provider); leave it out to keep \
+    if let Some(d) = raw.recheck_interval
+        && d < MIN_RECHECK
+    {
+        errs.add(
+            "oidc.recheck_interval",
+            format!(
+                "must be at least 10s (each re-check asks the provider); leave it out to keep \
                      no refresh token of the provider and re-check nothing (it is {})",
-                    humantime::format_duration(d)
-                ),
-            );
-        }
+                humantime::format_duration(d)
+            ),
+        );
     }
     let mut providers = Vec::new();
     let mut secrets = Vec::new();

@@ -31,13 +31,13 @@ pub(super) fn validate(ss: &RawSession, errs: &mut Errors) -> SessionConfig {
             "must be at most 2m: a longer window lets a stolen refresh token be replayed",
         );
     }
-    if let Some(d) = &ss.cookie_domain {
-        if d.is_empty() || d.starts_with('.') || d.contains([';', ',', ' ', '/']) {
-            errs.add(
-                "session.cookie_domain",
-                format!("{d:?} is not a host name browsers accept"),
-            );
-        }
+    if let Some(d) = &ss.cookie_domain
+        && (d.is_empty() || d.starts_with('.') || d.contains([';', ',', ' ', '/']))
+    {
+        errs.add(
+            "session.cookie_domain",
+            format!("{d:?} is not a host name browsers accept"),
+        );
     }
     SessionConfig {
         access_ttl: ss.access_ttl,
