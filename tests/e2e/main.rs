@@ -14,6 +14,7 @@ mod ambiguous_requests;
 mod anomaly;
 mod assertion;
 mod bounded_tables;
+mod browser;
 mod check_config;
 mod cli;
 mod config_mistakes;
