@@ -104,7 +104,6 @@
         const c = await navigator.credentials.create({ publicKey: creation(s.publicKey) });
         await post("/.auth/webauthn/register/finish", { ceremony: s.ceremony, credential: attestation(c) });
         say("Added " + name + ".");
-        window.location.hash = "passkeys";
         window.location.reload();
       })().catch(failed);
     });

@@ -310,7 +310,7 @@ async function toLoginFrom(p) {
 async function submitPassword() {
   await w.page.getByLabel('Username').fill(cfg.user);
   await w.page.getByLabel('Password').fill(cfg.password);
-  return clickAndLoad(w.page.getByRole('button', { name: 'Sign in' }));
+  return clickAndLoad(w.page.getByRole('button', { name: 'Sign in', exact: true }));
 }
 
 /** Sign out from a gateway page with a form that posts to /.auth/logout (the page's own
@@ -522,6 +522,29 @@ const steps = [
     return { url: w.page.url(), cookies: await sessionCookies(), steps_ahead: step - currentStep(w.totp.period) };
   }],
 
+  ['passkey registration from the sessions page', async () => {
+    const at = await w.page.goto(url('/.auth/sessions'));
+    await gatewayPage(at, 'the sessions page');
+    const form = w.page.locator('#passkey-register');
+    check(await form.isVisible(), 'the sessions page shows no passkey form (did its script run?)');
+    check(/None yet/.test(await w.page.locator('#passkeys + p').innerText()), 'the sessions page lists a passkey before any');
+    await w.page.getByLabel('Name for a new passkey').fill('Walk key');
+    // The script registers with the authenticator, then reloads the page.
+    const resp = await clickAndLoad(w.page.getByRole('button', { name: 'Add a passkey' }));
+    await gatewayPage(resp, 'the sessions page after adding a passkey');
+    const row = w.page.locator('#passkeys + table tbody tr');
+    check(await row.count() === 1, `the sessions page lists ${await row.count()} passkeys, not 1`);
+    const cells = await row.first().locator('td').allInnerTexts();
+    check(cells[0] === 'Walk key' && cells[2] === 'never', `the passkey row says ${JSON.stringify(cells)}`);
+    const { credentials } = await w.cdp.send('WebAuthn.getCredentials', { authenticatorId: w.authenticatorId });
+    check(credentials.length === 1, `the authenticator holds ${credentials.length} credentials, not 1`);
+    const [c] = credentials;
+    check(c.isResidentCredential, 'the passkey is not discoverable (resident): no passwordless sign-in with it');
+    check(c.rpId === new URL(cfg.origin).hostname, `the passkey's RP ID is ${c.rpId}`);
+    w.passkeySignCount = c.signCount;
+    return { rpId: c.rpId, resident: c.isResidentCredential, signCount: c.signCount };
+  }],
+
   ['logout (POST /.auth/logout)', async () => {
     const at = await w.page.goto(url('/.auth/sessions'));
     await gatewayPage(at, 'the sessions page');
@@ -533,8 +556,53 @@ const steps = [
     return { url: w.page.url(), status: resp ? resp.status() : null };
   }],
 
-  // Passkey steps go here, on the authenticator set up above (w.cdp, w.authenticatorId):
-  //   'passkey registration from the sessions page' → 'passwordless login' → 'logout'.
+  ['passwordless login with the passkey', async () => {
+    await toLoginFrom('/private/passkey');
+    const button = w.page.getByRole('button', { name: 'Sign in with a passkey' });
+    check(await button.isVisible(), 'the login page shows no passkey button (did its script run?)');
+    // The script asks the authenticator, posts its answer, then goes where return_to says.
+    const resp = await clickAndLoad(button);
+    await appEcho(resp, '/private/passkey');
+    const { credentials } = await w.cdp.send('WebAuthn.getCredentials', { authenticatorId: w.authenticatorId });
+    check(credentials[0].signCount > w.passkeySignCount, 'the authenticator was not asked to sign');
+    return { url: w.page.url(), cookies: await sessionCookies(), signCount: credentials[0].signCount };
+  }],
+
+  ['the sessions page shows the passkey used', async () => {
+    const at = await w.page.goto(url('/.auth/sessions'));
+    await gatewayPage(at, 'the sessions page');
+    const cells = await w.page.locator('#passkeys + table tbody tr').first().locator('td').allInnerTexts();
+    check(cells[0] === 'Walk key' && /^\d{4}-\d\d-\d\dT/.test(cells[2]), `the passkey row says ${JSON.stringify(cells)}`);
+    return { last_used: cells[2] };
+  }],
+
+  ['logout after the passkey sign-in', async () => {
+    const resp = await postLogoutForm();
+    await noSessionCookies('after logout');
+    if (resp && (resp.headers()['content-type'] || '').startsWith('text/html')) {
+      await gatewayPage(resp, 'the page after logout');
+    }
+    return { url: w.page.url(), status: resp ? resp.status() : null };
+  }],
+
+  ['password login, then the passkey as the second factor', async () => {
+    await toLoginFrom('/private/third');
+    const resp = await submitPassword();
+    await gatewayPage(resp, 'the second-factor page');
+    check(await w.page.getByLabel('Code from your authenticator app').count() === 1, 'the second step offers no code field');
+    const button = w.page.getByRole('button', { name: 'Use your passkey' });
+    check(await button.isVisible(), 'the second step offers no passkey (did its script run?)');
+    await noSessionCookies('before the second factor');
+    const landed = await clickAndLoad(button);
+    await appEcho(landed, '/private/third');
+    return { url: w.page.url(), cookies: await sessionCookies() };
+  }],
+
+  ['logout after the second factor by passkey', async () => {
+    const resp = await postLogoutForm();
+    await noSessionCookies('after logout');
+    return { url: w.page.url(), status: resp ? resp.status() : null };
+  }],
 
   ['signed out: a protected page asks for a login again', async () => {
     await toLoginFrom('/private/hello');

@@ -1,6 +1,7 @@
 //! A real browser through the gateway's own pages: headless Chromium (Debian's, driven by
 //! `tests/browser/walk.mjs` with playwright-core) walks the password login, the sessions page,
-//! TOTP enrolment, a second-factor sign-in and logout against a gateway started here.
+//! TOTP enrolment, a second-factor sign-in, passkey registration (Chromium's virtual
+//! authenticator), a passwordless sign-in with it and logout against a gateway started here.
 //!
 //! What a browser sees that the HTTP-level tests cannot:
 //! - the session cookies as the browser stores them (`__Host-`, Secure, HttpOnly, Path=/,
@@ -11,8 +12,9 @@
 //!   the second-factor step; the sessions page's buttons), the product name on every page;
 //! - a replayed TOTP code refused in the browser's second step, the next step's code accepted;
 //! - the origin is a secure context with the test CA trusted for real (an NSS database, no
-//!   `ignoreHTTPSErrors`), so WebAuthn is not refused: a virtual authenticator is set up for
-//!   the passkey steps to come.
+//!   `ignoreHTTPSErrors`), so WebAuthn is not refused: a virtual authenticator (CTAP2,
+//!   resident keys, user verification) registers a discoverable passkey from the sessions
+//!   page, and signs in with it alone.
 //!
 //! Needs `/usr/bin/chromium`, `certutil` and `tests/browser/node_modules` (`scripts/test`
 //! installs them); without them the test fails and says so.
@@ -32,7 +34,7 @@ const WALK_TIMEOUT: Duration = Duration::from_secs(120);
 const PRODUCT: &str = "Walkway Gate 7f3";
 
 /// The steps the walk must report ok, in order. A step dropped or renamed in the script fails
-/// this test; new steps (the passkey ones) are added here as they are added there.
+/// this test; a new step is added here as it is added there.
 const STEPS: &[&str] = &[
     "the browser trusts the test CA (NSS database)",
     "launch chromium",
@@ -47,7 +49,13 @@ const STEPS: &[&str] = &[
     "password login asks for the second factor",
     "a replayed code is refused",
     "the next step's code signs in",
+    "passkey registration from the sessions page",
     "logout (POST /.auth/logout)",
+    "passwordless login with the passkey",
+    "the sessions page shows the passkey used",
+    "logout after the passkey sign-in",
+    "password login, then the passkey as the second factor",
+    "logout after the second factor by passkey",
     "signed out: a protected page asks for a login again",
 ];
 
@@ -156,7 +164,7 @@ fn reported(stdout: &str) -> (Vec<String>, Option<Value>) {
 }
 
 #[tokio::test]
-async fn a_browser_walks_login_totp_enrolment_second_factor_and_logout() {
+async fn a_browser_walks_login_totp_passkeys_and_logout() {
     require_browser_tier();
     let gw =
         Gateway::start(GatewayConfig::new().set("ui", "product_name", &format!("\"{PRODUCT}\"")))
