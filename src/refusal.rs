@@ -303,6 +303,41 @@ impl Refusal {
         }
     }
 
+    /// The answers of a sign-in and its second factor.
+    fn sign_in_response(self, status: StatusCode) -> Response<Body> {
+        use Refusal::*;
+        match self {
+            InvalidCredentials { json: true, .. } => error(status, "invalid_credentials", None),
+            InvalidCredentials {
+                json: false,
+                return_to,
+            } => body::html(
+                status,
+                pages::login_page(&return_to, Some("Invalid username or password.")),
+            ),
+            SecondFactorRequired => error(status, "second_factor_required", None),
+            InvalidSecondFactor => error(status, "invalid_second_factor", None),
+            SecondFactorEnrolmentRequired { json: true } => error(
+                status,
+                "second_factor_enrolment_required",
+                Some(ENROLMENT_OVERDUE),
+            ),
+            SecondFactorEnrolmentRequired { json: false } => body::html(
+                status,
+                pages::message_page("Two-factor authentication required", ENROLMENT_OVERDUE),
+            ),
+            SecondFactorConflict(word) => error(status, word, None),
+            InvalidCode => error(status, "invalid_code", None),
+            PasskeyRefused(word) => error(status, "passkey_refused", Some(word)),
+            CeremonyExpired => error(
+                status,
+                "ceremony_expired",
+                Some("This took too long or was used already. Please try again."),
+            ),
+            other => error(status, other.code(), None),
+        }
+    }
+
     /// The response. `sessions` builds the cookie-clearing `Set-Cookie`s where one is due.
     pub fn into_response(self, sessions: &Sessions) -> Response<Body> {
         let status = self.status();
@@ -352,33 +387,14 @@ impl Refusal {
             ),
             BodyTooLarge => error(status, "body_too_large", None),
             BodyTimeout => error(status, "body_timeout", None),
-            InvalidCredentials { json: true, .. } => error(status, "invalid_credentials", None),
-            InvalidCredentials {
-                json: false,
-                return_to,
-            } => body::html(
-                status,
-                pages::login_page(&return_to, Some("Invalid username or password.")),
-            ),
-            SecondFactorRequired => error(status, "second_factor_required", None),
-            InvalidSecondFactor => error(status, "invalid_second_factor", None),
-            SecondFactorEnrolmentRequired { json: true } => error(
-                status,
-                "second_factor_enrolment_required",
-                Some(ENROLMENT_OVERDUE),
-            ),
-            SecondFactorEnrolmentRequired { json: false } => body::html(
-                status,
-                pages::message_page("Two-factor authentication required", ENROLMENT_OVERDUE),
-            ),
-            SecondFactorConflict(word) => error(status, word, None),
-            InvalidCode => error(status, "invalid_code", None),
-            PasskeyRefused(word) => error(status, "passkey_refused", Some(word)),
-            CeremonyExpired => error(
-                status,
-                "ceremony_expired",
-                Some("This took too long or was used already. Please try again."),
-            ),
+            r @ (InvalidCredentials { .. }
+            | SecondFactorRequired
+            | InvalidSecondFactor
+            | SecondFactorEnrolmentRequired { .. }
+            | SecondFactorConflict(_)
+            | InvalidCode
+            | PasskeyRefused(_)
+            | CeremonyExpired) => r.sign_in_response(status),
             Throttled { json, retry } => throttled(json, retry),
             RateLimited {
                 navigation,
