@@ -37,6 +37,7 @@ mod oidc_logout;
 mod otel;
 mod packaging;
 mod parked_connections;
+mod passkeys;
 mod path_encoding;
 mod path_parameters;
 mod paths;
