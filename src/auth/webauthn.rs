@@ -390,6 +390,11 @@ async fn login_finish(
         .identify_discoverable_authentication(&body.credential)
         .map_err(|_| Refusal::PasskeyRefused("sign-in"))?;
     let Some(user) = rt.users.by_passkey_handle(handle.as_bytes()) else {
+        // Counted like an unknown user name: against the address's budget.
+        match rt.throttle.begin(&format!("passkey:{handle}"), ip) {
+            Ok(a) => a.failed(),
+            Err(retry) => return Err(Refusal::Throttled { json: true, retry }),
+        }
         Metrics::outcome(&rt.metrics.logins, "failed");
         rt.audit.emit(
             Event::new("login_failed")

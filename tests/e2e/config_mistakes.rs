@@ -390,6 +390,22 @@ fn csrf_off_is_accepted_with_a_warning_at_check_and_at_every_start() {
 }
 
 #[test]
+fn passkeys_with_an_ip_address_for_public_origin_are_warned_about() {
+    // WebAuthn binds a passkey to a domain name, never to an IP address: the pages' passkey
+    // buttons could only fail there, while passwords and codes still work.
+    let out = Site::new()
+        .set("server", "public_origin = \"https://127.0.0.1:8443\"")
+        .check(&[]);
+    assert!(out.ok, "{}", out.text());
+    assert!(
+        out.stderr
+            .contains("config warning: server.public_origin: passkeys need a domain name"),
+        "{}",
+        out.text()
+    );
+}
+
+#[test]
 fn trusted_proxies_take_bare_addresses_and_a_bad_entry_gets_an_example() {
     Site::new()
         .set(

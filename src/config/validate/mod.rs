@@ -65,6 +65,7 @@ pub fn validate(
     let ui = ui(&raw.ui, &mut errs);
     if let Some(server) = &server {
         policy::admin_exposure(server, &raw.admin, &mut errs);
+        passkeys_possible(server, &login, &mut errs);
     }
     if let Some(keys) = &keys {
         login::grant_secret_differs(&login, keys, &mut errs);
@@ -108,6 +109,21 @@ pub fn validate(
         warnings: errs.1,
         rate_limit,
     })
+}
+
+/// Passkeys are bound to the public origin's host, which must be a domain name: with a users
+/// file and an IP address there, the pages' passkey buttons could only fail.
+fn passkeys_possible(server: &super::ServerConfig, login: &super::LoginConfig, errs: &mut Errors) {
+    let ip_host = url::Url::parse(&server.public_origin.origin)
+        .ok()
+        .and_then(|u| u.host().map(|h| !matches!(h, url::Host::Domain(_))))
+        .unwrap_or(false);
+    if login.users_file.is_some() && ip_host {
+        errs.warn(
+            "server.public_origin",
+            "passkeys need a domain name here (WebAuthn binds them to it, never to an IP address); users can sign in with passwords and codes only",
+        );
+    }
 }
 
 /// `[ui]`: the product name is shown on every page (escaped there), so it is plain text of a
