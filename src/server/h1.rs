@@ -9,7 +9,8 @@
 //! new hyper connection takes the stream over, with whatever the old one had read and not
 //! parsed. (nginx does the same with its request buffers and OpenSSL's.)
 //!
-//! A connection is parked only when hyper's last read found nothing, at a request boundary as
+//! A connection is parked only once it has waited [`PARK_AFTER`] (a busy client is served by
+//! one hyper connection throughout), when hyper's last read found nothing, at a request boundary as
 //! the framing guard frames the stream (it holds no part of a head or of a body), and every
 //! request the guard framed has been answered to its end (hyper dropped the response body).
 //! hyper is then idle, and its graceful close ends it at once, after flushing what it wrote;
@@ -18,7 +19,8 @@
 //! tunnel (a `101`, a `CONNECT`).
 //!
 //! Deadlines are those of the connection hyper served before: a parked connection is closed
-//! `server.header_read_timeout` after it began to wait (hyper's own keep-alive deadline), and
+//! `server.header_read_timeout` after it began to wait, under hyper (hyper's own keep-alive
+//! deadline), and
 //! a head, once its first bytes arrive, must be whole within `server.header_read_timeout`
 //! (hyper's). When the listener drains, a parked connection is a lame duck as any other
 //! ([`LameDuck`]): closed when it has waited for [`LameDuck`]'s wait, served with
@@ -52,6 +54,11 @@ use crate::framing_guard::{FramingGuard, FramingLog};
 
 /// How long a parked connection's close (close_notify, then FIN) may take.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// How long hyper's connection waits, idle, before it is parked: a client that keeps its
+/// connection busy (a page's assets, an API client, a load test) is served by one hyper
+/// connection throughout, and parking (freeing and taking the buffers again) is left to the
+/// connections that really wait.
+const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// What the connection's stream and its driver share about hyper's progress.
 #[derive(Debug)]
@@ -279,24 +286,26 @@ pub(super) fn serve_h1(
                 .serve_connection(TokioIo::new(io), svc.clone())
                 .with_upgrades();
             // On the heap while hyper serves, freed while the connection is parked.
-            let Some(parked) = Box::pin(drive_h1(conn, &quiet, &mut draining)).await else {
+            let Some((parked, idle_since)) = Box::pin(drive_h1(conn, &quiet, &mut draining)).await
+            else {
                 return Ended::Closed;
             };
             io = parked;
-            if io.unread.is_empty() && !wait_for_request(&mut io, head_timeout, &mut draining).await
-            {
+            let deadline = idle_since + head_timeout;
+            if io.unread.is_empty() && !wait_for_request(&mut io, deadline, &mut draining).await {
                 return Ended::Closed;
             }
         }
     }
 }
 
-/// Serve `conn` until it ends (`None`) or is parked (its stream back).
+/// Serve `conn` until it ends (`None`) or is parked: its stream back, and since when hyper
+/// had waited for the next request.
 async fn drive_h1<S>(
     mut conn: http1::UpgradeableConnection<TokioIo<H1Io>, S>,
     quiet: &Quiet,
     draining: &mut Draining<'_>,
-) -> Option<H1Io>
+) -> Option<(H1Io, Instant)>
 where
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Answered>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -308,6 +317,10 @@ where
     }
     // The lame duck's graceful close, once its wait is over.
     let mut shut_at: Option<Instant> = None;
+    // The idle wait hyper is in (the heads framed when it began: `Quiet::waiting_at`), since
+    // when, and the timer that parks the connection once it has lasted `PARK_AFTER`.
+    let mut idle: Option<(u64, Instant)> = None;
+    let mut park = std::pin::pin!(tokio::time::sleep(PARK_AFTER));
     loop {
         let drain_started = draining.started;
         let served = std::future::poll_fn(|cx| {
@@ -318,7 +331,17 @@ where
                 if drain_started || quiet.parking() || !quiet.idle() {
                     return Poll::Pending;
                 }
-                // Idle: close hyper's connection (at once: it is idle) and keep the stream.
+                let at = quiet.waiting_at.load(Ordering::Acquire);
+                if idle.is_none_or(|(was, _)| was != at) {
+                    let now = Instant::now();
+                    idle = Some((at, now));
+                    park.as_mut().reset(now + PARK_AFTER);
+                }
+                if park.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // Idle long enough: close hyper's connection (at once: it is idle) and keep
+                // the stream.
                 quiet.set_parking(true);
                 Pin::new(&mut conn).graceful_shutdown();
             }
@@ -343,7 +366,7 @@ where
                 let parts = conn.into_parts()?;
                 let mut io = parts.io.into_inner();
                 io.put_back(parts.read_buf);
-                return Some(io);
+                return Some((io, idle.map_or_else(Instant::now, |(_, since)| since)));
             }
             Event::Drain => {
                 draining.start();
@@ -363,7 +386,7 @@ where
 /// when the connection was closed (idle too long, or a lame duck that waited its wait).
 async fn wait_for_request(
     io: &mut H1Io,
-    head_timeout: Duration,
+    mut deadline: Instant,
     draining: &mut Draining<'_>,
 ) -> bool {
     enum Wake {
@@ -373,7 +396,6 @@ async fn wait_for_request(
     }
     io.guard.release();
     let now = Instant::now();
-    let mut deadline = now + head_timeout;
     if draining.started {
         deadline = deadline.min(now + draining.lame_duck.wait);
     }

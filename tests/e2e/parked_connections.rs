@@ -15,7 +15,7 @@ use crate::harness::*;
 
 /// `server.header_read_timeout` in these tests.
 const DEADLINE: Duration = Duration::from_secs(2);
-/// Long enough for the gateway to park the connection (it parks as soon as it waits).
+/// Long enough for the gateway to park the connection (it parks after 100 ms of waiting).
 const PAUSE: Duration = Duration::from_millis(300);
 /// How long after its deadline the gateway may take to close a connection (2 loaded cores).
 const SLACK: Duration = Duration::from_secs(6);
