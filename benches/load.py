@@ -410,11 +410,13 @@ enabled = {"true" if ACCESS_LOG else "false"}
         # CPU profile of the hot path (valid cookie) with perf's software clock.
         print("\n## profile: perf record -e cpu-clock -g on sessiongate under the valid-cookie load")
         tok = login()["access_token"]
-        data = os.path.join(work, "perf.data")
+        # PERF_DATA=path keeps the recording (for perf report --children, perf annotate).
+        data = os.environ.get("PERF_DATA") or os.path.join(work, "perf.data")
         perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "1999", "-g", "-o", data, "-p", str(gw.pid), "--", "sleep", str(DURATION)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wrk(f"https://127.0.0.1:{sg}/app/item", [f"Cookie: __Host-sg-access={tok}", f"User-Agent: {UA}", f"Host: localhost:{sg}"])
+        res = wrk(f"https://127.0.0.1:{sg}/app/item", [f"Cookie: __Host-sg-access={tok}", f"User-Agent: {UA}", f"Host: localhost:{sg}"])
         perf.wait(30)
+        print(f"under perf: {res['rps']:.0f} req/s, p99 {res['p99']:.2f} ms, errors {res['errors']}")
         rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso,symbol", "-g", "none", "--percent-limit", "0.7"],
                              capture_output=True, text=True).stdout
         print("\n".join([" ".join(l.split()[:5])[:150] for l in rep.splitlines() if l.strip() and not l.startswith("#")][:45]))

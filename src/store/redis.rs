@@ -576,7 +576,6 @@ impl RedisStore {
         format!("{}:rl:{key}", self.prefix)
     }
 
-    /// A pooled connection (bounded by `store.connect_timeout`).
     /// The members of a sorted set scored by expiry, once the expired ones are removed.
     async fn live_members(
         &self,
@@ -601,11 +600,29 @@ impl RedisStore {
         .await
     }
 
+    /// A pooled connection (bounded by `store.connect_timeout`).
     async fn conn(&self) -> Result<Conn<'_>, StoreError> {
         Ok(match &self.pool {
             Pool::Single(p) => Conn::Single(p.get().await.map_err(unavailable)?),
             Pool::Cluster(p) => Conn::Cluster(p.get().await.map_err(unavailable)?),
         })
+    }
+
+    /// One command on a pooled connection, bounded by `store.command_timeout`.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        self.timed(&f, cmd.query_async(&mut c)).await
+    }
+
+    /// One script call on a pooled connection, bounded by `store.command_timeout`.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut c = self.conn().await?;
+        let f = c.flag();
+        self.timed(&f, inv.invoke_async(&mut c)).await
     }
 
     /// One Redis operation, bounded by `store.command_timeout`. A connection that timed out
@@ -937,10 +954,7 @@ impl SessionStore for RedisStore {
         if let Some(json) = &idp {
             inv.arg("idp").arg(json);
         }
-        let mut c = self.conn().await?;
-        let f = c.flag();
-        self.timed(&f, inv.invoke_async::<i64>(&mut c)).await?;
-        drop(c);
+        self.invoke::<i64>(&inv).await?;
         let Some(link) = &rec.idp else {
             return Ok(());
         };
@@ -981,10 +995,7 @@ impl SessionStore for RedisStore {
             .arg(until)
             .arg(p.now_ms)
             .arg(p.window_secs);
-        let mut c = self.conn().await?;
-        let f = c.flag();
-        let out: Vec<String> = self.timed(&f, inv.invoke_async(&mut c)).await?;
-        drop(c);
+        let out: Vec<String> = self.invoke(&inv).await?;
         let outcome = rotate_outcome(sid, &out)?;
         if let RotateOutcome::Reused(rec) | RotateOutcome::Idle(rec) = &outcome {
             // The session is gone either way; the list only helps late joiners.
@@ -1005,9 +1016,7 @@ impl SessionStore for RedisStore {
     ) -> Result<bool, StoreError> {
         let mut inv = self.scripts.reopen.key(self.session_key(user, sid));
         inv.arg(prev_jti).arg(new_jti);
-        let mut c = self.conn().await?;
-        let f = c.flag();
-        let n: i64 = self.timed(&f, inv.invoke_async(&mut c)).await?;
+        let n: i64 = self.invoke(&inv).await?;
         Ok(n == 1)
     }
 
@@ -1024,10 +1033,7 @@ impl SessionStore for RedisStore {
             .arg(sid)
             .arg(self.revocations_key())
             .arg(until);
-        let mut c = self.conn().await?;
-        let f = c.flag();
-        let out: Vec<String> = self.timed(&f, inv.invoke_async(&mut c)).await?;
-        drop(c);
+        let out: Vec<String> = self.invoke(&inv).await?;
         let existed = match out.first().map(String::as_str) {
             Some("1") => true,
             Some("0") => false,
@@ -1055,10 +1061,7 @@ impl SessionStore for RedisStore {
         inv.arg(format!("{}:{{{user}}}:s:", self.prefix))
             .arg(self.revocations_key())
             .arg(until);
-        let mut c = self.conn().await?;
-        let f = c.flag();
-        let out: Vec<String> = self.timed(&f, inv.invoke_async(&mut c)).await?;
-        drop(c);
+        let out: Vec<String> = self.invoke(&inv).await?;
         if !out.len().is_multiple_of(2) {
             return Err(StoreError::UnexpectedReply(
                 "unexpected revoke-all reply".into(),
@@ -1120,11 +1123,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let f = c.flag();
-        let pong: String = self
-            .timed(&f, redis::cmd("PING").query_async(&mut c))
-            .await?;
+        let pong: String = self.query(&redis::cmd("PING")).await?;
         if pong == "PONG" {
             Ok(())
         } else {
@@ -1188,18 +1187,14 @@ impl SessionStore for RedisStore {
         if until <= now_unix() {
             return Ok(false);
         }
-        let mut c = self.conn().await?;
-        let f = c.flag();
         let v: Value = self
-            .timed(
-                &f,
+            .query(
                 redis::cmd("SET")
                     .arg(self.once_key(key))
                     .arg("1")
                     .arg("NX")
                     .arg("EXAT")
-                    .arg(until)
-                    .query_async(&mut c),
+                    .arg(until),
             )
             .await?;
         match v {
@@ -1229,10 +1224,7 @@ impl SessionStore for RedisStore {
             .update_identity
             .key(self.session_key(user, sid));
         inv.arg(roles_json).arg(idp_json);
-        let mut c = self.conn().await?;
-        let f = c.flag();
-        let out: Vec<String> = self.timed(&f, inv.invoke_async(&mut c)).await?;
-        drop(c);
+        let out: Vec<String> = self.invoke(&inv).await?;
         let (abs_end, old) = match out.as_slice() {
             [applied] if applied == "0" => return Ok(false),
             [applied, abs_end, old] if applied == "1" => match abs_end.parse::<u64>() {
@@ -1269,15 +1261,8 @@ impl SessionStore for RedisStore {
     }
 
     async fn factor(&self, user: &str) -> Result<Option<FactorRecord>, StoreError> {
-        let mut c = self.conn().await?;
-        let f = c.flag();
         let m: HashMap<String, String> = self
-            .timed(
-                &f,
-                redis::cmd("HGETALL")
-                    .arg(self.factor_key(user, ""))
-                    .query_async(&mut c),
-            )
+            .query(redis::cmd("HGETALL").arg(self.factor_key(user, "")))
             .await?;
         let Some(secret) = m.get("secret") else {
             return Ok(None);
@@ -1304,9 +1289,7 @@ impl SessionStore for RedisStore {
         for h in recovery {
             inv.arg(h);
         }
-        let mut c = self.conn().await?;
-        let f = c.flag();
-        let _: i64 = self.timed(&f, inv.invoke_async(&mut c)).await?;
+        let _: i64 = self.invoke(&inv).await?;
         Ok(())
     }
 
@@ -1315,9 +1298,7 @@ impl SessionStore for RedisStore {
         for k in &self.factor_keys(user) {
             inv.key(k);
         }
-        let mut c = self.conn().await?;
-        let f = c.flag();
-        let had: i64 = self.timed(&f, inv.invoke_async(&mut c)).await?;
+        let had: i64 = self.invoke(&inv).await?;
         Ok(had == 1)
     }
 
@@ -1327,68 +1308,44 @@ impl SessionStore for RedisStore {
         sealed: &str,
         until: u64,
     ) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let f = c.flag();
         let () = self
-            .timed(
-                &f,
+            .query(
                 redis::cmd("SET")
                     .arg(self.factor_key(user, ":pending"))
                     .arg(sealed)
                     .arg("EXAT")
-                    .arg(until)
-                    .query_async(&mut c),
+                    .arg(until),
             )
             .await?;
         Ok(())
     }
 
     async fn pending_factor(&self, user: &str) -> Result<Option<String>, StoreError> {
-        let mut c = self.conn().await?;
-        let f = c.flag();
-        self.timed(
-            &f,
-            redis::cmd("GET")
-                .arg(self.factor_key(user, ":pending"))
-                .query_async(&mut c),
-        )
-        .await
+        self.query(redis::cmd("GET").arg(self.factor_key(user, ":pending")))
+            .await
     }
 
     async fn use_factor_step(&self, user: &str, step: u64) -> Result<bool, StoreError> {
         let mut inv = self.scripts.use_step.key(self.factor_key(user, ""));
         inv.key(self.factor_key(user, ":step")).arg(step);
-        let mut c = self.conn().await?;
-        let f = c.flag();
-        let ok: i64 = self.timed(&f, inv.invoke_async(&mut c)).await?;
+        let ok: i64 = self.invoke(&inv).await?;
         Ok(ok == 1)
     }
 
     async fn use_recovery_code(&self, user: &str, hash: &str) -> Result<bool, StoreError> {
-        let mut c = self.conn().await?;
-        let f = c.flag();
         let n: i64 = self
-            .timed(
-                &f,
+            .query(
                 redis::cmd("SREM")
                     .arg(self.factor_key(user, ":rc"))
-                    .arg(hash)
-                    .query_async(&mut c),
+                    .arg(hash),
             )
             .await?;
         Ok(n == 1)
     }
 
     async fn recovery_codes_left(&self, user: &str) -> Result<usize, StoreError> {
-        let mut c = self.conn().await?;
-        let f = c.flag();
-        self.timed(
-            &f,
-            redis::cmd("SCARD")
-                .arg(self.factor_key(user, ":rc"))
-                .query_async(&mut c),
-        )
-        .await
+        self.query(redis::cmd("SCARD").arg(self.factor_key(user, ":rc")))
+            .await
     }
 
     async fn factor_grace_start(&self, user: &str, now: u64) -> Result<u64, StoreError> {
@@ -1397,23 +1354,14 @@ impl SessionStore for RedisStore {
             .grace_start
             .key(self.factor_key(user, ":grace"));
         inv.arg(now);
-        let mut c = self.conn().await?;
-        let f = c.flag();
-        let v: String = self.timed(&f, inv.invoke_async(&mut c)).await?;
+        let v: String = self.invoke(&inv).await?;
         v.parse()
             .map_err(|_| StoreError::UnexpectedReply("a grace start that is no number".into()))
     }
 
     async fn passkeys(&self, user: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let mut c = self.conn().await?;
-        let f = c.flag();
         let m: HashMap<String, String> = self
-            .timed(
-                &f,
-                redis::cmd("HGETALL")
-                    .arg(self.passkeys_key(user))
-                    .query_async(&mut c),
-            )
+            .query(redis::cmd("HGETALL").arg(self.passkeys_key(user)))
             .await?;
         Ok(m.into_iter().collect())
     }
@@ -1431,23 +1379,13 @@ impl SessionStore for RedisStore {
             super::PasskeyWrite::Add { max } => inv.arg("add").arg(max),
             super::PasskeyWrite::Update => inv.arg("update").arg(0),
         };
-        let mut c = self.conn().await?;
-        let f = c.flag();
-        let ok: i64 = self.timed(&f, inv.invoke_async(&mut c)).await?;
+        let ok: i64 = self.invoke(&inv).await?;
         Ok(ok == 1)
     }
 
     async fn remove_passkey(&self, user: &str, id: &str) -> Result<bool, StoreError> {
-        let mut c = self.conn().await?;
-        let f = c.flag();
         let n: i64 = self
-            .timed(
-                &f,
-                redis::cmd("HDEL")
-                    .arg(self.passkeys_key(user))
-                    .arg(id)
-                    .query_async(&mut c),
-            )
+            .query(redis::cmd("HDEL").arg(self.passkeys_key(user)).arg(id))
             .await?;
         Ok(n == 1)
     }
@@ -1460,10 +1398,7 @@ impl SessionStore for RedisStore {
     ) -> Result<super::gcra::Take, StoreError> {
         let mut inv = self.scripts.rate_limit.key(self.rate_key(key));
         inv.arg(gcra.interval_us).arg(gcra.burst).arg(want);
-        let mut c = self.conn().await?;
-        let f = c.flag();
-        let out: Vec<i64> = self.timed(&f, inv.invoke_async(&mut c)).await?;
-        drop(c);
+        let out: Vec<i64> = self.invoke(&inv).await?;
         let n = |v: i64| u64::try_from(v).ok();
         match out.as_slice() {
             [g, r, retry, reset] => match (n(*g), n(*r), n(*retry), n(*reset)) {
