@@ -97,6 +97,27 @@ def tree_rss_kb(pid):
     return total
 
 
+def cpu_seconds(pid):
+    """CPU time (user + system, every thread) of a process and its children (nginx's master
+    and workers), in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    def own(p):
+        with open(f"/proc/{p}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+    total = own(pid)
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    total += own(int(d))
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def h2load(url, headers):
     """h2load over TLS (ALPN h2): CONNS clients, H2_STREAMS concurrent streams each."""
     cmd = ["h2load", f"-c{CONNS}", f"-m{H2_STREAMS}", f"-t{THREADS}", "-D", str(DURATION), "--warm-up-time", "1"]
@@ -191,7 +212,8 @@ def wrk(url, headers, script=None):
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)
-    return {"rps": rps, "p50": lat(50), "p99": lat(99), "errors": errors}
+    done = re.search(r"(\d+) requests in", out)
+    return {"rps": rps, "p50": lat(50), "p99": lat(99), "errors": errors, "requests": int(done.group(1)) if done else 0}
 
 
 def raise_fd_limit():
@@ -360,13 +382,18 @@ enabled = {"true" if ACCESS_LOG else "false"}
         # trigger (every request still takes a token): on the memory store (the row above's
         # store), and on Redis when redis-server is installed (tokens leased from the shared
         # bucket, a script call per lease).
+        # The process behind each target, for its CPU time per request: on a machine this
+        # size the load generator, the upstream and the proxy share the cores, so throughput
+        # also measures how the scheduler shares them; CPU per request is the proxy's own cost.
         targets = [("nginx", ng), ("haproxy", ha), ("sessiongate", sg)]
+        pids = {"nginx": ng_proc.pid, "haproxy": ha_proc.pid, "sessiongate": gw.pid}
         if base_bin:
             targets.append(("sg baseline", sg_b))
+            pids["sg baseline"] = gw_b.pid
         rate_limit = '[rate_limit]\nper_session = "100000000/1s"'
         sg_rl, sg_rl_admin = free_port(), free_port()
-        start([BIN, "run", "--config", sg_conf(sg_rl, sg_rl_admin, name="gateway-rl.toml", extra=rate_limit)],
-              env=env, stderr=open(os.path.join(work, "sg-rl.err"), "w"))
+        pids["sg+rl"] = start([BIN, "run", "--config", sg_conf(sg_rl, sg_rl_admin, name="gateway-rl.toml", extra=rate_limit)],
+                              env=env, stderr=open(os.path.join(work, "sg-rl.err"), "w")).pid
         wait_port(sg_rl)
         targets.append(("sg+rl", sg_rl))
         redis_bin = shutil.which("redis-server")
@@ -375,7 +402,7 @@ enabled = {"true" if ACCESS_LOG else "false"}
             start([redis_bin, "--port", str(rp), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", work])
             wait_port(rp)
             conf = sg_conf(sg_rr, sg_rr_admin, f'kind = "redis"\nurl = "redis://127.0.0.1:{rp}/0"', "gateway-rl-redis.toml", rate_limit)
-            start([BIN, "run", "--config", conf], env=env, stderr=open(os.path.join(work, "sg-rl-redis.err"), "w"))
+            pids["sg+rl redis"] = start([BIN, "run", "--config", conf], env=env, stderr=open(os.path.join(work, "sg-rl-redis.err"), "w")).pid
             wait_port(sg_rr)
             targets.append(("sg+rl redis", sg_rr))
         names = [n for n, _ in targets]
@@ -388,21 +415,28 @@ enabled = {"true" if ACCESS_LOG else "false"}
                 # Each gateway signs its own tokens (its own public origin).
                 tok = login(port if name.startswith("sg") else sg)["access_token"]
                 hdr = [f"Cookie: __Host-sg-access={tok}", f"User-Agent: {UA}", f"Host: localhost:{port if name.startswith('sg') else sg}"]
+                cpu0 = cpu_seconds(pids[name])
                 row[name] = wrk(f"https://127.0.0.1:{port}/app/item", hdr)
+                row[name]["cpu_us"] = (cpu_seconds(pids[name]) - cpu0) * 1e6 / max(row[name]["requests"], 1)
             rounds.append(row)
-            print(f"round {r + 1}: " + "  ".join(f"{k} {v['rps']:.0f} rps p50 {v['p50']:.2f}ms p99 {v['p99']:.2f}ms err {v['errors']}" for k, v in row.items()), flush=True)
+            print(f"round {r + 1}: " + "  ".join(f"{k} {v['rps']:.0f} rps p50 {v['p50']:.2f}ms p99 {v['p99']:.2f}ms "
+                                                 f"cpu {v['cpu_us']:.1f}us/req err {v['errors']}" for k, v in row.items()), flush=True)
         results["cookie"] = rounds
         print("\n## valid cookie (hot path)")
-        print(f"{'target':<12} {'req/s (median)':>15} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        print("# cpu: the target's own CPU time (user + system, all threads and workers) per request served")
+        print(f"{'target':<12} {'req/s (median)':>15} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>11} {'errors':>7}")
         for name in names:
             med = lambda k: statistics.median(x[name][k] for x in rounds)
-            print(f"{name:<12} {med('rps'):>15.0f} {med('p50'):>8.2f} {med('p99'):>8.2f} {sum(x[name]['errors'] for x in rounds):>7}")
+            print(f"{name:<12} {med('rps'):>15.0f} {med('p50'):>8.2f} {med('p99'):>8.2f} {med('cpu_us'):>11.1f} {sum(x[name]['errors'] for x in rounds):>7}")
         tp_ng = [x["sessiongate"]["rps"] / x["nginx"]["rps"] for x in rounds]
         tp_ha = [x["sessiongate"]["rps"] / x["haproxy"]["rps"] for x in rounds]
         p99 = [x["sessiongate"]["p99"] / x["nginx"]["p99"] for x in rounds]
         print(f"sessiongate/nginx throughput per round: {', '.join(f'{v:.2f}' for v in tp_ng)}  median {statistics.median(tp_ng):.2f}  (target >= 1.10)")
         print(f"sessiongate/HAProxy throughput per round: {', '.join(f'{v:.2f}' for v in tp_ha)}  median {statistics.median(tp_ha):.2f}")
         print(f"sessiongate/nginx p99 per round: {', '.join(f'{v:.2f}' for v in p99)}  median {statistics.median(p99):.2f}  (target <= 1.00)")
+        for peer in ("nginx", "haproxy") + (("sg baseline",) if base_bin else ()):
+            vals, med = median_ratio(rounds, "sessiongate", peer, "cpu_us")
+            print(f"sessiongate/{peer} CPU per request per round: {', '.join(f'{v:.2f}' for v in vals)}  median {med:.2f}")
         for name in names[3:]:
             rl = [x[name]["rps"] / x["sessiongate"]["rps"] for x in rounds]
             print(f"{name}/sessiongate throughput per round: {', '.join(f'{v:.2f}' for v in rl)}  median {statistics.median(rl):.2f}")
@@ -410,9 +444,10 @@ enabled = {"true" if ACCESS_LOG else "false"}
         # CPU profile of the hot path (valid cookie) with perf's software clock.
         print("\n## profile: perf record -e cpu-clock -g on sessiongate under the valid-cookie load")
         tok = login()["access_token"]
-        # PERF_DATA=path keeps the recording (for perf report --children, perf annotate).
+        # PERF_DATA=path keeps the recording (for perf report --children, perf annotate);
+        # PERF_CALL_GRAPH=dwarf gives callers where the release build keeps no frame pointers.
         data = os.environ.get("PERF_DATA") or os.path.join(work, "perf.data")
-        perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "1999", "-g", "-o", data, "-p", str(gw.pid), "--", "sleep", str(DURATION)],
+        perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "1999", "--call-graph", os.environ.get("PERF_CALL_GRAPH", "fp"), "-o", data, "-p", str(gw.pid), "--", "sleep", str(DURATION)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         res = wrk(f"https://127.0.0.1:{sg}/app/item", [f"Cookie: __Host-sg-access={tok}", f"User-Agent: {UA}", f"Host: localhost:{sg}"])
         perf.wait(30)

@@ -25,6 +25,10 @@
 #   ACCESS_LOG=1 benches/load.sh      # sessiongate with its access log on (off by default here,
 #                                     # as nginx's is: the peers are compared doing the same work)
 #
+# The cookie scenario also prints each target's own CPU time per request. For a before/after of
+# a change, benches/instructions.py counts instructions per request with callgrind: repeatable
+# where throughput here is not.
+#
 # Installs what is missing (nginx, haproxy, wrk, h2load, redis-server) from Debian's packages.
 # Stops by itself.
 set -euo pipefail

@@ -100,7 +100,11 @@ pub(super) fn parse(buf: &[u8]) -> Head {
 /// line (`\n\n` or `\n\r\n`). httparse needs one to finish a head; hyper looks for the same
 /// before it parses again (`is_complete_fast`).
 pub(super) fn may_end(buf: &[u8]) -> bool {
-    buf.windows(2).any(|w| w == b"\n\n") || buf.windows(3).any(|w| w == b"\n\r\n")
+    memchr::memchr_iter(b'\n', buf).any(|i| match buf.get(i + 1) {
+        Some(b'\n') => true,
+        Some(b'\r') => buf.get(i + 2) == Some(&b'\n'),
+        _ => false,
+    })
 }
 
 /// hyper's `content_length_parse`: ASCII digits only (no sign, no list, no inner space; the

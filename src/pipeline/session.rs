@@ -64,7 +64,8 @@ pub async fn check(
             clear: false,
         };
     };
-    match rt.sessions.refresh(refresh, ctx.client_ip, ua).await {
+    // Boxed: a rotation's future is kilobytes, and most requests carry a valid access token.
+    match Box::pin(rt.sessions.refresh(refresh, ctx.client_ip, ua)).await {
         Ok(t) => {
             let cookies = rt.sessions.set_cookies(&t);
             SessionState::Refreshed(t.identity, cookies)

@@ -114,7 +114,8 @@ pub async fn on_response(
     if let Some(grant) = grant {
         let none = UserAgent::from_bytes(b"");
         let ua = ua.unwrap_or(&none);
-        refusal::append(resp, honour_grant(rt, ctx, ua, &grant).await);
+        // Boxed: starting a session is a large future, and few responses carry a grant.
+        refusal::append(resp, Box::pin(honour_grant(rt, ctx, ua, &grant)).await);
     }
 }
 

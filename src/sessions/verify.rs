@@ -27,7 +27,8 @@ struct Verified {
 const VERIFIED_MAX: usize = 8192;
 
 thread_local! {
-    static VERIFIED: RefCell<HashMap<Box<str>, Verified>> = RefCell::new(HashMap::new());
+    static VERIFIED: RefCell<HashMap<Box<str>, Verified, rustc_hash::FxBuildHasher>> =
+        const { RefCell::new(HashMap::with_hasher(rustc_hash::FxBuildHasher)) };
 }
 
 /// A session a request presented a token for, not yet judged by its fingerprint.
