@@ -167,11 +167,19 @@ def redis_used_memory(port):
 
 
 def redis_stats(port):
+    """MEMORY STATS as name -> number. redis-cli prints the reply one element per line with
+    nested replies flattened (`db.0` is followed by its own pairs), so pairs are read as a
+    name followed by a number, wherever they are, rather than by position."""
     out = subprocess.run(["redis-cli", "-p", str(port), "MEMORY", "STATS"], capture_output=True, text=True, timeout=10).stdout.split("\n")
     vals = {}
-    for k, v in zip(out[0::2], out[1::2]):
+    for k, v in zip(out, out[1:]):
         try:
-            vals[k] = float(v)
+            float(k)
+            continue
+        except ValueError:
+            pass
+        try:
+            vals.setdefault(k, float(v))
         except ValueError:
             pass
     return vals
