@@ -105,6 +105,7 @@ enabled = false
                 total = int(line.split()[1])
     if os.environ.get("KEEP"):
         # KEEP=dir: the dump, for callgrind_annotate
+        os.makedirs(os.environ["KEEP"], exist_ok=True)
         shutil.copy(f"{out}.1", os.path.join(os.environ["KEEP"], f"{label}.callgrind"))
     return total / REQUESTS, out
 

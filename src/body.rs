@@ -5,6 +5,7 @@
 //! taken the whole response (it asked for the end of the body).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -16,7 +17,9 @@ use crate::delivery::Delivery;
 pub enum Body {
     Empty,
     Full(Option<Bytes>),
-    Incoming(hyper::body::Incoming),
+    /// An upstream's response, whose connection is given back for reuse once it is read to its
+    /// end.
+    Upstream(Upstream),
     /// A body whose end marks these changes delivered.
     Delivering(Box<Delivering>),
     /// A body whose end (or drop) writes the request's access-log line.
@@ -47,6 +50,45 @@ impl Drop for Logged {
     }
 }
 
+/// Takes back an upstream connection whose response has been read to its end (the pool of
+/// `proxy`, which this module cannot name).
+pub trait Reuse: Send + Sync {
+    fn reuse(self: Arc<Self>, conn: UpstreamConn);
+}
+
+pub type UpstreamConn = hyper::client::conn::http1::SendRequest<hyper::body::Incoming>;
+
+/// An upstream response body and the connection it arrives on. The connection goes back to
+/// its pool when the body's end has been read (or the body is dropped at its end); dropped
+/// earlier, the connection is closed, never reused with part of a response unread.
+pub struct Upstream {
+    body: hyper::body::Incoming,
+    conn: Option<(UpstreamConn, Arc<dyn Reuse>)>,
+}
+
+impl Upstream {
+    pub fn new(body: hyper::body::Incoming, conn: UpstreamConn, pool: Arc<dyn Reuse>) -> Self {
+        Self {
+            body,
+            conn: Some((conn, pool)),
+        }
+    }
+
+    fn ended(&mut self) {
+        if let Some((conn, pool)) = self.conn.take() {
+            pool.reuse(conn);
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if http_body::Body::is_end_stream(&self.body) {
+            self.ended();
+        }
+    }
+}
+
 pub struct Delivering {
     body: Body,
     deliveries: Vec<Delivery>,
@@ -65,7 +107,7 @@ impl std::fmt::Debug for Body {
         f.write_str(match self {
             Body::Empty => "Body::Empty",
             Body::Full(_) => "Body::Full",
-            Body::Incoming(_) => "Body::Incoming",
+            Body::Upstream(_) => "Body::Upstream",
             Body::Delivering(_) => "Body::Delivering",
             Body::Logged(_) => "Body::Logged",
         })
@@ -113,7 +155,17 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Body::Incoming(i) => Pin::new(i).poll_frame(cx),
+            Body::Upstream(u) => {
+                let polled = Pin::new(&mut u.body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => u.ended(),
+                    Poll::Ready(Some(Ok(_))) if u.body.is_end_stream() => u.ended(),
+                    // A broken response leaves its connection unusable.
+                    Poll::Ready(Some(Err(_))) => u.conn = None,
+                    _ => {}
+                }
+                polled
+            }
             Body::Delivering(d) => {
                 let polled = Pin::new(&mut d.body).poll_frame(cx);
                 if matches!(polled, Poll::Ready(None)) || d.body.is_end_stream() {
@@ -144,7 +196,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
-            Body::Incoming(i) => i.is_end_stream(),
+            Body::Upstream(u) => u.body.is_end_stream(),
             Body::Delivering(d) => {
                 let end = d.body.is_end_stream();
                 if end {
@@ -161,7 +213,7 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
-            Body::Incoming(i) => i.size_hint(),
+            Body::Upstream(u) => u.body.size_hint(),
             Body::Delivering(d) => d.body.size_hint(),
             Body::Logged(l) => l.body.size_hint(),
         }

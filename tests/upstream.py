@@ -7,7 +7,8 @@ Usage: python3 tests/upstream.py --port 0 [--journal-stdout]
 Binds 127.0.0.1:PORT (0 = a free port), prints `upstream listening 127.0.0.1:PORT` on stdout
 once ready, and answers every request (any method, any path) with `200` and a JSON echo:
     {"method", "path" (raw target path, no query), "query" (raw query or ""),
-     "headers": {lower-case name: [values in order]}, "body": <body as text>}
+     "headers": {lower-case name: [values in order]}, "body": <body as text>,
+     "peer_port": <the gateway's source port: which connection carried the request>}
 
 Special cases:
   GET /__journal          JSON list of {"method","path","query"} of every request received so
@@ -20,6 +21,9 @@ Special cases:
   .../slow                answers only after `ms` milliseconds (query `ms=N`, default 3000, at
                           most 60000): a slow app, for clients that go away while they wait. The
                           journal has the request as soon as it arrives.
+  .../close-idle          answers as usual, then closes the connection without saying so (no
+                          `Connection: close`): a keep-alive connection the app dropped while
+                          the gateway kept it idle.
   Upgrade: websocket      RFC 6455 handshake (101), then echoes text/binary frames until close.
                           Two text messages are commands instead: `push N MS` sends N text
                           frames `push 1`..`push N`, one every MS milliseconds, and `mute` /
@@ -183,6 +187,7 @@ class Handler(BaseHTTPRequestHandler):
             "query": query,
             "headers": self.headers_json(),
             "body": body.decode("utf-8", errors="replace"),
+            "peer_port": self.client_address[1],
         }
         tls = self.tls_json()
         if tls is not None:
@@ -196,6 +201,8 @@ class Handler(BaseHTTPRequestHandler):
         for cookie in self.headers.get_all("X-Test-Set-Cookie") or []:
             extra.append(("Set-Cookie", cookie))
         self.send_json(200, echo, extra)
+        if path.endswith("/close-idle"):
+            self.close_connection = True
 
     # --- WebSocket (RFC 6455) ---------------------------------------------------------------
 

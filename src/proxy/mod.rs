@@ -7,54 +7,37 @@
 //! [`ProxyError`] whose `502`/`504` page says nothing about the upstream (its name and the
 //! cause stay in the log). It knows nothing of sessions or tokens.
 
+mod pool;
 mod tls;
 mod tunnel;
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::web::headers;
 
+pub use pool::SendError;
 pub use tls::{chain as error_chain, system_roots};
 pub use tunnel::Limits;
 
-/// A pooled client to one upstream: plain HTTP, or TLS for an `https://` upstream (whose
-/// connector refuses to connect without TLS).
-enum UpstreamClient {
-    Plain(Client<HttpConnector, Incoming>),
-    Tls(Client<HttpsConnector<HttpConnector>, Incoming>),
-}
-
-impl UpstreamClient {
-    fn request(&self, req: Request<Incoming>) -> ResponseFuture {
-        match self {
-            UpstreamClient::Plain(c) => c.request(req),
-            UpstreamClient::Tls(c) => c.request(req),
-        }
-    }
-}
-
 pub struct Upstream {
     pub cfg: UpstreamConfig,
-    /// One pooled client per serving thread (index 0: the control runtime), so a request
-    /// reuses connections owned by its own thread and never wakes another.
-    clients: Vec<UpstreamClient>,
+    /// One pool per serving thread (index 0: the control runtime), so a request reuses
+    /// connections owned by its own thread and never wakes another.
+    pools: Vec<Arc<pool::Pool>>,
 }
 
 impl Upstream {
-    fn client(&self) -> &UpstreamClient {
+    fn pool(&self) -> &Arc<pool::Pool> {
         let i = WORKER.with(Cell::get);
-        &self.clients[i.min(self.clients.len() - 1)]
+        &self.pools[i.min(self.pools.len() - 1)]
     }
 }
 
@@ -80,7 +63,7 @@ pub struct UpstreamError {
     pub message: String,
 }
 
-fn connector(cfg: &UpstreamConfig) -> HttpConnector {
+fn tcp(cfg: &UpstreamConfig) -> HttpConnector {
     let mut conn = HttpConnector::new();
     conn.set_connect_timeout(Some(cfg.connect_timeout));
     conn.set_nodelay(true);
@@ -89,21 +72,9 @@ fn connector(cfg: &UpstreamConfig) -> HttpConnector {
     conn
 }
 
-fn pooled<C>(conn: C) -> Client<C, Incoming>
-where
-    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
-{
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(1024)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(conn)
-}
-
-fn client(cfg: &UpstreamConfig, tls: Option<&Arc<rustls::ClientConfig>>) -> UpstreamClient {
+fn connector(cfg: &UpstreamConfig, tls: Option<&Arc<rustls::ClientConfig>>) -> pool::Connector {
     let Some(tls) = tls else {
-        return UpstreamClient::Plain(pooled(connector(cfg)));
+        return pool::Connector::Plain(tcp(cfg));
     };
     // `tls::client_config` sets no ALPN list, which `with_tls_config` requires (it asserts).
     let builder = HttpsConnectorBuilder::new()
@@ -113,9 +84,25 @@ fn client(cfg: &UpstreamConfig, tls: Option<&Arc<rustls::ClientConfig>>) -> Upst
         Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
         None => builder,
     };
-    UpstreamClient::Tls(pooled(
-        builder.enable_http1().wrap_connector(connector(cfg)),
-    ))
+    pool::Connector::Tls(builder.enable_http1().wrap_connector(tcp(cfg)))
+}
+
+fn pools(
+    cfg: &UpstreamConfig,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    n: usize,
+) -> Vec<Arc<pool::Pool>> {
+    let target = http::Uri::builder()
+        .scheme(cfg.scheme.clone())
+        .authority(cfg.authority.clone())
+        .path_and_query("/")
+        .build()
+        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    let host = pool::host_value(&cfg.scheme, &cfg.authority);
+    let connector = connector(cfg, tls);
+    (0..n)
+        .map(|_| pool::Pool::new(connector.clone(), target.clone(), host.clone()))
+        .collect()
 }
 
 impl Upstreams {
@@ -144,7 +131,7 @@ impl Upstreams {
             };
             list.push(Upstream {
                 cfg: cfg.clone(),
-                clients: (0..=workers).map(|_| client(cfg, tls.as_ref())).collect(),
+                pools: pools(cfg, tls.as_ref(), workers + 1),
             });
         }
         Ok(Self { list })
@@ -166,7 +153,7 @@ pub enum ProxyError {
     Request {
         upstream: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: SendError,
     },
     #[error("upstream {upstream} switched protocols without being asked")]
     UnrequestedUpgrade { upstream: String },
@@ -175,7 +162,7 @@ pub enum ProxyError {
 /// What went wrong with an upstream request, for the log: the client's own words
 /// (`client error (Connect)`) are its Rust names, so the causes below it are told instead
 /// (`cannot connect: tcp connect error: Connection refused (os error 111)`).
-fn failure(e: &hyper_util::client::legacy::Error) -> String {
+fn failure(e: &SendError) -> String {
     let what = if e.is_connect() {
         "cannot connect"
     } else {
@@ -247,8 +234,9 @@ pub async fn forward(
     limits: Limits,
 ) -> Result<Response<Body>, ProxyError> {
     let client_upgrade = headers::is_websocket(&req).then(|| hyper::upgrade::on(&mut req));
-    let res = tokio::time::timeout(up.cfg.timeout, up.client().request(req)).await;
-    let mut resp = match res {
+    let pool = up.pool();
+    let res = tokio::time::timeout(up.cfg.timeout, pool.send(req)).await;
+    let resp = match res {
         Err(_) => {
             let e = ProxyError::Timeout {
                 upstream: up.cfg.name.clone(),
@@ -266,10 +254,14 @@ pub async fn forward(
         }
         Ok(Ok(r)) => r,
     };
+    let (mut resp, conn) = resp;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         headers::remove_hop_by_hop(resp.headers_mut());
-        return Ok(resp.map(Body::Incoming));
+        let pool: Arc<dyn body::Reuse> = pool.clone();
+        return Ok(resp.map(|b| Body::Upstream(body::Upstream::new(b, conn, pool))));
     }
+    // The connection now belongs to the upgrade.
+    drop(conn);
     let Some(client_upgrade) = client_upgrade else {
         // An upgrade nobody asked for cannot be relayed.
         return Err(ProxyError::UnrequestedUpgrade {
@@ -289,7 +281,7 @@ pub async fn forward(
 
 /// The log line of a failed upstream request: the upstream, and the cause in full — a TLS
 /// failure (verification, a refused client certificate) named as such. Never sent to clients.
-fn log_failure(upstream: &str, e: &hyper_util::client::legacy::Error) {
+fn log_failure(upstream: &str, e: &SendError) {
     let error = failure(e);
     match tls::tls_cause(e) {
         Some(t) => {

@@ -56,6 +56,7 @@ mod session_lifetime;
 mod store_idp;
 mod token_forgery;
 mod transport;
+mod upstream_connections;
 mod upstream_failure;
 mod upstream_login;
 mod upstream_tls;

@@ -14,6 +14,9 @@ pub struct Echo {
     /// What a TLS upstream saw of the connection (absent from a plain one).
     #[serde(default)]
     pub tls: Option<EchoTls>,
+    /// The gateway's source port at the upstream: which upstream connection carried it.
+    #[serde(default)]
+    pub peer_port: Option<u16>,
 }
 
 /// A TLS upstream's view of the handshake: the SNI it received and the subject CN of the
