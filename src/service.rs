@@ -220,11 +220,14 @@ mod tests {
 
     /// hyper keeps each request's future by value and moves it more than once, so every byte
     /// of it is copied per request. The gateway's own endpoints, a refresh and a grant are
-    /// boxed for that reason; this catches a large future put back on the proxied path
-    /// (it was 19,928 bytes before they were boxed, 6,824 after).
+    /// boxed for that reason, and so is a new upstream connection (`proxy::pool`); this
+    /// catches a large future put back on the proxied path. Sizes as `cargo test` builds it:
+    /// 15,272 bytes with the upstream connect inline, 8,664 with it boxed. The upstream send
+    /// itself (about 0.9 KB) stays inline: boxing it cost 719 more instructions per request
+    /// (`benches/instructions.py`) than moving it does.
     #[test]
     fn a_proxied_request_carries_no_cold_future_inline() {
         let size = future_size(super::handle);
-        assert!(size <= 8192, "service::handle's future is {size} bytes");
+        assert!(size <= 9216, "service::handle's future is {size} bytes");
     }
 }

@@ -101,7 +101,9 @@ impl Pool {
         loop {
             let (mut tx, reused) = match self.take().await {
                 Some(tx) => (tx, true),
-                None => (self.connect().await?, false),
+                // Boxed: a new connection is the rare case, and its future (the connector's,
+                // the TLS handshake's) would otherwise be carried by every request's.
+                None => (Box::pin(self.connect()).await?, false),
             };
             match tx.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, tx)),

@@ -100,6 +100,30 @@ pub enum HeaderClass {
 pub struct SpoofableHeaders {
     names: Vec<String>,
     prefixes: Vec<String>,
+    /// The folded first two bytes of every name and prefix, hashed to one of 256 bits (all of
+    /// them for a prefix shorter than two bytes): most request headers (`host`, `accept`,
+    /// `cookie`, `user-agent`, `sec-fetch-*`) start as none of them do, and are told apart
+    /// without folding or comparing.
+    first: [u64; 4],
+}
+
+/// A name's first two bytes as [`fold`] reads them, hashed to a byte (0 for a missing one).
+fn start_key(name: &str) -> u8 {
+    let b = name.as_bytes();
+    let (b0, b1) = (
+        b.first().map_or(0, |&c| fold_byte(c)),
+        b.get(1).map_or(0, |&c| fold_byte(c)),
+    );
+    b0.wrapping_mul(31).wrapping_add(b1)
+}
+
+/// A byte as [`fold`] reads it.
+fn fold_byte(b: u8) -> u8 {
+    if b.is_ascii_alphanumeric() {
+        b.to_ascii_lowercase()
+    } else {
+        b'-'
+    }
 }
 
 impl SpoofableHeaders {
@@ -117,11 +141,32 @@ impl SpoofableHeaders {
         }
         names.sort();
         names.dedup();
-        Self { names, prefixes }
+        let mut first = [0u64; 4];
+        for n in &names {
+            let k = start_key(n);
+            first[usize::from(k >> 6)] |= 1 << (k & 63);
+        }
+        for p in &prefixes {
+            if p.len() < 2 {
+                first = [u64::MAX; 4];
+            } else {
+                let k = start_key(p);
+                first[usize::from(k >> 6)] |= 1 << (k & 63);
+            }
+        }
+        Self {
+            names,
+            prefixes,
+            first,
+        }
     }
 
     /// What to do with a request header of this name (as `HeaderName::as_str` gives it).
     pub fn classify(&self, name: &str) -> HeaderClass {
+        let k = start_key(name);
+        if self.first[usize::from(k >> 6)] & (1 << (k & 63)) == 0 {
+            return HeaderClass::Other;
+        }
         let folded = fold(name);
         let listed = self.names.iter().any(|n| *n == folded)
             || self.prefixes.iter().any(|p| folded.starts_with(p.as_str()));
@@ -150,17 +195,7 @@ pub fn fold(name: &str) -> Cow<'_, str> {
     {
         return Cow::Borrowed(name);
     }
-    Cow::Owned(
-        name.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    char::from(b.to_ascii_lowercase())
-                } else {
-                    '-'
-                }
-            })
-            .collect(),
-    )
+    Cow::Owned(name.bytes().map(|b| char::from(fold_byte(b))).collect())
 }
 
 /// Headers meaningful for one connection only (RFC 9110 §7.6.1).
@@ -461,6 +496,54 @@ mod tests {
         assert_eq!(s.classify("x.tenant.role"), HeaderClass::LookAlike);
         assert_eq!(s.classify("x-employee"), HeaderClass::Other);
         assert_eq!(s.classify("x-tenant"), HeaderClass::Other);
+    }
+
+    /// The first-byte filter only ever answers `Other` where folding and comparing would:
+    /// names starting with a separator, upper case, digits, and a configured prefix that
+    /// matches everything.
+    #[test]
+    fn the_first_byte_filter_agrees_with_the_full_comparison() {
+        fn slow(s: &SpoofableHeaders, name: &str) -> bool {
+            let folded = fold(name);
+            s.names.iter().any(|n| *n == folded)
+                || s.prefixes.iter().any(|p| folded.starts_with(p.as_str()))
+        }
+        let names = [
+            "host",
+            "accept",
+            "cookie",
+            "user-agent",
+            "x-auth-user",
+            "X_Auth_User",
+            "_auth-user",
+            ".x-auth-user",
+            "-x-auth-user",
+            "remote-user",
+            "Remote_User",
+            "9-digits",
+            "1x",
+            "x-tenant-name",
+            "z",
+            "x",
+            "",
+            "~tilde",
+            "x-forwarded-for",
+        ];
+        for extra in [&[][..], &["*"][..], &["_odd", "9th", "Z_*", "q", "k*"][..]] {
+            let s = spoofable(extra);
+            for name in names {
+                assert_eq!(
+                    s.classify(name) != HeaderClass::Other,
+                    slow(&s, name),
+                    "{name:?} with {extra:?}"
+                );
+            }
+        }
+        assert_eq!(spoofable(&["*"]).classify("accept"), HeaderClass::Spoofable);
+        assert_eq!(
+            spoofable(&["_odd"]).classify(".odd"),
+            HeaderClass::LookAlike
+        );
     }
 
     #[test]
