@@ -8,6 +8,7 @@ for every build). Measures this checkout's release build, and BASELINE_BIN besid
     BASELINE_BIN=/path/to/old benches/instructions.py
     REQUESTS=4000 benches/instructions.py
     KEEP=/tmp benches/instructions.py             # keep the dumps: callgrind_annotate /tmp/this.callgrind
+    PROTO=h2 benches/instructions.py              # HTTP/2: 4 connections x 10 streams (default h1)
 
 Needs valgrind, nginx (the upstream) and h2load (nghttp2-client). Stops by itself."""
 import json, os, secrets, shutil, socket, ssl, subprocess, sys, tempfile, time, urllib.request
@@ -16,6 +17,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("SG_BIN") or os.path.join(ROOT, "target", "release", "sessiongate")
 UA = "sessiongate-instructions/1"
 REQUESTS = int(os.environ.get("REQUESTS", "2000"))
+PROTO = os.environ.get("PROTO", "h1")
+if PROTO not in ("h1", "h2"):
+    raise SystemExit("PROTO is h1 or h2")
+# h1: HTTP/1.1 keep-alive; h2: ten concurrent streams on each connection, as a browser opens them.
+H2LOAD_MODE = ["--h1"] if PROTO == "h1" else ["-m", "10"]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 work = tempfile.mkdtemp(prefix="sg-instr-")
 procs = []
@@ -85,7 +91,7 @@ enabled = false
                                  headers={"Content-Type": "application/json", "Host": f"localhost:{port}", "User-Agent": UA})
     with urllib.request.urlopen(req, context=ctx, timeout=120) as r:
         tok = json.loads(r.read())["access_token"]
-    load = lambda n: subprocess.run(["h2load", "--h1", "-n", str(n), "-c", "4", "-H", f"cookie: __Host-sg-access={tok}",
+    load = lambda n: subprocess.run(["h2load", *H2LOAD_MODE, "-n", str(n), "-c", "4", "-H", f"cookie: __Host-sg-access={tok}",
                                      "-H", f"user-agent: {UA}", "-H", f":authority: localhost:{port}",
                                      f"https://127.0.0.1:{port}/app/item"], capture_output=True, text=True, timeout=600).stdout
     load(200)  # warm: connections, pools, caches
@@ -132,7 +138,7 @@ http {{ access_log off; keepalive_requests 1000000;
     got = {}
     for label, binary in builds:
         got[label], _ = measure(binary, label, up, cert, key, users, password, env)
-        print(f"{label} ({binary}): {got[label]:,.0f} instructions per request ({REQUESTS} requests, callgrind, user space)", flush=True)
+        print(f"{label} ({binary}): {got[label]:,.0f} instructions per request ({REQUESTS} requests over {PROTO}, callgrind, user space)", flush=True)
     if "baseline" in got:
         print(f"this/baseline: {got['this'] / got['baseline']:.3f}")
 

@@ -121,14 +121,19 @@ fn refused(ctx: &RequestCtx, e: CsrfError) -> Refusal {
     Refusal::Csrf(e)
 }
 
+/// Headers some frameworks read as the request's real method.
+const METHOD_OVERRIDES: [http::HeaderName; 3] = [
+    http::HeaderName::from_static("x-http-method-override"),
+    http::HeaderName::from_static("x-http-method"),
+    http::HeaderName::from_static("x-method-override"),
+];
+
 /// Whether a request changes state (or claims it does through an override).
 pub fn is_unsafe(method: &Method, h: &HeaderMap, query: Option<&str>) -> bool {
     !matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    ) || h.contains_key("x-http-method-override")
-        || h.contains_key("x-http-method")
-        || h.contains_key("x-method-override")
+    ) || METHOD_OVERRIDES.iter().any(|n| h.contains_key(n))
         || query.is_some_and(|q| {
             q.split('&').any(|p| {
                 p.split('=')

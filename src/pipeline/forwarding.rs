@@ -4,13 +4,13 @@
 //! `upstream.preserve_host`), `X-Forwarded-For/Proto/Host` stated by the gateway. `proxy`
 //! then sends it.
 
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, Uri, Version};
 
 use super::RequestCtx;
 use crate::config::UpstreamConfig;
 use crate::refusal::Refusal;
-use crate::web::headers::{X_FORWARDED_FOR, client_host};
+use crate::web::headers::{X_FORWARDED_FOR_NAME, X_FORWARDED_HOST, X_FORWARDED_PROTO, client_host};
 use crate::web::path;
 
 pub fn prepare<B>(
@@ -38,24 +38,21 @@ pub fn prepare<B>(
     // Present only when the peer is a trusted proxy (strip removed it otherwise); a proxy
     // may have sent several lines: keep the whole chain, then add the peer.
     let prev: Vec<&str> = h
-        .get_all(X_FORWARDED_FOR)
+        .get_all(&X_FORWARDED_FOR_NAME)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
     let xff = if prev.is_empty() {
-        ctx.client_ip.to_string()
+        crate::web::headers::ip_text(ctx.client_ip)
     } else {
         format!("{}, {}", prev.join(", "), ctx.peer_ip)
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert(X_FORWARDED_FOR, v);
+        h.insert(X_FORWARDED_FOR_NAME, v);
     }
-    h.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("https"),
-    );
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     if let Some(v) = host_value {
-        h.insert(HeaderName::from_static("x-forwarded-host"), v);
+        h.insert(X_FORWARDED_HOST, v);
     }
     Ok(())
 }

@@ -214,7 +214,7 @@ pub fn client_ip(rt: &Runtime, conn: &ConnCtx, h: &http::HeaderMap) -> IpAddr {
         return peer;
     }
     let hops: Vec<IpAddr> = h
-        .get_all(headers::X_FORWARDED_FOR)
+        .get_all(&headers::X_FORWARDED_FOR_NAME)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
