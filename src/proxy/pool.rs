@@ -7,7 +7,8 @@
 //! request). Here a thread takes the most recently used idle connection from its own stack, and
 //! the response body gives it back once hyper has read that response to its end
 //! ([`crate::body::Upstream`]); a connection whose response was not read to its end, or that
-//! was upgraded, is never reused. A request that a reused connection could not even begin to
+//! was upgraded, is never reused, and one still sending its request's body (the app answered
+//! first) is kept only once hyper can take another request on it. A request that a reused connection could not even begin to
 //! send (the upstream had closed it while it waited) is sent again on another, as hyper-util
 //! does; one that was sent is never repeated.
 //!
@@ -99,7 +100,7 @@ impl Pool {
         let origin = req.uri().path_and_query().cloned();
         *req.uri_mut() = origin.map_or_else(|| Uri::from_static("/"), Uri::from);
         loop {
-            let (mut tx, reused) = match self.take().await {
+            let (mut tx, reused) = match self.take() {
                 Some(tx) => (tx, true),
                 // Boxed: a new connection is the rare case, and its future (the connector's,
                 // the TLS handshake's) would otherwise be carried by every request's.
@@ -116,16 +117,33 @@ impl Pool {
         }
     }
 
-    /// The most recently used idle connection that is still open and ready.
-    async fn take(&self) -> Option<SendRequest<Incoming>> {
+    /// The most recently used idle connection that is still open and ready (one that is not
+    /// has been closed since it was kept: it is dropped).
+    fn take(&self) -> Option<SendRequest<Incoming>> {
         loop {
-            let mut tx = self.lock().pop()?.tx;
-            if tx.is_closed() {
-                continue;
-            }
-            // Given back as its response ended; hyper marks it ready a moment later.
-            if tx.is_ready() || tx.ready().await.is_ok() {
+            let tx = self.lock().pop()?.tx;
+            if !tx.is_closed() && tx.is_ready() {
                 return Some(tx);
+            }
+        }
+    }
+
+    /// Keep a ready connection for the next request.
+    fn keep(self: Arc<Self>, tx: SendRequest<Incoming>) {
+        {
+            let mut idle = self.lock();
+            if idle.len() >= MAX_IDLE {
+                return;
+            }
+            idle.push(Idle {
+                tx,
+                since: Instant::now(),
+            });
+        }
+        if !self.sweeping.swap(true, Ordering::AcqRel) {
+            // Outside a runtime (it is shutting down) nothing can sweep; nothing needs to.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(sweep(Arc::downgrade(&self)));
             }
         }
     }
@@ -182,25 +200,24 @@ impl Pool {
 }
 
 impl crate::body::Reuse for Pool {
-    fn reuse(self: Arc<Self>, tx: SendRequest<Incoming>) {
+    fn reuse(self: Arc<Self>, mut tx: SendRequest<Incoming>) {
         if tx.is_closed() {
             return;
         }
-        {
-            let mut idle = self.lock();
-            if idle.len() >= MAX_IDLE {
-                return;
-            }
-            idle.push(Idle {
-                tx,
-                since: Instant::now(),
-            });
+        // Almost always: hyper went idle as it read the response's end.
+        if tx.is_ready() {
+            self.keep(tx);
+            return;
         }
-        if !self.sweeping.swap(true, Ordering::AcqRel) {
-            // Outside a runtime (it is shutting down) nothing can sweep; nothing needs to.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(sweep(Arc::downgrade(&self)));
-            }
+        // Not idle yet: the request's body may still be on its way (an app that answered
+        // before reading all of it). Kept once hyper can take another request, never before: a
+        // request given this connection now would wait for another's body.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if tx.ready().await.is_ok() {
+                    self.keep(tx);
+                }
+            });
         }
     }
 }
@@ -269,6 +286,12 @@ mod tests {
     /// A request as the gateway holds one: its body an `Incoming` from a real hyper server
     /// connection (over an in-memory pipe).
     async fn incoming(path: &str) -> Request<Incoming> {
+        incoming_with(path, "", b"").await
+    }
+
+    /// The same, its head carrying `extra` header lines and followed by `body` (of which the
+    /// head may promise more).
+    async fn incoming_with(path: &str, extra: &str, body: &[u8]) -> Request<Incoming> {
         let (client, server) = tokio::io::duplex(4096);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let tx = std::sync::Mutex::new(Some(tx));
@@ -283,8 +306,10 @@ mod tests {
                 .serve_connection(hyper_util::rt::TokioIo::new(server), svc),
         );
         let mut client = client;
-        let head = format!("GET {path} HTTP/1.1\r\nhost: gw\r\n\r\n");
-        tokio::io::AsyncWriteExt::write_all(&mut client, head.as_bytes())
+        let head = format!("POST {path} HTTP/1.1\r\nhost: gw\r\n{extra}\r\n");
+        let mut sent = head.into_bytes();
+        sent.extend_from_slice(body);
+        tokio::io::AsyncWriteExt::write_all(&mut client, &sent)
             .await
             .unwrap();
         tokio::spawn(async move {
@@ -412,6 +437,27 @@ mod tests {
         // Blocking, so that no task of this runtime runs before the next send.
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(read_through(&pool, "/b").await, "1");
+        assert_eq!(app.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// The app answers before the request's body has all arrived (the client is still
+    /// sending it): the connection is busy until that body ends, so the next request must not
+    /// be given it (it would wait for another request's body) but a new one.
+    #[tokio::test]
+    async fn a_connection_still_sending_a_request_body_is_not_handed_out() {
+        let app = app(false);
+        let pool = pool_to(app.port);
+        let req = incoming_with("/a", "content-length: 10\r\n", b"12345").await;
+        let (resp, tx) = pool.send(req).await.unwrap();
+        let pooled: Arc<dyn crate::body::Reuse> = pool.clone();
+        let body = Body::Upstream(crate::body::Upstream::new(resp.into_body(), tx, pooled));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "0");
+        let next = tokio::time::timeout(Duration::from_secs(10), read_through(&pool, "/b")).await;
+        assert_eq!(
+            next.ok().as_deref(),
+            Some("1"),
+            "the next request waited on a busy connection"
+        );
         assert_eq!(app.accepted.load(Ordering::SeqCst), 2);
     }
 
