@@ -8,9 +8,9 @@
 //! the response body gives it back once hyper has read that response to its end
 //! ([`crate::body::Upstream`]); a connection whose response was not read to its end, or that
 //! was upgraded, is never reused, and one still sending its request's body (the app answered
-//! first) is kept only once hyper can take another request on it. A request that a reused connection could not even begin to
-//! send (the upstream had closed it while it waited) is sent again on another, as hyper-util
-//! does; one that was sent is never repeated.
+//! first) is kept only once hyper can take another request on it. A request that a reused
+//! connection could not even begin to send (the upstream had closed it while it waited) is sent
+//! again on another, as hyper-util does; one that was sent is never repeated.
 //!
 //! Bounded: at most [`MAX_IDLE`] idle connections per upstream and thread, each closed after
 //! [`IDLE_TIMEOUT`] unused (a sweep runs while any is idle).
