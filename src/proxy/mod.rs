@@ -257,8 +257,7 @@ pub async fn forward(
     let (mut resp, conn) = resp;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         headers::remove_hop_by_hop(resp.headers_mut());
-        let pool: Arc<dyn body::Reuse> = pool.clone();
-        return Ok(resp.map(|b| Body::Upstream(body::Upstream::new(b, conn, pool))));
+        return Ok(resp.map(|b| pool.body(b, conn)));
     }
     // The connection now belongs to the upgrade.
     drop(conn);

@@ -27,6 +27,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service;
 
+use crate::body::Body;
+
 /// Idle connections kept per upstream and serving thread.
 pub(super) const MAX_IDLE: usize = 1024;
 /// An idle connection unused this long is closed.
@@ -117,6 +119,13 @@ impl Pool {
         }
     }
 
+    /// An upstream response's body, carrying `conn` back to this pool once it is read to its
+    /// end.
+    pub(super) fn body(self: &Arc<Self>, body: Incoming, conn: SendRequest<Incoming>) -> Body {
+        let pool: Arc<dyn crate::body::Reuse> = self.clone();
+        Body::Upstream(crate::body::Upstream::new(body, conn, pool))
+    }
+
     /// The most recently used idle connection that is still open and ready (one that is not
     /// has been closed since it was kept: it is dropped).
     fn take(&self) -> Option<SendRequest<Incoming>> {
@@ -166,6 +175,20 @@ impl Pool {
             }
         }
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Close the connections idle for longer than [`IDLE_TIMEOUT`] (or closed by the upstream);
+    /// whether any is left.
+    fn expire(&self, now: Instant) -> bool {
+        let mut idle = self.lock();
+        idle.retain(|i| !i.tx.is_closed() && now.duration_since(i.since) < IDLE_TIMEOUT);
+        !idle.is_empty()
+    }
 }
 
 /// HTTP/1.1 over a new connection; its task runs on the current thread's runtime until the
@@ -181,22 +204,6 @@ where
         }
     });
     Ok(tx)
-}
-
-impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Close the connections idle for longer than [`IDLE_TIMEOUT`] (or closed by the upstream);
-    /// whether any is left.
-    fn expire(&self, now: Instant) -> bool {
-        let mut idle = self.lock();
-        idle.retain(|i| !i.tx.is_closed() && now.duration_since(i.since) < IDLE_TIMEOUT);
-        !idle.is_empty()
-    }
 }
 
 impl crate::body::Reuse for Pool {
@@ -260,7 +267,6 @@ pub(super) fn host_value(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::body::Body;
     use http_body_util::BodyExt;
     use std::io::{Read, Write};
     use std::sync::mpsc;
@@ -389,9 +395,12 @@ mod tests {
 
     async fn read_through(pool: &Arc<Pool>, path: &str) -> String {
         let (resp, tx) = pool.send(incoming(path).await).await.unwrap();
-        let pooled: Arc<dyn crate::body::Reuse> = pool.clone();
-        let body = Body::Upstream(crate::body::Upstream::new(resp.into_body(), tx, pooled));
-        let bytes = body.collect().await.unwrap().to_bytes();
+        let bytes = pool
+            .body(resp.into_body(), tx)
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
@@ -410,12 +419,7 @@ mod tests {
         let app = app(false);
         let pool = pool_to(app.port);
         let (resp, tx) = pool.send(incoming("/a").await).await.unwrap();
-        let pooled: Arc<dyn crate::body::Reuse> = pool.clone();
-        drop(Body::Upstream(crate::body::Upstream::new(
-            resp.into_body(),
-            tx,
-            pooled,
-        )));
+        drop(pool.body(resp.into_body(), tx));
         assert_eq!(
             pool.lock().len(),
             0,
@@ -449,8 +453,7 @@ mod tests {
         let pool = pool_to(app.port);
         let req = incoming_with("/a", "content-length: 10\r\n", b"12345").await;
         let (resp, tx) = pool.send(req).await.unwrap();
-        let pooled: Arc<dyn crate::body::Reuse> = pool.clone();
-        let body = Body::Upstream(crate::body::Upstream::new(resp.into_body(), tx, pooled));
+        let body = pool.body(resp.into_body(), tx);
         assert_eq!(body.collect().await.unwrap().to_bytes(), "0");
         let next = tokio::time::timeout(Duration::from_secs(10), read_through(&pool, "/b")).await;
         assert_eq!(

@@ -114,14 +114,16 @@ pub struct SpoofableHeaders {
     first: [u64; 4],
 }
 
-/// A name's first two bytes as [`fold`] reads them, hashed to a byte (0 for a missing one).
-fn start_key(name: &str) -> u8 {
+/// A name's first two bytes as [`fold`] reads them (0 for a missing one), hashed to one of the
+/// filter's 256 bits: its word and its mask.
+fn start_bit(name: &str) -> (usize, u64) {
     let b = name.as_bytes();
     let (b0, b1) = (
         b.first().map_or(0, |&c| fold_byte(c)),
         b.get(1).map_or(0, |&c| fold_byte(c)),
     );
-    b0.wrapping_mul(31).wrapping_add(b1)
+    let k = b0.wrapping_mul(31).wrapping_add(b1);
+    (usize::from(k >> 6), 1 << (k & 63))
 }
 
 /// A byte as [`fold`] reads it.
@@ -149,15 +151,15 @@ impl SpoofableHeaders {
         let names: rustc_hash::FxHashSet<String> = names.into_iter().collect();
         let mut first = [0u64; 4];
         for n in &names {
-            let k = start_key(n);
-            first[usize::from(k >> 6)] |= 1 << (k & 63);
+            let (w, bit) = start_bit(n);
+            first[w] |= bit;
         }
         for p in &prefixes {
             if p.len() < 2 {
                 first = [u64::MAX; 4];
             } else {
-                let k = start_key(p);
-                first[usize::from(k >> 6)] |= 1 << (k & 63);
+                let (w, bit) = start_bit(p);
+                first[w] |= bit;
             }
         }
         Self {
@@ -169,8 +171,8 @@ impl SpoofableHeaders {
 
     /// What to do with a request header of this name (as `HeaderName::as_str` gives it).
     pub fn classify(&self, name: &str) -> HeaderClass {
-        let k = start_key(name);
-        if self.first[usize::from(k >> 6)] & (1 << (k & 63)) == 0 {
+        let (w, bit) = start_bit(name);
+        if self.first[w] & bit == 0 {
             return HeaderClass::Other;
         }
         let folded = fold(name);
