@@ -166,6 +166,13 @@ def redis_used_memory(port):
     return int(re.search(r"^used_memory:(\d+)", out, re.M).group(1))
 
 
+def redis_commandstats(port):
+    """INFO commandstats as command -> (calls, microseconds spent in it)."""
+    out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "commandstats"], capture_output=True, text=True, timeout=10).stdout
+    return {m.group(1): (int(m.group(2)), int(m.group(3)))
+            for m in re.finditer(r"^cmdstat_([^:]+):calls=(\d+),usec=(\d+)", out, re.M)}
+
+
 def redis_stats(port):
     """MEMORY STATS as name -> number. redis-cli prints the reply one element per line with
     nested replies flattened (`db.0` is followed by its own pairs), so pairs are read as a
@@ -571,15 +578,33 @@ response = function(status, headers, body)
   if t then tokens[#tokens + 1] = t end
 end
 """)
-        def refresh_rounds(port, tokens, label):
+        def refresh_rounds(port, tokens, label, gw_pid, redis=None):
+            """`redis`: (port, pid) of the store, whose CPU and script time per refresh are
+            printed beside the gateway's."""
             vals = []
             for r in range(ROUNDS):
                 path = write(f"chains-{label}-{r}", "\n".join(tokens(r)) + "\n")
-                vals.append(wrk(f"https://127.0.0.1:{port}/.auth/refresh", [f"User-Agent: {UA}", f"Host: localhost:{port}"], script=chain_lua(path)))
-                print(f"refresh round {r + 1} ({label}): {vals[-1]['rps']:.0f} rps p50 {vals[-1]['p50']:.2f}ms p99 {vals[-1]['p99']:.2f}ms errors {vals[-1]['errors']}", flush=True)
+                cpu0 = cpu_seconds(gw_pid)
+                if redis:
+                    rcpu0, stats0 = cpu_seconds(redis[1]), redis_commandstats(redis[0])
+                v = wrk(f"https://127.0.0.1:{port}/.auth/refresh", [f"User-Agent: {UA}", f"Host: localhost:{port}"], script=chain_lua(path))
+                n = max(v["requests"], 1)
+                line = f"refresh round {r + 1} ({label}): {v['rps']:.0f} rps p50 {v['p50']:.2f}ms p99 {v['p99']:.2f}ms errors {v['errors']}"
+                line += f" gateway cpu {(cpu_seconds(gw_pid) - cpu0) * 1e6 / n:.1f}us/refresh"
+                if redis:
+                    stats1 = redis_commandstats(redis[0])
+                    # A script's time includes the commands it calls, which are counted too.
+                    delta = {k: (c - stats0.get(k, (0, 0))[0], u - stats0.get(k, (0, 0))[1]) for k, (c, u) in stats1.items()}
+                    scripts = [delta.pop(k, (0, 0)) for k in ("evalsha", "eval")]
+                    delta.pop("info", None)
+                    line += (f" redis cpu {(cpu_seconds(redis[1]) - rcpu0) * 1e6 / n:.1f}us/refresh"
+                             f" ({sum(c for c, _ in scripts) / n:.2f} scripts/refresh calling"
+                             f" {sum(c for c, _ in delta.values()) / n:.1f} commands, {sum(u for _, u in scripts) / n:.1f}us in scripts)")
+                print(line, flush=True)
+                vals.append(v)
             return vals
         print(f"\n## refresh path: JSON POST /.auth/refresh, {chains} sessions chained (every request rotates), wrk -c{CONNS}")
-        mem = refresh_rounds(sg, lambda r: [login()["refresh_token"] for _ in range(chains)], "memory store")
+        mem = refresh_rounds(sg, lambda r: [login()["refresh_token"] for _ in range(chains)], "memory store", gw.pid)
         print(f"refresh median (memory store): {statistics.median(v['rps'] for v in mem):.0f} req/s")
     redis_bin = shutil.which("redis-server")
     if ("redis" in SCENARIOS or "refresh" in SCENARIOS) and not redis_bin:
@@ -588,12 +613,12 @@ end
         # A gateway in upstream-login mode on a fresh Redis: sessions start through the app's
         # signed grant (the upstream's /login answers with the grant the client asks for).
         rp, sg_g, sg_g_admin = free_port(), free_port(), free_port()
-        start([redis_bin, "--port", str(rp), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", work])
+        redis_pid = start([redis_bin, "--port", str(rp), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", work]).pid
         wait_port(rp)
         grant_secret = secrets.token_urlsafe(32)
         conf = sg_conf(sg_g, sg_g_admin, f'kind = "redis"\nurl = "redis://127.0.0.1:{rp}/0"', "gateway-grant.toml",
                        login='mode = "upstream"\nupstream_path = "/login"\ngrant_secret_env = "SG_GRANT"')
-        start([BIN, "run", "--config", conf], env=dict(env, SG_GRANT=grant_secret), stderr=open(os.path.join(work, "sg-grant.err"), "w"))
+        gw_g = start([BIN, "run", "--config", conf], env=dict(env, SG_GRANT=grant_secret), stderr=open(os.path.join(work, "sg-grant.err"), "w"))
         wait_port(sg_g)
         import http.client
         conn = http.client.HTTPSConnection("127.0.0.1", sg_g, context=ctx, timeout=10)
@@ -645,7 +670,8 @@ end
             print(f"MEMORY STATS growth per session, as started: {growth(stats0, stats1)}; after a rotation: {growth(stats0, stats2)}")
             print(f"bytes per session: {per(fresh):.0f} as started, {per(rotated):.0f} once each has rotated its refresh token once  (target <= 500)")
         # The refresh path on Redis, beside redis-benchmark's EVALSHA on the same Redis.
-        vals = refresh_rounds(sg_g, lambda r: [grant_session(f"chain{r}-{i}@example.com", UA) for i in range(chains)], "redis store")
+        vals = refresh_rounds(sg_g, lambda r: [grant_session(f"chain{r}-{i}@example.com", UA) for i in range(chains)], "redis store",
+                              gw_g.pid, (rp, redis_pid))
         rotate_like = ("local h = redis.call('HGETALL', KEYS[1]) "
                        "redis.call('HSET', KEYS[1], 'prev', ARGV[1], 'cur', ARGV[1]) return #h")
         sha = subprocess.run(["redis-cli", "-p", str(rp), "SCRIPT", "LOAD", rotate_like], capture_output=True, text=True, timeout=10).stdout.strip()
@@ -654,8 +680,10 @@ end
             out = subprocess.run(["redis-benchmark", "-p", str(rp), "-c", str(CONNS), "-n", "200000", "-r", "100000", "-q",
                                   "EVALSHA", sha, "1", "bench:{u}:s:__rand_int__", "jti"], capture_output=True, text=True, timeout=120).stdout
             ev.append(float(re.findall(r"([\d.]+) requests per second", out)[-1]))
+        ev_calls, ev_usec = redis_commandstats(rp).get("evalsha", (0, 0))
         g, e = statistics.median(v["rps"] for v in vals), statistics.median(ev)
-        print(f"redis-benchmark EVALSHA (rotate-shaped script: HGETALL + HSET, -c{CONNS}) per round: {', '.join(f'{x:.0f}' for x in ev)}")
+        print(f"redis-benchmark EVALSHA (rotate-shaped script: HGETALL + HSET, -c{CONNS}) per round: {', '.join(f'{x:.0f}' for x in ev)}"
+              f"  (all EVALSHA on this Redis so far: {ev_usec / max(ev_calls, 1):.1f}us per call)")
         print(f"refresh median (redis store): {g:.0f} req/s = {g / e:.2f} of redis-benchmark EVALSHA ({e:.0f}/s) on the same Redis, same run")
     if "login" in SCENARIOS:
         print("\n## login (JSON, argon2id m=19MiB t=2 p=1 per request; memory store)")

@@ -42,3 +42,4 @@ pub mod trace_context;
 pub mod util;
 pub mod version;
 pub mod web;
+pub(crate) mod worker;

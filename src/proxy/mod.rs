@@ -11,7 +11,6 @@ mod pool;
 mod tls;
 mod tunnel;
 
-use std::cell::Cell;
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
@@ -36,18 +35,8 @@ pub struct Upstream {
 
 impl Upstream {
     fn pool(&self) -> &Arc<pool::Pool> {
-        let i = WORKER.with(Cell::get);
-        &self.pools[i.min(self.pools.len() - 1)]
+        &self.pools[crate::worker::index().min(self.pools.len() - 1)]
     }
-}
-
-thread_local! {
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Mark the current thread as serving worker `i` (1-based; 0 is the control runtime).
-pub fn set_worker(i: usize) {
-    WORKER.with(|w| w.set(i));
 }
 
 pub struct Upstreams {

@@ -276,7 +276,7 @@ fn spawn_https(
         let thread = std::thread::Builder::new()
             .name(format!("sessiongate-{}", i + 1))
             .spawn(move || {
-                crate::proxy::set_worker(i + 1);
+                crate::worker::set(i + 1);
                 let local = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

@@ -49,7 +49,7 @@
 //! whose record still carries the link it was looked up by.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -67,54 +67,118 @@ use super::{
 use crate::config::RedisConfig;
 use crate::util::now_unix;
 
-/// A pooled connection plus a flag set when it failed: bb8 drops it instead of handing a dead
-/// multiplexed connection out again, so the store recovers by itself when Redis comes back.
-pub struct Tracked<C> {
-    conn: C,
+/// Where the store's commands go: one multiplexed connection per serving thread (thread `i`
+/// uses slot `i % store.pool_size`), made lazily on that thread, so its reader and writer run
+/// there and a command never wakes another thread. Commands in flight from every request of
+/// the thread are pipelined on it (a multiplexed connection matches replies to requests in
+/// order and drops the reply of one whose caller went away). A connection that failed, or
+/// whose command timed out, is replaced at its next use; the gateway starts while Redis is
+/// down and recovers by itself.
+#[derive(Clone)]
+struct Connections(Arc<ConnectionsInner>);
+
+struct ConnectionsInner {
+    client: Client,
+    connect_timeout: Duration,
+    slots: Box<[Slot]>,
+}
+
+enum Client {
+    Single(redis::Client, redis::AsyncConnectionConfig),
+    Cluster(ClusterClient),
+}
+
+#[derive(Default)]
+struct Slot {
+    live: std::sync::Mutex<Option<Conn>>,
+    /// Held while a connection is made: one attempt at a time per slot.
+    connecting: tokio::sync::Mutex<()>,
+    /// Attempts that failed. A caller that waited through one fails too, rather than trying
+    /// again in its turn (under an outage, waiters in a queue would each wait
+    /// `connect_timeout` more).
+    failures: AtomicU64,
+}
+
+/// A connection of either kind, usable wherever redis wants one (clones share it), with a flag
+/// set once it failed.
+#[derive(Clone)]
+struct Conn {
+    kind: ConnKind,
     broken: Arc<AtomicBool>,
 }
 
-/// Wraps a connection manager so that failed connections are discarded (`has_broken`).
-pub struct Managed<M>(M);
-
-impl<M: bb8::ManageConnection> bb8::ManageConnection for Managed<M> {
-    type Connection = Tracked<M::Connection>;
-    type Error = M::Error;
-
-    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
-        Ok(Tracked {
-            conn: self.0.connect().await?,
-            broken: Arc::new(AtomicBool::new(false)),
-        })
-    }
-
-    async fn is_valid(&self, c: &mut Self::Connection) -> Result<(), Self::Error> {
-        self.0.is_valid(&mut c.conn).await
-    }
-
-    fn has_broken(&self, c: &mut Self::Connection) -> bool {
-        c.broken.load(Ordering::Relaxed)
-    }
-}
-
 #[derive(Clone)]
-enum Pool {
-    Single(bb8::Pool<Managed<redis::Client>>),
-    Cluster(bb8::Pool<Managed<ClusterClient>>),
+enum ConnKind {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
 }
 
-/// A pooled connection of either kind, usable wherever redis wants a connection.
-enum Conn<'a> {
-    Single(bb8::PooledConnection<'a, Managed<redis::Client>>),
-    Cluster(bb8::PooledConnection<'a, Managed<ClusterClient>>),
-}
+impl Connections {
+    fn new(client: Client, cfg: &RedisConfig) -> Self {
+        let n = usize::try_from(cfg.pool_size).unwrap_or(1).max(1);
+        Self(Arc::new(ConnectionsInner {
+            client,
+            connect_timeout: cfg.connect_timeout,
+            slots: (0..n).map(|_| Slot::default()).collect(),
+        }))
+    }
 
-impl Conn<'_> {
-    fn flag(&self) -> Arc<AtomicBool> {
-        match self {
-            Conn::Single(c) => c.broken.clone(),
-            Conn::Cluster(c) => c.broken.clone(),
+    /// This thread's connection, made if there is none or it failed (bounded by
+    /// `store.connect_timeout`).
+    async fn get(&self) -> Result<Conn, StoreError> {
+        let inner = &*self.0;
+        let slot = &inner.slots[crate::worker::index() % inner.slots.len()];
+        if let Some(c) = slot.live() {
+            return Ok(c);
         }
+        let failures = slot.failures.load(Ordering::Acquire);
+        let _one = slot.connecting.lock().await;
+        if let Some(c) = slot.live() {
+            return Ok(c);
+        }
+        if slot.failures.load(Ordering::Acquire) != failures {
+            return Err(StoreError::Unavailable(
+                "cannot connect to Redis (an attempt just failed)".into(),
+            ));
+        }
+        match tokio::time::timeout(inner.connect_timeout, inner.client.connect()).await {
+            Ok(Ok(kind)) => {
+                let c = Conn {
+                    kind,
+                    broken: Arc::new(AtomicBool::new(false)),
+                };
+                *slot.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+                Ok(c)
+            }
+            Ok(Err(e)) => {
+                slot.failures.fetch_add(1, Ordering::Release);
+                Err(unavailable(e))
+            }
+            Err(_) => {
+                slot.failures.fetch_add(1, Ordering::Release);
+                Err(StoreError::Timeout)
+            }
+        }
+    }
+}
+
+impl Slot {
+    fn live(&self) -> Option<Conn> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.as_ref()
+            .filter(|c| !c.broken.load(Ordering::Relaxed))
+            .cloned()
+    }
+}
+
+impl Client {
+    async fn connect(&self) -> redis::RedisResult<ConnKind> {
+        Ok(match self {
+            Client::Single(c, cfg) => {
+                ConnKind::Single(c.get_multiplexed_async_connection_with_config(cfg).await?)
+            }
+            Client::Cluster(c) => ConnKind::Cluster(c.get_async_connection().await?),
+        })
     }
 }
 
@@ -127,7 +191,8 @@ fn breaks_connection(e: &redis::RedisError) -> bool {
         || e.is_timeout()
 }
 
-fn watch<'a, T: Send + 'a>(flag: Arc<AtomicBool>, fut: RedisFuture<'a, T>) -> RedisFuture<'a, T> {
+fn watch<'a, T: Send + 'a>(flag: &Arc<AtomicBool>, fut: RedisFuture<'a, T>) -> RedisFuture<'a, T> {
+    let flag = flag.clone();
     Box::pin(async move {
         let r = fut.await;
         if let Err(e) = &r
@@ -139,12 +204,11 @@ fn watch<'a, T: Send + 'a>(flag: Arc<AtomicBool>, fut: RedisFuture<'a, T>) -> Re
     })
 }
 
-impl ConnectionLike for Conn<'_> {
+impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        let flag = self.flag();
-        match self {
-            Conn::Single(c) => watch(flag, c.conn.req_packed_command(cmd)),
-            Conn::Cluster(c) => watch(flag, c.conn.req_packed_command(cmd)),
+        match &mut self.kind {
+            ConnKind::Single(c) => watch(&self.broken, c.req_packed_command(cmd)),
+            ConnKind::Cluster(c) => watch(&self.broken, c.req_packed_command(cmd)),
         }
     }
     fn req_packed_commands<'a>(
@@ -153,16 +217,15 @@ impl ConnectionLike for Conn<'_> {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        let flag = self.flag();
-        match self {
-            Conn::Single(c) => watch(flag, c.conn.req_packed_commands(p, offset, count)),
-            Conn::Cluster(c) => watch(flag, c.conn.req_packed_commands(p, offset, count)),
+        match &mut self.kind {
+            ConnKind::Single(c) => watch(&self.broken, c.req_packed_commands(p, offset, count)),
+            ConnKind::Cluster(c) => watch(&self.broken, c.req_packed_commands(p, offset, count)),
         }
     }
     fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.conn.get_db(),
-            Conn::Cluster(c) => c.conn.get_db(),
+        match &self.kind {
+            ConnKind::Single(c) => c.get_db(),
+            ConnKind::Cluster(c) => c.get_db(),
         }
     }
 }
@@ -239,13 +302,23 @@ if current then
   -- and no count has rotated once), to keep the record small.
   local rn = tonumber(r['rn'] or '') or ((r['prev'] or '') ~= '' and 1 or 0)
   if tonumber(ARGV[9]) - rot_ms >= tonumber(ARGV[10]) * 1000 then rn = 1 else rn = rn + 1 end
-  redis.call('HSET', KEYS[1], 'prev', r['cur'], 'cur', ARGV[2], 'rot_ms', ARGV[9],
-    'last_seen', ARGV[3])
-  if rn > 1 then redis.call('HSET', KEYS[1], 'rn', rn) else redis.call('HDEL', KEYS[1], 'rn') end
-  redis.call('HDEL', KEYS[1], 'rot', 'open')
+  local set = {'prev', r['cur'], 'cur', ARGV[2], 'rot_ms', ARGV[9], 'last_seen', ARGV[3]}
+  r['prev'], r['cur'], r['rot_ms'], r['last_seen'] = r['cur'], ARGV[2], ARGV[9], ARGV[3]
+  if rn > 1 then
+    set[#set + 1], set[#set + 2] = 'rn', tostring(rn)
+    r['rn'] = tostring(rn)
+  end
+  redis.call('HSET', KEYS[1], unpack(set))
+  -- Fields the record no longer has, deleted only when it has them (a rotation is one
+  -- HGETALL, one HGET and one HSET in the common case).
+  local gone = {}
+  for _, f in ipairs({'rot', 'open', rn > 1 and '' or 'rn'}) do
+    if r[f] then gone[#gone + 1] = f; r[f] = nil end
+  end
+  if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
+  -- The record as it is now, from what was read and written (with its user agent's text).
   local out = {'rotated'}
-  local h2 = with_ua(redis.call('HGETALL', KEYS[1]))
-  for i = 1, #h2 do out[#out + 1] = h2[i] end
+  for k, v in pairs(r) do out[#out + 1] = k; out[#out + 1] = v end
   return out
 end
 if previous then
@@ -402,7 +475,7 @@ struct Scripts {
 }
 
 pub struct RedisStore {
-    pool: Pool,
+    conns: Connections,
     /// Where the revocation channel is subscribed (a cluster publishes to every node).
     /// Where the revocation channel can be subscribed: the node, or every cluster node (a
     /// cluster forwards publishes to all of them), tried in turn.
@@ -413,14 +486,6 @@ pub struct RedisStore {
     /// Bounded (4096 events): a subscriber that falls behind gets `Lagged` and resynchronises.
     feed: broadcast::Sender<FeedEvent>,
     feed_started: OnceLock<()>,
-}
-
-fn pool_builder<M: bb8::ManageConnection>(cfg: &RedisConfig) -> bb8::Builder<M> {
-    bb8::Pool::builder()
-        .max_size(cfg.pool_size)
-        .connection_timeout(cfg.connect_timeout)
-        .retry_connection(false)
-        .test_on_check_out(false)
 }
 
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -446,17 +511,18 @@ fn node_client(url: &str, cfg: &RedisConfig) -> Result<redis::Client, StoreError
 }
 
 impl RedisStore {
-    /// Build the pool (no connection is made until first use, so the gateway starts while Redis
+    /// Build the connections (no connection is made until first use, so the gateway starts while Redis
     /// is down and reports it on `/readyz`).
     pub fn new(cfg: &RedisConfig) -> Result<Self, StoreError> {
-        let (pool, pubsub_url) = match &cfg.url {
+        let (conns, pubsub_url) = match &cfg.url {
             Some(url) => {
                 let url = String::from_utf8_lossy(url.expose()).into_owned();
                 let client = node_client(&url, cfg)?;
-                (
-                    Pool::Single(pool_builder(cfg).build_unchecked(Managed(client))),
-                    url,
-                )
+                // Every command is bounded by `store.command_timeout` here (`timed`).
+                let conn_cfg = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(cfg.connect_timeout))
+                    .set_response_timeout(Some(cfg.command_timeout));
+                (Connections::new(Client::Single(client, conn_cfg), cfg), url)
             }
             None => {
                 let mut b = ClusterClient::builder(cfg.cluster_nodes.clone())
@@ -484,7 +550,7 @@ impl RedisStore {
                     nodes.push(u.to_string());
                 }
                 (
-                    Pool::Cluster(pool_builder(cfg).build_unchecked(Managed(client))),
+                    Connections::new(Client::Cluster(client), cfg),
                     nodes.join(" "),
                 )
             }
@@ -494,7 +560,7 @@ impl RedisStore {
             .map(|u| node_client(u, cfg))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            pool,
+            conns,
             pubsub,
             prefix: cfg.key_prefix.clone(),
             command_timeout: cfg.command_timeout,
@@ -526,7 +592,7 @@ impl RedisStore {
     /// One record, with its user agent's text.
     async fn read_record(
         &self,
-        c: &mut Conn<'_>,
+        c: &mut Conn,
         f: &Arc<AtomicBool>,
         user: &str,
         sid: &str,
@@ -579,7 +645,7 @@ impl RedisStore {
     /// The members of a sorted set scored by expiry, once the expired ones are removed.
     async fn live_members(
         &self,
-        c: &mut Conn<'_>,
+        c: &mut Conn,
         f: &AtomicBool,
         key: &str,
     ) -> Result<Vec<String>, StoreError> {
@@ -600,33 +666,32 @@ impl RedisStore {
         .await
     }
 
-    /// A pooled connection (bounded by `store.connect_timeout`).
-    async fn conn(&self) -> Result<Conn<'_>, StoreError> {
-        Ok(match &self.pool {
-            Pool::Single(p) => Conn::Single(p.get().await.map_err(unavailable)?),
-            Pool::Cluster(p) => Conn::Cluster(p.get().await.map_err(unavailable)?),
-        })
+    /// This thread's connection (made within `store.connect_timeout` if there is none).
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        self.conns.get().await
     }
 
-    /// One command on a pooled connection, bounded by `store.command_timeout`.
+    /// One command, bounded by `store.command_timeout`.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
         let mut c = self.conn().await?;
-        let f = c.flag();
+        let f = c.broken.clone();
         self.timed(&f, cmd.query_async(&mut c)).await
     }
 
-    /// One script call on a pooled connection, bounded by `store.command_timeout`.
+    /// One script call, bounded by `store.command_timeout`.
     async fn invoke<T: redis::FromRedisValue>(
         &self,
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
         let mut c = self.conn().await?;
-        let f = c.flag();
+        let f = c.broken.clone();
         self.timed(&f, inv.invoke_async(&mut c)).await
     }
 
-    /// One Redis operation, bounded by `store.command_timeout`. A connection that timed out
-    /// is not reused (its answer may still arrive and would be read as the next one's).
+    /// One Redis operation, bounded by `store.command_timeout`. A connection on which a
+    /// command timed out is replaced at its next use (the commands still in flight on it
+    /// finish or fail there): a Redis that stopped answering on one connection may answer on
+    /// a new one.
     async fn timed<T>(
         &self,
         flag: &AtomicBool,
@@ -658,7 +723,7 @@ impl RedisStore {
         )
         .ignore();
         let mut c = self.conn().await?;
-        let f = c.flag();
+        let f = c.broken.clone();
         self.timed(&f, p.query_async::<()>(&mut c)).await
     }
 
@@ -682,7 +747,7 @@ impl RedisStore {
         }
         let now = now_unix();
         let mut c = self.conn().await?;
-        let f = c.flag();
+        let f = c.broken.clone();
         for k in keys {
             let mut inv = self.scripts.idp_index.key(k);
             inv.arg(member).arg(abs_end).arg(now).arg(IDP_INDEX_MAX);
@@ -699,7 +764,7 @@ impl RedisStore {
         }
         let r: Result<(), StoreError> = async {
             let mut c = self.conn().await?;
-            let f = c.flag();
+            let f = c.broken.clone();
             for k in keys {
                 let _: i64 = self
                     .timed(
@@ -726,7 +791,7 @@ impl RedisStore {
 
     fn start_feed(&self) {
         let clients = self.pubsub.clone();
-        let pool = self.pool.clone();
+        let conns = self.conns.clone();
         let timeout = self.command_timeout;
         let channel = self.revocations_key();
         let tx = self.feed.clone();
@@ -737,7 +802,7 @@ impl RedisStore {
                 let started = std::time::Instant::now();
                 match feed_once(
                     &clients[node % clients.len()],
-                    &pool,
+                    &conns,
                     timeout,
                     &channel,
                     &tx,
@@ -764,7 +829,7 @@ impl RedisStore {
 /// messages until the connection drops.
 async fn feed_once(
     client: &redis::Client,
-    pool: &Pool,
+    conns: &Connections,
     timeout: Duration,
     channel: &str,
     tx: &broadcast::Sender<FeedEvent>,
@@ -773,8 +838,9 @@ async fn feed_once(
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
     ps.subscribe(channel).await?;
-    // Read through the pool: in a cluster, only it knows which node holds the key.
-    let list = read_revocations(pool, timeout, channel, now_unix())
+    // Read through the store's connections: in a cluster, only they know which node holds
+    // the key.
+    let list = read_revocations(conns, timeout, channel, now_unix())
         .await
         .map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "resync", e.to_string())))?;
     let _ = tx.send(FeedEvent::Resynced(list));
@@ -1022,7 +1088,7 @@ impl SessionStore for RedisStore {
 
     async fn get(&self, user: &str, sid: &str) -> Result<Option<SessionRecord>, StoreError> {
         let mut c = self.conn().await?;
-        let f = c.flag();
+        let f = c.broken.clone();
         self.read_record(&mut c, &f, user, sid).await
     }
 
@@ -1081,7 +1147,7 @@ impl SessionStore for RedisStore {
     async fn list(&self, user: &str) -> Result<Vec<SessionRecord>, StoreError> {
         let ik = self.index_key(user);
         let mut c = self.conn().await?;
-        let f = c.flag();
+        let f = c.broken.clone();
         let sids = self.live_members(&mut c, &f, &ik).await?;
         let mut out = Vec::with_capacity(sids.len());
         for sid in sids {
@@ -1095,7 +1161,7 @@ impl SessionStore for RedisStore {
 
     async fn touch(&self, seen: &[(String, String, u64)]) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
-        let f = c.flag();
+        let f = c.broken.clone();
         for (user, sid, at) in seen {
             let mut inv = self.scripts.touch.key(self.session_key(user, sid));
             inv.arg(*at);
@@ -1106,7 +1172,7 @@ impl SessionStore for RedisStore {
 
     async fn recent_revocations(&self, now: u64) -> Result<Vec<Revocation>, StoreError> {
         read_revocations(
-            &self.pool,
+            &self.conns,
             self.command_timeout,
             &self.revocations_key(),
             now,
@@ -1138,7 +1204,7 @@ impl SessionStore for RedisStore {
     ) -> Result<Vec<(String, String)>, StoreError> {
         let ik = self.idp_key(provider, key);
         let mut c = self.conn().await?;
-        let f = c.flag();
+        let f = c.broken.clone();
         let members = self.live_members(&mut c, &f, &ik).await?;
         let mut out = Vec::with_capacity(members.len());
         let mut gone = Vec::new();
@@ -1429,15 +1495,12 @@ impl SessionStore for RedisStore {
 
 /// The revocations still in force (`until` after `now`), from the sorted set `key`.
 async fn read_revocations(
-    pool: &Pool,
+    conns: &Connections,
     timeout: Duration,
     key: &str,
     now: u64,
 ) -> Result<Vec<Revocation>, StoreError> {
-    let mut c = match pool {
-        Pool::Single(p) => Conn::Single(p.get().await.map_err(unavailable)?),
-        Pool::Cluster(p) => Conn::Cluster(p.get().await.map_err(unavailable)?),
-    };
+    let mut c = conns.get().await?;
     let mut cmd = redis::cmd("ZRANGEBYSCORE");
     cmd.arg(key).arg(now + 1).arg("+inf").arg("WITHSCORES");
     match tokio::time::timeout(timeout, cmd.query_async::<Vec<(String, u64)>>(&mut c)).await {
@@ -1447,7 +1510,7 @@ async fn read_revocations(
             .collect()),
         Ok(Err(e)) => Err(unavailable(e)),
         Err(_) => {
-            c.flag().store(true, Ordering::Relaxed);
+            c.broken.store(true, Ordering::Relaxed);
             Err(StoreError::Timeout)
         }
     }
@@ -1461,6 +1524,60 @@ pub fn build(cfg: &RedisConfig) -> Result<Arc<RedisStore>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn silent_server_config(port: u16) -> RedisConfig {
+        RedisConfig {
+            url: Some(crate::config::Secret::new(
+                format!("redis://127.0.0.1:{port}/0").into_bytes(),
+            )),
+            cluster_nodes: Vec::new(),
+            password: None,
+            username: None,
+            ca_pem: None,
+            pool_size: 4,
+            connect_timeout: Duration::from_millis(300),
+            command_timeout: Duration::from_secs(1),
+            key_prefix: "sg".into(),
+        }
+    }
+
+    /// A "Redis" that accepts connections and never answers: making a connection times out.
+    /// Requests that queue behind one attempt fail with it, rather than each waiting for an
+    /// attempt of its own (8 in a row would take 8 × 300 ms), and the next request tries again.
+    #[tokio::test]
+    async fn requests_waiting_on_a_failed_connection_attempt_fail_with_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                held.push(sock);
+            }
+        });
+        let store = Arc::new(RedisStore::new(&silent_server_config(port)).unwrap());
+        let started = std::time::Instant::now();
+        let pings: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.ping().await })
+            })
+            .collect();
+        for p in pings {
+            assert!(p.await.unwrap().is_err(), "a silent server is not up");
+        }
+        let wave = started.elapsed();
+        assert!(
+            wave < Duration::from_millis(1200),
+            "8 queued requests took {wave:?}: each made an attempt of its own"
+        );
+        let again = std::time::Instant::now();
+        // (Our bound or the client's own connection timeout, whichever fires first.)
+        assert!(store.ping().await.is_err());
+        assert!(
+            again.elapsed() >= Duration::from_millis(250),
+            "the next request tries to connect again"
+        );
+    }
 
     fn reply(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
