@@ -600,7 +600,7 @@ impl RedisStore {
         let mut inv = self.scripts.get.key(self.session_key(user, sid));
         inv.key(self.uas_key(user));
         let out: Vec<String> = self.timed(f, inv.invoke_async(c)).await?;
-        Ok(to_record(sid, &pairs_to_map(&out)))
+        Ok(to_record(sid, &pairs_to_map(out)))
     }
 
     fn index_key(&self, user: &str) -> String {
@@ -940,14 +940,15 @@ fn to_record(sid: &str, m: &HashMap<String, String>) -> Option<SessionRecord> {
 
 /// The rotate script's answer: `{"notfound"}`, or a kind and the record's fields. Anything else
 /// is an error, never "not found" (which would log the user out).
-fn rotate_outcome(sid: &str, out: &[String]) -> Result<RotateOutcome, StoreError> {
-    let Some((kind, rest)) = out.split_first() else {
+fn rotate_outcome(sid: &str, out: Vec<String>) -> Result<RotateOutcome, StoreError> {
+    let mut out = out.into_iter();
+    let Some(kind) = out.next() else {
         return Err(StoreError::UnexpectedReply("empty rotate reply".into()));
     };
     if kind == "notfound" {
         return Ok(RotateOutcome::NotFound);
     }
-    let rec = to_record(sid, &pairs_to_map(rest)).ok_or_else(|| {
+    let rec = to_record(sid, &pairs_to_map(out)).ok_or_else(|| {
         StoreError::UnexpectedReply(format!("rotate reply {kind:?} without a valid record"))
     });
     match kind.as_str() {
@@ -961,10 +962,10 @@ fn rotate_outcome(sid: &str, out: &[String]) -> Result<RotateOutcome, StoreError
     }
 }
 
-fn pairs_to_map(v: &[String]) -> HashMap<String, String> {
-    v.chunks_exact(2)
-        .map(|c| (c[0].clone(), c[1].clone()))
-        .collect()
+/// `[field, value, field, value, ...]` as a map (a last field without a value is dropped).
+fn pairs_to_map(v: impl IntoIterator<Item = String>) -> HashMap<String, String> {
+    let mut v = v.into_iter();
+    std::iter::from_fn(|| Some((v.next()?, v.next()?))).collect()
 }
 
 #[async_trait]
@@ -1062,7 +1063,7 @@ impl SessionStore for RedisStore {
             .arg(p.now_ms)
             .arg(p.window_secs);
         let out: Vec<String> = self.invoke(&inv).await?;
-        let outcome = rotate_outcome(sid, &out)?;
+        let outcome = rotate_outcome(sid, out)?;
         if let RotateOutcome::Reused(rec) | RotateOutcome::Idle(rec) = &outcome {
             // The session is gone either way; the list only helps late joiners.
             if let Err(e) = self.remember_revocations(&[sid.to_string()], until).await {
@@ -1586,7 +1587,7 @@ mod tests {
     #[test]
     fn unknown_or_broken_rotate_replies_are_errors_not_logouts() {
         assert_eq!(
-            rotate_outcome("s", &reply(&["notfound"])).ok(),
+            rotate_outcome("s", reply(&["notfound"])).ok(),
             Some(RotateOutcome::NotFound)
         );
         for bad in [
@@ -1597,7 +1598,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    rotate_outcome("s", &reply(bad)),
+                    rotate_outcome("s", reply(bad)),
                     Err(StoreError::UnexpectedReply(_))
                 ),
                 "{bad:?}"
