@@ -511,8 +511,8 @@ fn node_client(url: &str, cfg: &RedisConfig) -> Result<redis::Client, StoreError
 }
 
 impl RedisStore {
-    /// Build the connections (no connection is made until first use, so the gateway starts while Redis
-    /// is down and reports it on `/readyz`).
+    /// Build the store (no connection is made until first use, so the gateway starts while
+    /// Redis is down and reports it on `/readyz`).
     pub fn new(cfg: &RedisConfig) -> Result<Self, StoreError> {
         let (conns, pubsub_url) = match &cfg.url {
             Some(url) => {
