@@ -9,7 +9,7 @@
 //!   (one atomic rotation script, one Redis round trip, per refresh).
 //!
 //! Loopback only, the same processes and settings as the end-to-end harness (which it reuses:
-//! `redis-server --appendonly yes --appendfsync always`); every phase is bounded, so the whole
+//! `redis-server --appendonly yes --appendfsync no`); every phase is bounded, so the whole
 //! run stops by itself in about a minute.
 //!
 //! Run: `cargo bench --bench redis_load`.
@@ -395,7 +395,7 @@ async fn run() {
         "gateway:  release build (cargo bench profile), 1 instance, store.pool_size 16, TLS 1.3 on loopback"
     );
     println!(
-        "redis:    {} on loopback, appendonly yes, appendfsync always (the test harness's settings)",
+        "redis:    {} on loopback, appendonly yes, appendfsync no (the test harness's settings)",
         redis_version
             .split_whitespace()
             .find(|w| w.starts_with("v="))

@@ -17,9 +17,10 @@
 //! the expected answers came.
 //!
 //! Redis runs with `appendfsync everysec` (its production default) rather than the e2e
-//! harness's `always`: a soak measures the gateway, and an fsync on this machine's shared disk
-//! can stall past the gateway's 1 s store timeout (the documented 503). Redis's latency
-//! monitor is on; what it saw is printed.
+//! harness's `no`: a soak measures the gateway as deployed, fsyncs in Redis's background
+//! thread included (an fsync per write, on this machine's shared disk, can stall past the
+//! gateway's 1 s store timeout: the documented 503). Redis's latency monitor is on; what it
+//! saw is printed.
 //!
 //! Not in the default run (`cargo bench --bench faults -- soak`).
 

@@ -214,6 +214,13 @@ impl Drop for Gateway {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // A failing test shows what its gateway logged last (libtest prints it with the panic).
+        if std::thread::panicking() {
+            let text = self.stderr_plain();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("--- the gateway's last log lines ---\n{}", tail.join("\n"));
+        }
     }
 }
 
