@@ -97,6 +97,27 @@ def tree_rss_kb(pid):
     return total
 
 
+def tree_pids(pid):
+    """A process and its children (nginx's master and workers)."""
+    out = [pid]
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+# The system calls the syscalls scenario counts per request (with every call, and context
+# switches): what a proxy does per request on its sockets, and how often it sleeps and wakes.
+SYSCALLS = ["read", "recvfrom", "recvmsg", "write", "writev", "sendto", "sendmsg", "epoll_wait",
+            "epoll_pwait", "epoll_ctl", "futex", "sched_yield", "setsockopt", "accept4", "close"]
+
+
 def cpu_seconds(pid):
     """CPU time (user + system, every thread) of a process and its children (nginx's master
     and workers), in seconds."""
@@ -476,6 +497,31 @@ enabled = {"true" if ACCESS_LOG else "false"}
         print("\n".join([" ".join(l.split()[:5])[:150] for l in rep.splitlines() if l.strip() and not l.startswith("#")][:45]))
         kern = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso", "-g", "none"], capture_output=True, text=True).stdout
         print("\nby object:\n" + "\n".join([" ".join(l.split()) for l in kern.splitlines() if l.strip() and not l.startswith("#")][:8]))
+    if "syscalls" in SCENARIOS:
+        # System calls and context switches per request, counted by perf's tracepoints on every
+        # process and thread of the target during one wrk run (SCENARIOS=syscalls; needs perf
+        # and tracefs): where the kernel half of the CPU goes, side by side.
+        print(f"\n## system calls per request (perf stat on each target under wrk -c{CONNS}, valid cookie)")
+        events = ["raw_syscalls:sys_enter", "context-switches"] + [f"syscalls:sys_enter_{c}" for c in SYSCALLS]
+        counts = {}
+        for name, port, pid in (("nginx", ng, ng_proc.pid), ("haproxy", ha, ha_proc.pid), ("sessiongate", sg, gw.pid)):
+            tok = login()["access_token"]
+            hdr = [f"Cookie: __Host-sg-access={tok}", f"User-Agent: {UA}", f"Host: localhost:{sg}"]
+            stat = subprocess.Popen(["perf", "stat", "-x", ",", "-e", ",".join(events), "-p", ",".join(map(str, tree_pids(pid))),
+                                     "--", "sleep", str(DURATION)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            res = wrk(f"https://127.0.0.1:{port}/app/item", hdr)
+            err = stat.communicate(timeout=30)[1]
+            row = {}
+            for line in err.splitlines():
+                f = line.split(",")
+                if len(f) > 2 and f[0].strip().isdigit():
+                    row[f[2].replace("syscalls:sys_enter_", "").replace("raw_syscalls:sys_enter", "all")] = int(f[0]) / max(res["requests"], 1)
+            counts[name] = row
+            print(f"{name:<12} {res['rps']:.0f} req/s under perf stat, errors {res['errors']}", flush=True)
+        cols = ["all", "context-switches"] + [c for c in SYSCALLS if any(counts[n].get(c, 0) >= 0.01 for n in counts)]
+        print(f"{'per request':<18}" + "".join(f"{n:>13}" for n in counts))
+        for c in cols:
+            print(f"{c:<18}" + "".join(f"{counts[n].get(c, 0):>13.2f}" for n in counts))
     if "h2" in SCENARIOS:
         print(f"\n## HTTP/2 (h2load -c{CONNS} -m{H2_STREAMS} -t{THREADS} -D {DURATION}s, 1 s warm-up, TLS with ALPN h2, valid cookie)")
         print("# nginx-h2: nginx http2 TLS proxy (keepalive_requests 1000000); haproxy-h2: a plain h2 TLS proxy with no check at all;")

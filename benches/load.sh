@@ -16,6 +16,8 @@
 #           same Redis (`refresh` runs only the refresh part)
 #   login   JSON logins (argon2id)
 #   profile perf record of sessiongate under the cookie load (not in the default set)
+#   syscalls system calls and context switches per request on nginx, HAProxy and sessiongate
+#           under the cookie load, counted by perf's tracepoints (not in the default set)
 #
 #   benches/load.sh                 # defaults: 3 rounds, 10 s each, wrk -t1 -c64
 #   ROUNDS=5 DURATION=15 CONNS=64 benches/load.sh
