@@ -102,8 +102,15 @@ tokio::task_local! {
 }
 
 /// Run `fut` as the request `scope`: [`current`] and [`note_session`] inside it see it.
-pub async fn within<F: std::future::Future>(scope: Arc<Scope>, fut: F) -> F::Output {
-    SCOPE.scope(scope, fut).await
+///
+/// A plain function, not an `async fn`: an `async fn` would keep `fut` as its argument beside
+/// the task-local future it moves `fut` into, doubling the request's future (every byte of
+/// which hyper copies per request).
+pub fn within<F: std::future::Future>(
+    scope: Arc<Scope>,
+    fut: F,
+) -> impl std::future::Future<Output = F::Output> {
+    SCOPE.scope(scope, fut)
 }
 
 /// The id of the request being served on this task, if any.
