@@ -79,7 +79,10 @@ pub async fn handle(
         .count(noted.outcome, resp.status().as_u16(), noted.upstream);
     let h = resp.headers_mut();
     h.insert(header::STRICT_TRANSPORT_SECURITY, rt.hsts.clone());
-    if let Ok(v) = HeaderValue::from_str(&scope.id) {
+    if let Ok(mut v) = HeaderValue::from_str(&scope.id) {
+        // Unique to this response: over HTTP/2, "never indexed", so HPACK does not add it to
+        // the connection's table (where it would only evict the values that do repeat).
+        v.set_sensitive(true);
         h.insert(request_id::X_REQUEST_ID, v);
     }
     let deliveries = crate::delivery::take(&mut resp);
