@@ -11,7 +11,7 @@
 //! `X-Auth-User` does; see `web::headers::SpoofableHeaders`), and two `Authorization` or
 //! `User-Agent` headers.
 
-use http::{HeaderMap, Method, Request, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Version, header};
 
 use crate::refusal::Refusal;
 use crate::runtime::{ConnCtx, Runtime};
@@ -37,36 +37,36 @@ pub fn check<B>(rt: &Runtime, conn: &ConnCtx, req: &Request<B>) -> Result<(), Re
 
 /// Why a request is ambiguous, if it is.
 pub fn ambiguity<B>(req: &Request<B>, spoofable: &SpoofableHeaders) -> Result<(), &'static str> {
-    let h = req.headers();
     if req.method() == Method::CONNECT {
         return Err("CONNECT is not served");
     }
+    // One pass over the headers (a lookup per name would hash each name again).
+    let seen = Seen::of(req.headers(), spoofable);
     // Both headers as received (HTTP/2, or a parser that kept them); for HTTP/1, where hyper
     // drops the Content-Length, the connection's framing guard reports them (see `check`).
-    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+    if seen.transfer_encoding > 0 && seen.content_length > 0 {
         return Err("both Content-Length and Transfer-Encoding");
     }
     // Identical or not (HTTP/2; for HTTP/1 hyper keeps one of two equal values, and the
     // framing guard reports the repetition).
-    if count(h, &header::CONTENT_LENGTH) > 1 {
+    if seen.content_length > 1 {
         return Err("repeated Content-Length");
     }
-    if count(h, &header::AUTHORIZATION) > 1 {
+    if seen.authorization > 1 {
         return Err("repeated Authorization");
     }
     // One user agent: RFC 9110 §10.1.5 defines a single value, and it is what a session is
     // bound to (`web::user_agent`); of two, the gateway and the app could each read another.
-    if count(h, &header::USER_AGENT) > 1 {
+    if seen.user_agent > 1 {
         return Err("repeated User-Agent");
     }
-    let hosts = count(h, &header::HOST);
-    if hosts > 1 {
+    if seen.hosts > 1 {
         return Err("repeated Host");
     }
-    if req.version() < Version::HTTP_2 && hosts == 0 {
+    if req.version() < Version::HTTP_2 && seen.hosts == 0 {
         return Err("missing Host");
     }
-    if let (Some(auth), Some(host)) = (req.uri().authority(), h.get(header::HOST))
+    if let (Some(auth), Some(host)) = (req.uri().authority(), seen.host)
         && !auth
             .as_str()
             .eq_ignore_ascii_case(host.to_str().unwrap_or(""))
@@ -76,16 +76,47 @@ pub fn ambiguity<B>(req: &Request<B>, spoofable: &SpoofableHeaders) -> Result<()
     if req.version() < Version::HTTP_2 && req.uri().scheme().is_some_and(|s| s != "https") {
         return Err("absolute-form target must be https");
     }
-    if h.keys()
-        .any(|n| spoofable.classify(n.as_str()) == HeaderClass::LookAlike)
-    {
+    if seen.look_alike {
         return Err("header name imitates an identity or forwarding header");
     }
     Ok(())
 }
 
-fn count(h: &HeaderMap, name: &header::HeaderName) -> usize {
-    h.get_all(name).iter().count()
+/// What [`ambiguity`] reads of a request's headers: how often each framing and identity
+/// header came, the first `Host`, and whether any name imitates an identity header.
+#[derive(Default)]
+struct Seen<'a> {
+    transfer_encoding: usize,
+    content_length: usize,
+    authorization: usize,
+    user_agent: usize,
+    hosts: usize,
+    host: Option<&'a HeaderValue>,
+    look_alike: bool,
+}
+
+impl<'a> Seen<'a> {
+    fn of(h: &'a HeaderMap, spoofable: &SpoofableHeaders) -> Self {
+        let mut seen = Seen::default();
+        // Every value of every name (a repeated name comes once per value).
+        for (name, value) in h {
+            if name == header::TRANSFER_ENCODING {
+                seen.transfer_encoding += 1;
+            } else if name == header::CONTENT_LENGTH {
+                seen.content_length += 1;
+            } else if name == header::AUTHORIZATION {
+                seen.authorization += 1;
+            } else if name == header::USER_AGENT {
+                seen.user_agent += 1;
+            } else if name == header::HOST {
+                seen.hosts += 1;
+                seen.host = seen.host.or(Some(value));
+            } else if !seen.look_alike {
+                seen.look_alike = spoofable.classify(name.as_str()) == HeaderClass::LookAlike;
+            }
+        }
+        seen
+    }
 }
 
 #[cfg(test)]
@@ -103,6 +134,65 @@ mod tests {
 
     fn ids() -> SpoofableHeaders {
         SpoofableHeaders::new(IDENTITY_HEADERS.iter().copied(), &[])
+    }
+
+    /// Each ambiguity is named for what it is, whichever headers come beside it.
+    #[test]
+    fn each_ambiguity_is_named() {
+        let why = |h: &[(&str, &str)]| ambiguity(&req(h), &ids()).err();
+        let many = [("accept", "*/*"), ("cookie", "a=b"), ("x-other", "1")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut h = many.to_vec();
+            h.extend_from_slice(extra);
+            h
+        };
+        assert_eq!(why(&with(&[("host", "a")])), None);
+        assert_eq!(
+            why(&with(&[
+                ("host", "a"),
+                ("transfer-encoding", "chunked"),
+                ("content-length", "1")
+            ])),
+            Some("both Content-Length and Transfer-Encoding")
+        );
+        assert_eq!(
+            why(&with(&[
+                ("host", "a"),
+                ("authorization", "a"),
+                ("authorization", "a")
+            ])),
+            Some("repeated Authorization")
+        );
+        assert_eq!(
+            why(&with(&[
+                ("user-agent", "a"),
+                ("host", "a"),
+                ("user-agent", "b")
+            ])),
+            Some("repeated User-Agent")
+        );
+        assert_eq!(
+            why(&with(&[("host", "a"), ("host", "a")])),
+            Some("repeated Host")
+        );
+        assert_eq!(why(&with(&[])), Some("missing Host"));
+        assert_eq!(
+            why(&with(&[
+                ("host", "a"),
+                ("x_auth_user", "x"),
+                ("x-other-2", "y")
+            ])),
+            Some("header name imitates an identity or forwarding header")
+        );
+        let absolute = Request::builder()
+            .uri("https://b/x")
+            .header("host", "a")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            ambiguity(&absolute, &ids()).err(),
+            Some("request target authority differs from Host")
+        );
     }
 
     #[test]
