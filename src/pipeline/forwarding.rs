@@ -10,7 +10,7 @@ use http::{Request, Uri, Version};
 use super::RequestCtx;
 use crate::config::UpstreamConfig;
 use crate::refusal::Refusal;
-use crate::web::headers::{X_FORWARDED_FOR_NAME, X_FORWARDED_HOST, X_FORWARDED_PROTO, client_host};
+use crate::web::headers::{X_FORWARDED_FOR_NAME, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::web::path;
 
 pub fn prepare<B>(
@@ -18,7 +18,17 @@ pub fn prepare<B>(
     ctx: &RequestCtx,
     req: &mut Request<B>,
 ) -> Result<(), Refusal> {
-    let host = client_host(req).map(str::to_owned);
+    // The host the client named, kept as the value it came in: `Host` when it is text, else
+    // the target's authority (HTTP/2).
+    let (host_value, from_host) = match req.headers().get(header::HOST) {
+        Some(v) if v.to_str().is_ok() => (Some(v.clone()), true),
+        _ => (
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+            false,
+        ),
+    };
     *req.uri_mut() = target(up, ctx)?;
     *req.version_mut() = Version::HTTP_11;
     let h = req.headers_mut();
@@ -26,8 +36,9 @@ pub fn prepare<B>(
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    let host_value = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok());
     match (&host_value, up.preserve_host) {
+        // Already there, as the client sent it (framing refused a second one).
+        (Some(_), true) if from_host => {}
         (Some(v), true) => {
             h.insert(header::HOST, v.clone());
         }

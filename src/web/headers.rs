@@ -262,15 +262,6 @@ pub fn is_websocket<B>(req: &Request<B>) -> bool {
     upgrade && conn && req.version() == Version::HTTP_11
 }
 
-/// The host the client asked for: `Host`, else the HTTP/2 `:authority`.
-#[inline]
-pub fn client_host<B>(req: &Request<B>) -> Option<&str> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-}
-
 /// The `Bearer` token of an `Authorization` header, if that is what it carries.
 #[inline]
 pub fn bearer_token(h: &HeaderMap) -> Option<&str> {

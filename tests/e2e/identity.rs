@@ -24,6 +24,35 @@ fn echo_text(echo: &Echo) -> String {
     serde_json::to_string(&echo.headers).unwrap()
 }
 
+/// The app gets the host the client named, once, as `Host` and `X-Forwarded-Host`: from
+/// `Host` over HTTP/1.1, from `:authority` over HTTP/2.
+#[tokio::test]
+async fn the_app_gets_the_clients_host_once_over_both_protocols() {
+    let gw = Gateway::start_default().await;
+    let s = gw.login_alice().await;
+    let cookie = format!("{ACCESS_COOKIE}={}", s.access);
+    let h1 = gw.client_h1_from("127.0.0.1".parse().unwrap());
+    for (client, want) in [
+        (&h1, reqwest::Version::HTTP_11),
+        (&gw.client, reqwest::Version::HTTP_2),
+    ] {
+        let resp = client
+            .get(gw.url("/private/host"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.version(), want);
+        let echo = Echo::from(resp).await;
+        assert_eq!(echo.header_all("host"), vec![gw.host_header()], "{want:?}");
+        assert_eq!(
+            echo.header_all("x-forwarded-host"),
+            vec![gw.host_header()],
+            "{want:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn protected_route_forwards_verified_identity_from_cookie() {
     let gw = Gateway::start_default().await;
