@@ -81,22 +81,6 @@ def rss_kb(pid):
     return 0
 
 
-def tree_rss_kb(pid):
-    """RSS of a process and its children (nginx's master and workers), in KiB."""
-    total = rss_kb(pid)
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            if ppid == pid:
-                total += rss_kb(int(d))
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
-
-
 def tree_pids(pid):
     """A process and its children (nginx's master and workers)."""
     out = [pid]
@@ -112,6 +96,17 @@ def tree_pids(pid):
     return out
 
 
+def tree_rss_kb(pid):
+    """RSS of a process and its children (nginx's master and workers), in KiB."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            total += rss_kb(p)
+        except OSError:
+            pass
+    return total
+
+
 # The system calls the syscalls scenario counts per request (with every call, and context
 # switches): what a proxy does per request on its sockets, and how often it sleeps and wakes.
 SYSCALLS = ["read", "recvfrom", "recvmsg", "write", "writev", "sendto", "sendmsg", "epoll_wait",
@@ -122,18 +117,12 @@ def cpu_seconds(pid):
     """CPU time (user + system, every thread) of a process and its children (nginx's master
     and workers), in seconds."""
     tick = os.sysconf("SC_CLK_TCK")
-    def own(p):
-        with open(f"/proc/{p}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / tick
-    total = own(pid)
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
+    total = 0.0
+    for p in tree_pids(pid):
         try:
-            with open(f"/proc/{d}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                    total += own(int(d))
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
         except (OSError, ValueError, IndexError):
             pass
     return total
