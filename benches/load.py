@@ -113,19 +113,25 @@ SYSCALLS = ["read", "recvfrom", "recvmsg", "write", "writev", "sendto", "sendmsg
             "epoll_pwait", "epoll_ctl", "futex", "sched_yield", "setsockopt", "accept4", "close"]
 
 
-def cpu_seconds(pid):
-    """CPU time (user + system, every thread) of a process and its children (nginx's master
-    and workers), in seconds."""
+def cpu_times(pid):
+    """CPU time in user space and in the kernel (every thread) of a process and its children
+    (nginx's master and workers), in seconds."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    user = system = 0.0
     for p in tree_pids(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            user += int(fields[11]) / tick
+            system += int(fields[12]) / tick
         except (OSError, ValueError, IndexError):
             pass
-    return total
+    return user, system
+
+
+def cpu_seconds(pid):
+    """CPU time (user + system) of a process and its children, in seconds."""
+    return sum(cpu_times(pid))
 
 
 def h2load(url, headers):
@@ -444,19 +450,23 @@ enabled = {"true" if ACCESS_LOG else "false"}
                 # Each gateway signs its own tokens (its own public origin).
                 tok = login(port if name.startswith("sg") else sg)["access_token"]
                 hdr = [f"Cookie: __Host-sg-access={tok}", f"User-Agent: {UA}", f"Host: localhost:{port if name.startswith('sg') else sg}"]
-                cpu0 = cpu_seconds(pids[name])
+                (user0, sys0) = cpu_times(pids[name])
                 row[name] = wrk(f"https://127.0.0.1:{port}/app/item", hdr)
-                row[name]["cpu_us"] = (cpu_seconds(pids[name]) - cpu0) * 1e6 / max(row[name]["requests"], 1)
+                user, system = cpu_times(pids[name])
+                served = max(row[name]["requests"], 1)
+                row[name]["user_us"], row[name]["sys_us"] = (user - user0) * 1e6 / served, (system - sys0) * 1e6 / served
+                row[name]["cpu_us"] = row[name]["user_us"] + row[name]["sys_us"]
             rounds.append(row)
             print(f"round {r + 1}: " + "  ".join(f"{k} {v['rps']:.0f} rps p50 {v['p50']:.2f}ms p99 {v['p99']:.2f}ms "
                                                  f"cpu {v['cpu_us']:.1f}us/req err {v['errors']}" for k, v in row.items()), flush=True)
         results["cookie"] = rounds
         print("\n## valid cookie (hot path)")
-        print("# cpu: the target's own CPU time (user + system, all threads and workers) per request served")
-        print(f"{'target':<12} {'req/s (median)':>15} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>11} {'errors':>7}")
+        print("# cpu: the target's own CPU time (all threads and workers) per request served, and its user-space and kernel parts")
+        print(f"{'target':<12} {'req/s (median)':>15} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>11} {'user':>6} {'kernel':>7} {'errors':>7}")
         for name in names:
             med = lambda k: statistics.median(x[name][k] for x in rounds)
-            print(f"{name:<12} {med('rps'):>15.0f} {med('p50'):>8.2f} {med('p99'):>8.2f} {med('cpu_us'):>11.1f} {sum(x[name]['errors'] for x in rounds):>7}")
+            print(f"{name:<12} {med('rps'):>15.0f} {med('p50'):>8.2f} {med('p99'):>8.2f} {med('cpu_us'):>11.1f} {med('user_us'):>6.1f}"
+                  f" {med('sys_us'):>7.1f} {sum(x[name]['errors'] for x in rounds):>7}")
         tp_ng = [x["sessiongate"]["rps"] / x["nginx"]["rps"] for x in rounds]
         tp_ha = [x["sessiongate"]["rps"] / x["haproxy"]["rps"] for x in rounds]
         p99 = [x["sessiongate"]["p99"] / x["nginx"]["p99"] for x in rounds]
@@ -465,7 +475,10 @@ enabled = {"true" if ACCESS_LOG else "false"}
         print(f"sessiongate/nginx p99 per round: {', '.join(f'{v:.2f}' for v in p99)}  median {statistics.median(p99):.2f}  (target <= 1.00)")
         for peer in ("nginx", "haproxy") + (("sg baseline",) if base_bin else ()):
             vals, med = median_ratio(rounds, "sessiongate", peer, "cpu_us")
-            print(f"sessiongate/{peer} CPU per request per round: {', '.join(f'{v:.2f}' for v in vals)}  median {med:.2f}")
+            _, user = median_ratio(rounds, "sessiongate", peer, "user_us")
+            _, kernel = median_ratio(rounds, "sessiongate", peer, "sys_us")
+            print(f"sessiongate/{peer} CPU per request per round: {', '.join(f'{v:.2f}' for v in vals)}  median {med:.2f}"
+                  f" (user space {user:.2f}, kernel {kernel:.2f})")
         for name in names[3:]:
             rl = [x[name]["rps"] / x["sessiongate"]["rps"] for x in rounds]
             print(f"{name}/sessiongate throughput per round: {', '.join(f'{v:.2f}' for v in rl)}  median {statistics.median(rl):.2f}")
