@@ -483,22 +483,25 @@ enabled = {"true" if ACCESS_LOG else "false"}
             rl = [x[name]["rps"] / x["sessiongate"]["rps"] for x in rounds]
             print(f"{name}/sessiongate throughput per round: {', '.join(f'{v:.2f}' for v in rl)}  median {statistics.median(rl):.2f}")
     if "profile" in SCENARIOS:
-        # CPU profile of the hot path (valid cookie) with perf's software clock.
-        print("\n## profile: perf record -e cpu-clock -g on sessiongate under the valid-cookie load")
-        tok = login()["access_token"]
-        # PERF_DATA=path keeps the recording (for perf report --children, perf annotate);
+        # CPU profile of the hot path (valid cookie) with perf's software clock: sessiongate's,
+        # then nginx's (its workers) under the same load, kernel symbols included.
+        print("\n## profile: perf record -e cpu-clock -g on sessiongate, then on nginx, under the valid-cookie load")
+        # PERF_DATA=path keeps sessiongate's recording (for perf report --children, perf annotate);
         # PERF_CALL_GRAPH=dwarf gives callers where the release build keeps no frame pointers.
-        data = os.environ.get("PERF_DATA") or os.path.join(work, "perf.data")
-        perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "1999", "--call-graph", os.environ.get("PERF_CALL_GRAPH", "fp"), "-o", data, "-p", str(gw.pid), "--", "sleep", str(DURATION)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        res = wrk(f"https://127.0.0.1:{sg}/app/item", [f"Cookie: __Host-sg-access={tok}", f"User-Agent: {UA}", f"Host: localhost:{sg}"])
-        perf.wait(30)
-        print(f"under perf: {res['rps']:.0f} req/s, p99 {res['p99']:.2f} ms, errors {res['errors']}")
-        rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso,symbol", "-g", "none", "--percent-limit", "0.7"],
-                             capture_output=True, text=True).stdout
-        print("\n".join([" ".join(l.split()[:5])[:150] for l in rep.splitlines() if l.strip() and not l.startswith("#")][:45]))
-        kern = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso", "-g", "none"], capture_output=True, text=True).stdout
-        print("\nby object:\n" + "\n".join([" ".join(l.split()) for l in kern.splitlines() if l.strip() and not l.startswith("#")][:8]))
+        for name, port, pid_list in (("sessiongate", sg, [gw.pid]), ("nginx", ng, tree_pids(ng_proc.pid))):
+            tok = login()["access_token"]
+            data = (os.environ.get("PERF_DATA") if name == "sessiongate" else None) or os.path.join(work, f"perf-{name}.data")
+            perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "1999", "--call-graph", os.environ.get("PERF_CALL_GRAPH", "fp"),
+                                     "-o", data, "-p", ",".join(map(str, pid_list)), "--", "sleep", str(DURATION)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            res = wrk(f"https://127.0.0.1:{port}/app/item", [f"Cookie: __Host-sg-access={tok}", f"User-Agent: {UA}", f"Host: localhost:{sg}"])
+            perf.wait(30)
+            print(f"\n### {name}: under perf {res['rps']:.0f} req/s, p99 {res['p99']:.2f} ms, errors {res['errors']}")
+            rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso,symbol", "-g", "none", "--percent-limit", "0.7"],
+                                 capture_output=True, text=True).stdout
+            print("\n".join([" ".join(l.split()[:5])[:150] for l in rep.splitlines() if l.strip() and not l.startswith("#")][:45]))
+            kern = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso", "-g", "none"], capture_output=True, text=True).stdout
+            print("\nby object:\n" + "\n".join([" ".join(l.split()) for l in kern.splitlines() if l.strip() and not l.startswith("#")][:8]))
     if "syscalls" in SCENARIOS:
         # System calls and context switches per request, counted by perf's tracepoints on every
         # process and thread of the target during one wrk run (SCENARIOS=syscalls; needs perf
@@ -530,23 +533,33 @@ enabled = {"true" if ACCESS_LOG else "false"}
         print("# haproxy-h2 jwt: the jwt_verify frontend, alpn h2; mean/max: h2load's time per request (it prints no percentiles)")
         tok = login()["access_token"]
         h2targets = [("nginx-h2", ng2), ("haproxy-h2", ha2), ("haproxy-h2 jwt", ha2j), ("sessiongate", sg)]
+        # Whose CPU time each target's requests cost (HAProxy's two h2 frontends are one process).
+        h2pids = {"nginx-h2": ng_proc.pid, "haproxy-h2": ha_proc.pid, "haproxy-h2 jwt": ha_proc.pid, "sessiongate": gw.pid}
         if base_bin:
             h2targets.append(("sg baseline", sg_b))
+            h2pids["sg baseline"] = gw_b.pid
         rounds = []
         for r in range(ROUNDS):
             row = {}
             for name, port in h2targets:
                 own = port if name.startswith("sg") else sg
                 t = tok if own == sg else login(own)["access_token"]
+                user0, sys0 = cpu_times(h2pids[name])
                 row[name] = h2load(f"https://127.0.0.1:{port}/app/item",
                                    [f"cookie: __Host-sg-access={t}", f"user-agent: {UA}", f":authority: localhost:{own}"])
+                user, system = cpu_times(h2pids[name])
+                # h2load's count covers its measured window; its 1 s warm-up is served too.
+                served = max(row[name]["rps"] * (DURATION + 1), 1)
+                row[name]["user_us"], row[name]["sys_us"] = (user - user0) * 1e6 / served, (system - sys0) * 1e6 / served
             rounds.append(row)
             print(f"round {r + 1}: " + "  ".join(f"{k} {v['rps']:.0f} rps mean {v['mean']:.2f}ms err {v['errors']}" for k, v in row.items()), flush=True)
         results["h2"] = rounds
-        print(f"{'target':<16} {'req/s (median)':>15} {'mean ms':>8} {'max ms':>8} {'errors':>7}")
+        print("# user, kernel: the target's CPU time per request (µs), in user space and in the kernel")
+        print(f"{'target':<16} {'req/s (median)':>15} {'mean ms':>8} {'max ms':>8} {'user':>6} {'kernel':>7} {'errors':>7}")
         for name, _ in h2targets:
             med = lambda k: statistics.median(x[name][k] for x in rounds)
-            print(f"{name:<16} {med('rps'):>15.0f} {med('mean'):>8.2f} {med('max'):>8.2f} {sum(x[name]['errors'] for x in rounds):>7}")
+            print(f"{name:<16} {med('rps'):>15.0f} {med('mean'):>8.2f} {med('max'):>8.2f} {med('user_us'):>6.1f} {med('sys_us'):>7.1f}"
+                  f" {sum(x[name]['errors'] for x in rounds):>7}")
         for peer, target in (("haproxy-h2", "target >= 1.00"), ("nginx-h2", "reported beside"), ("haproxy-h2 jwt", "reported beside")):
             vals, med = median_ratio(rounds, "sessiongate", peer)
             print(f"HTTP/2 sessiongate/{peer} throughput per round: {', '.join(f'{v:.2f}' for v in vals)}  median {med:.2f}  ({target})")
