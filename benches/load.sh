@@ -15,7 +15,8 @@
 #           rotates) on the memory store and on Redis, beside redis-benchmark EVALSHA on the
 #           same Redis (`refresh` runs only the refresh part)
 #   login   JSON logins (argon2id)
-#   profile perf record of sessiongate under the cookie load (not in the default set)
+#   profile perf record of sessiongate, then of nginx, under the cookie load, kernel symbols
+#           included (not in the default set)
 #   syscalls system calls and context switches per request on nginx, HAProxy and sessiongate
 #           under the cookie load, counted by perf's tracepoints (not in the default set)
 #
@@ -27,9 +28,9 @@
 #   ACCESS_LOG=1 benches/load.sh      # sessiongate with its access log on (off by default here,
 #                                     # as nginx's is: the peers are compared doing the same work)
 #
-# The cookie scenario also prints each target's own CPU time per request. For a before/after of
-# a change, benches/instructions.py counts instructions per request with callgrind: repeatable
-# where throughput here is not.
+# The cookie and h2 scenarios also print each target's own CPU time per request, in user space
+# and in the kernel. For a before/after of a change, benches/instructions.py counts
+# instructions per request with callgrind: repeatable where throughput here is not.
 #
 # Installs what is missing (nginx, haproxy, wrk, h2load, redis-server) from Debian's packages.
 # Stops by itself.
