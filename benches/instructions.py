@@ -114,10 +114,11 @@ def under_callgrind(label, argv, env=None):
     return p
 
 
-def count(p, label, port, authority, path, tok=None, dump=1):
+def count(p, label, port, authority, path, tok=None, dump=1, shown=None):
     """User-space instructions per request (and those in memcpy/memmove) of process `p` under
     REQUESTS requests to `path`, with the session cookie when `tok` is given. `dump` numbers
-    callgrind's dumps of this process (1 for its first count, 2 for its second)."""
+    callgrind's dumps of this process (1 for its first count, 2 for its second); `shown` names
+    the count in the breakdown PEERS=1 prints (default `label`)."""
     out = os.path.join(work, f"{label}.callgrind")
     cookie = ["-H", f"cookie: __Host-sg-access={tok}"] if tok else []
     load = lambda n: subprocess.run(["h2load", *H2LOAD_MODE, "-n", str(n), "-c", "4", *cookie,
@@ -148,7 +149,7 @@ def count(p, label, port, authority, path, tok=None, dump=1):
     if PEERS:
         # Each connection's handshake is in the window too (4 connections): REQUESTS large
         # enough (2,000 by default) keeps its share small.
-        print(f"  {label}: " + ", ".join(f"{k} {v / REQUESTS:,.0f}" for k, v in parts.most_common(10)
+        print(f"  {shown or label}: " + ", ".join(f"{k} {v / REQUESTS:,.0f}" for k, v in parts.most_common(10)
                                          if v >= total / 100), flush=True)
     if os.environ.get("KEEP"):
         # KEEP=dir: the dump, for callgrind_annotate
@@ -272,7 +273,7 @@ http {{ access_log off; keepalive_requests 1000000;
         report(label, binary, *count(p, label, port, f"localhost:{port}", "/app/item", tok))
         if PEERS and label == "this":
             report("this, public route", "/pub/item, no cookie: no session check, no identity headers",
-                   *count(p, label, port, f"localhost:{port}", "/pub/item", dump=2))
+                   *count(p, label, port, f"localhost:{port}", "/pub/item", dump=2, shown="this, public route"))
         stop(p)
     if "baseline" in got:
         print(f"this/baseline: {got['this'] / got['baseline']:.3f}; without memcpy/memmove:"
@@ -284,7 +285,7 @@ http {{ access_log off; keepalive_requests 1000000;
             dumps[p.pid] = dumps.get(p.pid, 0) + 1
             base = label.split()[0]
             report(label, "1 worker" if base == "nginx" else "1 thread",
-                   *count(p, base, port, "localhost", "/app/item", tok, dumps[p.pid]))
+                   *count(p, base, port, "localhost", "/app/item", tok, dumps[p.pid], shown=label))
         for _, p, _ in started:
             if p.poll() is None:
                 stop(p)
