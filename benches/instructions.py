@@ -22,6 +22,8 @@ Needs valgrind, nginx (the upstream) and h2load (nghttp2-client); PEERS=1 haprox
 itself."""
 import collections, json, os, re, secrets, shutil, socket, ssl, subprocess, sys, tempfile, time, urllib.request
 
+import haproxy_peer  # benches/haproxy_peer.py: the HAProxy peer, configured as the other bench does
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("SG_BIN") or os.path.join(ROOT, "target", "release", "sessiongate")
 UA = "sessiongate-instructions/1"
@@ -210,29 +212,13 @@ http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
     ha_conf = write("haproxy.cfg", f"""
 global
   nbthread 1
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 300s
-  timeout server 30s
-  timeout http-keep-alive 300s
-  option http-keep-alive
-frontend fe
+{haproxy_peer.DEFAULTS}frontend fe
   bind 127.0.0.1:{haj} ssl crt {pem} alpn {alpn}
-  http-request set-var(txn.jwt) req.cook(__Host-sg-access)
-  http-request deny deny_status 401 unless {{ var(txn.jwt),jwt_header_query('$.alg') -m str HS256 }}
-  http-request deny deny_status 401 unless {{ var(txn.jwt),jwt_verify("HS256","{access}") -m int 1 }}
-  http-request set-var(txn.now) date()
-  http-request set-var(txn.exp) var(txn.jwt),jwt_payload_query('$.exp','int')
-  http-request deny deny_status 401 if {{ var(txn.exp),sub(txn.now) -m int lt 0 }}
-  default_backend be
+{haproxy_peer.jwt_verify(access)}  default_backend be
 frontend fe_plain
   bind 127.0.0.1:{hap} ssl crt {pem} alpn {alpn}
   default_backend be
-backend be
-  http-reuse always
-  server app 127.0.0.1:{up} maxconn 1000
-""")
+{haproxy_peer.backend(up)}""")
     ha = under_callgrind("haproxy", [HAPROXY, "-f", ha_conf, "-db"])
     out += [("haproxy jwt_verify", ha, haj), ("haproxy plain", ha, hap)]
     for _, _, port in out:
@@ -292,6 +278,7 @@ http {{ access_log off; keepalive_requests 1000000;
         for peer in ("this, public route", "nginx", "haproxy jwt_verify", "haproxy plain"):
             print(f"this/{peer}: {got['this'] / got[peer]:.2f}; without memcpy/memmove:"
                   f" {got['this without copies'] / got[peer + ' without copies']:.2f}")
+
 
 if __name__ == "__main__":
     try:

@@ -5,6 +5,8 @@ is stopped at exit; every run is bounded by DURATION."""
 import base64, hashlib, hmac, json, os, re, secrets, shutil, signal, socket, ssl, statistics, subprocess, sys, tempfile, time
 import urllib.request
 
+import haproxy_peer  # benches/haproxy_peer.py: the HAProxy peer, configured as the other bench does
+
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = int(os.environ.get("DURATION", "10"))
 CONNS = int(os.environ.get("CONNS", "64"))
@@ -303,30 +305,14 @@ http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
 global
   nbthread 2
   maxconn {IDLE_CONNS + 500}
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 300s
-  timeout server 30s
-  timeout http-keep-alive 300s
-  option http-keep-alive
-frontend fe_h2
+{haproxy_peer.DEFAULTS}frontend fe_h2
   bind 127.0.0.1:{ha2} ssl crt {pem} alpn h2,http/1.1
   default_backend be
 frontend fe
   bind 127.0.0.1:{ha} ssl crt {pem} alpn http/1.1
   bind 127.0.0.1:{ha2j} ssl crt {pem} alpn h2,http/1.1
-  http-request set-var(txn.jwt) req.cook(__Host-sg-access)
-  http-request deny deny_status 401 unless {{ var(txn.jwt),jwt_header_query('$.alg') -m str HS256 }}
-  http-request deny deny_status 401 unless {{ var(txn.jwt),jwt_verify("HS256","{access}") -m int 1 }}
-  http-request set-var(txn.now) date()
-  http-request set-var(txn.exp) var(txn.jwt),jwt_payload_query('$.exp','int')
-  http-request deny deny_status 401 if {{ var(txn.exp),sub(txn.now) -m int lt 0 }}
-  default_backend be
-backend be
-  http-reuse always
-  server app 127.0.0.1:{up} maxconn 1000
-""")
+{haproxy_peer.jwt_verify(access)}  default_backend be
+{haproxy_peer.backend(up)}""")
     ha_proc = start([HAPROXY, "-f", ha_conf, "-db"], stderr=open(os.path.join(work, "ha.err"), "w"))
     # --- sessiongate
     sg, sg_http, sg_admin = free_port(), free_port(), free_port()
