@@ -191,7 +191,7 @@ def stop(p):
     p.wait(120)
 
 
-def peers(up, cert, key, tok, access):
+def peers(up, cert, key, access):
     """nginx (plain TLS proxy) and HAProxy (jwt_verify on the cookie, and plain) under
     callgrind, one worker or thread each, the same upstream and load: label, process, port."""
     ng = free_port()
@@ -265,7 +265,7 @@ http {{ access_log off; keepalive_requests 1000000;
         print(f"this/baseline: {got['this'] / got['baseline']:.3f}; without memcpy/memmove:"
               f" {got['this without copies'] / got['baseline without copies']:.3f}")
     if PEERS:
-        started = peers(up, cert, key, tok, access)
+        started = peers(up, cert, key, access)
         dumps = {}
         for label, p, port in started:
             dumps[p.pid] = dumps.get(p.pid, 0) + 1

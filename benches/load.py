@@ -436,7 +436,7 @@ enabled = {"true" if ACCESS_LOG else "false"}
                 # Each gateway signs its own tokens (its own public origin).
                 tok = login(port if name.startswith("sg") else sg)["access_token"]
                 hdr = [f"Cookie: __Host-sg-access={tok}", f"User-Agent: {UA}", f"Host: localhost:{port if name.startswith('sg') else sg}"]
-                (user0, sys0) = cpu_times(pids[name])
+                user0, sys0 = cpu_times(pids[name])
                 row[name] = wrk(f"https://127.0.0.1:{port}/app/item", hdr)
                 user, system = cpu_times(pids[name])
                 served = max(row[name]["requests"], 1)
@@ -540,7 +540,7 @@ enabled = {"true" if ACCESS_LOG else "false"}
             rounds.append(row)
             print(f"round {r + 1}: " + "  ".join(f"{k} {v['rps']:.0f} rps mean {v['mean']:.2f}ms err {v['errors']}" for k, v in row.items()), flush=True)
         results["h2"] = rounds
-        print("# user, kernel: the target's CPU time per request (µs), in user space and in the kernel")
+        print("# user, kernel: the target's CPU time per request (µs, over the run and its warm-up), in user space and in the kernel")
         print(f"{'target':<16} {'req/s (median)':>15} {'mean ms':>8} {'max ms':>8} {'user':>6} {'kernel':>7} {'errors':>7}")
         for name, _ in h2targets:
             med = lambda k: statistics.median(x[name][k] for x in rounds)
