@@ -18,6 +18,9 @@ SCENARIOS = os.environ.get("SCENARIOS", "cookie,h2,idle,redis,login").split(",")
 # active load.
 IDLE_CONNS = int(os.environ.get("IDLE_CONNS", "8000"))
 BESIDE_CONNS = int(os.environ.get("BESIDE_CONNS", "10000"))
+# How long the idle scenario lets a target settle before each RSS reading (longer than
+# sessiongate's allocator collection period, src/allocator.rs).
+SETTLE = float(os.environ.get("SETTLE", "6"))
 # ACCESS_LOG=1: sessiongate writes its access log (to a file), as it does by default.
 ACCESS_LOG = os.environ.get("ACCESS_LOG", "") == "1"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -554,15 +557,23 @@ enabled = {"true" if ACCESS_LOG else "false"}
         print("# RSS of the target's processes (nginx: master and workers) before, after every handshake, and after one request on each")
         tok = login()["access_token"]
         idle = {}
+        # Each reading is of a settled process: sessiongate gives what it freed back to the OS
+        # every 5 s (src/allocator.rs), so each target is read SETTLE after its last activity
+        # (nginx and HAProxy alike): a reading taken before would count memory freed earlier
+        # (a load phase, a login's argon2id) for or against the connections.
+        settle = lambda: time.sleep(SETTLE)
+
         def hold(name, port, pid, n=IDLE_CONNS):
+            # The token first: a login (argon2id, 19 MiB) between two readings would be counted.
+            own = port if name.startswith("sg") else sg
+            t = tok if own == sg else login(own)["access_token"]
+            settle()
             base = tree_rss_kb(pid)
             socks, t0 = [], time.time()
             for _ in range(n):
                 socks.append(ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost"))
-            time.sleep(1)
+            settle()
             shaken = tree_rss_kb(pid)
-            own = port if name.startswith("sg") else sg
-            t = tok if own == sg else login(own)["access_token"]
             req = (f"GET /app/item HTTP/1.1\r\nHost: localhost:{own}\r\nUser-Agent: {UA}\r\nCookie: __Host-sg-access={t}\r\n\r\n").encode()
             bad = 0
             for s in socks:
@@ -570,7 +581,7 @@ enabled = {"true" if ACCESS_LOG else "false"}
                 # connection holds, not a burst of requests in flight at once
                 s.sendall(req)
                 bad += read_response(s) != 200
-            time.sleep(1)
+            settle()
             after = tree_rss_kb(pid)
             per = lambda kb: (kb - base) * 1024 / n
             idle[name if n == IDLE_CONNS else f"{name} ({n})"] = {"handshake": per(shaken), "request": per(after), "base": base, "held": after, "bad": bad}

@@ -4,6 +4,7 @@
 
 pub mod access_log;
 pub(crate) mod admin;
+pub(crate) mod allocator;
 pub(crate) mod assertion;
 pub(crate) mod audit;
 pub(crate) mod auth;

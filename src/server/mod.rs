@@ -288,6 +288,8 @@ fn spawn_https(
                     }
                 };
                 local.block_on(async move {
+                    // What a burst freed goes back to the OS once the thread is quiet.
+                    tokio::spawn(crate::allocator::give_back());
                     match TcpListener::from_std(listener) {
                         Ok(l) => serve_https(l, live, stop, admission).await,
                         Err(e) => tracing::error!(error = %e, "cannot register a listener"),
