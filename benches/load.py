@@ -139,6 +139,18 @@ def cpu_seconds(pid):
     return sum(cpu_times(pid))
 
 
+def with_cpu(pid, run, served):
+    """`run()`'s result, with the CPU time process `pid` (and its children) spent meanwhile
+    per request served, in user space (`user_us`) and the kernel (`sys_us`); `served(result)`
+    says how many requests that was."""
+    user0, sys0 = cpu_times(pid)
+    res = run()
+    user, system = cpu_times(pid)
+    n = max(served(res), 1)
+    res["user_us"], res["sys_us"] = (user - user0) * 1e6 / n, (system - sys0) * 1e6 / n
+    return res
+
+
 def h2load(url, headers):
     """h2load over TLS (ALPN h2): CONNS clients, H2_STREAMS concurrent streams each."""
     cmd = ["h2load", f"-c{CONNS}", f"-m{H2_STREAMS}", f"-t{THREADS}", "-D", str(DURATION), "--warm-up-time", "1"]
@@ -439,11 +451,7 @@ enabled = {"true" if ACCESS_LOG else "false"}
                 # Each gateway signs its own tokens (its own public origin).
                 tok = login(port if name.startswith("sg") else sg)["access_token"]
                 hdr = [f"Cookie: __Host-sg-access={tok}", f"User-Agent: {UA}", f"Host: localhost:{port if name.startswith('sg') else sg}"]
-                user0, sys0 = cpu_times(pids[name])
-                row[name] = wrk(f"https://127.0.0.1:{port}/app/item", hdr)
-                user, system = cpu_times(pids[name])
-                served = max(row[name]["requests"], 1)
-                row[name]["user_us"], row[name]["sys_us"] = (user - user0) * 1e6 / served, (system - sys0) * 1e6 / served
+                row[name] = with_cpu(pids[name], lambda: wrk(f"https://127.0.0.1:{port}/app/item", hdr), lambda res: res["requests"])
                 row[name]["cpu_us"] = row[name]["user_us"] + row[name]["sys_us"]
             rounds.append(row)
             print(f"round {r + 1}: " + "  ".join(f"{k} {v['rps']:.0f} rps p50 {v['p50']:.2f}ms p99 {v['p99']:.2f}ms "
@@ -533,13 +541,11 @@ enabled = {"true" if ACCESS_LOG else "false"}
             for name, port in h2targets:
                 own = port if name.startswith("sg") else sg
                 t = tok if own == sg else login(own)["access_token"]
-                user0, sys0 = cpu_times(h2pids[name])
-                row[name] = h2load(f"https://127.0.0.1:{port}/app/item",
-                                   [f"cookie: __Host-sg-access={t}", f"user-agent: {UA}", f":authority: localhost:{own}"])
-                user, system = cpu_times(h2pids[name])
-                # h2load's count covers its measured window; its 1 s warm-up is served too.
-                served = max(row[name]["rps"] * (DURATION + 1), 1)
-                row[name]["user_us"], row[name]["sys_us"] = (user - user0) * 1e6 / served, (system - sys0) * 1e6 / served
+                # h2load counts its measured window; its 1 s warm-up is served too.
+                row[name] = with_cpu(h2pids[name],
+                                     lambda: h2load(f"https://127.0.0.1:{port}/app/item",
+                                                    [f"cookie: __Host-sg-access={t}", f"user-agent: {UA}", f":authority: localhost:{own}"]),
+                                     lambda res: res["rps"] * (DURATION + 1))
             rounds.append(row)
             print(f"round {r + 1}: " + "  ".join(f"{k} {v['rps']:.0f} rps mean {v['mean']:.2f}ms err {v['errors']}" for k, v in row.items()), flush=True)
         results["h2"] = rounds
@@ -561,18 +567,17 @@ enabled = {"true" if ACCESS_LOG else "false"}
         # every 5 s (src/allocator.rs), so each target is read SETTLE after its last activity
         # (nginx and HAProxy alike): a reading taken before would count memory freed earlier
         # (a load phase, a login's argon2id) for or against the connections.
-        settle = lambda: time.sleep(SETTLE)
 
         def hold(name, port, pid, n=IDLE_CONNS):
             # The token first: a login (argon2id, 19 MiB) between two readings would be counted.
             own = port if name.startswith("sg") else sg
             t = tok if own == sg else login(own)["access_token"]
-            settle()
+            time.sleep(SETTLE)
             base = tree_rss_kb(pid)
             socks, t0 = [], time.time()
             for _ in range(n):
                 socks.append(ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost"))
-            settle()
+            time.sleep(SETTLE)
             shaken = tree_rss_kb(pid)
             req = (f"GET /app/item HTTP/1.1\r\nHost: localhost:{own}\r\nUser-Agent: {UA}\r\nCookie: __Host-sg-access={t}\r\n\r\n").encode()
             bad = 0
@@ -581,7 +586,7 @@ enabled = {"true" if ACCESS_LOG else "false"}
                 # connection holds, not a burst of requests in flight at once
                 s.sendall(req)
                 bad += read_response(s) != 200
-            settle()
+            time.sleep(SETTLE)
             after = tree_rss_kb(pid)
             per = lambda kb: (kb - base) * 1024 / n
             idle[name if n == IDLE_CONNS else f"{name} ({n})"] = {"handshake": per(shaken), "request": per(after), "base": base, "held": after, "bad": bad}
